@@ -1,0 +1,108 @@
+/* journal.h - the durable, tamper-evident, append-only journal.
+ *
+ * The journal is a directory of segment files `NNNNNNNNNNNNNNNNNNNN.seg`
+ * (20-digit decimal sequence number of the segment's first batch), each
+ * preallocated to `segment_bytes` and filled with batches back to back:
+ *
+ *   struct jr_header (64 bytes, little endian)     body (body_len bytes)   pad to 8
+ *
+ * The header carries a magic, a version, the batch sequence number (1, 2,
+ * 3, ... with no gap across segments), the batch time, the record count, the
+ * body length, the xxh3-64 of the body, the SHA-256 of the previous batch's
+ * header (all zero for sequence 1: the chain), and the xxh3-64 of the header
+ * itself. A batch that does not fit in the current segment starts a new one.
+ *
+ * Writes go through io_uring: one write of header+body linked to an
+ * fdatasync, one submit, one wait. jr_append returns only after the
+ * fdatasync completed, which is what lets the writer release answers.
+ *
+ * Start-up (jr_open) reads every segment in order, checks every header and
+ * body, the sequence and the chain, and hands each batch to a callback (the
+ * writer replays it through the decide step). After the last valid batch of
+ * the LAST segment, bytes that are all zero are free space; a partial or
+ * corrupt batch followed only by zeros/garbage to the end of the last segment
+ * is a torn tail: it is zeroed (logged) and appending continues right there.
+ * Any other damage -- a bad checksum with a valid batch after it, a broken
+ * chain, a sequence gap, damage in a segment that is not the last -- makes
+ * jr_open fail with a message naming the file and the byte offset.
+ */
+#ifndef WR_JOURNAL_H
+#define WR_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define JR_MAGIC          0x4c4e524a53414c46ull  /* "FLASJRNL" */
+#define JR_VERSION        1
+#define JR_HEADER_BYTES   64
+#define JR_BODY_BYTES_MAX (8u << 20)
+
+struct jr_header {
+	uint64_t magic;
+	uint16_t version;
+	uint16_t flags;
+	uint32_t record_count;
+	uint64_t seq;
+	int64_t  time_ms;
+	uint32_t body_len;
+	uint32_t _pad;
+	uint64_t body_hash;       /* xxh3-64 of the body */
+	uint8_t  prev_sha256[16]; /* first 16 bytes of SHA-256(previous header) */
+	uint64_t header_hash;     /* xxh3-64 of the 56 bytes above */
+};
+_Static_assert(sizeof(struct jr_header) == JR_HEADER_BYTES, "journal header is 64 bytes on disk");
+
+struct jr_config {
+	const char *dir;            /* created if missing */
+	uint64_t segment_bytes;     /* preallocation and rotation size, e.g. 64 MiB */
+	int      no_sync;           /* 1 = skip fdatasync (benchmarks of the decide path only) */
+};
+
+struct jr_batch {
+	uint64_t seq;
+	int64_t  time_ms;
+	uint32_t record_count;
+	uint32_t body_len;
+	const uint8_t *body;
+	const char *file;           /* segment path, for messages */
+	uint64_t offset;            /* byte offset of the header in that file */
+};
+
+/* Called for each valid batch in order; a non-zero return stops jr_open,
+ * which then fails with that batch's file and offset in the message. */
+typedef int (*jr_batch_fn)(void *arg, const struct jr_batch *b);
+
+struct journal;
+
+/* Opens (creating if needed) the journal in cfg->dir, verifies it, truncates
+ * a torn tail, and replays every batch through `fn` (may be NULL). Returns
+ * the journal ready for appending, or NULL with a one-line reason in `err`
+ * (naming the file and offset when the data is damaged). */
+struct journal *jr_open(const struct jr_config *cfg, jr_batch_fn fn, void *arg,
+                        char *err, size_t err_len);
+
+/* Appends one batch and waits until it is durable (io_uring write +
+ * fdatasync). Returns its sequence number, or 0 on an I/O error (errno set;
+ * the journal is then unusable and the writer must stop deciding). */
+uint64_t jr_append(struct journal *j, int64_t time_ms, uint32_t record_count,
+                   const void *body, uint32_t body_len);
+
+uint64_t jr_last_seq(const struct journal *j);     /* 0 when empty */
+uint64_t jr_bytes(const struct journal *j);        /* bytes of batches on disk */
+/* Latency of the last append's write+fdatasync, in nanoseconds. */
+uint64_t jr_last_sync_ns(const struct journal *j);
+void jr_close(struct journal *j);
+
+/* Sequential reader over a journal directory for sinks and tools: it never
+ * reads past `seq_max` (a sink passes the writer's durable sequence). */
+struct jr_reader;
+struct jr_reader *jr_reader_open(const char *dir, char *err, size_t err_len);
+/* Positions the reader so that the next batch returned has seq > after_seq. */
+int jr_reader_seek(struct jr_reader *r, uint64_t after_seq);
+/* Returns 1 with *b filled (body valid until the next call), 0 when no batch
+ * <= seq_max is available yet, -1 on damage (message in err). */
+int jr_reader_next(struct jr_reader *r, uint64_t seq_max, struct jr_batch *b,
+                   char *err, size_t err_len);
+void jr_reader_close(struct jr_reader *r);
+
+#endif
