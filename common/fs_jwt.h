@@ -46,4 +46,20 @@ int fs_jwt_verify(const uint8_t *key, size_t key_len, const char *tok, size_t to
 int fs_jwt_mint(const uint8_t *key, size_t key_len, const struct fs_claims *c,
                 char *out, size_t cap);
 
+/* A key prepared once per thread at start-up, so verification skips the
+ * algorithm look-up that OpenSSL's one-shot HMAC() repeats on every call
+ * (about 0.6 us instead of 3-4 us per token on a 2-core test box).
+ * fs_jwt_key_init allocates (OpenSSL objects) and returns 0, or -1 when
+ * OpenSSL cannot provide HMAC-SHA256; fs_jwt_key_free releases them.
+ * A prepared key is used by one thread at a time. */
+struct fs_jwt_key {
+	void *mac_ctx;              /* EVP_MAC_CTX *, keyed with HMAC-SHA256 */
+};
+int fs_jwt_key_init(struct fs_jwt_key *k, const uint8_t *key, size_t key_len);
+void fs_jwt_key_free(struct fs_jwt_key *k);
+
+/* fs_jwt_verify with a prepared key: same checks, same results. */
+int fs_jwt_verify_prepared(struct fs_jwt_key *k, const char *tok, size_t tok_len,
+                           int64_t now_s, struct fs_claims *out);
+
 #endif

@@ -32,25 +32,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define JR_MAGIC          0x4c4e524a53414c46ull  /* "FLASJRNL" */
+#define JR_MAGIC          0x524a4c46u  /* "FLJR" as little-endian bytes */
 #define JR_VERSION        1
 #define JR_HEADER_BYTES   64
 #define JR_BODY_BYTES_MAX (8u << 20)
 
+/* Every field is naturally aligned and there is no hidden padding: the
+ * first 56 bytes are exactly what header_hash covers. (The magic is 32 bits
+ * so that a 16-byte chain hash and four 64-bit fields fit in 56 bytes.) */
 struct jr_header {
-	uint64_t magic;
-	uint16_t version;
-	uint16_t flags;
-	uint32_t record_count;
+	uint32_t magic;           /* JR_MAGIC */
+	uint16_t version;         /* JR_VERSION */
+	uint16_t flags;           /* 0 */
 	uint64_t seq;
 	int64_t  time_ms;
-	uint32_t body_len;
-	uint32_t _pad;
 	uint64_t body_hash;       /* xxh3-64 of the body */
+	uint32_t record_count;
+	uint32_t body_len;
 	uint8_t  prev_sha256[16]; /* first 16 bytes of SHA-256(previous header) */
 	uint64_t header_hash;     /* xxh3-64 of the 56 bytes above */
 };
 _Static_assert(sizeof(struct jr_header) == JR_HEADER_BYTES, "journal header is 64 bytes on disk");
+_Static_assert(offsetof(struct jr_header, header_hash) == 56, "header_hash follows 56 hashed bytes");
 
 struct jr_config {
 	const char *dir;            /* created if missing */
@@ -97,7 +100,10 @@ void jr_close(struct journal *j);
  * reads past `seq_max` (a sink passes the writer's durable sequence). */
 struct jr_reader;
 struct jr_reader *jr_reader_open(const char *dir, char *err, size_t err_len);
-/* Positions the reader so that the next batch returned has seq > after_seq. */
+/* Positions the reader so that the next batch returned has seq > after_seq.
+ * The chain is verified from the first batch the reader reads after this
+ * (from seq 1 when it starts at the first segment). Returns 0, or -1 with
+ * errno set when the directory cannot be listed. */
 int jr_reader_seek(struct jr_reader *r, uint64_t after_seq);
 /* Returns 1 with *b filled (body valid until the next call), 0 when no batch
  * <= seq_max is available yet, -1 on damage (message in err). */

@@ -30,10 +30,11 @@ uint32_t wr_rec_encode(const struct fs_cmd *c, uint8_t *out)
 	out[6] = c->user_len;
 	out[7] = c->key_len;
 	out[8] = c->text_len;
+	out[9] = c->out_status;
 	put32(out + 12, c->quantity);
 	put64(out + 16, c->ref);
 	put64(out + 24, c->out_ref);
-	put64(out + 32, (uint64_t)c->out_ms);
+	put64(out + 32, (uint64_t)c->out_val);
 	put64(out + 40, c->sale.total);
 	put32(out + 48, c->sale.per_user);
 	put32(out + 52, c->sale.hold_ms);
@@ -73,10 +74,11 @@ uint32_t wr_rec_decode(const uint8_t *buf, uint32_t len, struct fs_cmd *c)
 	c->user_len = buf[6];
 	c->key_len = buf[7];
 	c->text_len = buf[8];
+	c->out_status = buf[9];
 	c->quantity = get32(buf + 12);
 	c->ref = get64(buf + 16);
 	c->out_ref = get64(buf + 24);
-	c->out_ms = (int64_t)get64(buf + 32);
+	c->out_val = (int64_t)get64(buf + 32);
 	c->sale.total = get64(buf + 40);
 	c->sale.per_user = get32(buf + 48);
 	c->sale.hold_ms = get32(buf + 52);

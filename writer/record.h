@@ -2,7 +2,7 @@
  *
  * A batch body is a sequence of records. Each record is a decided
  * `struct fs_cmd` (see common/fs_cmd.h: inputs plus the OUT fields the
- * decide step filled in: err, out_ref, out_ms) in a compact little-endian
+ * decide step filled in: err, out_status, out_ref, out_val) in a compact little-endian
  * form -- a fixed part followed by the four strings at their actual length:
  *
  *   off size field
@@ -11,16 +11,16 @@
  *     3    1  err (enum fs_err, the outcome)
  *     4    1  pay (enum fs_pay)
  *     5    1  sku_len      6 1 user_len     7 1 key_len     8 1 text_len
- *     9    3  zero
+ *     9    1  out_status   10 2 zero
  *    12    4  quantity
- *    16    8  ref          24 8 out_ref     32 8 out_ms
+ *    16    8  ref          24 8 out_ref     32 8 out_val
  *    40   40  sale args (total u64, per_user u32, hold_ms u32, waitlist_max u32,
  *             default_tier u32, price_cents i64, opens_at_ms i64)
  *    80    .  sku, user, key, text bytes back to back, then zero padding to 8
  *
  * `origin` and `tag` are volatile routing data and are NOT stored.
- * Only commands that changed state are journaled (err == FS_OK), plus admin
- * commands whatever their outcome is not needed: see writer.c.
+ * Only commands that changed state are journaled (err == FS_OK); derived
+ * FS_CMD_PROMOTE records follow the command that freed the units.
  */
 #ifndef WR_RECORD_H
 #define WR_RECORD_H

@@ -1,0 +1,156 @@
+/* fs_snapshot.h - the writer's published read view of every SKU.
+ *
+ * Written only by the writer, after the batch that changed it is durable;
+ * read lock-free by any dataplane worker. Each entry is a seqlock: the
+ * writer makes `seq` odd, stores the fields, makes it even (release); a
+ * reader retries while seq is odd or changed under it. SKUs are only ever
+ * added: an entry's name is written before its slot in the name table is
+ * published with a release store, so a reader that finds the slot sees the
+ * name.
+ */
+#ifndef FS_SNAPSHOT_H
+#define FS_SNAPSHOT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include "common/fs_cmd.h"
+
+#define FS_SNAP_SKU_MAX   1024
+#define FS_SNAP_SLOTS     2048            /* power of two, > 1.5 * FS_SNAP_SKU_MAX */
+#define FS_HOLDER_BITS    (1u << 20)      /* filter of users who ever reserved */
+
+struct fs_snap_sku {
+	_Alignas(64) _Atomic uint64_t seq;
+	_Atomic uint64_t total, available, reserved, sold, version;
+	_Atomic uint32_t state;               /* published enum fs_sale_state */
+	_Atomic uint32_t waitlist_open;
+	char name[FS_SKU_LEN_MAX];
+	uint8_t name_len;
+};
+
+struct fs_snapshot {
+	_Atomic uint32_t count;
+	_Atomic uint16_t slots[FS_SNAP_SLOTS];  /* name hash -> index + 1 */
+	struct fs_snap_sku skus[FS_SNAP_SKU_MAX];
+	/* edge flags the writer and payment thread publish */
+	_Atomic uint32_t payments_open;         /* 0 while the payment circuit breaker is open */
+	_Atomic uint32_t journal_full;          /* 1 while the journal is over its disk budget */
+	/* Bit hash(user) is set (never cleared) once the user got a reservation:
+	 * the edge may answer sold_out itself only for users whose bit is clear,
+	 * so a retried request of a real holder always reaches the writer. */
+	_Atomic uint64_t holder_bits[FS_HOLDER_BITS / 64];
+};
+
+struct fs_sku_read {
+	uint64_t total, available, reserved, sold, version;
+	uint32_t state;
+	uint32_t waitlist_open;
+};
+
+static inline uint32_t fs_snap_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u;             /* FNV-1a: short names, no dependency */
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)s[i]) * 16777619u;
+	return h;
+}
+
+static inline uint32_t fs_holder_bit(const char *user, size_t len)
+{
+	return (fs_snap_hash(user, len) * 2654435761u) & (FS_HOLDER_BITS - 1);
+}
+
+static inline int fs_snap_holder_test(const struct fs_snapshot *s, const char *user, size_t len)
+{
+	uint32_t b = fs_holder_bit(user, len);
+	uint64_t w = atomic_load_explicit(&((struct fs_snapshot *)s)->holder_bits[b / 64], memory_order_acquire);
+	return (int)((w >> (b % 64)) & 1);
+}
+
+/* Writer only. */
+static inline void fs_snap_holder_set(struct fs_snapshot *s, const char *user, size_t len)
+{
+	uint32_t b = fs_holder_bit(user, len);
+	atomic_fetch_or_explicit(&s->holder_bits[b / 64], UINT64_C(1) << (b % 64), memory_order_release);
+}
+
+/* Returns the SKU's index, or -1 when no such SKU is published. */
+static inline int fs_snap_find(const struct fs_snapshot *s, const char *name, size_t len)
+{
+	if (len == 0 || len > FS_SKU_LEN_MAX)
+		return -1;
+	uint32_t i = fs_snap_hash(name, len) & (FS_SNAP_SLOTS - 1);
+	for (uint32_t probes = 0; probes < FS_SNAP_SLOTS; probes++) {
+		uint16_t v = atomic_load_explicit(&((struct fs_snapshot *)s)->slots[i], memory_order_acquire);
+		if (v == 0)
+			return -1;
+		const struct fs_snap_sku *k = &s->skus[v - 1];
+		if (k->name_len == len && memcmp(k->name, name, len) == 0)
+			return v - 1;
+		i = (i + 1) & (FS_SNAP_SLOTS - 1);
+	}
+	return -1;
+}
+
+/* Copies a consistent view of SKU idx into *out. */
+static inline void fs_snap_read(const struct fs_snapshot *s, int idx, struct fs_sku_read *out)
+{
+	struct fs_snap_sku *k = (struct fs_snap_sku *)&s->skus[idx];
+	for (;;) {
+		uint64_t s1 = atomic_load_explicit(&k->seq, memory_order_acquire);
+		if (s1 & 1)
+			continue;
+		out->total = atomic_load_explicit(&k->total, memory_order_relaxed);
+		out->available = atomic_load_explicit(&k->available, memory_order_relaxed);
+		out->reserved = atomic_load_explicit(&k->reserved, memory_order_relaxed);
+		out->sold = atomic_load_explicit(&k->sold, memory_order_relaxed);
+		out->version = atomic_load_explicit(&k->version, memory_order_relaxed);
+		out->state = atomic_load_explicit(&k->state, memory_order_relaxed);
+		out->waitlist_open = atomic_load_explicit(&k->waitlist_open, memory_order_relaxed);
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&k->seq, memory_order_relaxed) == s1)
+			return;
+	}
+}
+
+/* Writer only: publishes (adding if new) one SKU's view. Returns -1 when
+ * the snapshot is full. */
+static inline int fs_snap_publish(struct fs_snapshot *s, const char *name, size_t len,
+                                  const struct fs_sku_read *v)
+{
+	int idx = fs_snap_find(s, name, len);
+	int32_t new_slot = -1;
+	if (idx < 0) {
+		uint32_t n = atomic_load_explicit(&s->count, memory_order_relaxed);
+		if (n >= FS_SNAP_SKU_MAX)
+			return -1;
+		struct fs_snap_sku *k = &s->skus[n];
+		memcpy(k->name, name, len);
+		k->name_len = (uint8_t)len;
+		idx = (int)n;
+		atomic_store_explicit(&s->count, n + 1, memory_order_release);
+		uint32_t i = fs_snap_hash(name, len) & (FS_SNAP_SLOTS - 1);
+		while (atomic_load_explicit(&s->slots[i], memory_order_relaxed) != 0)
+			i = (i + 1) & (FS_SNAP_SLOTS - 1);
+		/* fields first (below, under the seqlock), then the slot */
+		new_slot = (int32_t)i;
+	}
+	struct fs_snap_sku *k = &s->skus[idx];
+	uint64_t seq = atomic_load_explicit(&k->seq, memory_order_relaxed);
+	atomic_store_explicit(&k->seq, seq + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&k->total, v->total, memory_order_relaxed);
+	atomic_store_explicit(&k->available, v->available, memory_order_relaxed);
+	atomic_store_explicit(&k->reserved, v->reserved, memory_order_relaxed);
+	atomic_store_explicit(&k->sold, v->sold, memory_order_relaxed);
+	atomic_store_explicit(&k->version, v->version, memory_order_relaxed);
+	atomic_store_explicit(&k->state, v->state, memory_order_relaxed);
+	atomic_store_explicit(&k->waitlist_open, v->waitlist_open, memory_order_relaxed);
+	atomic_store_explicit(&k->seq, seq + 2, memory_order_release);
+	if (new_slot >= 0)
+		atomic_store_explicit(&s->slots[new_slot], (uint16_t)(idx + 1), memory_order_release);
+	return idx;
+}
+
+#endif

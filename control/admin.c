@@ -1,0 +1,536 @@
+/* admin.c - the admin socket and the Prometheus metrics (see admin.h).
+ * Not on any hot path: one thread, blocking I/O with timeouts.
+ */
+#include "control/admin.h"
+#include "dataplane/http.h"
+#include "dataplane/response.h"
+#include "dataplane/worker.h"
+#include "writer/writer.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ADMIN_REQ_BYTES   8192
+#define ADMIN_OUT_BYTES   (256 * 1024)
+#define ADMIN_IO_TIMEOUT_MS 2000
+
+struct ctl_admin {
+	struct ctl_admin_config cfg;
+	int unix_fd, tcp_fd, stop_fd;
+	pthread_t thread;
+	char *out;                     /* response buffer */
+	char *body;                    /* metrics/status body */
+	uint64_t tag;
+};
+
+/* ---- calls into the writer ------------------------------------------------ */
+
+int ctl_admin_call(struct fs_port *port, struct fs_cmd *cmd, struct fs_ans *ans, int timeout_ms)
+{
+	static _Atomic uint64_t tag_next = 1;
+	uint64_t tag = atomic_fetch_add(&tag_next, 1);
+	struct fs_cmd *slot = fs_ring_slot(&port->cmds);
+	if (slot == NULL)
+		return -1;
+	*slot = *cmd;
+	slot->tag = tag;
+	fs_ring_produce(&port->cmds, 1);
+	fs_wake(port->writer);
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		atomic_store(&port->producer.sleeping, 1);
+		if (fs_ring_dequeue_burst(&port->answers, ans, 1) == 1) {
+			atomic_store(&port->producer.sleeping, 0);
+			if (ans->tag == tag)
+				return 0;
+			continue;   /* a late answer to an earlier timed-out call */
+		}
+		struct pollfd p = { .fd = port->producer.fd, .events = POLLIN };
+		poll(&p, 1, 100);
+		uint64_t v;
+		ssize_t r = read(port->producer.fd, &v, sizeof v);
+		(void)r;
+		atomic_store(&port->producer.sleeping, 0);
+		struct timespec t1;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
+			return -1;
+	}
+}
+
+/* ---- small parsing helpers ------------------------------------------------ */
+
+/* Finds `name=` in the query of the request line; copies its value. */
+static int query_get(const char *req, size_t len, const char *name, char *val, size_t cap)
+{
+	const char *eol = memchr(req, '\r', len);
+	const char *q = memchr(req, '?', eol ? (size_t)(eol - req) : len);
+	if (q == NULL)
+		return -1;
+	const char *end = memchr(q, ' ', (size_t)((eol ? eol : req + len) - q));
+	if (end == NULL)
+		return -1;
+	size_t nlen = strlen(name);
+	for (const char *p = q + 1; p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *stop = amp ? amp : end;
+		if ((size_t)(stop - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+			size_t vlen = (size_t)(stop - p) - nlen - 1;
+			if (vlen >= cap)
+				return -1;
+			memcpy(val, p + nlen + 1, vlen);
+			val[vlen] = 0;
+			return 0;
+		}
+		p = stop + 1;
+	}
+	return -1;
+}
+
+/* Reads an unsigned decimal query value; def when absent; -1 when malformed. */
+static int query_u64(const char *req, size_t len, const char *name, uint64_t def, uint64_t *out)
+{
+	char v[32];
+	if (query_get(req, len, name, v, sizeof v) != 0) {
+		*out = def;
+		return 0;
+	}
+	char *e;
+	errno = 0;
+	unsigned long long x = strtoull(v, &e, 10);
+	if (errno || e == v || *e || v[0] == '-')
+		return -1;
+	*out = x;
+	return 0;
+}
+
+/* ---- handlers ---------------------------------------------------------------- */
+
+static int respond(struct ctl_admin *a, int http, const char *ctype, const char *body, size_t len)
+{
+	return dp_resp_raw(a->out, ADMIN_OUT_BYTES, http, ctype, body, len, 0);
+}
+
+static int respond_ans(struct ctl_admin *a, const struct fs_ans *ans)
+{
+	return dp_resp_answer(a->out, ADMIN_OUT_BYTES, ans, 0);
+}
+
+static int call_writer(struct ctl_admin *a, struct fs_cmd *cmd)
+{
+	struct fs_ans ans;
+	if (ctl_admin_call(a->cfg.port, cmd, &ans, 5000) != 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "writer did not answer", 0);
+	return respond_ans(a, &ans);
+}
+
+static int sale_create(struct ctl_admin *a, const char *req, size_t len, struct fs_cmd *cmd)
+{
+	uint64_t stock, per_user, hold_ms, waitlist, tier, price, opens;
+	if (query_u64(req, len, "stock", UINT64_MAX, &stock) || stock == UINT64_MAX ||
+	    query_u64(req, len, "per_user", 1, &per_user) || query_u64(req, len, "hold_ms", 120000, &hold_ms) ||
+	    query_u64(req, len, "waitlist", 0, &waitlist) || query_u64(req, len, "default_tier", 4, &tier) ||
+	    query_u64(req, len, "price_cents", 0, &price) || query_u64(req, len, "opens_at_ms", 0, &opens) ||
+	    per_user > UINT32_MAX || hold_ms > UINT32_MAX || waitlist > UINT32_MAX || tier > 4)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request",
+		                     "stock required; numbers must be non-negative integers", 0);
+	cmd->type = FS_CMD_SALE_CREATE;
+	cmd->sale.total = stock;
+	cmd->sale.per_user = (uint32_t)per_user;
+	cmd->sale.hold_ms = (uint32_t)hold_ms;
+	cmd->sale.waitlist_max = (uint32_t)waitlist;
+	cmd->sale.default_tier = (uint32_t)tier;
+	cmd->sale.price_cents = (int64_t)price;
+	cmd->sale.opens_at_ms = (int64_t)opens;
+	return call_writer(a, cmd);
+}
+
+static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
+{
+	cmd->type = FS_CMD_SALE_GET;
+	struct fs_ans ans;
+	if (ctl_admin_call(a->cfg.port, cmd, &ans, 5000) != 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "writer did not answer", 0);
+	if (ans.http != 200)
+		return respond_ans(a, &ans);
+	const struct wr_metrics *m = wr_metrics(a->cfg.writer);
+	uint64_t ok = 0, refused = 0;
+	for (int e = 0; e < FS_ERR_COUNT; e++) {
+		uint64_t v = atomic_load(&((struct wr_metrics *)m)->outcomes[FS_CMD_RESERVE][e]);
+		if (e == FS_OK)
+			ok += v;
+		else
+			refused += v;
+	}
+	uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
+	int n = snprintf(a->body, ADMIN_OUT_BYTES,
+	                 "{\"sku\":\"%.*s\",\"state\":\"%s\",\"total\":%llu,\"available\":%llu,"
+	                 "\"reserved\":%llu,\"sold\":%llu,\"version\":%llu,"
+	                 "\"reservations_granted_total\":%llu,\"reservations_refused_total\":%llu,"
+	                 "\"journal_seq\":%llu,\"sinks\":[",
+	                 ans.sku_len, ans.sku, fs_sale_state_name(ans.state),
+	                 (unsigned long long)ans.total, (unsigned long long)ans.available,
+	                 (unsigned long long)ans.reserved, (unsigned long long)ans.sold,
+	                 (unsigned long long)ans.version, (unsigned long long)ok,
+	                 (unsigned long long)refused, (unsigned long long)durable);
+	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
+		n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n, "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu}",
+		              i ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
+		              (unsigned long long)(durable - (applied < durable ? applied : durable)));
+	}
+	n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n, "]}");
+	return respond(a, 200, "application/json", a->body, (size_t)n);
+}
+
+/* Appends one formatted line to the metrics body. */
+static size_t put(char *b, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static size_t put(char *b, size_t n, const char *fmt, ...)
+{
+	if (n >= ADMIN_OUT_BYTES - 256)
+		return n;
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(b + n, ADMIN_OUT_BYTES - n, fmt, ap);
+	va_end(ap);
+	return k > 0 ? n + (size_t)k : n;
+}
+
+static const char *route_names[DP_R_COUNT] = { "sku_get", "reserve", "reservation_get", "cancel",
+                                               "checkout", "order_get", "health", "other" };
+
+static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
+{
+	n = put(b, n, "# TYPE flashsale_http_answers_total counter\n");
+	uint64_t conns = 0, accepted = 0, refused = 0, ring_full = 0, timeouts = 0;
+	for (int r = 0; r < DP_R_COUNT; r++)
+		for (int s = 0; s < DP_ST_COUNT; s++) {
+			uint64_t v = 0;
+			for (uint32_t i = 0; i < a->cfg.worker_count; i++)
+				v += atomic_load(&((struct dp_stats *)dp_worker_stats(a->cfg.workers[i]))->answers[r][s]);
+			if (v)
+				n = put(b, n, "flashsale_http_answers_total{route=\"%s\",status=\"%d\"} %llu\n",
+				        route_names[r], dp_status_of_slot(s), (unsigned long long)v);
+		}
+	for (uint32_t i = 0; i < a->cfg.worker_count; i++) {
+		const struct dp_stats *st = dp_worker_stats(a->cfg.workers[i]);
+		conns += atomic_load(&((struct dp_stats *)st)->conns_open);
+		accepted += atomic_load(&((struct dp_stats *)st)->conns_accepted);
+		refused += atomic_load(&((struct dp_stats *)st)->conns_refused);
+		ring_full += atomic_load(&((struct dp_stats *)st)->ring_full);
+		timeouts += atomic_load(&((struct dp_stats *)st)->conns_timed_out);
+	}
+	n = put(b, n, "# TYPE flashsale_connections_open gauge\nflashsale_connections_open %llu\n", (unsigned long long)conns);
+	n = put(b, n, "# TYPE flashsale_connections_accepted_total counter\nflashsale_connections_accepted_total %llu\n", (unsigned long long)accepted);
+	n = put(b, n, "# TYPE flashsale_connections_refused_total counter\nflashsale_connections_refused_total %llu\n", (unsigned long long)refused);
+	n = put(b, n, "# TYPE flashsale_connections_timed_out_total counter\nflashsale_connections_timed_out_total %llu\n", (unsigned long long)timeouts);
+	n = put(b, n, "# TYPE flashsale_ring_full_total counter\nflashsale_ring_full_total %llu\n", (unsigned long long)ring_full);
+	n = put(b, n, "# TYPE flashsale_ring_depth gauge\n");
+	for (uint32_t i = 0; i < a->cfg.worker_count; i++)
+		n = put(b, n, "flashsale_ring_depth{worker=\"%u\"} %u\n", i,
+		        fs_ring_count(&wr_port(a->cfg.writer, i)->cmds));
+	return n;
+}
+
+static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
+{
+	struct wr_metrics *m = (struct wr_metrics *)wr_metrics(a->cfg.writer);
+	n = put(b, n, "# TYPE flashsale_writer_batches_total counter\nflashsale_writer_batches_total %llu\n",
+	        (unsigned long long)atomic_load(&m->batches));
+	n = put(b, n, "# TYPE flashsale_writer_commands_total counter\nflashsale_writer_commands_total %llu\n",
+	        (unsigned long long)atomic_load(&m->commands));
+	n = put(b, n, "# TYPE flashsale_journal_records_total counter\nflashsale_journal_records_total %llu\n",
+	        (unsigned long long)atomic_load(&m->records));
+	n = put(b, n, "# TYPE flashsale_journal_bytes gauge\nflashsale_journal_bytes %llu\n",
+	        (unsigned long long)atomic_load(&m->journal_bytes));
+	n = put(b, n, "# TYPE flashsale_journal_seq gauge\nflashsale_journal_seq %llu\n",
+	        (unsigned long long)atomic_load(&m->durable_seq));
+	n = put(b, n, "# TYPE flashsale_payments_outstanding gauge\nflashsale_payments_outstanding %llu\n",
+	        (unsigned long long)atomic_load(&m->charges_outstanding));
+	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
+	uint64_t cum = 0;
+	for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {
+		cum += atomic_load(&m->fsync_hist[i]);
+		n = put(b, n, "flashsale_fdatasync_seconds_bucket{le=\"%g\"} %llu\n", (double)(2ull << i) / 1e6,
+		        (unsigned long long)cum);
+	}
+	n = put(b, n, "flashsale_fdatasync_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+	n = put(b, n, "flashsale_fdatasync_seconds_sum %g\nflashsale_fdatasync_seconds_count %llu\n",
+	        (double)atomic_load(&m->fsync_ns_sum) / 1e9, (unsigned long long)cum);
+	n = put(b, n, "# TYPE flashsale_batch_commands histogram\n");
+	cum = 0;
+	for (int i = 0; i < WR_BATCH_BUCKETS; i++) {
+		cum += atomic_load(&m->batch_hist[i]);
+		n = put(b, n, "flashsale_batch_commands_bucket{le=\"%llu\"} %llu\n", (2ull << i) - 1, (unsigned long long)cum);
+	}
+	n = put(b, n, "flashsale_batch_commands_bucket{le=\"+Inf\"} %llu\nflashsale_batch_commands_count %llu\n",
+	        (unsigned long long)cum, (unsigned long long)cum);
+	n = put(b, n, "# TYPE flashsale_decisions_total counter\n");
+	for (int t = 1; t < FS_CMD_TYPE_COUNT; t++)
+		for (int e = 0; e < FS_ERR_COUNT; e++) {
+			uint64_t v = atomic_load(&m->outcomes[t][e]);
+			if (v)
+				n = put(b, n, "flashsale_decisions_total{command=\"%s\",outcome=\"%s\"} %llu\n",
+				        fs_cmd_type_name(t), fs_err_name(e), (unsigned long long)v);
+		}
+	struct wr_usage u;
+	wr_table_usage(a->cfg.writer, &u);
+	n = put(b, n, "# TYPE flashsale_table_used gauge\n");
+	n = put(b, n, "flashsale_table_used{table=\"users\"} %u\nflashsale_table_used{table=\"reservations\"} %u\n"
+	        "flashsale_table_used{table=\"orders\"} %u\nflashsale_table_used{table=\"idempotency_keys\"} %u\n"
+	        "flashsale_table_used{table=\"holdings\"} %u\n", u.users, u.reservations, u.orders, u.idem_keys, u.holdings);
+	return n;
+}
+
+static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
+{
+	const struct fs_snapshot *s = a->cfg.snap;
+	uint32_t count = atomic_load(&((struct fs_snapshot *)s)->count);
+	static const char *fields[4] = { "total", "available", "reserved", "sold" };
+	n = put(b, n, "# TYPE flashsale_sku_units gauge\n");
+	for (uint32_t i = 0; i < count; i++) {
+		struct fs_sku_read v;
+		fs_snap_read(s, (int)i, &v);
+		uint64_t vals[4] = { v.total, v.available, v.reserved, v.sold };
+		for (int f = 0; f < 4; f++)
+			n = put(b, n, "flashsale_sku_units{sku=\"%.*s\",kind=\"%s\"} %llu\n", s->skus[i].name_len,
+			        s->skus[i].name, fields[f], (unsigned long long)vals[f]);
+	}
+	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+		uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
+		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
+		n = put(b, n, "flashsale_sink_lag_batches{sink=\"%s\"} %llu\n", a->cfg.sink_names[i],
+		        (unsigned long long)(applied < durable ? durable - applied : 0));
+	}
+	return n;
+}
+
+static int metrics(struct ctl_admin *a)
+{
+	size_t n = metrics_writer(a, a->body, 0);
+	n = metrics_dataplane(a, a->body, n);
+	n = metrics_skus(a, a->body, n);
+	return respond(a, 200, "text/plain; version=0.0.4", a->body, n);
+}
+
+static int route_sale(struct ctl_admin *a, const struct dp_request *r, const char *req, size_t len)
+{
+	struct fs_cmd cmd;
+	memset(&cmd, 0, sizeof cmd);
+	const char *p = r->path.p + strlen("/admin/sales/");
+	size_t plen = r->path.len - strlen("/admin/sales/");
+	const char *slash = memchr(p, '/', plen);
+	size_t sku_len = slash ? (size_t)(slash - p) : plen;
+	if (sku_len == 0 || sku_len > FS_SKU_LEN_MAX)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "SKU must be 1..32 bytes", 0);
+	for (size_t i = 0; i < sku_len; i++)
+		if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') ||
+		      p[i] == '-' || p[i] == '_' || p[i] == '.'))
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "SKU may use A-Z a-z 0-9 . _ -", 0);
+	memcpy(cmd.sku, p, sku_len);
+	cmd.sku_len = (uint8_t)sku_len;
+	if (slash == NULL) {
+		if (r->method == DP_M_GET)
+			return sale_status(a, &cmd);
+		if (r->method == DP_M_POST)
+			return sale_create(a, req, len, &cmd);
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 405, "method_not_allowed", NULL, 0);
+	}
+	if (r->method != DP_M_POST)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 405, "method_not_allowed", NULL, 0);
+	const char *verb = slash + 1;
+	size_t vlen = plen - sku_len - 1;
+	static const struct { const char *name; uint8_t type; } verbs[] = {
+		{ "open", FS_CMD_SALE_OPEN }, { "pause", FS_CMD_SALE_PAUSE }, { "freeze", FS_CMD_SALE_FREEZE },
+		{ "resume", FS_CMD_SALE_RESUME }, { "close", FS_CMD_SALE_CLOSE }, { "stock", FS_CMD_STOCK_ADD } };
+	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
+		if (strlen(verbs[i].name) != vlen || memcmp(verbs[i].name, verb, vlen) != 0)
+			continue;
+		cmd.type = verbs[i].type;
+		if (cmd.type == FS_CMD_STOCK_ADD) {
+			uint64_t add;
+			if (query_u64(req, len, "add", 0, &add) || add == 0 || add > UINT32_MAX)
+				return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "add=N (1..4294967295) required", 0);
+			cmd.quantity = (uint32_t)add;
+		}
+		return call_writer(a, &cmd);
+	}
+	return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
+}
+
+static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp)
+{
+	static const struct dp_http_limits lim = { 2048, 32, ADMIN_REQ_BYTES, 1024 };
+	struct dp_request r;
+	int rc = dp_http_parse(req, len, &lim, &r);
+	if (rc <= 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, rc < 0 ? -rc : 400, "bad_request", "malformed request", 0);
+	if (over_tcp) {
+		size_t tl = strlen(a->cfg.admin_token);
+		struct dp_slice h = r.authorization;
+		if (h.len != tl + 7 || strncasecmp(h.p, "Bearer ", 7) != 0 || CRYPTO_memcmp(h.p + 7, a->cfg.admin_token, tl) != 0)
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 401, "unauthorized", "admin token required", 0);
+	}
+	if (r.path.len == 8 && memcmp(r.path.p, "/metrics", 8) == 0)
+		return metrics(a);
+	if (r.path.len == 12 && memcmp(r.path.p, "/admin/drain", 12) == 0 && r.method == DP_M_POST) {
+		atomic_store(a->cfg.ready, 0);
+		return respond(a, 200, "application/json", "{\"ok\":true}", 11);
+	}
+	if (r.path.len > 13 && memcmp(r.path.p, "/admin/sales/", 13) == 0)
+		return route_sale(a, &r, req, len);
+	return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
+}
+
+/* Reads one request (bounded in size and time), answers it, closes. */
+static void serve(struct ctl_admin *a, int fd, int over_tcp)
+{
+	static const struct dp_http_limits lim = { 2048, 32, ADMIN_REQ_BYTES, 1024 };
+	char req[ADMIN_REQ_BYTES + 1024];
+	size_t len = 0;
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, ADMIN_IO_TIMEOUT_MS) <= 0)
+			break;
+		ssize_t r = recv(fd, req + len, sizeof req - len, 0);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		struct dp_request dr;
+		int rc = dp_http_parse(req, len, &lim, &dr);
+		if (rc != 0 || len == sizeof req)
+			break;
+	}
+	if (len > 0) {
+		int n = handle(a, req, len, over_tcp);
+		for (int off = 0; n > 0 && off < n;) {
+			ssize_t w = send(fd, a->out + off, (size_t)(n - off), MSG_NOSIGNAL);
+			if (w <= 0)
+				break;
+			off += (int)w;
+		}
+	}
+	close(fd);
+}
+
+static void *admin_main(void *arg)
+{
+	struct ctl_admin *a = arg;
+	for (;;) {
+		struct pollfd p[3] = { { .fd = a->stop_fd, .events = POLLIN },
+		                       { .fd = a->unix_fd, .events = POLLIN },
+		                       { .fd = a->tcp_fd, .events = POLLIN } };
+		if (poll(p, 3, -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents)
+			break;
+		for (int i = 1; i < 3; i++) {
+			if (!(p[i].revents & POLLIN))
+				continue;
+			int fd = accept4(p[i].fd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0)
+				serve(a, fd, i == 2);
+		}
+	}
+	return NULL;
+}
+
+static int unix_listen(const char *path, char *err, size_t err_len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof sa.sun_path) {
+		snprintf(err, err_len, "--admin unix:%s: path too long", path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	unlink(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	mode_t old = umask(0177);
+	int rc = fd >= 0 ? bind(fd, (struct sockaddr *)&sa, sizeof sa) : -1;
+	umask(old);
+	if (rc != 0 || listen(fd, 64) != 0 || chmod(path, 0600) != 0) {
+		snprintf(err, err_len, "cannot listen on unix:%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int tcp_listen(const char *host, uint16_t port, char *err, size_t err_len)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+	    listen(fd, 64) != 0) {
+		snprintf(err, err_len, "cannot listen on admin %s:%u: %s", host, port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+struct ctl_admin *ctl_admin_start(const struct ctl_admin_config *cfg, char *err, size_t err_len)
+{
+	struct ctl_admin *a = calloc(1, sizeof *a);
+	assert(a != NULL);
+	a->cfg = *cfg;
+	a->unix_fd = a->tcp_fd = -1;
+	a->out = malloc(ADMIN_OUT_BYTES);
+	a->body = malloc(ADMIN_OUT_BYTES);
+	a->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (cfg->unix_path && (a->unix_fd = unix_listen(cfg->unix_path, err, err_len)) < 0)
+		goto fail;
+	if (cfg->tcp_host && (a->tcp_fd = tcp_listen(cfg->tcp_host, cfg->tcp_port, err, err_len)) < 0)
+		goto fail;
+	if (pthread_create(&a->thread, NULL, admin_main, a) != 0) {
+		snprintf(err, err_len, "cannot start the admin thread");
+		goto fail;
+	}
+	pthread_setname_np(a->thread, "fs-admin");
+	return a;
+fail:
+	if (a->unix_fd >= 0)
+		close(a->unix_fd);
+	free(a->out);
+	free(a->body);
+	free(a);
+	return NULL;
+}
+
+void ctl_admin_stop(struct ctl_admin *a)
+{
+	if (a == NULL)
+		return;
+	uint64_t one = 1;
+	ssize_t r = write(a->stop_fd, &one, sizeof one);
+	(void)r;
+	pthread_join(a->thread, NULL);
+	if (a->unix_fd >= 0) {
+		close(a->unix_fd);
+		if (a->cfg.unix_path)
+			unlink(a->cfg.unix_path);
+	}
+	if (a->tcp_fd >= 0)
+		close(a->tcp_fd);
+	free(a->out);
+	free(a->body);
+	free(a);
+}

@@ -1,0 +1,53 @@
+/* admin.h - the operator surface inside flashsaled: a Unix socket (mode
+ * 0600) and optionally a TCP port that requires the admin token. It speaks
+ * HTTP/1.1 (one request per connection) and turns admin verbs into writer
+ * commands on its own port, so every admin action is journaled like a
+ * customer decision. GET /metrics serves Prometheus text.
+ *
+ *   POST /admin/sales/{sku}?stock=N&per_user=N&hold_ms=N&waitlist=N&default_tier=T&price_cents=N&opens_at_ms=N
+ *   POST /admin/sales/{sku}/open|pause|freeze|resume|close
+ *   POST /admin/sales/{sku}/stock?add=N
+ *   GET  /admin/sales/{sku}          counters, state, rates, sink lag
+ *   POST /admin/drain                /readyz answers 503 from now on
+ *   GET  /metrics
+ */
+#ifndef CTL_ADMIN_H
+#define CTL_ADMIN_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include "common/fs_port.h"
+#include "common/fs_snapshot.h"
+
+struct writer;
+struct dp_worker;
+
+struct ctl_admin_config {
+	const char *unix_path;          /* NULL: none */
+	const char *tcp_host;           /* NULL: none */
+	uint16_t tcp_port;
+	const char *admin_token;        /* required on TCP */
+	struct writer *writer;
+	struct fs_port *port;           /* the admin's port to the writer */
+	struct fs_snapshot *snap;
+	struct dp_worker **workers;
+	uint32_t worker_count;
+	_Atomic int *ready;
+	uint32_t sink_count;
+	const char *const *sink_names;
+	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */
+	void **sinks;
+};
+
+struct ctl_admin;
+
+/* Binds the sockets and starts the admin thread; NULL with a reason in err. */
+struct ctl_admin *ctl_admin_start(const struct ctl_admin_config *cfg, char *err, size_t err_len);
+void ctl_admin_stop(struct ctl_admin *a);
+
+/* Sends one command through the admin port and waits (bounded) for its
+ * answer. For start-up (the demo sale) and the admin thread itself.
+ * Returns 0 with *ans filled, -1 on timeout or a full ring. */
+int ctl_admin_call(struct fs_port *port, struct fs_cmd *cmd, struct fs_ans *ans, int timeout_ms);
+
+#endif

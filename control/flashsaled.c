@@ -1,0 +1,363 @@
+/* flashsaled.c - the appliance process: parse flags, open (and replay) the
+ * journal, start the writer, the payment thread, the dataplane workers and
+ * the admin socket, and stop them in order on SIGINT/SIGTERM.
+ */
+#include "common/fs_jwt.h"
+#include "common/fs_snapshot.h"
+#include "control/admin.h"
+#include "dataplane/worker.h"
+#include "writer/payment.h"
+#include "writer/writer.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#define WORKERS_MAX 60
+
+struct options {
+	char listen_host[64];
+	uint16_t listen_port;
+	const char *data_dir;
+	const char *jwt_secret_file;
+	const char *admin;
+	const char *admin_token_file;
+	uint32_t workers;
+	uint32_t conn_max;
+	struct wr_limits limits;
+	uint64_t segment_mb;
+	uint64_t journal_budget_mb;
+	uint32_t idle_timeout_ms;
+	uint32_t request_timeout_ms;
+	uint32_t batch_max;
+	int demo;
+	int no_sync;
+	int pin;
+};
+
+static const char usage[] =
+"usage: flashsaled [options]\n"
+"A flash-sale appliance: HTTP API on --listen, decisions journaled under --data-dir.\n"
+"With no options: 127.0.0.1:8080, ./var, a demo SKU 'demo' (10,000 units, 1 per user, 120 s holds).\n"
+"\n"
+"  --listen HOST:PORT          public API address (default 127.0.0.1:8080)\n"
+"  --data-dir DIR              journal, secrets and admin socket (default ./var)\n"
+"  --jwt-secret-file F         HS256 key file (default DIR/jwt.secret, created 0600 if missing)\n"
+"  --admin unix:PATH|HOST:PORT admin socket (default unix:DIR/admin.sock); a TCP admin port\n"
+"                              requires 'Authorization: Bearer <admin token>'\n"
+"  --admin-token-file F        admin token for a TCP admin port (default DIR/admin.token, created)\n"
+"  --workers N                 dataplane worker threads (default: cores - 1, at least 1)\n"
+"  --connections N             connections held per worker (default 10000); past it: 503\n"
+"  --users-max N               distinct users (default 1000000)\n"
+"  --reservations-max N        reservations kept (default 4000000)\n"
+"  --orders-max N              orders kept (default 1000000)\n"
+"  --idempotency-keys-max N    idempotency keys kept (default 10000000)\n"
+"  --batch-max N               commands decided per journal batch (default 8192)\n"
+"  --segment-mb N              journal segment size (default 64)\n"
+"  --journal-budget-mb N       disk budget for the journal; past it reservations get 503 (default 0 = none)\n"
+"  --idle-timeout-ms N         close keep-alive connections idle this long (default 60000)\n"
+"  --request-timeout-ms N      a request must arrive whole within this (default 10000): 408\n"
+"  --no-demo                   do not create the demo SKU\n"
+"  --no-pin                    do not pin threads to cores\n"
+"  --unsafe-no-sync            skip fdatasync (benchmarks of the CPU path only: NOT durable)\n"
+"  --config FILE               read 'name = value' lines with the option names above\n"
+"  --help                      this text\n"
+"\n"
+"Payments: the built-in test provider charges by token: tok_ok... charged, tok_decline... declined\n"
+"(402 card_declined), tok_slow_<ms>... charged after <ms>, tok_down... unreachable (retried 3 times\n"
+"with backoff, then 402 provider_unavailable; 3 failures in a row open a 1 s circuit breaker during\n"
+"which checkouts get 503), anything else declined (invalid_token). The order id is the idempotency\n"
+"key of every attempt, so a retried charge is never a second charge.\n";
+
+static volatile sig_atomic_t stop_signal;
+static void on_signal(int sig) { stop_signal = sig; }
+
+static int die(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "flashsaled: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n");
+	exit(2);
+}
+
+static uint64_t parse_u64(const char *name, const char *v, uint64_t min, uint64_t max)
+{
+	char *e;
+	errno = 0;
+	unsigned long long x = strtoull(v, &e, 10);
+	if (errno || e == v || *e || v[0] == '-' || x < min || x > max) {
+		fprintf(stderr, "flashsaled: --%s: '%s' is not a number in %llu..%llu\n", name, v,
+		        (unsigned long long)min, (unsigned long long)max);
+		exit(2);
+	}
+	return x;
+}
+
+static void parse_listen(struct options *o, const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	if (colon == NULL || (size_t)(colon - v) >= sizeof o->listen_host || colon == v)
+		die("--listen: '%s' is not HOST:PORT", v);
+	memcpy(o->listen_host, v, (size_t)(colon - v));
+	o->listen_host[colon - v] = 0;
+	o->listen_port = (uint16_t)parse_u64("listen", colon + 1, 1, 65535);
+}
+
+enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONNS, O_USERS, O_RES, O_ORDERS,
+       O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_CONFIG, O_HELP };
+
+static const struct option long_opts[] = {
+	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
+	{ "admin", 1, 0, O_ADMIN }, { "admin-token-file", 1, 0, O_ADMIN_TOKEN }, { "workers", 1, 0, O_WORKERS },
+	{ "connections", 1, 0, O_CONNS }, { "users-max", 1, 0, O_USERS }, { "reservations-max", 1, 0, O_RES },
+	{ "orders-max", 1, 0, O_ORDERS }, { "idempotency-keys-max", 1, 0, O_IDEM }, { "batch-max", 1, 0, O_BATCH },
+	{ "segment-mb", 1, 0, O_SEGMENT }, { "journal-budget-mb", 1, 0, O_BUDGET },
+	{ "idle-timeout-ms", 1, 0, O_IDLE }, { "request-timeout-ms", 1, 0, O_REQ },
+	{ "no-demo", 0, 0, O_NO_DEMO }, { "no-pin", 0, 0, O_NO_PIN }, { "unsafe-no-sync", 0, 0, O_NO_SYNC },
+	{ "config", 1, 0, O_CONFIG }, { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 } };
+
+static void apply_config_file(struct options *o, const char *path);
+
+static void apply(struct options *o, int opt, const char *v)
+{
+	switch (opt) {
+	case O_LISTEN:  parse_listen(o, v); break;
+	case O_DATA:    o->data_dir = strdup(v); break;
+	case O_SECRET:  o->jwt_secret_file = strdup(v); break;
+	case O_ADMIN:   o->admin = strdup(v); break;
+	case O_ADMIN_TOKEN: o->admin_token_file = strdup(v); break;
+	case O_WORKERS: o->workers = (uint32_t)parse_u64("workers", v, 1, WORKERS_MAX); break;
+	case O_CONNS:   o->conn_max = (uint32_t)parse_u64("connections", v, 1, 1000000); break;
+	case O_USERS:   o->limits.user_count_max = (uint32_t)parse_u64("users-max", v, 1, 100000000); break;
+	case O_RES:     o->limits.reservation_count_max = (uint32_t)parse_u64("reservations-max", v, 1, 200000000); break;
+	case O_ORDERS:  o->limits.order_count_max = (uint32_t)parse_u64("orders-max", v, 1, 100000000); break;
+	case O_IDEM:    o->limits.idem_count_max = (uint32_t)parse_u64("idempotency-keys-max", v, 1, 500000000); break;
+	case O_BATCH:   o->batch_max = (uint32_t)parse_u64("batch-max", v, 1, WR_BATCH_COUNT_MAX); break;
+	case O_SEGMENT: o->segment_mb = parse_u64("segment-mb", v, 1, 4096); break;
+	case O_BUDGET:  o->journal_budget_mb = parse_u64("journal-budget-mb", v, 0, 1ull << 40); break;
+	case O_IDLE:    o->idle_timeout_ms = (uint32_t)parse_u64("idle-timeout-ms", v, 100, 86400000); break;
+	case O_REQ:     o->request_timeout_ms = (uint32_t)parse_u64("request-timeout-ms", v, 100, 3600000); break;
+	case O_NO_DEMO: o->demo = 0; break;
+	case O_NO_PIN:  o->pin = 0; break;
+	case O_NO_SYNC: o->no_sync = 1; break;
+	case O_CONFIG:  apply_config_file(o, v); break;
+	case O_HELP:    fputs(usage, stdout); exit(0);
+	default:        fputs(usage, stderr); exit(2);
+	}
+}
+
+/* "name = value" lines (# comments); names are the long options. */
+static void apply_config_file(struct options *o, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		die("--config: cannot read '%s'", path);
+	char line[512];
+	while (fgets(line, sizeof line, f)) {
+		char name[64], value[400];
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		int k = sscanf(line, " %63[a-z-] = %399[^\n]", name, value);
+		if (k < 1)
+			die("--config: malformed line '%s'", line);
+		const struct option *opt = long_opts;
+		while (opt->name && strcmp(opt->name, name) != 0)
+			opt++;
+		if (opt->name == NULL || opt->val == O_CONFIG)
+			die("--config: unknown option '%s'", name);
+		if (opt->has_arg && k < 2)
+			die("--config: '%s' needs a value", name);
+		apply(o, opt->val, value);
+	}
+	fclose(f);
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+	snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+/* The admin token file: 32 random bytes as hex, created 0600 if missing. */
+static char *admin_token_load(const char *path)
+{
+	if (access(path, F_OK) != 0 && fs_secret_create(path) != 0)
+		die("cannot create admin token file '%s'", path);
+	static uint8_t key[FS_SECRET_LEN_MAX + 1];
+	char err[256];
+	int n = fs_secret_load(path, key, err, sizeof err);
+	if (n <= 0)
+		die("%s", err);
+	key[n] = 0;
+	return (char *)key;
+}
+
+static void create_demo(struct fs_port *port)
+{
+	struct fs_cmd cmd;
+	struct fs_ans ans;
+	memset(&cmd, 0, sizeof cmd);
+	memcpy(cmd.sku, "demo", 4);
+	cmd.sku_len = 4;
+	cmd.type = FS_CMD_SALE_CREATE;
+	cmd.sale.total = 10000;
+	cmd.sale.per_user = 1;
+	cmd.sale.hold_ms = 120000;
+	cmd.sale.default_tier = 4;
+	cmd.sale.price_cents = 1999;
+	if (ctl_admin_call(port, &cmd, &ans, 5000) != 0 || (ans.http != 201 && ans.err != FS_ERR_EXISTS))
+		die("%s", "cannot create the demo SKU");
+	if (ans.http != 201)
+		return;   /* it exists: the journal remembers its state */
+	cmd.type = FS_CMD_SALE_OPEN;
+	if (ctl_admin_call(port, &cmd, &ans, 5000) != 0 || ans.http != 200)
+		die("%s", "cannot open the demo SKU");
+	printf("flashsaled: created and opened the demo SKU 'demo' (10000 units, 1 per user, 120 s holds)\n");
+}
+
+static void defaults(struct options *o)
+{
+	memset(o, 0, sizeof *o);
+	strcpy(o->listen_host, "127.0.0.1");
+	o->listen_port = 8080;
+	o->data_dir = "./var";
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	o->workers = cores > 1 ? (uint32_t)(cores - 1) : 1;
+	if (o->workers > WORKERS_MAX)
+		o->workers = WORKERS_MAX;
+	o->conn_max = 10000;
+	wr_limits_default(&o->limits);
+	o->segment_mb = 64;
+	o->idle_timeout_ms = 60000;
+	o->request_timeout_ms = 10000;
+	o->batch_max = WR_BATCH_COUNT_MAX;
+	o->demo = 1;
+	o->pin = 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	defaults(&o);
+	int opt;
+	while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1)
+		apply(&o, opt == 'h' ? O_HELP : opt, optarg);
+	if (optind < argc)
+		die("unexpected argument '%s' (see --help)", argv[optind]);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (mkdir(o.data_dir, 0700) != 0 && errno != EEXIST)
+		die("cannot create --data-dir '%s'", o.data_dir);
+	if (o.jwt_secret_file == NULL) {
+		o.jwt_secret_file = path_in(o.data_dir, "jwt.secret");
+		if (access(o.jwt_secret_file, F_OK) != 0 && fs_secret_create(o.jwt_secret_file) != 0)
+			die("cannot create '%s'", o.jwt_secret_file);
+	}
+	static uint8_t jwt_key[FS_SECRET_LEN_MAX];
+	char err[512];
+	int key_len = fs_secret_load(o.jwt_secret_file, jwt_key, err, sizeof err);
+	if (key_len <= 0)
+		die("%s", err);
+	const char *unix_path = NULL, *tcp_host = NULL;
+	uint16_t tcp_port = 0;
+	char admin_host[64];
+	if (o.admin == NULL)
+		unix_path = path_in(o.data_dir, "admin.sock");
+	else if (strncmp(o.admin, "unix:", 5) == 0)
+		unix_path = o.admin + 5;
+	else {
+		const char *colon = strrchr(o.admin, ':');
+		if (colon == NULL || (size_t)(colon - o.admin) >= sizeof admin_host)
+			die("--admin: '%s' is neither unix:PATH nor HOST:PORT", o.admin);
+		memcpy(admin_host, o.admin, (size_t)(colon - o.admin));
+		admin_host[colon - o.admin] = 0;
+		tcp_host = admin_host;
+		tcp_port = (uint16_t)parse_u64("admin", colon + 1, 1, 65535);
+		unix_path = path_in(o.data_dir, "admin.sock");   /* the local socket stays */
+	}
+	const char *admin_token = NULL;
+	if (tcp_host)
+		admin_token = admin_token_load(o.admin_token_file ? o.admin_token_file : path_in(o.data_dir, "admin.token"));
+
+	struct fs_snapshot *snap = mmap(NULL, sizeof *snap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (snap == MAP_FAILED)
+		die("%s", "out of memory");
+	struct wr_config wc = {
+		.data_dir = o.data_dir, .limits = o.limits, .batch_count_max = o.batch_max,
+		.port_count = o.workers + 2, .ring_slots = 4096, .segment_bytes = o.segment_mb << 20,
+		.journal_budget_bytes = o.journal_budget_mb << 20, .charge_slots = 4096, .no_sync = o.no_sync,
+	};
+	_Atomic int ready = 0;
+	printf("flashsaled: recovering from %s/journal ...\n", o.data_dir);
+	struct writer *w = wr_open(&wc, snap, err, sizeof err);
+	if (w == NULL)
+		die("%s", err);
+	const struct wr_metrics *m = wr_metrics(w);
+	printf("flashsaled: journal replayed: %llu batches, last sequence %llu\n",
+	       (unsigned long long)atomic_load(&((struct wr_metrics *)m)->replayed_batches),
+	       (unsigned long long)atomic_load(wr_durable_seq(w)));
+	wr_print_budget(&wc);
+	printf("flashsaled: connections: %u workers x %u (%.0f MiB reserved)\n", o.workers, o.conn_max,
+	       (double)dp_conn_bytes(o.conn_max) * o.workers / (1024.0 * 1024.0));
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	if (wr_start(w, o.pin ? 0 : -1) != 0)
+		die("%s", "cannot start the writer thread");
+	struct fs_port *admin_port = wr_port(w, o.workers);
+	struct fs_port *pay_port = wr_port(w, o.workers + 1);
+	struct pay_config pc = { .charges = wr_charge_ring(w), .waker = wr_charge_waker(w), .port = pay_port,
+	                         .outstanding = &((struct wr_metrics *)m)->charges_outstanding,
+	                         .payments_open = &snap->payments_open };
+	struct payments *pay = pay_start(&pc);
+	if (pay == NULL)
+		die("%s", "cannot start the payment thread");
+	if (o.demo)
+		create_demo(admin_port);
+	struct dp_worker *workers[WORKERS_MAX];
+	for (uint32_t i = 0; i < o.workers; i++) {
+		struct dp_worker_config dc = {
+			.index = i, .cpu = o.pin && cores > 1 ? (int)(1 + i % (uint32_t)(cores - 1)) : -1,
+			.host = o.listen_host, .port = o.listen_port, .conn_max = o.conn_max,
+			.wport = wr_port(w, i), .snap = snap, .jwt_key = jwt_key, .jwt_key_len = (size_t)key_len,
+			.limits = { .request_line_max = 2048, .header_count_max = 32, .header_bytes_max = 8192,
+			            .body_bytes_max = 4096 },
+			.idle_timeout_ms = o.idle_timeout_ms, .request_timeout_ms = o.request_timeout_ms,
+			.quantity_max = o.limits.quantity_max, .ready = &ready,
+		};
+		workers[i] = dp_worker_start(&dc, err, sizeof err);
+		if (workers[i] == NULL)
+			die("%s", err);
+	}
+	struct ctl_admin_config ac = { .unix_path = unix_path, .tcp_host = tcp_host, .tcp_port = tcp_port,
+	                               .admin_token = admin_token, .writer = w, .port = admin_port, .snap = snap,
+	                               .workers = workers, .worker_count = o.workers, .ready = &ready };
+	struct ctl_admin *admin = ctl_admin_start(&ac, err, sizeof err);
+	if (admin == NULL)
+		die("%s", err);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGPIPE, SIG_IGN);
+	atomic_store(&ready, 1);
+	printf("flashsaled: ready: http://%s:%u (workers %u), admin unix:%s%s%s, journal %s%s\n",
+	       o.listen_host, o.listen_port, o.workers, unix_path, tcp_host ? " and tcp " : "",
+	       tcp_host ? o.admin : "", wr_journal_dir(w), o.no_sync ? " (NO fdatasync: not durable)" : "");
+	while (!stop_signal)
+		pause();
+	printf("flashsaled: stopping (signal %d)\n", (int)stop_signal);
+	atomic_store(&ready, 0);
+	for (uint32_t i = 0; i < o.workers; i++)
+		dp_worker_stop(workers[i]);
+	ctl_admin_stop(admin);
+	pay_stop(pay);
+	wr_close(w);
+	printf("flashsaled: stopped\n");
+	return 0;
+}

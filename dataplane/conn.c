@@ -1,0 +1,137 @@
+/* conn.c - the connection protocol (see conn.h). No sockets here. */
+#include "dataplane/conn.h"
+#include "dataplane/response.h"
+
+#include <assert.h>
+#include <string.h>
+
+int dp_status_slot(int http)
+{
+	static const int codes[DP_ST_OTHER] = { 200, 201, 202, 400, 401, 402, 403, 404, 405, 408,
+	                                        409, 410, 413, 414, 422, 429, 431, 501, 503, 505 };
+	for (int i = 0; i < DP_ST_OTHER; i++)
+		if (codes[i] == http)
+			return i;
+	return DP_ST_OTHER;
+}
+
+int dp_status_of_slot(int slot)
+{
+	static const int codes[DP_ST_COUNT] = { 200, 201, 202, 400, 401, 402, 403, 404, 405, 408,
+	                                        409, 410, 413, 414, 422, 429, 431, 501, 503, 505, 0 };
+	return codes[slot];
+}
+
+static void count(struct dp_proto *p, int route, int http)
+{
+	atomic_fetch_add_explicit(&p->stats->answers[route][dp_status_slot(http)], 1, memory_order_relaxed);
+}
+
+static int out_room(const struct dp_conn *c) { return DP_OUT_BYTES - c->out_len >= DP_ANSWER_BYTES_MAX; }
+
+static void consume(struct dp_conn *c, uint32_t n, int64_t now_ms)
+{
+	assert(n <= c->in_len);
+	memmove(c->in, c->in + n, c->in_len - n);
+	c->in_len -= n;
+	c->request_start_ms = c->in_len ? now_ms : 0;
+}
+
+/* A parse error: answer and close (the stream cannot be resynchronised). */
+static void parse_error(struct dp_proto *p, struct dp_conn *c, int status)
+{
+	const char *detail = status == 413 ? "body too large" : status == 431 ? "headers too large" :
+	                     status == 414 ? "request line too long" : status == 501 ? "Transfer-Encoding not supported" :
+	                     status == 505 ? "HTTP version not supported" : "malformed request";
+	const char *err = status == 413 ? "payload_too_large" : status == 431 ? "headers_too_large" :
+	                  status == 414 ? "uri_too_long" : status == 501 ? "not_implemented" :
+	                  status == 505 ? "http_version_not_supported" : "bad_request";
+	int n = dp_resp_error(c->out + c->out_len, DP_OUT_BYTES - c->out_len, status, err, detail, 0);
+	assert(n > 0);
+	c->out_len += (uint32_t)n;
+	c->closing = 1;
+	c->in_len = 0;
+	count(p, DP_R_OTHER, status);
+}
+
+/* Pushes a routed command to the writer, or answers 503 when the ring or
+ * the in-flight budget is full. Returns 1 when the connection now waits. */
+static int push(struct dp_proto *p, struct dp_conn *c, const struct fs_cmd *cmd, int route, int keep_alive)
+{
+	struct fs_port *port = p->cfg->wport;
+	struct fs_cmd *slot = port->inflight < port->inflight_max ? fs_ring_slot(&port->cmds) : NULL;
+	if (slot == NULL) {
+		atomic_fetch_add_explicit(&port->full_count, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&p->stats->ring_full, 1, memory_order_relaxed);
+		int n = dp_resp_error(c->out + c->out_len, DP_OUT_BYTES - c->out_len, 503, "overloaded",
+		                      NULL, keep_alive);
+		assert(n > 0);
+		c->out_len += (uint32_t)n;
+		count(p, route, 503);
+		return 0;
+	}
+	*slot = *cmd;
+	slot->tag = dp_tag(c);
+	fs_ring_produce(&port->cmds, 1);
+	port->inflight++;
+	p->cmds_pushed++;
+	c->waiting = 1;
+	c->wait_keep_alive = (uint8_t)keep_alive;
+	c->wait_route = (uint8_t)route;
+	return 1;
+}
+
+void dp_conn_drive(struct dp_proto *p, struct dp_conn *c)
+{
+	int64_t now = p->route.now_ms;
+	while (!c->waiting && !c->closing && c->in_len > 0 && out_room(c)) {
+		struct dp_request req;
+		int r = dp_http_parse(c->in, c->in_len, &p->cfg->limits, &req);
+		if (r == 0) {
+			if (c->in_len == DP_IN_BYTES)
+				parse_error(p, c, 431);
+			else if (c->request_start_ms == 0)
+				c->request_start_ms = now;
+			return;
+		}
+		if (r < 0)
+			{ parse_error(p, c, -r); return; }
+		struct fs_cmd cmd;
+		struct dp_route_result res;
+		dp_route(&p->route, &req, &c->auth, &cmd, c->out + c->out_len, DP_OUT_BYTES - c->out_len, &res);
+		int keep_alive = req.keep_alive;
+		consume(c, (uint32_t)r, now);   /* req's slices are dead from here on */
+		if (res.kind == DP_ROUTE_RESPOND) {
+			c->out_len += res.out_len;
+			count(p, res.route, res.http);
+		} else {
+			push(p, c, &cmd, res.route, keep_alive);
+		}
+		if (!keep_alive && !c->waiting)
+			c->closing = 1;
+	}
+}
+
+void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans *a)
+{
+	assert(c->waiting);
+	assert(DP_OUT_BYTES - c->out_len >= DP_ANSWER_BYTES_MAX);
+	int n = dp_resp_answer(c->out + c->out_len, DP_OUT_BYTES - c->out_len, a, c->wait_keep_alive);
+	assert(n > 0);
+	c->out_len += (uint32_t)n;
+	c->waiting = 0;
+	count(p, c->wait_route, a->http);
+	if (!c->wait_keep_alive)
+		c->closing = 1;
+	dp_conn_drive(p, c);
+}
+
+void dp_conn_timeout(struct dp_proto *p, struct dp_conn *c)
+{
+	int n = dp_resp_error(c->out + c->out_len, DP_OUT_BYTES - c->out_len, 408, "request_timeout", NULL, 0);
+	if (n > 0)
+		c->out_len += (uint32_t)n;
+	c->closing = 1;
+	c->in_len = 0;
+	count(p, DP_R_OTHER, 408);
+}

@@ -1,0 +1,57 @@
+/* conn.h - the HTTP/1.1 connection protocol, independent of the I/O
+ * backend: bytes in -> parse -> route -> answer bytes out, in order.
+ *
+ * Pipelining: requests are parsed in arrival order; a request that needs
+ * the writer parks the connection (`waiting`) and later requests stay in
+ * the input buffer until its answer is written, so answers always leave in
+ * request order.
+ */
+#ifndef DP_CONN_H
+#define DP_CONN_H
+
+#include <stdint.h>
+#include "dataplane/worker.h"
+
+struct dp_conn {
+	uint32_t idx;
+	uint32_t gen;                 /* bumped on reuse: stale answers are dropped */
+	int      fd;
+	uint8_t  active;
+	uint8_t  waiting;             /* a command of this connection is at the writer */
+	uint8_t  closing;             /* close once the output is flushed */
+	uint8_t  recv_armed;
+	uint8_t  send_armed;
+	uint8_t  dirty;               /* in the worker's flush list */
+	uint8_t  wait_keep_alive;
+	uint8_t  wait_route;
+	uint32_t ops_inflight;        /* backend operations not completed yet */
+	uint32_t in_len;
+	uint32_t out_len;
+	uint32_t out_sent;
+	int64_t  last_ms;             /* last byte received or answer sent */
+	int64_t  request_start_ms;    /* first byte of the unparsed request, 0 if none */
+	struct dp_auth_cache auth;
+	char in[DP_IN_BYTES];
+	char out[DP_OUT_BYTES];
+};
+
+struct dp_proto {
+	const struct dp_worker_config *cfg;
+	struct dp_stats *stats;
+	struct dp_route_ctx route;
+	uint32_t cmds_pushed;         /* since the last writer kick */
+};
+
+static inline uint64_t dp_tag(const struct dp_conn *c) { return (uint64_t)c->gen << 32 | c->idx; }
+
+/* Parses and answers as many buffered requests as the connection's state
+ * allows (not waiting, room for an answer). Consumes parsed bytes. */
+void dp_conn_drive(struct dp_proto *p, struct dp_conn *c);
+
+/* Writes the writer's answer for the parked request, then drives on. */
+void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans *a);
+
+/* Answers 408 and marks the connection closing (slow request). */
+void dp_conn_timeout(struct dp_proto *p, struct dp_conn *c);
+
+#endif

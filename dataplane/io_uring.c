@@ -1,0 +1,449 @@
+/* io_uring.c - the default I/O backend: one io_uring per worker thread.
+ *
+ * Per loop: reap completions (multishot accept, receives, sends, the
+ * eventfd the writer kicks, a 1 s housekeeping timeout), drain the answer
+ * ring, queue sends for connections with output, then ONE submit -- which
+ * also blocks when there is nothing to do (no spinning when idle).
+ * Connection slots are reserved at start-up; a slot is reused only when no
+ * operation on it is in flight, and every completion carries the slot's
+ * generation so a late completion never touches a reused slot's buffers.
+ */
+#include "dataplane/conn.h"
+#include "dataplane/response.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RING_ENTRIES 4096
+#define HOUSEKEEP_MS 250
+
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_EVENT, OP_TIMER };
+
+struct dp_worker {
+	struct dp_worker_config cfg;
+	struct io_uring ring;
+	int listen_fd;
+	struct dp_conn *conns;
+	uint32_t *free_list;
+	uint32_t free_count;
+	uint32_t *flush;              /* connections with output to send */
+	uint32_t flush_count;
+	struct dp_proto proto;
+	struct dp_stats stats;
+	uint64_t event_buf;
+	struct __kernel_timespec tick;
+	pthread_t thread;
+	_Atomic int stop;
+	int accept_armed;
+};
+
+static inline uint64_t ud_make(int op, uint32_t idx, uint32_t gen)
+{
+	return (uint64_t)op << 56 | (uint64_t)(gen & 0xffffff) << 32 | idx;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t dp_conn_bytes(uint32_t conn_max) { return (uint64_t)conn_max * sizeof(struct dp_conn); }
+
+static struct io_uring_sqe *sqe_get(struct dp_worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	if (sqe == NULL) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	assert(sqe != NULL);
+	return sqe;
+}
+
+static void arm_accept(struct dp_worker *w)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT, 0, 0));
+	w->accept_armed = 1;
+}
+
+static void arm_event(struct dp_worker *w)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_read(sqe, w->cfg.wport->producer.fd, &w->event_buf, sizeof w->event_buf, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_EVENT, 0, 0));
+}
+
+static void arm_timer(struct dp_worker *w)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+	w->tick.tv_sec = 0;
+	w->tick.tv_nsec = HOUSEKEEP_MS * 1000000LL;
+	io_uring_prep_timeout(sqe, &w->tick, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_TIMER, 0, 0));
+}
+
+static void arm_recv(struct dp_worker *w, struct dp_conn *c)
+{
+	if (c->recv_armed || c->closing || c->in_len == DP_IN_BYTES)
+		return;
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, DP_IN_BYTES - c->in_len, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_RECV, c->idx, c->gen));
+	c->recv_armed = 1;
+	c->ops_inflight++;
+}
+
+static void mark_flush(struct dp_worker *w, struct dp_conn *c)
+{
+	if (c->dirty)
+		return;
+	c->dirty = 1;
+	assert(w->flush_count < w->cfg.conn_max);
+	w->flush[w->flush_count++] = c->idx;
+}
+
+static void conn_release_if_idle(struct dp_worker *w, struct dp_conn *c)
+{
+	if (c->active || c->ops_inflight != 0 || c->fd >= 0)
+		return;
+	c->gen++;
+	assert(w->free_count < w->cfg.conn_max);
+	w->free_list[w->free_count++] = c->idx;
+}
+
+/* Closes the socket; the slot returns to the free list once nothing of it
+ * is in flight (shutdown makes a pending receive complete). */
+static void conn_close(struct dp_worker *w, struct dp_conn *c)
+{
+	if (!c->active)
+		return;
+	c->active = 0;
+	shutdown(c->fd, SHUT_RDWR);
+	close(c->fd);
+	c->fd = -1;
+	if (c->waiting)
+		c->ops_inflight++;   /* the writer's answer still counts against the port */
+	atomic_fetch_sub_explicit(&w->stats.conns_open, 1, memory_order_relaxed);
+	conn_release_if_idle(w, c);
+}
+
+static void send_pending(struct dp_worker *w, struct dp_conn *c)
+{
+	if (!c->active || c->send_armed)
+		return;
+	if (c->out_sent == c->out_len) {
+		c->out_len = c->out_sent = 0;
+		if (c->closing && !c->waiting)
+			{ conn_close(w, c); return; }
+		return;
+	}
+	struct io_uring_sqe *sqe = sqe_get(w);
+	io_uring_prep_send(sqe, c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->idx, c->gen));
+	c->send_armed = 1;
+	c->ops_inflight++;
+}
+
+static void refuse_connection(struct dp_worker *w, int fd)
+{
+	char buf[256];
+	int n = dp_resp_error(buf, sizeof buf, 503, "overloaded", "connection limit reached", 0);
+	ssize_t r = send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)r;
+	close(fd);
+	atomic_fetch_add_explicit(&w->stats.conns_refused, 1, memory_order_relaxed);
+}
+
+static void on_accept(struct dp_worker *w, struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		w->accept_armed = 0;
+	if (cqe->res < 0)
+		return;
+	int fd = cqe->res;
+	if (w->free_count == 0)
+		{ refuse_connection(w, fd); return; }
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	struct dp_conn *c = &w->conns[w->free_list[--w->free_count]];
+	assert(!c->active && c->ops_inflight == 0);
+	uint32_t idx = c->idx, gen = c->gen;
+	memset(c, 0, offsetof(struct dp_conn, in));
+	c->idx = idx;
+	c->gen = gen;
+	c->fd = fd;
+	c->active = 1;
+	c->last_ms = w->proto.route.now_ms;
+	atomic_fetch_add_explicit(&w->stats.conns_accepted, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->stats.conns_open, 1, memory_order_relaxed);
+	arm_recv(w, c);
+}
+
+static struct dp_conn *conn_of(struct dp_worker *w, uint64_t ud)
+{
+	uint32_t idx = (uint32_t)ud;
+	uint32_t gen = (uint32_t)(ud >> 32) & 0xffffff;
+	assert(idx < w->cfg.conn_max);
+	struct dp_conn *c = &w->conns[idx];
+	assert((c->gen & 0xffffff) == gen);   /* slots are not reused while ops are in flight */
+	(void)gen;
+	return c;
+}
+
+static void on_recv(struct dp_worker *w, struct dp_conn *c, int res)
+{
+	c->recv_armed = 0;
+	c->ops_inflight--;
+	if (!c->active)
+		{ conn_release_if_idle(w, c); return; }
+	if (res <= 0)
+		{ conn_close(w, c); return; }
+	atomic_fetch_add_explicit(&w->stats.bytes_in, (uint64_t)res, memory_order_relaxed);
+	c->in_len += (uint32_t)res;
+	c->last_ms = w->proto.route.now_ms;
+	dp_conn_drive(&w->proto, c);
+	if (c->out_len)
+		mark_flush(w, c);
+	arm_recv(w, c);
+}
+
+static void on_send(struct dp_worker *w, struct dp_conn *c, int res)
+{
+	c->send_armed = 0;
+	c->ops_inflight--;
+	if (!c->active)
+		{ conn_release_if_idle(w, c); return; }
+	if (res <= 0)
+		{ conn_close(w, c); return; }
+	atomic_fetch_add_explicit(&w->stats.bytes_out, (uint64_t)res, memory_order_relaxed);
+	c->out_sent += (uint32_t)res;
+	c->last_ms = w->proto.route.now_ms;
+	if (c->out_sent == c->out_len) {
+		c->out_len = c->out_sent = 0;
+		dp_conn_drive(&w->proto, c);   /* output had been full: parse on */
+		arm_recv(w, c);
+	}
+	mark_flush(w, c);
+}
+
+/* Closes idle keep-alive connections and answers 408 to slow requests. */
+static void housekeep(struct dp_worker *w)
+{
+	int64_t now = w->proto.route.now_ms;
+	for (uint32_t i = 0; i < w->cfg.conn_max; i++) {
+		struct dp_conn *c = &w->conns[i];
+		if (!c->active || c->waiting || c->send_armed)
+			continue;
+		if (c->request_start_ms && now - c->request_start_ms > w->cfg.request_timeout_ms) {
+			dp_conn_timeout(&w->proto, c);
+			atomic_fetch_add_explicit(&w->stats.conns_timed_out, 1, memory_order_relaxed);
+			mark_flush(w, c);
+		} else if (c->in_len == 0 && now - c->last_ms > w->cfg.idle_timeout_ms) {
+			atomic_fetch_add_explicit(&w->stats.conns_timed_out, 1, memory_order_relaxed);
+			conn_close(w, c);
+		}
+	}
+}
+
+static uint32_t reap(struct dp_worker *w)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	io_uring_for_each_cqe(&w->ring, head, cqe) {
+		n++;
+		uint64_t ud = io_uring_cqe_get_data64(cqe);
+		switch ((int)(ud >> 56)) {
+		case OP_ACCEPT: on_accept(w, cqe); break;
+		case OP_RECV:   on_recv(w, conn_of(w, ud), cqe->res); break;
+		case OP_SEND:   on_send(w, conn_of(w, ud), cqe->res); break;
+		case OP_EVENT:  atomic_fetch_add_explicit(&w->stats.wakeups, 1, memory_order_relaxed);
+		                arm_event(w); break;
+		case OP_TIMER:  housekeep(w); arm_timer(w); break;
+		default:        assert(0 && "unknown completion");
+		}
+	}
+	io_uring_cq_advance(&w->ring, n);
+	return n;
+}
+
+static uint32_t drain_answers(struct dp_worker *w)
+{
+	struct fs_ans a[64];
+	uint32_t total = 0, got;
+	struct fs_port *port = w->cfg.wport;
+	while ((got = fs_ring_dequeue_burst(&port->answers, a, 64)) > 0) {
+		total += got;
+		assert(port->inflight >= got);
+		port->inflight -= got;
+		for (uint32_t i = 0; i < got; i++) {
+			uint32_t idx = (uint32_t)a[i].tag;
+			uint32_t gen = (uint32_t)(a[i].tag >> 32);
+			assert(idx < w->cfg.conn_max);
+			struct dp_conn *c = &w->conns[idx];
+			if (c->gen != gen || !c->waiting)
+				continue;   /* cannot happen: the slot waits for its answer */
+			if (!c->active) {   /* the client left while the writer decided */
+				c->waiting = 0;
+				c->ops_inflight--;
+				conn_release_if_idle(w, c);
+				continue;
+			}
+			dp_conn_answered(&w->proto, c, &a[i]);
+			mark_flush(w, c);
+			arm_recv(w, c);
+		}
+	}
+	return total;
+}
+
+static void flush_all(struct dp_worker *w)
+{
+	for (uint32_t i = 0; i < w->flush_count; i++) {
+		struct dp_conn *c = &w->conns[w->flush[i]];
+		c->dirty = 0;
+		send_pending(w, c);
+	}
+	w->flush_count = 0;
+}
+
+static void *worker_main(void *arg)
+{
+	struct dp_worker *w = arg;
+	struct fs_port *port = w->cfg.wport;
+	arm_accept(w);
+	arm_event(w);
+	arm_timer(w);
+	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		w->proto.route.now_ms = now_ms();
+		w->proto.route.ready = atomic_load_explicit(w->cfg.ready, memory_order_relaxed);
+		uint32_t work = reap(w);
+		work += drain_answers(w);
+		if (w->proto.cmds_pushed) {
+			fs_wake(port->writer);   /* one kick per burst, only if it sleeps */
+			w->proto.cmds_pushed = 0;
+		}
+		flush_all(w);
+		if (!w->accept_armed)
+			arm_accept(w);
+		if (work) {
+			io_uring_submit(&w->ring);
+			continue;
+		}
+		/* idle: announce sleep, re-check the answer ring, then block */
+		atomic_store_explicit(&port->producer.sleeping, 1, memory_order_seq_cst);
+		if (fs_ring_count(&port->answers) == 0)
+			io_uring_submit_and_wait(&w->ring, 1);
+		else
+			io_uring_submit(&w->ring);
+		atomic_store_explicit(&port->producer.sleeping, 0, memory_order_seq_cst);
+	}
+	return NULL;
+}
+
+static int listen_socket(const struct dp_worker_config *cfg, char *err, size_t err_len)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(cfg->port) };
+	if (inet_pton(AF_INET, cfg->host, &sa.sin_addr) != 1) {
+		snprintf(err, err_len, "--listen: '%s' is not an IPv4 address", cfg->host);
+		return -1;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 4096) != 0) {
+		snprintf(err, err_len, "cannot listen on %s:%u: %s", cfg->host, cfg->port, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err, size_t err_len)
+{
+	assert(cfg->conn_max > 0 && cfg->wport != NULL && cfg->snap != NULL);
+	struct dp_worker *w = calloc(1, sizeof *w);
+	if (w == NULL)
+		return NULL;
+	w->cfg = *cfg;
+	w->listen_fd = listen_socket(cfg, err, err_len);
+	if (w->listen_fd < 0) {
+		free(w);
+		return NULL;
+	}
+	w->conns = mmap(NULL, dp_conn_bytes(cfg->conn_max), PROT_READ | PROT_WRITE,
+	                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	w->free_list = calloc(cfg->conn_max, sizeof(uint32_t));
+	w->flush = calloc(cfg->conn_max, sizeof(uint32_t));
+	struct io_uring_params params = { .flags = IORING_SETUP_CQSIZE, .cq_entries = RING_ENTRIES * 4 };
+	int rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &params);
+	if (w->conns == MAP_FAILED || !w->free_list || !w->flush || rc < 0) {
+		snprintf(err, err_len, "worker %u: cannot set up io_uring or connections (%s)", cfg->index,
+		         rc < 0 ? strerror(-rc) : "out of memory");
+		close(w->listen_fd);
+		free(w);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < cfg->conn_max; i++) {
+		w->conns[i].idx = i;
+		w->conns[i].fd = -1;
+		w->free_list[i] = cfg->conn_max - 1 - i;
+	}
+	w->free_count = cfg->conn_max;
+	w->proto.cfg = &w->cfg;
+	w->proto.stats = &w->stats;
+	w->proto.route.snap = cfg->snap;
+	w->proto.route.jwt_key = cfg->jwt_key;
+	w->proto.route.jwt_key_len = cfg->jwt_key_len;
+	w->proto.route.quantity_max = cfg->quantity_max;
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+		snprintf(err, err_len, "worker %u: cannot start thread", cfg->index);
+		return NULL;
+	}
+	char name[16];
+	snprintf(name, sizeof name, "fs-worker-%u", cfg->index);
+	pthread_setname_np(w->thread, name);
+	if (cfg->cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cfg->cpu, &set);
+		pthread_setaffinity_np(w->thread, sizeof set, &set);
+	}
+	return w;
+}
+
+void dp_worker_stop(struct dp_worker *w)
+{
+	if (w == NULL)
+		return;
+	atomic_store(&w->stop, 1);
+	uint64_t one = 1;
+	ssize_t r = write(w->cfg.wport->producer.fd, &one, sizeof one);
+	(void)r;
+	pthread_join(w->thread, NULL);
+	close(w->listen_fd);
+	for (uint32_t i = 0; i < w->cfg.conn_max; i++)
+		if (w->conns[i].fd >= 0)
+			close(w->conns[i].fd);
+	io_uring_queue_exit(&w->ring);
+}
+
+const struct dp_stats *dp_worker_stats(const struct dp_worker *w) { return &w->stats; }

@@ -1,0 +1,252 @@
+/* route.c - the public API's routing table (API.md): reads are answered
+ * from the snapshot on the worker, state changes become commands.
+ */
+#include "dataplane/route.h"
+#include "dataplane/json.h"
+#include "dataplane/response.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+#include <xxhash.h>
+
+static int slice_eq(struct dp_slice s, const char *lit)
+{
+	size_t n = strlen(lit);
+	return s.len == n && memcmp(s.p, lit, n) == 0;
+}
+
+static int starts_with(const char *p, size_t len, const char *lit, size_t *rest)
+{
+	size_t n = strlen(lit);
+	if (len < n || memcmp(p, lit, n) != 0)
+		return 0;
+	*rest = n;
+	return 1;
+}
+
+static void respond_error(struct dp_route_result *res, char *out, size_t cap, int keep_alive,
+                          int http, const char *error, const char *detail)
+{
+	int n = dp_resp_error(out, cap, http, error, detail, keep_alive);
+	assert(n > 0);
+	res->kind = DP_ROUTE_RESPOND;
+	res->http = (uint16_t)http;
+	res->out_len = (uint32_t)n;
+}
+
+/* Splits "/v1/<coll>/<id>[/<tail>]": id and optional tail. 0 when malformed. */
+static int split_path(struct dp_slice path, size_t prefix, struct dp_slice *id, struct dp_slice *tail)
+{
+	const char *p = path.p + prefix;
+	size_t len = path.len - prefix;
+	const char *slash = memchr(p, '/', len);
+	id->p = p;
+	id->len = (uint32_t)(slash ? (size_t)(slash - p) : len);
+	tail->p = slash ? slash + 1 : NULL;
+	tail->len = slash ? (uint32_t)(len - id->len - 1) : 0;
+	return id->len > 0;
+}
+
+/* Verifies the bearer token (cached per connection); 0 when authorized. */
+static int authenticate(const struct dp_route_ctx *ctx, const struct dp_request *req,
+                        struct dp_auth_cache *auth)
+{
+	struct dp_slice a = req->authorization;
+	if (a.len <= 7 || strncasecmp(a.p, "Bearer ", 7) != 0)
+		return -1;
+	const char *tok = a.p + 7;
+	size_t tok_len = a.len - 7;
+	XXH128_hash_t h = XXH3_128bits(tok, tok_len);
+	int64_t now_s = ctx->now_ms / 1000;
+	if (auth->tok_hash[0] == h.low64 && auth->tok_hash[1] == h.high64 && auth->claims.exp_s > now_s)
+		return 0;
+	auth->tok_hash[0] = auth->tok_hash[1] = 0;
+	if (fs_jwt_verify(ctx->jwt_key, ctx->jwt_key_len, tok, tok_len, now_s, &auth->claims) != 0)
+		return -1;
+	auth->tok_hash[0] = h.low64;
+	auth->tok_hash[1] = h.high64;
+	return 0;
+}
+
+static void cmd_user(struct fs_cmd *cmd, const struct dp_auth_cache *auth)
+{
+	memcpy(cmd->user, auth->claims.sub, auth->claims.sub_len);
+	cmd->user_len = auth->claims.sub_len;
+}
+
+static void route_sku_get(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice sku,
+                          char *out, size_t cap, struct dp_route_result *res)
+{
+	int idx = fs_snap_find(ctx->snap, sku.p, sku.len);
+	if (idx < 0)
+		{ respond_error(res, out, cap, req->keep_alive, 404, "unknown_sku", NULL); return; }
+	struct fs_sku_read v;
+	fs_snap_read(ctx->snap, idx, &v);
+	struct fs_ans a;
+	memset(&a, 0, sizeof a);
+	a.http = 200;
+	a.body = FS_BODY_SALE;
+	memcpy(a.sku, sku.p, sku.len);
+	a.sku_len = (uint8_t)sku.len;
+	a.state = (uint8_t)v.state;
+	a.total = v.total;
+	a.available = v.available;
+	a.reserved = v.reserved;
+	a.sold = v.sold;
+	a.version = v.version;
+	int n = dp_resp_answer(out, cap, &a, req->keep_alive);
+	assert(n > 0);
+	res->kind = DP_ROUTE_RESPOND;
+	res->http = 200;
+	res->out_len = (uint32_t)n;
+}
+
+static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice sku,
+                          struct dp_auth_cache *auth, struct fs_cmd *cmd, char *out, size_t cap,
+                          struct dp_route_result *res)
+{
+	int ka = req->keep_alive;
+	if (authenticate(ctx, req, auth) != 0)
+		{ respond_error(res, out, cap, ka, 401, "unauthorized", NULL); return; }
+	if (req->idempotency_key.len == 0 || req->idempotency_key.len > FS_ID_LEN_MAX)
+		{ respond_error(res, out, cap, ka, 400, "bad_request", "Idempotency-Key header (1..64 bytes) required"); return; }
+	uint32_t qty;
+	const char *detail = NULL;
+	if (dp_json_reserve_body(req->body.p, req->body.len, ctx->quantity_max, &qty, &detail) != 0)
+		{ respond_error(res, out, cap, ka, 400, "bad_request", detail); return; }
+	int idx = fs_snap_find(ctx->snap, sku.p, sku.len);
+	if (idx < 0)
+		{ respond_error(res, out, cap, ka, 404, "unknown_sku", NULL); return; }
+	struct fs_sku_read v;
+	fs_snap_read(ctx->snap, idx, &v);
+	/* Most of a flash sale's traffic arrives after sell-out: answer it here.
+	 * A user who ever got a reservation may be repeating a request whose
+	 * answer was lost; the writer's holder filter sends those (and a few
+	 * false positives) on to the writer, which answers them exactly. */
+	if (v.state == FS_SALE_SOLD_OUT && !v.waitlist_open &&
+	    !fs_snap_holder_test(ctx->snap, auth->claims.sub, auth->claims.sub_len))
+		{ respond_error(res, out, cap, ka, 409, "sold_out", NULL); return; }
+	if (atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->journal_full, memory_order_relaxed))
+		{ respond_error(res, out, cap, ka, 503, "overloaded", "journal disk budget reached"); return; }
+	memset(cmd, 0, offsetof(struct fs_cmd, sku));
+	cmd->type = FS_CMD_RESERVE;
+	cmd->quantity = qty;
+	memcpy(cmd->sku, sku.p, sku.len);
+	cmd->sku_len = (uint8_t)sku.len;
+	cmd_user(cmd, auth);
+	memcpy(cmd->key, req->idempotency_key.p, req->idempotency_key.len);
+	cmd->key_len = (uint8_t)req->idempotency_key.len;
+	res->kind = DP_ROUTE_COMMAND;
+}
+
+static void route_res(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice id,
+                      struct dp_slice tail, struct dp_auth_cache *auth, struct fs_cmd *cmd,
+                      char *out, size_t cap, struct dp_route_result *res)
+{
+	int ka = req->keep_alive;
+	int checkout = slice_eq(tail, "checkout");
+	if (tail.p != NULL && !checkout)
+		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
+	res->route = checkout ? DP_R_CHECKOUT : req->method == DP_M_DELETE ? DP_R_CANCEL : DP_R_RES_GET;
+	if (checkout ? req->method != DP_M_POST : (req->method != DP_M_GET && req->method != DP_M_DELETE))
+		{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
+	if (authenticate(ctx, req, auth) != 0)
+		{ respond_error(res, out, cap, ka, 401, "unauthorized", NULL); return; }
+	uint64_t res_no = fs_pubid_parse(id.p, id.len, 'r');
+	if (res_no == 0)
+		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
+	memset(cmd, 0, offsetof(struct fs_cmd, sku));
+	cmd->ref = res_no;
+	cmd_user(cmd, auth);
+	if (!checkout) {
+		cmd->type = req->method == DP_M_DELETE ? FS_CMD_CANCEL : FS_CMD_RES_GET;
+		res->kind = DP_ROUTE_COMMAND;
+		return;
+	}
+	if (req->idempotency_key.len == 0 || req->idempotency_key.len > FS_ID_LEN_MAX)
+		{ respond_error(res, out, cap, ka, 400, "bad_request", "Idempotency-Key header (1..64 bytes) required"); return; }
+	const char *detail = NULL;
+	int tl = dp_json_checkout_body(req->body.p, req->body.len, cmd->text, &detail);
+	if (tl <= 0)
+		{ respond_error(res, out, cap, ka, 400, "bad_request", detail ? detail : "payment_token required"); return; }
+	if (!atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->payments_open, memory_order_relaxed))
+		{ respond_error(res, out, cap, ka, 503, "overloaded", "payment provider unavailable"); return; }
+	cmd->text_len = (uint8_t)tl;
+	cmd->type = FS_CMD_CHECKOUT;
+	memcpy(cmd->key, req->idempotency_key.p, req->idempotency_key.len);
+	cmd->key_len = (uint8_t)req->idempotency_key.len;
+	res->kind = DP_ROUTE_COMMAND;
+}
+
+static void route_order(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice id,
+                        struct dp_slice tail, struct dp_auth_cache *auth, struct fs_cmd *cmd,
+                        char *out, size_t cap, struct dp_route_result *res)
+{
+	int ka = req->keep_alive;
+	res->route = DP_R_ORDER_GET;
+	if (tail.p != NULL)
+		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
+	if (req->method != DP_M_GET)
+		{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
+	if (authenticate(ctx, req, auth) != 0)
+		{ respond_error(res, out, cap, ka, 401, "unauthorized", NULL); return; }
+	uint64_t order_no = fs_pubid_parse(id.p, id.len, 'o');
+	if (order_no == 0)
+		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
+	memset(cmd, 0, offsetof(struct fs_cmd, sku));
+	cmd->type = FS_CMD_ORDER_GET;
+	cmd->ref = order_no;
+	cmd_user(cmd, auth);
+	res->kind = DP_ROUTE_COMMAND;
+}
+
+static void route_health(const struct dp_route_ctx *ctx, const struct dp_request *req, int ready_check,
+                         char *out, size_t cap, struct dp_route_result *res)
+{
+	int ok = !ready_check || ctx->ready;
+	const char *body = ok ? "{\"ok\":true}" : "{\"ok\":false}";
+	int n = dp_resp_raw(out, cap, ok ? 200 : 503, "application/json", body, strlen(body), req->keep_alive);
+	assert(n > 0);
+	res->kind = DP_ROUTE_RESPOND;
+	res->http = ok ? 200 : 503;
+	res->out_len = (uint32_t)n;
+}
+
+void dp_route(const struct dp_route_ctx *ctx, const struct dp_request *req,
+              struct dp_auth_cache *auth, struct fs_cmd *cmd,
+              char *out, size_t cap, struct dp_route_result *res)
+{
+	memset(res, 0, sizeof *res);
+	res->route = DP_R_OTHER;
+	struct dp_slice path = req->path, id, tail;
+	size_t rest;
+	int ka = req->keep_alive;
+	if (slice_eq(path, "/healthz") || slice_eq(path, "/readyz")) {
+		res->route = DP_R_HEALTH;
+		if (req->method != DP_M_GET && req->method != DP_M_HEAD)
+			{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
+		{ route_health(ctx, req, slice_eq(path, "/readyz"), out, cap, res); return; }
+	}
+	if (starts_with(path.p, path.len, "/v1/skus/", &rest) && split_path(path, rest, &id, &tail)) {
+		if (tail.p == NULL) {
+			res->route = DP_R_SKU_GET;
+			if (req->method != DP_M_GET && req->method != DP_M_HEAD)
+				{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
+			{ route_sku_get(ctx, req, id, out, cap, res); return; }
+		}
+		if (slice_eq(tail, "reservations")) {
+			res->route = DP_R_RESERVE;
+			if (req->method != DP_M_POST)
+				{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
+			if (id.len > FS_SKU_LEN_MAX)
+				{ respond_error(res, out, cap, ka, 404, "unknown_sku", NULL); return; }
+			{ route_reserve(ctx, req, id, auth, cmd, out, cap, res); return; }
+		}
+	}
+	if (starts_with(path.p, path.len, "/v1/reservations/", &rest) && split_path(path, rest, &id, &tail))
+		{ route_res(ctx, req, id, tail, auth, cmd, out, cap, res); return; }
+	if (starts_with(path.p, path.len, "/v1/orders/", &rest) && split_path(path, rest, &id, &tail))
+		{ route_order(ctx, req, id, tail, auth, cmd, out, cap, res); return; }
+	respond_error(res, out, cap, ka, 404, "not_found", NULL);
+}

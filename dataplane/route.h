@@ -1,0 +1,51 @@
+/* route.h - from a parsed request to either an immediate answer or one
+ * command for the writer. Pure: no I/O, no allocation; reads the writer's
+ * published snapshot and the per-connection token cache.
+ */
+#ifndef DP_ROUTE_H
+#define DP_ROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "common/fs_cmd.h"
+#include "common/fs_jwt.h"
+#include "common/fs_snapshot.h"
+#include "dataplane/http.h"
+
+enum dp_route_id {
+	DP_R_SKU_GET = 0, DP_R_RESERVE, DP_R_RES_GET, DP_R_CANCEL, DP_R_CHECKOUT,
+	DP_R_ORDER_GET, DP_R_HEALTH, DP_R_OTHER, DP_R_COUNT
+};
+
+struct dp_route_ctx {
+	const struct fs_snapshot *snap;
+	const uint8_t *jwt_key;
+	size_t jwt_key_len;
+	int64_t now_ms;
+	uint32_t quantity_max;
+	int ready;                      /* 0 while recovering/draining: /readyz 503 */
+};
+
+/* The last token a connection presented and what it proved. */
+struct dp_auth_cache {
+	uint64_t tok_hash[2];           /* 0,0 = empty */
+	struct fs_claims claims;
+};
+
+enum dp_route_kind { DP_ROUTE_RESPOND = 1, DP_ROUTE_COMMAND = 2 };
+
+struct dp_route_result {
+	uint8_t kind;                   /* enum dp_route_kind */
+	uint8_t route;                  /* enum dp_route_id, for metrics */
+	uint16_t http;                  /* status of an immediate answer */
+	uint32_t out_len;               /* bytes of the immediate answer in out */
+};
+
+/* Routes req. Either writes a whole HTTP answer to out (cap bytes) and
+ * returns kind RESPOND, or fills *cmd (tag and origin left to the caller)
+ * and returns kind COMMAND. Never fails: every problem is an answer. */
+void dp_route(const struct dp_route_ctx *ctx, const struct dp_request *req,
+              struct dp_auth_cache *auth, struct fs_cmd *cmd,
+              char *out, size_t cap, struct dp_route_result *res);
+
+#endif

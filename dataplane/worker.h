@@ -1,0 +1,59 @@
+/* worker.h - one dataplane worker: a thread pinned to a core that owns its
+ * listener, its connections and its port to the writer (shared-nothing).
+ * The connection protocol (conn.c) knows no sockets; the I/O backend
+ * (io_uring.c) knows no HTTP.
+ */
+#ifndef DP_WORKER_H
+#define DP_WORKER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include "common/fs_port.h"
+#include "common/fs_snapshot.h"
+#include "dataplane/http.h"
+#include "dataplane/route.h"
+
+#define DP_IN_BYTES   16384    /* one connection's unparsed input */
+#define DP_OUT_BYTES  16384    /* one connection's unsent output */
+#define DP_ANSWER_BYTES_MAX 1024
+
+enum { DP_ST_200, DP_ST_201, DP_ST_202, DP_ST_400, DP_ST_401, DP_ST_402, DP_ST_403,
+       DP_ST_404, DP_ST_405, DP_ST_408, DP_ST_409, DP_ST_410, DP_ST_413, DP_ST_414,
+       DP_ST_422, DP_ST_429, DP_ST_431, DP_ST_501, DP_ST_503, DP_ST_505, DP_ST_OTHER,
+       DP_ST_COUNT };
+int dp_status_slot(int http);
+int dp_status_of_slot(int slot);
+
+struct dp_stats {
+	_Atomic uint64_t answers[DP_R_COUNT][DP_ST_COUNT];
+	_Atomic uint64_t conns_accepted, conns_open, conns_refused, conns_timed_out;
+	_Atomic uint64_t ring_full, bytes_in, bytes_out, wakeups;
+};
+
+struct dp_worker_config {
+	uint32_t index;
+	int cpu;                        /* -1: not pinned */
+	const char *host;               /* listen address */
+	uint16_t port;
+	uint32_t conn_max;              /* connections this worker holds at most */
+	struct fs_port *wport;          /* to the writer */
+	const struct fs_snapshot *snap;
+	const uint8_t *jwt_key;
+	size_t jwt_key_len;
+	struct dp_http_limits limits;
+	uint32_t idle_timeout_ms;       /* keep-alive connection with nothing to do */
+	uint32_t request_timeout_ms;    /* a request must arrive whole within this */
+	uint32_t quantity_max;
+	_Atomic int *ready;             /* 0 while recovering or draining */
+};
+
+struct dp_worker;
+
+/* Binds the listener (SO_REUSEPORT), reserves every connection and starts
+ * the thread. Returns NULL with a reason in err. */
+struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err, size_t err_len);
+void dp_worker_stop(struct dp_worker *w);
+const struct dp_stats *dp_worker_stats(const struct dp_worker *w);
+uint64_t dp_conn_bytes(uint32_t conn_max);
+
+#endif

@@ -1,0 +1,330 @@
+/* flashsale_reconcile.c - `flashsale-reconcile`: checks the PostgreSQL
+ * projection against the journal, the source of truth.
+ *
+ * It replays the journal (up to the batch PostgreSQL says it has applied)
+ * into an independent in-memory model (writer/sink_model.c, not the code
+ * that wrote the tables), then compares every sale, reservation and order
+ * row and the audit trail's size, printing each difference. Exit status:
+ * 0 with "0 differences", 1 when any difference was found, 2 on usage or
+ * connection errors.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <libpq-fe.h>
+
+#include "writer/journal.h"
+#include "writer/record.h"
+#include "writer/sink_model.h"
+
+#define DIFF_PRINT_MAX 200
+
+struct rc_state {
+	PGconn *pg;
+	struct sink_model m;
+	uint64_t cursor;          /* last batch PostgreSQL applied */
+	uint64_t records;         /* journal records up to cursor */
+	uint64_t journal_last;    /* last batch in the journal */
+	uint64_t diffs;
+};
+
+static void diff(struct rc_state *st, const char *fmt, ...)
+{
+	if (st->diffs++ < DIFF_PRINT_MAX) {
+		va_list ap;
+		va_start(ap, fmt);
+		vprintf(fmt, ap);
+		va_end(ap);
+		putchar('\n');
+	}
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: flashsale-reconcile --journal DIR --postgres CONNINFO [--cursor NAME]\n"
+	           "  Replays the journal into an in-memory model and compares it with the PostgreSQL\n"
+	           "  projection up to the batch the sink cursor NAME has applied (default: the highest\n"
+	           "  cursor in sink_cursor). Prints each difference; exit 0 when there is none, 1 when\n"
+	           "  there are differences, 2 on errors.\n");
+}
+
+static PGresult *query(struct rc_state *st, const char *sql)
+{
+	PGresult *r = PQexec(st->pg, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "flashsale-reconcile: %s: %s", sql, PQresultErrorMessage(r));
+		exit(2);
+	}
+	return r;
+}
+
+static int64_t col_i64(PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static void read_cursor(struct rc_state *st, const char *name)
+{
+	char sql[256];
+	if (name) {
+		char *lit = PQescapeLiteral(st->pg, name, strlen(name));
+		snprintf(sql, sizeof sql, "SELECT seq FROM sink_cursor WHERE name = %s", lit ? lit : "''");
+		PQfreemem(lit);
+	} else {
+		snprintf(sql, sizeof sql, "SELECT max(seq) FROM sink_cursor");
+	}
+	PGresult *r = query(st, sql);
+	st->cursor = PQntuples(r) == 1 ? (uint64_t)col_i64(r, 0, 0) : 0;
+	PQclear(r);
+}
+
+/* Replays journal batches up to st->cursor into the model. 0 or -1. */
+static int replay(struct rc_state *st, const char *dir)
+{
+	char err[512];
+	struct jr_reader *rd = jr_reader_open(dir, err, sizeof err);
+	if (!rd) {
+		fprintf(stderr, "flashsale-reconcile: %s\n", err);
+		return -1;
+	}
+	struct fs_cmd *recs = malloc((JR_BODY_BYTES_MAX / WR_REC_FIXED_BYTES + 1) * sizeof *recs);
+	struct jr_batch b;
+	int rc;
+	while (recs && (rc = jr_reader_next(rd, UINT64_MAX, &b, err, sizeof err)) == 1) {
+		st->journal_last = b.seq;
+		if (b.seq > st->cursor)
+			continue;
+		uint32_t off = 0, n = 0;
+		for (; n < b.record_count; n++) {
+			uint32_t len = wr_rec_decode(b.body + off, b.body_len - off, &recs[n]);
+			if (len == 0)
+				break;
+			off += len;
+		}
+		if (n != b.record_count || off != b.body_len) {
+			diff(st, "journal: batch %" PRIu64 " (%s offset %" PRIu64 "): record %u does not decode",
+			     b.seq, b.file, b.offset, n);
+			break;
+		}
+		if (sm_apply_batch(&st->m, b.seq, b.time_ms, recs, n, NULL) < 0) {
+			fprintf(stderr, "flashsale-reconcile: out of memory\n");
+			rc = -1;
+			break;
+		}
+		st->records += n;
+	}
+	if (rc < 0)
+		fprintf(stderr, "flashsale-reconcile: %s\n", err);
+	free(recs);
+	jr_reader_close(rd);
+	return rc < 0 ? -1 : 0;
+}
+
+static void check_model(struct rc_state *st)
+{
+	if (st->m.anomalies)
+		diff(st, "journal: %" PRIu64 " record(s) do not fit the model; first: %s", st->m.anomalies, st->m.anomaly);
+	for (uint32_t k = 0; k < st->m.sku_count; k++) {
+		const struct sm_sku *s = &st->m.skus[k];
+		if (s->available < 0 || s->reserved < 0 || s->sold < 0 || s->available + s->reserved + s->sold != s->total)
+			diff(st, "journal: sku %s not conserved: total %" PRId64 " available %" PRId64 " reserved %" PRId64
+			     " sold %" PRId64, s->sku, s->total, s->available, s->reserved, s->sold);
+	}
+}
+
+static void cmp_i64(struct rc_state *st, const char *what, const char *id, const char *field, int64_t journal,
+                    int64_t pg)
+{
+	if (journal != pg)
+		diff(st, "%s %s: %s is %" PRId64 " in postgres, %" PRId64 " per the journal", what, id, field, pg, journal);
+}
+
+static void cmp_str(struct rc_state *st, const char *what, const char *id, const char *field, const char *journal,
+                    const char *pg)
+{
+	if (strcmp(journal, pg) != 0)
+		diff(st, "%s %s: %s is '%s' in postgres, '%s' per the journal", what, id, field, pg, journal);
+}
+
+static void check_sales(struct rc_state *st)
+{
+	PGresult *r = query(st, "SELECT sku, state, total, available, reserved, sold, version, per_user, hold_ms, "
+	                        "price_cents FROM sales");
+	uint8_t *seen = calloc(st->m.sku_count + 1, 1);
+	for (int i = 0; i < PQntuples(r); i++) {
+		const char *sku = PQgetvalue(r, i, 0);
+		uint32_t k = sm_sku_find(&st->m, sku, strlen(sku));
+		if (k == SM_NO_SKU) {
+			diff(st, "sale %s: in postgres, not in the journal", sku);
+			continue;
+		}
+		const struct sm_sku *s = &st->m.skus[k];
+		seen[k] = 1;
+		cmp_str(st, "sale", sku, "state", fs_sale_state_name(s->state), PQgetvalue(r, i, 1));
+		cmp_i64(st, "sale", sku, "total", s->total, col_i64(r, i, 2));
+		cmp_i64(st, "sale", sku, "available", s->available, col_i64(r, i, 3));
+		cmp_i64(st, "sale", sku, "reserved", s->reserved, col_i64(r, i, 4));
+		cmp_i64(st, "sale", sku, "sold", s->sold, col_i64(r, i, 5));
+		cmp_i64(st, "sale", sku, "version", (int64_t)s->version, col_i64(r, i, 6));
+		cmp_i64(st, "sale", sku, "per_user", s->sale.per_user, col_i64(r, i, 7));
+		cmp_i64(st, "sale", sku, "hold_ms", s->sale.hold_ms, col_i64(r, i, 8));
+		cmp_i64(st, "sale", sku, "price_cents", s->sale.price_cents, col_i64(r, i, 9));
+	}
+	for (uint32_t k = 0; k < st->m.sku_count; k++)
+		if (!seen[k])
+			diff(st, "sale %s: in the journal, missing in postgres", st->m.skus[k].sku);
+	free(seen);
+	PQclear(r);
+}
+
+/* Marks key as seen in `seen`; returns 1 when it was already there. */
+static int mark(struct sm_tab *seen, uint64_t key)
+{
+	size_t before = seen->count;
+	if (!sm_tab_upsert(seen, key)) {
+		fprintf(stderr, "flashsale-reconcile: out of memory\n");
+		exit(2);
+	}
+	return seen->count == before;
+}
+
+static void check_res_row(struct rc_state *st, PGresult *r, int i, struct sm_tab *seen)
+{
+	const char *id = PQgetvalue(r, i, 0);
+	uint64_t no = fs_pubid_parse(id, strlen(id), 'r');
+	const struct sm_res *x = no ? sm_tab_find(&st->m.res, no) : NULL;
+	if (!x) {
+		diff(st, "reservation %s: in postgres, not in the journal", id);
+		return;
+	}
+	mark(seen, no);
+	char order[FS_PUBID_LEN + 1] = "";
+	if (x->order_no)
+		fs_pubid_format(order, 'o', x->order_no);
+	cmp_str(st, "reservation", id, "sku", st->m.skus[x->sku_idx].sku, PQgetvalue(r, i, 1));
+	cmp_i64(st, "reservation", id, "quantity", x->quantity, col_i64(r, i, 2));
+	cmp_str(st, "reservation", id, "status", fs_res_status_name(x->status), PQgetvalue(r, i, 3));
+	cmp_str(st, "reservation", id, "order_id", order, PQgetvalue(r, i, 4));
+	cmp_i64(st, "reservation", id, "expires_at_ms", x->expires_at_ms, col_i64(r, i, 5));
+	cmp_i64(st, "reservation", id, "created_seq", (int64_t)x->created_seq, col_i64(r, i, 6));
+}
+
+static void check_reservations(struct rc_state *st)
+{
+	PGresult *r = query(st, "SELECT reservation_id, sku, quantity, status, coalesce(order_id, ''), "
+	                        "(extract(epoch FROM expires_at) * 1000)::bigint, created_seq FROM reservations");
+	struct sm_tab seen;
+	if (sm_tab_init(&seen, sizeof(uint64_t), (size_t)PQntuples(r) * 2) != 0)
+		exit(2);
+	for (int i = 0; i < PQntuples(r); i++)
+		check_res_row(st, r, i, &seen);
+	for (size_t i = 0; i < st->m.res.cap; i++) {
+		const struct sm_res *x = sm_tab_slot(&st->m.res, i);
+		if (x && !sm_tab_find(&seen, x->no)) {
+			char id[FS_PUBID_LEN + 1];
+			fs_pubid_format(id, 'r', x->no);
+			diff(st, "reservation %s: in the journal, missing in postgres", id);
+		}
+	}
+	sm_tab_free(&seen);
+	PQclear(r);
+}
+
+static void check_order_row(struct rc_state *st, PGresult *r, int i, struct sm_tab *seen)
+{
+	const char *id = PQgetvalue(r, i, 0);
+	uint64_t no = fs_pubid_parse(id, strlen(id), 'o');
+	const struct sm_order *o = no ? sm_tab_find(&st->m.orders, no) : NULL;
+	if (!o) {
+		diff(st, "order %s: in postgres, not in the journal", id);
+		return;
+	}
+	mark(seen, no);
+	char res[FS_PUBID_LEN + 1];
+	fs_pubid_format(res, 'r', o->res_no);
+	cmp_str(st, "order", id, "reservation_id", res, PQgetvalue(r, i, 1));
+	cmp_str(st, "order", id, "status", fs_order_status_name(o->status), PQgetvalue(r, i, 2));
+	cmp_i64(st, "order", id, "amount_cents", o->amount_cents, col_i64(r, i, 3));
+	cmp_i64(st, "order", id, "paid_at_ms", o->paid_at_ms, col_i64(r, i, 4));
+}
+
+static void check_orders(struct rc_state *st)
+{
+	PGresult *r = query(st, "SELECT order_id, reservation_id, status, amount_cents, "
+	                        "(extract(epoch FROM paid_at) * 1000)::bigint FROM orders");
+	struct sm_tab seen;
+	if (sm_tab_init(&seen, sizeof(uint64_t), (size_t)PQntuples(r) * 2) != 0)
+		exit(2);
+	for (int i = 0; i < PQntuples(r); i++)
+		check_order_row(st, r, i, &seen);
+	for (size_t i = 0; i < st->m.orders.cap; i++) {
+		const struct sm_order *o = sm_tab_slot(&st->m.orders, i);
+		if (o && !sm_tab_find(&seen, o->no)) {
+			char id[FS_PUBID_LEN + 1];
+			fs_pubid_format(id, 'o', o->no);
+			diff(st, "order %s: in the journal, missing in postgres", id);
+		}
+	}
+	sm_tab_free(&seen);
+	PQclear(r);
+}
+
+static void check_events(struct rc_state *st)
+{
+	PGresult *r = query(st, "SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0) FROM journal_events");
+	cmp_i64(st, "journal_events", "", "row count", (int64_t)st->records, col_i64(r, 0, 0));
+	cmp_i64(st, "journal_events", "", "batch count", (int64_t)st->m.last_seq, col_i64(r, 0, 1));
+	cmp_i64(st, "journal_events", "", "last seq", (int64_t)st->m.last_seq, col_i64(r, 0, 2));
+	PQclear(r);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"journal", required_argument, NULL, 'j'}, {"postgres", required_argument, NULL, 'p'},
+		{"cursor", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	const char *dir = NULL, *conninfo = NULL, *cursor = NULL;
+	int o;
+	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (o) {
+		case 'j': dir = optarg; break;
+		case 'p': conninfo = optarg; break;
+		case 'c': cursor = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!dir || !conninfo || optind != argc) {
+		fprintf(stderr, "flashsale-reconcile: --journal and --postgres are required\n");
+		return 2;
+	}
+	struct rc_state st = {0};
+	st.pg = PQconnectdb(conninfo);
+	if (PQstatus(st.pg) != CONNECTION_OK) {
+		fprintf(stderr, "flashsale-reconcile: postgres: %s", PQerrorMessage(st.pg));
+		return 2;
+	}
+	if (sm_init(&st.m, 1) != 0)
+		return 2;
+	read_cursor(&st, cursor);
+	if (replay(&st, dir) != 0)
+		return 2;
+	if (st.m.last_seq < st.cursor)
+		diff(&st, "postgres cursor is at batch %" PRIu64 " but the journal ends at %" PRIu64,
+		     st.cursor, st.journal_last);
+	check_model(&st);
+	check_sales(&st);
+	check_reservations(&st);
+	check_orders(&st);
+	check_events(&st);
+	if (st.diffs > DIFF_PRINT_MAX)
+		printf("... and %" PRIu64 " more\n", st.diffs - DIFF_PRINT_MAX);
+	printf("compared %" PRIu64 " batches, %" PRIu64 " records (journal has %" PRIu64 " batches): %" PRIu64
+	       " differences\n", st.m.last_seq, st.records, st.journal_last, st.diffs);
+	sm_free(&st.m);
+	PQfinish(st.pg);
+	return st.diffs ? 1 : 0;
+}

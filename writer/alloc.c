@@ -1,0 +1,1175 @@
+/* alloc.c - the allocator: sales state and the pure decide step.
+ *
+ * Only the writer thread calls into this file (invariant 1). Every table is
+ * reserved at start-up by wr_state_new(); nothing here allocates afterwards.
+ * See alloc.h for the semantics and writer/EVENTS.md for what each journal
+ * record means to the outside world.
+ */
+#include "writer/alloc.h"
+#include "writer/record.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <xxhash.h>
+
+#define NIL 0u                   /* "no reservation" in the intrusive lists */
+/* Promotions one command may make; more wait for the writer-generated
+ * WAITLIST_SERVE commands of later batches. This bounds a batch's records. */
+#define PROMOTE_PER_CMD 4u
+#define ORIGIN_NONE 0xffu
+
+struct wr_sku {
+	char     name[FS_SKU_LEN_MAX];
+	uint8_t  name_len;
+	uint8_t  state;              /* stored: scheduled/open/paused/frozen/closed */
+	uint8_t  touched;            /* in out->sku_touched this batch */
+	uint8_t  _pad[5];
+	uint64_t total, available, reserved, sold, version;
+	struct fs_sale_args args;
+	uint32_t exp_head, exp_tail; /* FIFO of holds (reservation numbers) */
+	uint32_t wl_head, wl_tail;   /* FIFO of waitlisted reservations */
+	uint32_t wl_count;           /* live WAITLISTED entries */
+	uint32_t _pad2;
+	uint64_t wl_tickets;         /* tickets handed out */
+	uint64_t wl_served;          /* tickets that left from the head */
+};
+
+struct wr_res {
+	uint32_t sku;
+	uint32_t user;
+	uint32_t qty;
+	uint8_t  status;             /* enum fs_res_status */
+	uint8_t  orig_status;        /* status of the first answer (idempotent replay) */
+	uint16_t _pad;
+	int64_t  expires_ms;         /* 0 while WAITLISTED */
+	uint64_t order_no;
+	uint64_t wl_ticket;          /* waitlist ticket (position = ticket - served) */
+	uint32_t exp_next;           /* next in the SKU's hold FIFO */
+	uint32_t wl_next;            /* next in the SKU's waitlist */
+	uint32_t orig_position;
+	uint32_t _pad2;
+};
+
+struct wr_order {
+	uint64_t res_no;
+	int64_t  amount_cents;
+	int64_t  paid_at_ms;
+	uint8_t  status;             /* enum fs_order_status */
+	uint8_t  reason;             /* enum fs_pay of a failure */
+	uint8_t  token_len;
+	uint8_t  waiter_origin;      /* volatile: who waits for the outcome */
+	uint32_t user;
+	uint64_t waiter_tag;         /* volatile */
+	char     token[FS_ID_LEN_MAX];
+};
+
+struct wr_user {
+	char    name[FS_ID_LEN_MAX];
+	uint8_t len;
+};
+
+struct wr_hold_slot { uint64_t key; uint32_t held; uint32_t bought; };  /* key 0 = empty */
+struct wr_idem_slot { uint64_t h0, h1, val; };                           /* h0 0 = empty */
+
+struct wr_state {
+	struct wr_limits lim;
+	uint32_t sku_count;
+	uint32_t user_count;
+	uint64_t res_count;          /* reservation numbers 1..res_count are used */
+	uint64_t order_count;
+	uint32_t idem_count;
+	uint32_t hold_count;
+	struct wr_sku *skus;
+	uint16_t *sku_slots;         /* name hash -> sku index + 1 */
+	uint32_t sku_slot_mask;
+	struct wr_user *users;
+	uint32_t *user_slots;        /* name hash -> user index + 1 */
+	uint32_t user_slot_mask;
+	struct wr_res *res;          /* index = reservation number - 1 */
+	struct wr_order *orders;     /* index = order number - 1 */
+	struct wr_hold_slot *holds;
+	uint32_t hold_slot_mask;
+	struct wr_idem_slot *idem;
+	uint64_t idem_slot_mask;
+	int64_t  last_t_ms;
+	size_t   bytes;
+	void    *mem;
+};
+
+/* ---- set-up ------------------------------------------------------------ */
+
+void wr_limits_default(struct wr_limits *l)
+{
+	l->sku_count_max = 1024;
+	l->user_count_max = 1000000;
+	l->reservation_count_max = 4000000;
+	l->order_count_max = 1000000;
+	l->idem_count_max = 10000000;
+	l->holding_count_max = 2000000;
+	l->quantity_max = 100;
+}
+
+static uint64_t pow2_at_least(uint64_t n)
+{
+	uint64_t p = 1;
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+/* Open-addressing tables are sized to at most ~62% load. */
+static uint64_t slots_for(uint64_t count_max) { return pow2_at_least(count_max + count_max / 2 + 16); }
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+struct layout { size_t skus, sku_slots, users, user_slots, res, orders, holds, idem, total; };
+
+static void layout_compute(const struct wr_limits *l, struct layout *o)
+{
+	size_t off = 0;
+	o->skus = off;       off += align64(sizeof(struct wr_sku) * l->sku_count_max);
+	o->sku_slots = off;  off += align64(sizeof(uint16_t) * slots_for(l->sku_count_max));
+	o->users = off;      off += align64(sizeof(struct wr_user) * l->user_count_max);
+	o->user_slots = off; off += align64(sizeof(uint32_t) * slots_for(l->user_count_max));
+	o->res = off;        off += align64(sizeof(struct wr_res) * l->reservation_count_max);
+	o->orders = off;     off += align64(sizeof(struct wr_order) * l->order_count_max);
+	o->holds = off;      off += align64(sizeof(struct wr_hold_slot) * slots_for(l->holding_count_max));
+	o->idem = off;       off += align64(sizeof(struct wr_idem_slot) * slots_for(l->idem_count_max));
+	o->total = off;
+}
+
+uint64_t wr_state_bytes(const struct wr_limits *l)
+{
+	struct layout o;
+	layout_compute(l, &o);
+	return o.total + sizeof(struct wr_state);
+}
+
+struct wr_state *wr_state_new(const struct wr_limits *l)
+{
+	assert(l->sku_count_max > 0 && l->sku_count_max < 65535);
+	assert(l->user_count_max > 0 && l->reservation_count_max > 0 && l->quantity_max > 0);
+	struct layout o;
+	layout_compute(l, &o);
+	size_t bytes = o.total + align64(sizeof(struct wr_state));
+	uint8_t *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+	                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (mem == MAP_FAILED)
+		return NULL;
+	struct wr_state *st = (struct wr_state *)mem;
+	uint8_t *base = mem + align64(sizeof(struct wr_state));
+	st->lim = *l;
+	st->skus = (struct wr_sku *)(base + o.skus);
+	st->sku_slots = (uint16_t *)(base + o.sku_slots);
+	st->sku_slot_mask = (uint32_t)slots_for(l->sku_count_max) - 1;
+	st->users = (struct wr_user *)(base + o.users);
+	st->user_slots = (uint32_t *)(base + o.user_slots);
+	st->user_slot_mask = (uint32_t)slots_for(l->user_count_max) - 1;
+	st->res = (struct wr_res *)(base + o.res);
+	st->orders = (struct wr_order *)(base + o.orders);
+	st->holds = (struct wr_hold_slot *)(base + o.holds);
+	st->hold_slot_mask = (uint32_t)slots_for(l->holding_count_max) - 1;
+	st->idem = (struct wr_idem_slot *)(base + o.idem);
+	st->idem_slot_mask = slots_for(l->idem_count_max) - 1;
+	st->bytes = bytes;
+	st->mem = mem;
+	return st;
+}
+
+void wr_state_free(struct wr_state *st)
+{
+	if (st)
+		munmap(st->mem, st->bytes);
+}
+
+/* ---- lookups ------------------------------------------------------------ */
+
+static uint64_t str_hash(const char *s, size_t len) { return XXH3_64bits(s, len); }
+
+int wr_sku_find(const struct wr_state *st, const char *name, size_t len)
+{
+	if (len == 0 || len > FS_SKU_LEN_MAX)
+		return -1;
+	uint32_t i = (uint32_t)str_hash(name, len) & st->sku_slot_mask;
+	for (;;) {
+		uint16_t v = st->sku_slots[i];
+		if (v == 0)
+			return -1;
+		const struct wr_sku *k = &st->skus[v - 1];
+		if (k->name_len == len && memcmp(k->name, name, len) == 0)
+			return v - 1;
+		i = (i + 1) & st->sku_slot_mask;
+	}
+}
+
+static int sku_insert(struct wr_state *st, const char *name, size_t len)
+{
+	assert(st->sku_count < st->lim.sku_count_max);
+	uint32_t idx = st->sku_count++;
+	struct wr_sku *k = &st->skus[idx];
+	memset(k, 0, sizeof *k);
+	memcpy(k->name, name, len);
+	k->name_len = (uint8_t)len;
+	uint32_t i = (uint32_t)str_hash(name, len) & st->sku_slot_mask;
+	while (st->sku_slots[i] != 0)
+		i = (i + 1) & st->sku_slot_mask;
+	st->sku_slots[i] = (uint16_t)(idx + 1);
+	return (int)idx;
+}
+
+/* Returns the user's index, interning it if new; -1 when the table is full
+ * (nothing inserted) or the id is empty. */
+static int64_t user_intern(struct wr_state *st, const char *name, size_t len, int create)
+{
+	if (len == 0 || len > FS_ID_LEN_MAX)
+		return -1;
+	uint32_t i = (uint32_t)str_hash(name, len) & st->user_slot_mask;
+	for (;;) {
+		uint32_t v = st->user_slots[i];
+		if (v == 0)
+			break;
+		const struct wr_user *u = &st->users[v - 1];
+		if (u->len == len && memcmp(u->name, name, len) == 0)
+			return v - 1;
+		i = (i + 1) & st->user_slot_mask;
+	}
+	if (!create || st->user_count >= st->lim.user_count_max)
+		return -1;
+	uint32_t idx = st->user_count++;
+	memcpy(st->users[idx].name, name, len);
+	st->users[idx].len = (uint8_t)len;
+	st->user_slots[i] = idx + 1;
+	return idx;
+}
+
+static struct wr_hold_slot *hold_find(struct wr_state *st, uint32_t user, uint32_t sku, int create)
+{
+	uint64_t key = ((uint64_t)user << 16 | sku) + 1;
+	uint32_t i = (uint32_t)XXH3_64bits(&key, sizeof key) & st->hold_slot_mask;
+	for (;;) {
+		struct wr_hold_slot *h = &st->holds[i];
+		if (h->key == key)
+			return h;
+		if (h->key == 0) {
+			if (!create || st->hold_count >= st->lim.holding_count_max)
+				return NULL;
+			st->hold_count++;
+			h->key = key;
+			return h;
+		}
+		i = (i + 1) & st->hold_slot_mask;
+	}
+}
+
+enum { IDEM_RESERVE = 1, IDEM_CHECKOUT = 2 };
+
+static XXH128_hash_t idem_hash(uint32_t user, int kind, const char *key, size_t len)
+{
+	uint64_t seed = ((uint64_t)user << 8) | (uint64_t)kind;
+	return XXH3_128bits_withSeed(key, len, seed);
+}
+
+/* Finds the slot for (user, kind, key): the matching one, or the empty one
+ * where it would go. NULL only when the table is full and it is absent. */
+static struct wr_idem_slot *idem_slot(struct wr_state *st, uint32_t user, int kind,
+                                      const char *key, size_t len)
+{
+	XXH128_hash_t h = idem_hash(user, kind, key, len);
+	uint64_t h0 = h.low64 | 1;   /* 0 marks an empty slot */
+	uint64_t i = h.high64 & st->idem_slot_mask;
+	for (;;) {
+		struct wr_idem_slot *s = &st->idem[i];
+		if (s->h0 == h0 && s->h1 == h.high64)
+			return s;
+		if (s->h0 == 0) {
+			if (st->idem_count >= st->lim.idem_count_max)
+				return NULL;
+			s->h1 = h.high64;   /* h0 stays 0 until idem_claim() */
+			return s;
+		}
+		i = (i + 1) & st->idem_slot_mask;
+	}
+}
+
+static void idem_claim(struct wr_state *st, struct wr_idem_slot *s, uint32_t user, int kind,
+                       const char *key, size_t len, uint64_t val)
+{
+	XXH128_hash_t h = idem_hash(user, kind, key, len);
+	assert(s->h0 == 0 && s->h1 == h.high64);
+	s->h0 = h.low64 | 1;
+	s->val = val;
+	st->idem_count++;
+}
+
+static struct wr_res *res_get(struct wr_state *st, uint64_t res_no)
+{
+	if (res_no == 0 || res_no > st->res_count)
+		return NULL;
+	return &st->res[res_no - 1];
+}
+
+static struct wr_order *order_get(struct wr_state *st, uint64_t order_no)
+{
+	if (order_no == 0 || order_no > st->order_count)
+		return NULL;
+	return &st->orders[order_no - 1];
+}
+
+/* ---- published state and conservation ------------------------------------ */
+
+static uint8_t sku_published_state(const struct wr_sku *k)
+{
+	if (k->state == FS_SALE_OPEN && k->available == 0)
+		return FS_SALE_SOLD_OUT;
+	return k->state;
+}
+
+static int sku_conserved(const struct wr_sku *k)
+{
+	return k->available <= k->total && k->reserved <= k->total && k->sold <= k->total &&
+	       k->available + k->reserved + k->sold == k->total;
+}
+
+static void sku_touch(struct wr_state *st, struct wr_batch_out *out, uint32_t idx)
+{
+	struct wr_sku *k = &st->skus[idx];
+	k->version++;
+	if (!k->touched) {
+		k->touched = 1;
+		assert(out->sku_touched_count < st->lim.sku_count_max);
+		out->sku_touched[out->sku_touched_count++] = idx;
+	}
+}
+
+/* ---- output helpers ------------------------------------------------------- */
+
+static struct fs_ans *answer_new(struct wr_batch_out *out, uint8_t origin, uint64_t tag)
+{
+	assert(out->answer_count < out->answer_count_max);
+	struct wr_answer *a = &out->answers[out->answer_count++];
+	memset(a, 0, sizeof *a);
+	a->origin = origin;
+	a->ans.tag = tag;
+	return &a->ans;
+}
+
+static void answer_error(struct wr_batch_out *out, const struct fs_cmd *c, enum fs_err e)
+{
+	struct fs_ans *a = answer_new(out, c->origin, c->tag);
+	a->err = (uint8_t)e;
+	a->http = (uint16_t)fs_err_http(e);
+	a->body = FS_BODY_ERROR;
+}
+
+static void record_emit(struct wr_batch_out *out, const struct fs_cmd *c)
+{
+	assert(c->err == FS_OK);
+	assert(out->records_len + WR_REC_BYTES_MAX <= out->records_cap);
+	out->records_len += wr_rec_encode(c, out->records + out->records_len);
+	out->record_count++;
+}
+
+static void fill_sale(const struct wr_state *st, uint32_t idx, struct fs_ans *a)
+{
+	const struct wr_sku *k = &st->skus[idx];
+	a->body = FS_BODY_SALE;
+	memcpy(a->sku, k->name, k->name_len);
+	a->sku_len = k->name_len;
+	a->state = sku_published_state(k);
+	a->total = k->total;
+	a->available = k->available;
+	a->reserved = k->reserved;
+	a->sold = k->sold;
+	a->version = k->version;
+}
+
+static uint32_t res_position(const struct wr_state *st, const struct wr_res *r)
+{
+	const struct wr_sku *k = &st->skus[r->sku];
+	uint64_t ahead = r->wl_ticket > k->wl_served ? r->wl_ticket - k->wl_served : 1;
+	return (uint32_t)(ahead > UINT32_MAX ? UINT32_MAX : ahead);
+}
+
+static void fill_res(const struct wr_state *st, uint64_t res_no, struct fs_ans *a)
+{
+	const struct wr_res *r = &st->res[res_no - 1];
+	const struct wr_sku *k = &st->skus[r->sku];
+	a->body = FS_BODY_RES;
+	a->res_no = res_no;
+	a->res_status = r->status;
+	a->quantity = r->qty;
+	a->expires_at_ms = r->expires_ms;
+	a->order_no = r->order_no;
+	memcpy(a->sku, k->name, k->name_len);
+	a->sku_len = k->name_len;
+	if (r->status == FS_RES_WAITLISTED)
+		a->position = res_position(st, r);
+}
+
+static void fill_order(const struct wr_state *st, uint64_t order_no, struct fs_ans *a, int body)
+{
+	const struct wr_order *o = &st->orders[order_no - 1];
+	fill_res(st, o->res_no, a);
+	a->body = (uint8_t)body;
+	a->order_no = order_no;
+	a->order_status = o->status;
+	a->reason = o->reason;
+	a->amount_cents = o->amount_cents;
+	a->paid_at_ms = o->paid_at_ms;
+}
+
+/* ---- hold FIFO and waitlist ----------------------------------------------- */
+
+static void hold_push(struct wr_state *st, struct wr_sku *k, uint64_t res_no)
+{
+	struct wr_res *r = &st->res[res_no - 1];
+	r->exp_next = NIL;
+	if (k->exp_tail != NIL) {
+		struct wr_res *tail = &st->res[k->exp_tail - 1];
+		assert(tail->expires_ms <= r->expires_ms);
+		tail->exp_next = (uint32_t)res_no;
+	} else {
+		k->exp_head = (uint32_t)res_no;
+	}
+	k->exp_tail = (uint32_t)res_no;
+}
+
+static void waitlist_push(struct wr_state *st, struct wr_sku *k, uint64_t res_no)
+{
+	struct wr_res *r = &st->res[res_no - 1];
+	r->wl_next = NIL;
+	if (k->wl_tail != NIL)
+		st->res[k->wl_tail - 1].wl_next = (uint32_t)res_no;
+	else
+		k->wl_head = (uint32_t)res_no;
+	k->wl_tail = (uint32_t)res_no;
+	k->wl_count++;
+}
+
+/* Moves returned units to the head of the waitlist, in order, while they
+ * fit; each promotion is journaled as a derived PROMOTE record. */
+static uint32_t waitlist_serve(struct wr_state *st, uint32_t sku_idx, int64_t t_ms, struct wr_batch_out *out)
+{
+	struct wr_sku *k = &st->skus[sku_idx];
+	uint32_t promoted = 0;
+	while (k->wl_head != NIL && promoted < PROMOTE_PER_CMD) {
+		uint64_t res_no = k->wl_head;
+		struct wr_res *r = &st->res[res_no - 1];
+		if (r->status != FS_RES_WAITLISTED) {   /* cancelled while waiting */
+			k->wl_head = r->wl_next;
+			if (k->wl_head == NIL)
+				k->wl_tail = NIL;
+			k->wl_served++;
+			continue;
+		}
+		if (k->state != FS_SALE_OPEN || k->available < r->qty)
+			break;
+		k->wl_head = r->wl_next;
+		if (k->wl_head == NIL)
+			k->wl_tail = NIL;
+		k->wl_served++;
+		k->wl_count--;
+		k->available -= r->qty;
+		k->reserved += r->qty;
+		r->status = FS_RES_RESERVED;
+		r->expires_ms = t_ms + k->args.hold_ms;
+		hold_push(st, k, res_no);
+		struct fs_cmd p;
+		memset(&p, 0, sizeof p);
+		p.type = FS_CMD_PROMOTE;
+		p.ref = res_no;
+		p.quantity = r->qty;
+		p.out_status = FS_RES_RESERVED;
+		p.out_val = r->expires_ms;
+		memcpy(p.sku, k->name, k->name_len);
+		p.sku_len = k->name_len;
+		record_emit(out, &p);
+		promoted++;
+	}
+	return promoted;
+}
+
+/* Units wait while the waitlist's head could take them. */
+static int waitlist_ready(const struct wr_state *st, const struct wr_sku *k)
+{
+	if (k->wl_head == NIL || k->state != FS_SALE_OPEN || k->available == 0)
+		return 0;
+	const struct wr_res *r = &st->res[k->wl_head - 1];
+	return r->status != FS_RES_WAITLISTED || r->qty <= k->available;
+}
+
+static void decide_serve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	int idx = wr_sku_find(st, c->sku, c->sku_len);
+	if (idx < 0 || !waitlist_ready(st, &st->skus[idx])) {
+		c->err = FS_ERR_BAD_STATE;
+		return;
+	}
+	/* journal the command first: replay then re-derives the same promotions */
+	c->err = FS_OK;
+	record_emit(out, c);
+	waitlist_serve(st, (uint32_t)idx, t_ms, out);
+	sku_touch(st, out, (uint32_t)idx);
+}
+
+/* Units of a live hold go back to available (cancel, expiry, failed payment). */
+static void units_return(struct wr_state *st, struct wr_res *r)
+{
+	struct wr_sku *k = &st->skus[r->sku];
+	assert(k->reserved >= r->qty);
+	k->reserved -= r->qty;
+	k->available += r->qty;
+	struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
+	assert(h != NULL && h->held >= r->qty);
+	h->held -= r->qty;
+}
+
+/* ---- admin commands -------------------------------------------------------- */
+
+static void decide_create(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
+{
+	if (c->sku_len == 0 || wr_sku_find(st, c->sku, c->sku_len) >= 0) {
+		c->err = c->sku_len == 0 ? FS_ERR_BAD_REQUEST : FS_ERR_EXISTS;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (st->sku_count >= st->lim.sku_count_max) {
+		c->err = FS_ERR_OVERLOADED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (c->sale.hold_ms == 0 || c->sale.default_tier > 4 || c->sale.price_cents < 0 ||
+	    c->sale.total > (UINT64_C(1) << 48)) {
+		c->err = FS_ERR_BAD_REQUEST;
+		{ answer_error(out, c, c->err); return; }
+	}
+	int idx = sku_insert(st, c->sku, c->sku_len);
+	struct wr_sku *k = &st->skus[idx];
+	k->args = c->sale;
+	k->state = FS_SALE_SCHEDULED;
+	k->total = k->available = c->sale.total;
+	c->err = FS_OK;
+	c->out_status = k->state;
+	sku_touch(st, out, (uint32_t)idx);
+	record_emit(out, c);
+	struct fs_ans *a = answer_new(out, c->origin, c->tag);
+	fill_sale(st, (uint32_t)idx, a);
+	a->http = 201;
+}
+
+/* Returns the new stored state for an admin transition, or -1 if refused. */
+static int transition(uint8_t type, uint8_t from)
+{
+	switch (type) {
+	case FS_CMD_SALE_OPEN:
+		return from == FS_SALE_SCHEDULED || from == FS_SALE_PAUSED || from == FS_SALE_OPEN ? FS_SALE_OPEN : -1;
+	case FS_CMD_SALE_PAUSE:
+		return from == FS_SALE_OPEN || from == FS_SALE_PAUSED ? FS_SALE_PAUSED : -1;
+	case FS_CMD_SALE_FREEZE:
+		return from != FS_SALE_CLOSED ? FS_SALE_FROZEN : -1;
+	case FS_CMD_SALE_RESUME:
+		return from == FS_SALE_PAUSED || from == FS_SALE_FROZEN || from == FS_SALE_OPEN ? FS_SALE_OPEN : -1;
+	case FS_CMD_SALE_CLOSE:
+		return FS_SALE_CLOSED;
+	default:
+		assert(0 && "not an admin transition");
+		return -1;
+	}
+}
+
+static void decide_admin(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	int idx = wr_sku_find(st, c->sku, c->sku_len);
+	if (idx < 0) {
+		c->err = FS_ERR_UNKNOWN_SKU;
+		{ answer_error(out, c, c->err); return; }
+	}
+	struct wr_sku *k = &st->skus[idx];
+	if (c->type == FS_CMD_SALE_GET) {
+		c->err = FS_OK;
+		struct fs_ans *a = answer_new(out, c->origin, c->tag);
+		fill_sale(st, (uint32_t)idx, a);
+		a->http = 200;
+		return;
+	}
+	if (c->type == FS_CMD_STOCK_ADD) {
+		if (c->quantity == 0 || k->state == FS_SALE_CLOSED) {
+			c->err = c->quantity == 0 ? FS_ERR_BAD_REQUEST : FS_ERR_BAD_STATE;
+			{ answer_error(out, c, c->err); return; }
+		}
+		k->total += c->quantity;
+		k->available += c->quantity;
+	} else {
+		int to = transition(c->type, k->state);
+		if (to < 0) {
+			c->err = FS_ERR_BAD_STATE;
+			{ answer_error(out, c, c->err); return; }
+		}
+		k->state = (uint8_t)to;
+	}
+	c->err = FS_OK;
+	c->out_status = k->state;
+	sku_touch(st, out, (uint32_t)idx);
+	record_emit(out, c);
+	waitlist_serve(st, (uint32_t)idx, t_ms, out);
+	struct fs_ans *a = answer_new(out, c->origin, c->tag);
+	fill_sale(st, (uint32_t)idx, a);
+	a->http = 200;
+}
+
+/* ---- customer commands ----------------------------------------------------- */
+
+static enum fs_err sale_admits(const struct wr_sku *k)
+{
+	switch (k->state) {
+	case FS_SALE_OPEN:   return FS_OK;
+	case FS_SALE_FROZEN: return FS_ERR_FROZEN;
+	default:             return FS_ERR_SALE_NOT_OPEN;
+	}
+}
+
+static void answer_res(struct wr_state *st, const struct fs_cmd *c, uint64_t res_no, int http,
+                       struct wr_batch_out *out)
+{
+	struct fs_ans *a = answer_new(out, c->origin, c->tag);
+	fill_res(st, res_no, a);
+	a->http = (uint16_t)http;
+}
+
+/* The original answer of a reservation, for an idempotent repeat. */
+static void answer_res_original(struct wr_state *st, const struct fs_cmd *c, uint64_t res_no,
+                                struct wr_batch_out *out)
+{
+	const struct wr_res *r = &st->res[res_no - 1];
+	struct fs_ans *a = answer_new(out, c->origin, c->tag);
+	fill_res(st, res_no, a);
+	a->http = 200;
+	a->res_status = r->orig_status;
+	a->order_no = 0;
+	a->position = r->orig_position;
+	if (r->orig_status == FS_RES_WAITLISTED)
+		a->expires_at_ms = 0;
+}
+
+static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	int sku = wr_sku_find(st, c->sku, c->sku_len);
+	if (sku < 0) {
+		c->err = FS_ERR_UNKNOWN_SKU;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (c->quantity == 0 || c->quantity > st->lim.quantity_max || c->key_len == 0) {
+		c->err = FS_ERR_BAD_REQUEST;
+		{ answer_error(out, c, c->err); return; }
+	}
+	int64_t user = user_intern(st, c->user, c->user_len, 1);
+	if (user < 0) {
+		c->err = c->user_len == 0 ? FS_ERR_BAD_REQUEST : FS_ERR_OVERLOADED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	struct wr_idem_slot *is = idem_slot(st, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len);
+	if (is == NULL) {
+		c->err = FS_ERR_OVERLOADED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (is->h0 != 0) {   /* a repeat: the original answer, or a misuse of the key */
+		const struct wr_res *r = &st->res[is->val - 1];
+		c->err = r->sku == (uint32_t)sku && r->qty == c->quantity ? FS_OK : FS_ERR_KEY_REUSED;
+		if (c->err != FS_OK)
+			{ answer_error(out, c, c->err); return; }
+		c->err = FS_ERR_EXISTS;   /* answered, but nothing to journal */
+		{ answer_res_original(st, c, is->val, out); return; }
+	}
+	struct wr_sku *k = &st->skus[sku];
+	enum fs_err e = sale_admits(k);
+	if (e != FS_OK) {
+		c->err = (uint8_t)e;
+		{ answer_error(out, c, e); return; }
+	}
+	struct wr_hold_slot *h = hold_find(st, (uint32_t)user, (uint32_t)sku, 1);
+	if (h == NULL || st->res_count >= st->lim.reservation_count_max) {
+		c->err = FS_ERR_OVERLOADED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (k->args.per_user != 0 && (uint64_t)h->held + h->bought + c->quantity > k->args.per_user) {
+		c->err = FS_ERR_LIMIT_REACHED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	uint8_t status;
+	if (k->available >= c->quantity)
+		status = FS_RES_RESERVED;
+	else if (k->args.waitlist_max > k->wl_count && k->reserved > 0)
+		status = FS_RES_WAITLISTED;
+	else {
+		c->err = FS_ERR_SOLD_OUT;
+		{ answer_error(out, c, c->err); return; }
+	}
+	uint64_t res_no = ++st->res_count;
+	struct wr_res *r = &st->res[res_no - 1];
+	memset(r, 0, sizeof *r);
+	r->sku = (uint32_t)sku;
+	r->user = (uint32_t)user;
+	r->qty = c->quantity;
+	r->status = r->orig_status = status;
+	h->held += c->quantity;
+	idem_claim(st, is, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len, res_no);
+	if (status == FS_RES_RESERVED) {
+		k->available -= c->quantity;
+		k->reserved += c->quantity;
+		r->expires_ms = t_ms + k->args.hold_ms;
+		hold_push(st, k, res_no);
+	} else {
+		r->wl_ticket = ++k->wl_tickets;
+		waitlist_push(st, k, res_no);
+		r->orig_position = res_position(st, r);
+	}
+	c->err = FS_OK;
+	c->out_ref = res_no;
+	c->out_status = status;
+	c->out_val = r->expires_ms;
+	sku_touch(st, out, (uint32_t)sku);
+	record_emit(out, c);
+	answer_res(st, c, res_no, status == FS_RES_RESERVED ? 201 : 202, out);
+}
+
+/* Finds the caller's own reservation; another user's is "not found". */
+static struct wr_res *res_owned(struct wr_state *st, const struct fs_cmd *c, uint64_t res_no)
+{
+	struct wr_res *r = res_get(st, res_no);
+	if (r == NULL)
+		return NULL;
+	const struct wr_user *u = &st->users[r->user];
+	if (u->len != c->user_len || memcmp(u->name, c->user, c->user_len) != 0)
+		return NULL;
+	return r;
+}
+
+static void decide_cancel(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	struct wr_res *r = res_owned(st, c, c->ref);
+	if (r == NULL) {
+		c->err = FS_ERR_NOT_FOUND;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (r->status == FS_RES_CANCELLED) {   /* a second cancel is harmless */
+		c->err = FS_ERR_EXISTS;
+		{ answer_res(st, c, c->ref, 200, out); return; }
+	}
+	if (r->status != FS_RES_RESERVED && r->status != FS_RES_WAITLISTED) {
+		c->err = FS_ERR_NOT_CANCELLABLE;
+		{ answer_error(out, c, c->err); return; }
+	}
+	struct wr_sku *k = &st->skus[r->sku];
+	if (r->status == FS_RES_RESERVED) {
+		units_return(st, r);
+	} else {
+		struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
+		assert(h != NULL && h->held >= r->qty && k->wl_count > 0);
+		h->held -= r->qty;
+		k->wl_count--;
+	}
+	r->status = FS_RES_CANCELLED;
+	c->err = FS_OK;
+	c->out_status = r->status;
+	memcpy(c->sku, k->name, k->name_len);
+	c->sku_len = k->name_len;
+	sku_touch(st, out, r->sku);
+	record_emit(out, c);
+	waitlist_serve(st, r->sku, t_ms, out);
+	answer_res(st, c, c->ref, 200, out);
+}
+
+static void decide_expire(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	struct wr_res *r = res_get(st, c->ref);
+	if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms) {
+		c->err = FS_ERR_NOT_CANCELLABLE;   /* stale: already gone or paying */
+		{ answer_error(out, c, c->err); return; }
+	}
+	units_return(st, r);
+	r->status = FS_RES_EXPIRED;
+	struct wr_sku *k = &st->skus[r->sku];
+	c->err = FS_OK;
+	c->out_status = r->status;
+	memcpy(c->sku, k->name, k->name_len);
+	c->sku_len = k->name_len;
+	sku_touch(st, out, r->sku);
+	record_emit(out, c);
+	waitlist_serve(st, r->sku, t_ms, out);
+	answer_res(st, c, c->ref, 200, out);
+}
+
+static enum fs_err checkout_refusal(const struct wr_res *r, int64_t t_ms)
+{
+	switch (r->status) {
+	case FS_RES_RESERVED:  return r->expires_ms <= t_ms ? FS_ERR_EXPIRED : FS_OK;
+	case FS_RES_PAYING:
+	case FS_RES_CONFIRMED: return FS_ERR_ALREADY_CHECKED_OUT;
+	case FS_RES_EXPIRED:   return FS_ERR_EXPIRED;
+	default:               return FS_ERR_BAD_STATE;
+	}
+}
+
+/* A repeat of a checkout: the order's outcome when known, else wait for it. */
+static void checkout_repeat(struct wr_state *st, struct fs_cmd *c, uint64_t order_no, struct wr_batch_out *out)
+{
+	struct wr_order *o = &st->orders[order_no - 1];
+	c->err = FS_ERR_EXISTS;
+	if (o->status == FS_ORDER_PENDING && o->waiter_origin == ORIGIN_NONE) {
+		o->waiter_origin = c->origin;
+		o->waiter_tag = c->tag;
+		return;
+	}
+	struct fs_ans *a = answer_new(out, c->origin, c->tag);
+	fill_order(st, order_no, a, FS_BODY_CHECKOUT);
+	a->http = o->status == FS_ORDER_FAILED ? 402 : 200;
+}
+
+static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	struct wr_res *r = res_owned(st, c, c->ref);
+	if (r == NULL) {
+		c->err = FS_ERR_NOT_FOUND;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (c->key_len == 0 || c->text_len == 0) {
+		c->err = FS_ERR_BAD_REQUEST;
+		{ answer_error(out, c, c->err); return; }
+	}
+	struct wr_idem_slot *is = idem_slot(st, r->user, IDEM_CHECKOUT, c->key, c->key_len);
+	if (is == NULL || st->order_count >= st->lim.order_count_max) {
+		c->err = FS_ERR_OVERLOADED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (is->h0 != 0) {
+		if (st->orders[is->val - 1].res_no != c->ref) {
+			c->err = FS_ERR_KEY_REUSED;
+			{ answer_error(out, c, c->err); return; }
+		}
+		{ checkout_repeat(st, c, is->val, out); return; }
+	}
+	enum fs_err e = checkout_refusal(r, t_ms);
+	if (e != FS_OK) {
+		c->err = (uint8_t)e;
+		{ answer_error(out, c, e); return; }
+	}
+	struct wr_sku *k = &st->skus[r->sku];
+	uint64_t order_no = ++st->order_count;
+	struct wr_order *o = &st->orders[order_no - 1];
+	memset(o, 0, sizeof *o);
+	o->res_no = c->ref;
+	o->user = r->user;
+	o->status = FS_ORDER_PENDING;
+	o->amount_cents = (int64_t)r->qty * k->args.price_cents;
+	o->token_len = c->text_len;
+	memcpy(o->token, c->text, c->text_len);
+	o->waiter_origin = c->origin;
+	o->waiter_tag = c->tag;
+	idem_claim(st, is, r->user, IDEM_CHECKOUT, c->key, c->key_len, order_no);
+	r->status = FS_RES_PAYING;
+	r->order_no = order_no;
+	c->err = FS_OK;
+	c->out_ref = order_no;
+	c->out_status = r->status;
+	c->out_val = o->amount_cents;
+	memcpy(c->sku, k->name, k->name_len);
+	c->sku_len = k->name_len;
+	sku_touch(st, out, r->sku);
+	record_emit(out, c);
+	struct wr_charge *ch = &out->charges[out->charge_count++];
+	ch->order_no = order_no;
+	ch->amount_cents = o->amount_cents;
+	ch->token_len = o->token_len;
+	memcpy(ch->token, o->token, o->token_len);
+	ch->user_len = st->users[r->user].len;
+	memcpy(ch->user, st->users[r->user].name, ch->user_len);
+}
+
+static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	struct wr_order *o = order_get(st, c->ref);
+	if (o == NULL || o->status != FS_ORDER_PENDING ||
+	    (c->pay != FS_PAY_OK && c->pay != FS_PAY_DECLINED && c->pay != FS_PAY_ERROR)) {
+		c->err = FS_ERR_BAD_STATE;   /* late duplicate: the outcome is already known */
+		return;
+	}
+	struct wr_res *r = &st->res[o->res_no - 1];
+	struct wr_sku *k = &st->skus[r->sku];
+	assert(r->status == FS_RES_PAYING);
+	if (c->pay == FS_PAY_OK) {
+		struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
+		assert(h != NULL && h->held >= r->qty && k->reserved >= r->qty);
+		h->held -= r->qty;
+		h->bought += r->qty;
+		k->reserved -= r->qty;
+		k->sold += r->qty;
+		r->status = FS_RES_CONFIRMED;
+		o->status = FS_ORDER_PAID;
+		o->paid_at_ms = t_ms;
+	} else {
+		units_return(st, r);
+		r->status = FS_RES_FAILED;
+		o->status = FS_ORDER_FAILED;
+		o->reason = c->pay;
+	}
+	c->err = FS_OK;
+	c->out_status = r->status;
+	memcpy(c->sku, k->name, k->name_len);
+	c->sku_len = k->name_len;
+	sku_touch(st, out, r->sku);
+	record_emit(out, c);
+	if (c->pay != FS_PAY_OK)
+		waitlist_serve(st, r->sku, t_ms, out);
+	if (o->waiter_origin != ORIGIN_NONE) {
+		struct fs_ans *a = answer_new(out, o->waiter_origin, o->waiter_tag);
+		fill_order(st, c->ref, a, FS_BODY_CHECKOUT);
+		a->http = o->status == FS_ORDER_PAID ? 200 : 402;
+		o->waiter_origin = ORIGIN_NONE;
+	}
+}
+
+static void decide_read(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
+{
+	c->err = FS_ERR_NOT_FOUND;
+	if (c->type == FS_CMD_RES_GET) {
+		if (res_owned(st, c, c->ref) == NULL)
+			{ answer_error(out, c, c->err); return; }
+		c->err = FS_OK;
+		{ answer_res(st, c, c->ref, 200, out); return; }
+	}
+	struct wr_order *o = order_get(st, c->ref);
+	if (o == NULL)
+		{ answer_error(out, c, c->err); return; }
+	const struct wr_user *u = &st->users[o->user];
+	if (u->len != c->user_len || memcmp(u->name, c->user, c->user_len) != 0)
+		{ answer_error(out, c, c->err); return; }
+	c->err = FS_OK;
+	struct fs_ans *a = answer_new(out, c->origin, c->tag);
+	fill_order(st, c->ref, a, FS_BODY_ORDER);
+	a->http = 200;
+}
+
+/* ---- the decide step -------------------------------------------------------- */
+
+static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	c->err = FS_OK;
+	c->out_ref = 0;
+	c->out_val = 0;
+	c->out_status = 0;
+	switch (c->type) {
+	case FS_CMD_SALE_CREATE:  { decide_create(st, c, out); return; }
+	case FS_CMD_SALE_OPEN:
+	case FS_CMD_SALE_PAUSE:
+	case FS_CMD_SALE_FREEZE:
+	case FS_CMD_SALE_RESUME:
+	case FS_CMD_SALE_CLOSE:
+	case FS_CMD_STOCK_ADD:
+	case FS_CMD_SALE_GET:     { decide_admin(st, c, t_ms, out); return; }
+	case FS_CMD_RESERVE:      { decide_reserve(st, c, t_ms, out); return; }
+	case FS_CMD_CANCEL:       { decide_cancel(st, c, t_ms, out); return; }
+	case FS_CMD_EXPIRE:       { decide_expire(st, c, t_ms, out); return; }
+	case FS_CMD_CHECKOUT:     { decide_checkout(st, c, t_ms, out); return; }
+	case FS_CMD_PAY_RESULT:   { decide_pay_result(st, c, t_ms, out); return; }
+	case FS_CMD_RES_GET:
+	case FS_CMD_ORDER_GET:    { decide_read(st, c, out); return; }
+	case FS_CMD_WAITLIST_SERVE: { decide_serve(st, c, t_ms, out); return; }
+	default:
+		c->err = FS_ERR_BAD_REQUEST;
+		{ answer_error(out, c, c->err); return; }
+	}
+}
+
+/* Invariant 2, checked at the batch boundary for every SKU the batch touched:
+ * a violation freezes the SKU (journaled), it never sells on. */
+static void conservation_check(struct wr_state *st, struct wr_batch_out *out)
+{
+	for (uint32_t i = 0; i < out->sku_touched_count; i++) {
+		struct wr_sku *k = &st->skus[out->sku_touched[i]];
+		k->touched = 0;
+		if (sku_conserved(k) || k->state == FS_SALE_FROZEN)
+			continue;
+		fprintf(stderr, "writer: INVARIANT VIOLATED sku=%.*s total=%llu available=%llu "
+		        "reserved=%llu sold=%llu: freezing\n", k->name_len, k->name,
+		        (unsigned long long)k->total, (unsigned long long)k->available,
+		        (unsigned long long)k->reserved, (unsigned long long)k->sold);
+		k->state = FS_SALE_FROZEN;
+		struct fs_cmd f;
+		memset(&f, 0, sizeof f);
+		f.type = FS_CMD_SALE_FREEZE;
+		f.out_status = FS_SALE_FROZEN;
+		memcpy(f.sku, k->name, k->name_len);
+		f.sku_len = k->name_len;
+		memcpy(f.text, "invariant", 9);
+		f.text_len = 9;
+		record_emit(out, &f);
+	}
+}
+
+void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_ms,
+               int replay, struct wr_batch_out *out)
+{
+	assert(t_ms >= st->last_t_ms);
+	assert(out->answer_count_max >= 2 * n);
+	out->answer_count = 0;
+	out->records_len = 0;
+	out->record_count = 0;
+	out->charge_count = 0;
+	out->sku_touched_count = 0;
+	st->last_t_ms = t_ms;
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_cmd *c = &cmds[i];
+		if (replay && (c->type == FS_CMD_PROMOTE ||
+		               (c->type == FS_CMD_SALE_FREEZE && c->text_len == 9 &&
+		                memcmp(c->text, "invariant", 9) == 0)))
+			continue;   /* derived: regenerated by the command before it */
+		if (replay)
+			c->origin = ORIGIN_NONE;
+		decide_one(st, c, t_ms, out);
+	}
+	conservation_check(st, out);
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t max)
+{
+	uint32_t n = 0;
+	for (uint32_t s = 0; s < st->sku_count && n < max; s++) {
+		struct wr_sku *k = &st->skus[s];
+		if (k->state == FS_SALE_SCHEDULED && k->args.opens_at_ms != 0 && k->args.opens_at_ms <= t_ms) {
+			struct fs_cmd *c = &out[n++];
+			memset(c, 0, sizeof *c);
+			c->type = FS_CMD_SALE_OPEN;
+			c->origin = ORIGIN_NONE;
+			memcpy(c->sku, k->name, k->name_len);
+			c->sku_len = k->name_len;
+		}
+		if (waitlist_ready(st, k) && n < max) {
+			struct fs_cmd *c = &out[n++];
+			memset(c, 0, sizeof *c);
+			c->type = FS_CMD_WAITLIST_SERVE;
+			c->origin = ORIGIN_NONE;
+			memcpy(c->sku, k->name, k->name_len);
+			c->sku_len = k->name_len;
+		}
+		while (k->exp_head != NIL && n < max) {
+			struct wr_res *r = &st->res[k->exp_head - 1];
+			if (r->status == FS_RES_RESERVED && r->expires_ms > t_ms)
+				break;
+			if (r->status == FS_RES_RESERVED) {
+				struct fs_cmd *c = &out[n++];
+				memset(c, 0, sizeof *c);
+				c->type = FS_CMD_EXPIRE;
+				c->origin = ORIGIN_NONE;
+				c->ref = k->exp_head;
+			}
+			k->exp_head = r->exp_next;   /* stale or handed out: leave the FIFO */
+			if (k->exp_head == NIL)
+				k->exp_tail = NIL;
+		}
+	}
+	assert(n <= max);
+	return n;
+}
+
+int64_t wr_next_deadline(const struct wr_state *st)
+{
+	int64_t next = INT64_MAX;
+	for (uint32_t s = 0; s < st->sku_count; s++) {
+		const struct wr_sku *k = &st->skus[s];
+		if (k->state == FS_SALE_SCHEDULED && k->args.opens_at_ms != 0 && k->args.opens_at_ms < next)
+			next = k->args.opens_at_ms;
+		if (waitlist_ready(st, k))
+			next = INT64_MIN;
+		if (k->exp_head != NIL) {
+			const struct wr_res *r = &st->res[k->exp_head - 1];
+			int64_t d = r->status == FS_RES_RESERVED ? r->expires_ms : 0;  /* stale: now */
+			if (d < next)
+				next = d;
+		}
+	}
+	return next;
+}
+
+/* ---- views -------------------------------------------------------------------- */
+
+uint32_t wr_sku_count(const struct wr_state *st) { return st->sku_count; }
+
+void wr_sku_view(const struct wr_state *st, uint32_t idx, struct wr_sku_view *v)
+{
+	assert(idx < st->sku_count);
+	const struct wr_sku *k = &st->skus[idx];
+	memcpy(v->name, k->name, k->name_len);
+	v->name_len = k->name_len;
+	v->state = sku_published_state(k);
+	v->waitlist_open = k->state == FS_SALE_OPEN && k->args.waitlist_max > k->wl_count && k->reserved > 0;
+	v->total = k->total;
+	v->available = k->available;
+	v->reserved = k->reserved;
+	v->sold = k->sold;
+	v->version = k->version;
+	v->waitlist_count = k->wl_count;
+	v->per_user = k->args.per_user;
+	v->hold_ms = k->args.hold_ms;
+	v->price_cents = k->args.price_cents;
+}
+
+uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr_charge *out, uint32_t max)
+{
+	uint32_t n = 0;
+	for (uint64_t i = after; i < st->order_count && n < max; i++) {
+		const struct wr_order *o = &st->orders[i];
+		if (o->status != FS_ORDER_PENDING)
+			continue;
+		struct wr_charge *c = &out[n++];
+		c->order_no = i + 1;
+		c->amount_cents = o->amount_cents;
+		c->token_len = o->token_len;
+		memcpy(c->token, o->token, o->token_len);
+		c->user_len = st->users[o->user].len;
+		memcpy(c->user, st->users[o->user].name, c->user_len);
+	}
+	return n;
+}
+
+void wr_usage(const struct wr_state *st, struct wr_usage *u)
+{
+	u->users = st->user_count;
+	u->reservations = (uint32_t)st->res_count;
+	u->orders = (uint32_t)st->order_count;
+	u->idem_keys = st->idem_count;
+	u->holdings = st->hold_count;
+}
+
+uint64_t wr_state_digest(const struct wr_state *st)
+{
+	XXH3_state_t *h = XXH3_createState();
+	assert(h != NULL);
+	XXH3_64bits_reset(h);
+	for (uint32_t s = 0; s < st->sku_count; s++) {
+		const struct wr_sku *k = &st->skus[s];
+		uint64_t f[8] = { k->total, k->available, k->reserved, k->sold, k->version,
+		                  k->state, k->wl_count, k->wl_tickets };
+		XXH3_64bits_update(h, k->name, k->name_len);
+		XXH3_64bits_update(h, f, sizeof f);
+	}
+	for (uint64_t i = 0; i < st->res_count; i++) {
+		const struct wr_res *r = &st->res[i];
+		uint64_t f[7] = { r->sku, r->user, r->qty, r->status, (uint64_t)r->expires_ms,
+		                  r->order_no, r->wl_ticket };
+		XXH3_64bits_update(h, f, sizeof f);
+	}
+	for (uint64_t i = 0; i < st->order_count; i++) {
+		const struct wr_order *o = &st->orders[i];
+		uint64_t f[5] = { o->res_no, (uint64_t)o->amount_cents, (uint64_t)o->paid_at_ms,
+		                  o->status, o->reason };
+		XXH3_64bits_update(h, f, sizeof f);
+	}
+	uint64_t f[4] = { st->user_count, st->idem_count, st->hold_count, st->res_count };
+	XXH3_64bits_update(h, f, sizeof f);
+	uint64_t d = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	return d;
+}

@@ -1,0 +1,132 @@
+/* alloc.h - the allocator: the decide step and the sales state it owns.
+ *
+ * wr_decide() is a pure function of (state, batch of commands, batch time):
+ * it mutates the state, fills one answer per command that can be answered
+ * now (plus answers to earlier checkouts whose payment result arrived), and
+ * encodes the journal records of every command that changed state. It does
+ * no I/O and reads no clock, so replaying the journal's records through it
+ * rebuilds the same state (ARCHITECTURE.md invariant 4).
+ *
+ * Every table is sized once by wr_state_new() from struct wr_limits; a full
+ * table is an explicit FS_ERR_OVERLOADED answer, never growth.
+ *
+ * Semantics (API.md):
+ *  - A sale's stored state is scheduled/open/paused/frozen/closed; it is
+ *    published as sold_out while open with available == 0.
+ *  - available + reserved + sold == total for every SKU after every batch;
+ *    a violation freezes the SKU (journaled as a derived freeze record).
+ *  - reserved counts RESERVED and PAYING units; WAITLISTED units are not
+ *    counted anywhere until promoted.
+ *  - Holds of one SKU expire in creation order (same hold_ms, monotonic
+ *    batch time), so each SKU keeps a FIFO of holds: the next deadline is
+ *    at its head. PAYING holds never expire (the payment's outcome decides).
+ */
+#ifndef WR_ALLOC_H
+#define WR_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "common/fs_cmd.h"
+
+struct wr_limits {
+	uint32_t sku_count_max;          /* e.g. 1024 */
+	uint32_t user_count_max;         /* distinct users, e.g. 1,000,000 */
+	uint32_t reservation_count_max;  /* e.g. 4,000,000 */
+	uint32_t order_count_max;        /* e.g. 1,000,000 */
+	uint32_t idem_count_max;         /* idempotency keys, e.g. 10,000,000 */
+	uint32_t holding_count_max;      /* (user, sku) pairs, e.g. 2,000,000 */
+	uint32_t quantity_max;           /* units in one reservation, e.g. 100 */
+};
+
+void wr_limits_default(struct wr_limits *l);
+/* Bytes wr_state_new() will reserve for these limits. */
+uint64_t wr_state_bytes(const struct wr_limits *l);
+
+struct wr_state;
+
+/* Allocates every table (anonymous mmap, pages touched on use). Returns
+ * NULL when memory cannot be reserved. */
+struct wr_state *wr_state_new(const struct wr_limits *l);
+void wr_state_free(struct wr_state *st);
+
+/* An answer the writer must route: `origin` is the producer's ring index. */
+struct wr_answer {
+	uint8_t origin;
+	uint8_t _pad[7];
+	struct fs_ans ans;
+};
+
+/* A charge the payment thread must make once the batch is durable. */
+struct wr_charge {
+	uint64_t order_no;
+	int64_t  amount_cents;
+	uint8_t  token_len;
+	char     token[FS_ID_LEN_MAX];
+	uint8_t  user_len;
+	char     user[FS_ID_LEN_MAX];
+	uint8_t  _pad[6];
+};
+_Static_assert(sizeof(struct wr_charge) % 8 == 0, "charges travel in rings");
+
+struct wr_batch_out {
+	struct wr_answer *answers;  /* room for answer_count_max */
+	uint32_t answer_count_max;  /* >= 2 * command count */
+	uint32_t answer_count;
+	uint8_t *records;           /* encoded journal records (record.h) */
+	uint32_t records_cap;       /* >= command count * 2 * WR_REC_BYTES_MAX */
+	uint32_t records_len;
+	uint32_t record_count;
+	struct wr_charge *charges;  /* room for one per command */
+	uint32_t charge_count;
+	uint32_t sku_touched_count; /* SKUs whose counters/state changed */
+	uint32_t *sku_touched;      /* room for sku_count_max indexes */
+};
+
+/* Decides cmds[0..n) at batch time t_ms (must be >= every earlier batch
+ * time). When `replay` is non-zero the commands come from the journal:
+ * derived records in the input are skipped (they are regenerated), and
+ * answers are produced but meant to be dropped. Fills `out`. Each command's
+ * err/out_* fields are written back into cmds[]. */
+void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_ms,
+               int replay, struct wr_batch_out *out);
+
+/* Writes up to max EXPIRE commands for holds whose deadline <= t_ms, and
+ * SALE_OPEN commands for scheduled sales whose opens_at <= t_ms, in a
+ * deterministic order. Returns how many. Drops stale entries from the hold
+ * FIFOs as it walks them (no logical change). */
+uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t max);
+
+/* Earliest hold deadline or opening time, or INT64_MAX when none. */
+int64_t wr_next_deadline(const struct wr_state *st);
+
+/* Read access for the writer (snapshot publishing, metrics, recovery). */
+struct wr_sku_view {
+	char     name[FS_SKU_LEN_MAX];
+	uint8_t  name_len;
+	uint8_t  state;          /* published enum fs_sale_state (sold_out derived) */
+	uint8_t  waitlist_open;  /* a reservation attempt could join the waitlist */
+	uint64_t total, available, reserved, sold, version;
+	uint32_t waitlist_count;
+	uint32_t per_user;
+	uint32_t hold_ms;
+	int64_t  price_cents;
+};
+uint32_t wr_sku_count(const struct wr_state *st);
+void wr_sku_view(const struct wr_state *st, uint32_t sku_idx, struct wr_sku_view *v);
+int wr_sku_find(const struct wr_state *st, const char *name, size_t len); /* -1 when absent */
+
+/* Orders still PENDING with an order number > after (after replay: their
+ * charges must be retried with the same idempotency key), in order. Writes
+ * up to max charges; returns how many. */
+uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr_charge *out, uint32_t max);
+
+struct wr_usage {
+	uint32_t users, reservations, orders, idem_keys, holdings;
+};
+void wr_usage(const struct wr_state *st, struct wr_usage *u);
+
+/* SHA-256-free 64-bit digest of the logical state (SKUs, reservations,
+ * orders, holdings, idempotency map), for replay-equality checks. */
+uint64_t wr_state_digest(const struct wr_state *st);
+
+#endif

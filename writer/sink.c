@@ -1,0 +1,383 @@
+/* sink.c - the generic sink thread (contract in sink.h): tail the journal up
+ * to the writer's durable sequence, decode, hand batches to the backend,
+ * retry with backoff, sleep when caught up, count everything. */
+#include "writer/sink.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "writer/record.h"
+
+#define SINK_IDLE_MS_MIN     1
+#define SINK_IDLE_MS_MAX     10
+#define SINK_BACKOFF_MS_MIN  100
+#define SINK_BACKOFF_MS_MAX  5000
+#define SINK_BUSY_MS         1
+#define SINK_TEXT_BYTES      1024
+
+struct sink {
+	struct sink_config cfg;
+	char dir[SINK_TEXT_BYTES], address[SINK_TEXT_BYTES], name[128], topic[256], data_dir[SINK_TEXT_BYTES];
+	const struct sink_ops *ops;
+	pthread_t thread;
+	int efd;                       /* eventfd: notify and stop */
+	_Atomic int stop;
+	_Atomic int sleeping;
+
+	/* thread-owned */
+	void *st;                      /* backend state, NULL while closed */
+	struct jr_reader *reader;
+	uint64_t skip_until;           /* batches <= this were applied before (open's cursor) */
+	struct sink_model model;
+	struct fs_cmd *recs;
+	uint32_t *sku_idx;
+	uint32_t rec_cap;
+	struct jr_batch batch;         /* the batch in hand (valid until the next jr_reader_next) */
+	int have_batch;
+	uint32_t idle_ms, backoff_ms;
+
+	/* stats */
+	_Atomic uint64_t read_seq, applied_seq, batches, rows, errors, opens;
+	_Atomic int connected;
+	pthread_mutex_t err_lock;      /* guards last_error only (never taken by the writer) */
+	char last_error[160];
+};
+
+int64_t sink_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+enum sink_kind sink_kind_parse(const char *word)
+{
+	if (strcmp(word, "postgres") == 0 || strcmp(word, "postgresql") == 0)
+		return SINK_POSTGRES;
+	if (strcmp(word, "kafka") == 0)
+		return SINK_KAFKA;
+	if (strcmp(word, "redis") == 0)
+		return SINK_REDIS;
+	return 0;
+}
+
+static void note_error(struct sink *s, const char *what, const char *detail)
+{
+	char msg[sizeof s->last_error];
+	snprintf(msg, sizeof msg, "%s: %s", what, detail);
+	atomic_fetch_add(&s->errors, 1);
+	pthread_mutex_lock(&s->err_lock);
+	int changed = strcmp(s->last_error, msg) != 0;
+	memcpy(s->last_error, msg, sizeof msg);
+	pthread_mutex_unlock(&s->err_lock);
+	/* Log when the reason changes or when retries reached the slowest pace,
+	 * so a long outage prints one line per 5 s, not one per attempt. */
+	if (changed || s->backoff_ms >= SINK_BACKOFF_MS_MAX)
+		fprintf(stderr, "sink %s: %s\n", s->ops->name, msg);
+}
+
+/* Sleeps up to ms, returning early on sink_notify/sink_stop. */
+static void nap(struct sink *s, uint32_t ms)
+{
+	struct pollfd p = {.fd = s->efd, .events = POLLIN};
+	atomic_store(&s->sleeping, 1);
+	if (!atomic_load(&s->stop) && poll(&p, 1, (int)ms) > 0) {
+		uint64_t v;
+		ssize_t n = read(s->efd, &v, sizeof v);
+		(void)n;
+	}
+	atomic_store(&s->sleeping, 0);
+}
+
+static void backoff(struct sink *s)
+{
+	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : SINK_BACKOFF_MS_MIN;
+	if (s->backoff_ms > SINK_BACKOFF_MS_MAX)
+		s->backoff_ms = SINK_BACKOFF_MS_MAX;
+	/* The stop flag is checked by nap(); sink_stop also writes the eventfd. */
+	nap(s, s->backoff_ms);
+}
+
+static void backend_close(struct sink *s)
+{
+	if (s->st)
+		s->ops->close(s->st);
+	s->st = NULL;
+	s->have_batch = 0;
+	atomic_store(&s->connected, 0);
+	if (s->reader)
+		jr_reader_close(s->reader);
+	s->reader = NULL;
+}
+
+/* Opens the backend and positions the reader after its cursor (from seq 0
+ * when the backend wants the model, which is then rebuilt). 0 or -1. */
+static int backend_open(struct sink *s)
+{
+	char err[256] = "";
+	uint64_t cursor = 0;
+	s->st = s->ops->open(&s->cfg, &cursor, err, sizeof err);
+	if (!s->st) {
+		note_error(s, "open", err);
+		return -1;
+	}
+	s->reader = jr_reader_open(s->cfg.journal_dir, err, sizeof err);
+	uint64_t from = s->ops->wants_model ? 0 : cursor;
+	if (!s->reader || jr_reader_seek(s->reader, from) != 0) {
+		note_error(s, "journal", s->reader ? "seek failed" : err);
+		backend_close(s);
+		return -1;
+	}
+	if (s->ops->wants_model) {
+		sm_free(&s->model);
+		if (sm_init(&s->model, 0) != 0) {
+			note_error(s, "model", "out of memory");
+			backend_close(s);
+			return -1;
+		}
+	}
+	s->skip_until = cursor;
+	atomic_store(&s->applied_seq, cursor);
+	atomic_store(&s->connected, 1);
+	atomic_fetch_add(&s->opens, 1);
+	return 0;
+}
+
+/* Decodes the batch's body into s->recs. 0, or -1 when malformed. */
+static int decode_batch(struct sink *s, const struct jr_batch *b)
+{
+	if (b->record_count > s->rec_cap) {
+		struct fs_cmd *r = realloc(s->recs, (size_t)b->record_count * sizeof *r);
+		uint32_t *k = realloc(s->sku_idx, (size_t)b->record_count * sizeof *k);
+		if (r)
+			s->recs = r;
+		if (k)
+			s->sku_idx = k;
+		if (!r || !k)
+			return -1;
+		s->rec_cap = b->record_count;
+	}
+	uint32_t off = 0;
+	for (uint32_t i = 0; i < b->record_count; i++) {
+		uint32_t len = wr_rec_decode(b->body + off, b->body_len - off, &s->recs[i]);
+		if (len == 0)
+			return -1;
+		off += len;
+	}
+	return off == b->body_len ? 0 : -1;
+}
+
+/* Reads the next batch into hand. 1 = have one, 0 = caught up, -1 = error. */
+static int read_next(struct sink *s)
+{
+	char err[256] = "";
+	for (;;) {
+		uint64_t durable = atomic_load(s->cfg.durable_seq);
+		int rc = jr_reader_next(s->reader, durable, &s->batch, err, sizeof err);
+		if (rc <= 0) {
+			if (rc < 0)
+				note_error(s, "journal", err);
+			return rc;
+		}
+		if (decode_batch(s, &s->batch) != 0) {
+			snprintf(err, sizeof err, "batch %" PRIu64 " in %s: records do not decode",
+			         s->batch.seq, s->batch.file);
+			note_error(s, "journal", err);
+			return -1;
+		}
+		if (s->ops->wants_model &&
+		    sm_apply_batch(&s->model, s->batch.seq, s->batch.time_ms, s->recs,
+		                   s->batch.record_count, s->sku_idx) < 0) {
+			note_error(s, "model", "out of memory");
+			return -1;
+		}
+		if (s->batch.seq > s->skip_until)
+			return 1;
+	}
+}
+
+/* One step of the loop: returns 1 after progress, 0 when idle, -1 on error. */
+static int step(struct sink *s)
+{
+	if (!s->have_batch) {
+		int rc = read_next(s);
+		if (rc <= 0)
+			return rc;
+		s->have_batch = 1;
+	}
+	const struct jr_batch *b = &s->batch;
+	char err[256] = "";
+	int rc = s->ops->apply_batch(s->st, b, s->recs, b->record_count,
+	                             s->ops->wants_model ? &s->model : NULL, s->sku_idx, err, sizeof err);
+	if (rc == SINK_OK) {
+		s->have_batch = 0;
+		atomic_store(&s->read_seq, b->seq);
+		atomic_fetch_add(&s->batches, 1);
+		atomic_fetch_add(&s->rows, b->record_count);
+		atomic_store(&s->applied_seq, s->ops->durable_cursor(s->st));
+		return 1;
+	}
+	if (rc == SINK_BUSY) {
+		if (s->ops->tick)
+			s->ops->tick(s->st, sink_now_ms());
+		nap(s, SINK_BUSY_MS);
+		return 1;
+	}
+	char what[64];
+	snprintf(what, sizeof what, "apply batch %" PRIu64, b->seq);
+	note_error(s, what, err[0] ? err : "failed");
+	if (rc == SINK_RESET)
+		backend_close(s);
+	return -1;
+}
+
+static void idle(struct sink *s)
+{
+	if (s->ops->tick)
+		s->ops->tick(s->st, sink_now_ms());
+	atomic_store(&s->applied_seq, s->ops->durable_cursor(s->st));
+	nap(s, s->idle_ms);
+	s->idle_ms = s->idle_ms * 2 > SINK_IDLE_MS_MAX ? SINK_IDLE_MS_MAX : s->idle_ms * 2;
+}
+
+static void *sink_main(void *arg)
+{
+	struct sink *s = arg;
+	while (!atomic_load(&s->stop)) {
+		if (!s->st && backend_open(s) != 0) {
+			backoff(s);
+			continue;
+		}
+		int rc = step(s);
+		if (rc > 0) {
+			s->idle_ms = SINK_IDLE_MS_MIN;
+			s->backoff_ms = 0;
+		} else if (rc == 0) {
+			idle(s);
+		} else {
+			if (s->st && s->ops->tick)
+				s->ops->tick(s->st, sink_now_ms());
+			backoff(s);
+		}
+	}
+	backend_close(s);
+	return NULL;
+}
+
+/* Backends the build lacks resolve to NULL (meson defines SINK_HAVE_*). */
+#ifndef SINK_HAVE_POSTGRES
+const struct sink_ops *sink_ops_postgres(void) { return NULL; }
+#endif
+#ifndef SINK_HAVE_KAFKA
+const struct sink_ops *sink_ops_kafka(void) { return NULL; }
+#endif
+#ifndef SINK_HAVE_REDIS
+const struct sink_ops *sink_ops_redis(void) { return NULL; }
+#endif
+
+static const struct sink_ops *ops_for(enum sink_kind kind)
+{
+	switch (kind) {
+	case SINK_POSTGRES: return sink_ops_postgres();
+	case SINK_KAFKA:    return sink_ops_kafka();
+	case SINK_REDIS:    return sink_ops_redis();
+	default:            return NULL;
+	}
+}
+
+static void copy_str(char *dst, size_t cap, const char **field, const char *src, const char *dflt)
+{
+	snprintf(dst, cap, "%s", src ? src : dflt);
+	*field = dst;
+}
+
+struct sink *sink_start(const struct sink_config *cfg, char *err, size_t err_len)
+{
+	const struct sink_ops *ops = ops_for(cfg->kind);
+	if (!ops || !cfg->journal_dir || !cfg->durable_seq || !cfg->address) {
+		snprintf(err, err_len, "sink: %s", ops ? "journal_dir, durable_seq and address are required"
+		                                         : "unknown kind or not built in");
+		return NULL;
+	}
+	struct sink *s = calloc(1, sizeof *s);
+	if (!s) {
+		snprintf(err, err_len, "sink: out of memory");
+		return NULL;
+	}
+	s->cfg = *cfg;
+	s->ops = ops;
+	copy_str(s->dir, sizeof s->dir, &s->cfg.journal_dir, cfg->journal_dir, "");
+	copy_str(s->address, sizeof s->address, &s->cfg.address, cfg->address, "");
+	copy_str(s->name, sizeof s->name, &s->cfg.name, cfg->name, "sink");
+	copy_str(s->topic, sizeof s->topic, &s->cfg.topic, cfg->topic, "flashsale.journal");
+	copy_str(s->data_dir, sizeof s->data_dir, &s->cfg.data_dir, cfg->data_dir, cfg->journal_dir);
+	if (!s->cfg.redis_updates_per_s)
+		s->cfg.redis_updates_per_s = 100;
+	if (!s->cfg.redis_ttl_s)
+		s->cfg.redis_ttl_s = 5;
+	s->idle_ms = SINK_IDLE_MS_MIN;
+	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	pthread_mutex_init(&s->err_lock, NULL);
+	if (s->efd < 0 || pthread_create(&s->thread, NULL, sink_main, s) != 0) {
+		snprintf(err, err_len, "sink: cannot start thread: %s", strerror(errno));
+		if (s->efd >= 0)
+			close(s->efd);
+		pthread_mutex_destroy(&s->err_lock);
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void sink_notify(struct sink *s)
+{
+	if (s && atomic_load(&s->sleeping)) {
+		uint64_t one = 1;
+		ssize_t n = write(s->efd, &one, sizeof one);  /* EAGAIN when already poked: fine */
+		(void)n;
+	}
+}
+
+void sink_stats(struct sink *s, struct sink_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	out->durable_seq = atomic_load(s->cfg.durable_seq);
+	out->read_seq = atomic_load(&s->read_seq);
+	out->applied_seq = atomic_load(&s->applied_seq);
+	out->lag_batches = out->durable_seq > out->applied_seq ? out->durable_seq - out->applied_seq : 0;
+	out->batches = atomic_load(&s->batches);
+	out->rows = atomic_load(&s->rows);
+	out->errors = atomic_load(&s->errors);
+	out->opens = atomic_load(&s->opens);
+	out->connected = atomic_load(&s->connected);
+	pthread_mutex_lock(&s->err_lock);
+	memcpy(out->last_error, s->last_error, sizeof out->last_error);
+	pthread_mutex_unlock(&s->err_lock);
+}
+
+void sink_stop(struct sink *s)
+{
+	if (!s)
+		return;
+	atomic_store(&s->stop, 1);
+	uint64_t one = 1;
+	ssize_t n = write(s->efd, &one, sizeof one);
+	(void)n;
+	pthread_join(s->thread, NULL);
+	close(s->efd);
+	sm_free(&s->model);
+	free(s->recs);
+	free(s->sku_idx);
+	pthread_mutex_destroy(&s->err_lock);
+	free(s);
+}

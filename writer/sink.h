@@ -1,0 +1,107 @@
+/* sink.h - sinks: projections (PostgreSQL, Kafka, Redis) that tail the
+ * durable journal on their own thread, never on the writer's hot path.
+ *
+ * One generic thread per sink (sink.c) reads batches with jr_reader, never
+ * past the writer's durable sequence, decodes them, and hands each batch to
+ * the sink's ops. A failed batch is retried as is after a backoff (100 ms
+ * doubling to 5 s); when caught up the thread sleeps 1..10 ms or until the
+ * writer pokes it with sink_notify(). The writer never waits for a sink:
+ * its only costs are an atomic store of its durable sequence and, if it
+ * wants low sink latency, sink_notify() (one atomic load, and a write(2) on
+ * an eventfd only when the sink thread is asleep).
+ *
+ * Cursors: each sink reports the last sequence that is durable on ITS side
+ * (committed in PostgreSQL, acknowledged by all Kafka brokers, published
+ * to Redis); on (re)start it resumes right after it. Applying is idempotent
+ * by sequence, so a restart may re-send a batch but never skips one.
+ */
+#ifndef WR_SINK_H
+#define WR_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "common/fs_cmd.h"
+#include "writer/journal.h"
+#include "writer/sink_model.h"
+
+enum sink_kind { SINK_POSTGRES = 1, SINK_KAFKA = 2, SINK_REDIS = 3 };
+
+struct sink_config {
+	enum sink_kind kind;
+	const char *journal_dir;                 /* the writer's journal directory */
+	const _Atomic uint64_t *durable_seq;     /* the writer's last fdatasync'd seq; never read past */
+	const char *address;                     /* libpq conninfo | Kafka bootstrap brokers | Redis host:port */
+	const char *name;                        /* cursor name (PostgreSQL row, Kafka cursor file); default "sink" */
+	const char *topic;                       /* Kafka topic; default "flashsale.journal" */
+	const char *data_dir;                    /* Kafka: where the cursor file lives; default journal_dir */
+	uint32_t redis_updates_per_s;            /* Redis: per-SKU rate limit; default 100 */
+	uint32_t redis_ttl_s;                    /* Redis: key TTL; default 5 */
+};
+
+/* Return codes of sink_ops.apply_batch. */
+enum sink_rc {
+	SINK_OK = 0,        /* batch taken (applied, or queued for delivery) */
+	SINK_BUSY = 1,      /* not taken yet (e.g. delivery window full): retry soon, not an error */
+	SINK_RETRY = -1,    /* failed: back off and retry the same batch */
+	SINK_RESET = -2     /* failed: close, reopen, resume from durable_cursor() */
+};
+
+/* One sink backend. `open` connects and returns its state plus the cursor
+ * to resume after (NULL with err set when it cannot: the thread retries with
+ * backoff). `apply_batch` gets the batch, its decoded records, and -- when
+ * `wants_model` -- the projection after this batch and per-record SKU index.
+ * On failure it says why in err. `durable_cursor` is the last seq durable on the sink's side. `tick` (may
+ * be NULL) runs at least every 10 ms (flush, delivery reports). */
+struct sink_ops {
+	const char *name;
+	int wants_model;
+	void *(*open)(const struct sink_config *cfg, uint64_t *cursor, char *err, size_t err_len);
+	int (*apply_batch)(void *st, const struct jr_batch *b, const struct fs_cmd *recs, uint32_t n,
+	                   const struct sink_model *m, const uint32_t *sku_idx, char *err, size_t err_len);
+	uint64_t (*durable_cursor)(void *st);
+	int (*tick)(void *st, int64_t now_ms);
+	void (*close)(void *st);
+};
+
+/* Backends (NULL when the build lacks the client library). */
+const struct sink_ops *sink_ops_postgres(void);
+const struct sink_ops *sink_ops_kafka(void);
+const struct sink_ops *sink_ops_redis(void);
+
+struct sink_stats {
+	uint64_t durable_seq;      /* writer's durable seq when sampled */
+	uint64_t read_seq;         /* last batch read from the journal and taken by the sink */
+	uint64_t applied_seq;      /* sink's durable cursor */
+	uint64_t lag_batches;      /* durable_seq - applied_seq */
+	uint64_t batches;          /* batches taken */
+	uint64_t rows;             /* records taken */
+	uint64_t errors;           /* failed attempts (open, read, apply) */
+	uint64_t opens;            /* successful (re)opens */
+	int      connected;        /* 1 while the backend is open */
+	char     last_error[160];
+};
+
+struct sink;
+
+/* Starts the sink thread. Returns NULL (err set) only for a bad config or
+ * when the thread cannot start; an unreachable backend is NOT an error (the
+ * thread retries; see stats.errors and last_error). */
+struct sink *sink_start(const struct sink_config *cfg, char *err, size_t err_len);
+
+/* Wakes the sink thread if it sleeps (call after publishing durable_seq).
+ * Never blocks. */
+void sink_notify(struct sink *s);
+
+/* A consistent-enough snapshot of the counters (each field atomic). */
+void sink_stats(struct sink *s, struct sink_stats *out);
+
+/* Stops the thread (finishing or abandoning the batch in flight), closes the
+ * backend, frees everything. Safe with NULL. */
+void sink_stop(struct sink *s);
+
+/* Reads the kind from a word: "postgres", "kafka", "redis"; 0 if unknown. */
+enum sink_kind sink_kind_parse(const char *word);
+
+int64_t sink_now_ms(void);    /* CLOCK_REALTIME in ms (for ticks and TTLs) */
+
+#endif

@@ -1,0 +1,526 @@
+/* writer.c - the writer thread and its batch loop.
+ *
+ *   drain every port's command ring (<= batch_count_max, due timers first)
+ *   -> decide the whole batch in memory (alloc.c, pure)
+ *   -> append ONE journal batch: io_uring write + fdatasync (journal.c)
+ *   -> publish the snapshot of the SKUs it touched
+ *   -> release the answers to the ports' answer rings, hand charges to the
+ *      payment thread
+ *
+ * While the journal write is in flight new commands pile up in the rings, so
+ * the next batch is larger: the fdatasync is paid per batch, not per
+ * request (group commit). With nothing to do the thread sleeps on an
+ * eventfd (idle protocol in common/fs_ring.h) until a producer or the next
+ * hold deadline wakes it.
+ */
+#include "writer/writer.h"
+#include "writer/journal.h"
+#include "writer/record.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ORIGIN_NONE 0xffu
+#define IDLE_WAIT_MS_MAX 1000
+
+struct writer {
+	struct wr_config cfg;
+	struct wr_state *st;
+	struct journal *j;
+	struct fs_snapshot *snap;
+	uint32_t port_count;
+	struct fs_port ports[WR_PORT_COUNT_MAX];
+	struct fs_waker wake;             /* the writer's own */
+	struct fs_ring charges;
+	struct fs_waker charge_waker;     /* the payment thread's */
+	struct fs_cmd *cmds;              /* batch_count_max */
+	struct wr_batch_out out;
+	struct wr_metrics m;
+	pthread_t thread;
+	int started;
+	_Atomic int stop;
+	int64_t last_t_ms;
+	char journal_dir[PATH_MAX];
+	void *mem;
+	size_t mem_bytes;
+	_Atomic uint32_t usage[5];
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- replay --------------------------------------------------------------- */
+
+struct replay_ctx {
+	struct writer *w;
+	struct fs_cmd *cmds;
+	uint32_t cmd_cap;
+	struct wr_batch_out out;
+	char *err;
+	size_t err_len;
+};
+
+static int replay_batch(void *arg, const struct jr_batch *b)
+{
+	struct replay_ctx *rc = arg;
+	uint32_t n = 0, off = 0;
+	while (off < b->body_len) {
+		if (n >= rc->cmd_cap)
+			goto bad;
+		uint32_t used = wr_rec_decode(b->body + off, b->body_len - off, &rc->cmds[n]);
+		if (used == 0)
+			goto bad;
+		off += used;
+		n++;
+	}
+	if (n != b->record_count)
+		goto bad;
+	wr_decide(rc->w->st, rc->cmds, n, b->time_ms, 1, &rc->out);
+	/* invariant 4: the decide step regenerates exactly the journaled records */
+	if (rc->out.records_len != b->body_len || memcmp(rc->out.records, b->body, b->body_len) != 0) {
+		snprintf(rc->err, rc->err_len, "replay diverged: %s offset %llu (batch %llu) decides "
+		         "differently than it was journaled", b->file, (unsigned long long)b->offset,
+		         (unsigned long long)b->seq);
+		return -1;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		if (rc->cmds[i].type == FS_CMD_RESERVE && rc->cmds[i].err == FS_OK)
+			fs_snap_holder_set(rc->w->snap, rc->cmds[i].user, rc->cmds[i].user_len);
+	rc->w->last_t_ms = b->time_ms;
+	atomic_fetch_add(&rc->w->m.replayed_batches, 1);
+	atomic_store(&rc->w->m.durable_seq, b->seq);
+	return 0;
+bad:
+	snprintf(rc->err, rc->err_len, "journal: %s offset %llu: malformed record in batch %llu",
+	         b->file, (unsigned long long)b->offset, (unsigned long long)b->seq);
+	return -1;
+}
+
+/* Buffers for decoding and re-deciding the largest possible batch. */
+static int replay_ctx_init(struct replay_ctx *rc, struct writer *w)
+{
+	rc->w = w;
+	rc->cmd_cap = JR_BODY_BYTES_MAX / WR_REC_FIXED_BYTES + 1;
+	rc->cmds = calloc(rc->cmd_cap, sizeof *rc->cmds);
+	rc->out.answer_count_max = 2 * rc->cmd_cap;
+	rc->out.answers = calloc(rc->out.answer_count_max, sizeof *rc->out.answers);
+	rc->out.records_cap = JR_BODY_BYTES_MAX + (uint32_t)(WR_REC_BYTES_MAX * (FS_SNAP_SKU_MAX + 4));
+	rc->out.records = malloc(rc->out.records_cap);
+	rc->out.charges = calloc(rc->cmd_cap, sizeof *rc->out.charges);
+	rc->out.sku_touched = calloc(w->cfg.limits.sku_count_max, sizeof(uint32_t));
+	return rc->cmds && rc->out.answers && rc->out.records && rc->out.charges && rc->out.sku_touched ? 0 : -1;
+}
+
+static void replay_ctx_free(struct replay_ctx *rc)
+{
+	free(rc->cmds);
+	free(rc->out.answers);
+	free(rc->out.records);
+	free(rc->out.charges);
+	free(rc->out.sku_touched);
+}
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+static void publish_sku(struct writer *w, uint32_t idx)
+{
+	struct wr_sku_view v;
+	wr_sku_view(w->st, idx, &v);
+	struct fs_sku_read r = { v.total, v.available, v.reserved, v.sold, v.version, v.state, v.waitlist_open };
+	int rc = fs_snap_publish(w->snap, v.name, v.name_len, &r);
+	assert(rc >= 0);
+	(void)rc;
+}
+
+static int eventfd_new(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+static int alloc_buffers(struct writer *w)
+{
+	const struct wr_config *c = &w->cfg;
+	size_t ring_bytes = (size_t)c->ring_slots * (sizeof(struct fs_cmd) + sizeof(struct fs_ans));
+	size_t bytes = ring_bytes * w->port_count + (size_t)c->charge_slots * sizeof(struct wr_charge);
+	w->mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->mem == MAP_FAILED)
+		return -1;
+	w->mem_bytes = bytes;
+	uint8_t *p = w->mem;
+	w->wake.fd = eventfd_new();
+	w->charge_waker.fd = eventfd_new();
+	if (w->wake.fd < 0 || w->charge_waker.fd < 0)
+		return -1;
+	for (uint32_t i = 0; i < w->port_count; i++) {
+		struct fs_port *pt = &w->ports[i];
+		fs_ring_init(&pt->cmds, p, c->ring_slots, sizeof(struct fs_cmd));
+		p += (size_t)c->ring_slots * sizeof(struct fs_cmd);
+		fs_ring_init(&pt->answers, p, c->ring_slots, sizeof(struct fs_ans));
+		p += (size_t)c->ring_slots * sizeof(struct fs_ans);
+		pt->inflight_max = c->ring_slots;
+		pt->producer.fd = eventfd_new();
+		pt->writer = &w->wake;
+		if (pt->producer.fd < 0)
+			return -1;
+	}
+	fs_ring_init(&w->charges, p, c->charge_slots, sizeof(struct wr_charge));
+	w->cmds = calloc(c->batch_count_max, sizeof *w->cmds);
+	w->out.answer_count_max = 2 * c->batch_count_max;
+	w->out.answers = calloc(w->out.answer_count_max, sizeof *w->out.answers);
+	w->out.records_cap = c->batch_count_max * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
+	                     WR_REC_BYTES_MAX * (c->limits.sku_count_max + 1);
+	w->out.records = malloc(w->out.records_cap);
+	w->out.charges = calloc(c->batch_count_max, sizeof *w->out.charges);
+	w->out.sku_touched = calloc(c->limits.sku_count_max, sizeof(uint32_t));
+	if (!w->cmds || !w->out.answers || !w->out.records || !w->out.charges || !w->out.sku_touched)
+		return -1;
+	assert(w->out.records_cap <= JR_BODY_BYTES_MAX);
+	return 0;
+}
+
+struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, char *err, size_t err_len)
+{
+	assert(cfg->batch_count_max > 0 && cfg->batch_count_max <= WR_BATCH_COUNT_MAX);
+	assert(cfg->port_count > 0 && cfg->port_count < WR_PORT_COUNT_MAX);
+	assert(cfg->limits.sku_count_max <= FS_SNAP_SKU_MAX);
+	struct writer *w = calloc(1, sizeof *w);
+	if (w == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return NULL;
+	}
+	w->cfg = *cfg;
+	w->snap = snap;
+	w->port_count = cfg->port_count;
+	snprintf(w->journal_dir, sizeof w->journal_dir, "%s/journal", cfg->data_dir);
+	w->st = wr_state_new(&cfg->limits);
+	if (w->st == NULL || alloc_buffers(w) != 0) {
+		snprintf(err, err_len, "cannot reserve memory for the tables (%llu bytes)",
+		         (unsigned long long)wr_state_bytes(&cfg->limits));
+		wr_close(w);
+		return NULL;
+	}
+	struct replay_ctx rc = { .err = err, .err_len = err_len };
+	if (replay_ctx_init(&rc, w) != 0) {
+		snprintf(err, err_len, "out of memory for replay buffers");
+		replay_ctx_free(&rc);
+		wr_close(w);
+		return NULL;
+	}
+	err[0] = 0;
+	struct jr_config jc = { .dir = w->journal_dir, .segment_bytes = cfg->segment_bytes, .no_sync = cfg->no_sync };
+	char jerr[512];
+	w->j = jr_open(&jc, replay_batch, &rc, jerr, sizeof jerr);
+	replay_ctx_free(&rc);
+	if (w->j == NULL) {
+		if (err[0] == 0)
+			snprintf(err, err_len, "%s", jerr);
+		wr_close(w);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < wr_sku_count(w->st); i++)
+		publish_sku(w, i);
+	/* orders PENDING at the crash: charge again with the same idempotency key */
+	struct wr_charge ch[64];
+	uint32_t pending = 0, got;
+	uint64_t after = 0;
+	while ((got = wr_pending_charges(w->st, after, ch, 64)) > 0) {
+		for (uint32_t i = 0; i < got; i++) {
+			if (fs_ring_enqueue_burst(&w->charges, &ch[i], 1) == 1)
+				pending++;   /* beyond the ring: retried at the next start */
+			after = ch[i].order_no;
+		}
+	}
+	atomic_store(&w->m.charges_outstanding, pending);
+	if (pending && !cfg->quiet)
+		printf("flashsaled: %u payment(s) in flight at the last stop: retrying them\n", pending);
+	atomic_store(&snap->payments_open, 1);
+	atomic_store(&w->m.journal_bytes, jr_bytes(w->j));
+	atomic_store(&w->m.durable_seq, jr_last_seq(w->j));
+	return w;
+}
+
+struct fs_port *wr_port(struct writer *w, uint32_t i)
+{
+	assert(i < w->port_count);
+	return &w->ports[i];
+}
+
+struct fs_ring *wr_charge_ring(struct writer *w) { return &w->charges; }
+struct fs_waker *wr_charge_waker(struct writer *w) { return &w->charge_waker; }
+const struct wr_metrics *wr_metrics(const struct writer *w) { return &w->m; }
+const _Atomic uint64_t *wr_durable_seq(const struct writer *w) { return &w->m.durable_seq; }
+const char *wr_journal_dir(const struct writer *w) { return w->journal_dir; }
+
+void wr_table_usage(const struct writer *w, struct wr_usage *u)
+{
+	u->users = atomic_load(&((struct writer *)w)->usage[0]);
+	u->reservations = atomic_load(&((struct writer *)w)->usage[1]);
+	u->orders = atomic_load(&((struct writer *)w)->usage[2]);
+	u->idem_keys = atomic_load(&((struct writer *)w)->usage[3]);
+	u->holdings = atomic_load(&((struct writer *)w)->usage[4]);
+}
+
+void wr_print_budget(const struct wr_config *c)
+{
+	const struct wr_limits *l = &c->limits;
+	double mib = 1024.0 * 1024.0;
+	printf("flashsaled: writer tables (fixed at start-up): skus %u, users %u, reservations %u, "
+	       "orders %u, idempotency keys %u, holdings %u: %.0f MiB reserved\n",
+	       l->sku_count_max, l->user_count_max, l->reservation_count_max, l->order_count_max,
+	       l->idem_count_max, l->holding_count_max, (double)wr_state_bytes(l) / mib);
+	printf("flashsaled: rings: %u ports x %u slots x 2 (%.1f MiB), batch <= %u commands, "
+	       "journal segments %.0f MiB\n", c->port_count, c->ring_slots,
+	       (double)c->port_count * c->ring_slots * (sizeof(struct fs_cmd) + sizeof(struct fs_ans)) / mib,
+	       c->batch_count_max, (double)c->segment_bytes / mib);
+}
+
+/* ---- the batch loop ------------------------------------------------------------ */
+
+static uint32_t log2_bucket(uint64_t v, uint32_t buckets)
+{
+	uint32_t b = 0;
+	while (v > 1 && b + 1 < buckets) {
+		v >>= 1;
+		b++;
+	}
+	return b;
+}
+
+/* Gathers due timers, then every port's commands, up to batch_count_max. */
+static uint32_t gather(struct writer *w, int64_t t_ms)
+{
+	uint32_t max = w->cfg.batch_count_max;
+	uint32_t n = wr_due(w->st, t_ms, w->cmds, max / 8);
+	for (uint32_t i = 0; i < w->port_count && n < max; i++) {
+		uint32_t got = fs_ring_dequeue_burst(&w->ports[i].cmds, w->cmds + n, max - n);
+		for (uint32_t k = 0; k < got; k++)
+			w->cmds[n + k].origin = (uint8_t)i;
+		n += got;
+	}
+	return n;
+}
+
+/* Admission the state machine does not own: a journal over its disk budget
+ * or a payment pipeline with no room. Refused commands are answered at once
+ * and removed from the batch; the rest keep their order. */
+static uint32_t admit(struct writer *w, uint32_t n)
+{
+	int journal_full = w->cfg.journal_budget_bytes != 0 &&
+	                   jr_bytes(w->j) >= w->cfg.journal_budget_bytes;
+	atomic_store_explicit(&w->snap->journal_full, (uint32_t)journal_full, memory_order_relaxed);
+	uint64_t charges = atomic_load_explicit(&w->m.charges_outstanding, memory_order_relaxed);
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_cmd *c = &w->cmds[i];
+		int refuse = (journal_full && (c->type == FS_CMD_RESERVE || c->type == FS_CMD_CHECKOUT)) ||
+		             (c->type == FS_CMD_CHECKOUT && charges >= fs_ring_capacity(&w->charges));
+		if (c->type == FS_CMD_CHECKOUT)
+			charges++;
+		if (!refuse) {
+			if (kept != i)
+				w->cmds[kept] = *c;
+			kept++;
+			continue;
+		}
+		assert(c->origin < w->port_count);
+		struct fs_ans a = { .tag = c->tag, .http = 503, .err = FS_ERR_OVERLOADED, .body = FS_BODY_ERROR };
+		uint32_t ok = fs_ring_enqueue_burst(&w->ports[c->origin].answers, &a, 1);
+		assert(ok == 1);
+		(void)ok;
+		fs_wake(&w->ports[c->origin].producer);
+	}
+	return kept;
+}
+
+static void release(struct writer *w)
+{
+	uint64_t woken[(WR_PORT_COUNT_MAX + 63) / 64] = { 0 };
+	for (uint32_t i = 0; i < w->out.answer_count; i++) {
+		const struct wr_answer *a = &w->out.answers[i];
+		if (a->origin == ORIGIN_NONE)
+			continue;
+		assert(a->origin < w->port_count);
+		/* flow control (fs_port.h) guarantees room: never wait on a producer */
+		uint32_t ok = fs_ring_enqueue_burst(&w->ports[a->origin].answers, &a->ans, 1);
+		assert(ok == 1);
+		(void)ok;
+		woken[a->origin / 64] |= UINT64_C(1) << (a->origin % 64);
+	}
+	for (uint32_t i = 0; i < w->port_count; i++)
+		if (woken[i / 64] & (UINT64_C(1) << (i % 64)))
+			fs_wake(&w->ports[i].producer);
+	for (uint32_t i = 0; i < w->out.charge_count; i++) {
+		uint32_t ok = fs_ring_enqueue_burst(&w->charges, &w->out.charges[i], 1);
+		assert(ok == 1);   /* admit() kept checkouts within the ring */
+		(void)ok;
+		atomic_fetch_add(&w->m.charges_outstanding, 1);
+	}
+	if (w->out.charge_count)
+		fs_wake(&w->charge_waker);
+}
+
+static void account(struct writer *w, uint32_t n)
+{
+	struct wr_metrics *m = &w->m;
+	atomic_fetch_add_explicit(&m->batches, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->commands, n, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->records, w->out.record_count, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->batch_hist[log2_bucket(n, WR_BATCH_BUCKETS)], 1, memory_order_relaxed);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct fs_cmd *c = &w->cmds[i];
+		atomic_fetch_add_explicit(&m->outcomes[c->type][c->err], 1, memory_order_relaxed);
+	}
+	struct wr_usage u;
+	wr_usage(w->st, &u);
+	atomic_store_explicit(&w->usage[0], u.users, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[1], u.reservations, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[2], u.orders, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[3], u.idem_keys, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[4], u.holdings, memory_order_relaxed);
+}
+
+static void make_durable(struct writer *w, int64_t t_ms)
+{
+	if (w->out.record_count == 0)
+		return;
+	uint64_t seq = jr_append(w->j, t_ms, w->out.record_count, w->out.records, w->out.records_len);
+	if (seq == 0) {
+		/* Nothing of this batch was answered: stopping loses no promise. */
+		fprintf(stderr, "writer: journal append failed (%s): stopping before answering\n",
+		        strerror(errno));
+		abort();
+	}
+	uint64_t ns = jr_last_sync_ns(w->j);
+	struct wr_metrics *m = &w->m;
+	atomic_fetch_add_explicit(&m->fsync_ns_sum, ns, memory_order_relaxed);
+	if (ns > atomic_load_explicit(&m->fsync_ns_max, memory_order_relaxed))
+		atomic_store_explicit(&m->fsync_ns_max, ns, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->fsync_hist[log2_bucket(ns / 1000, WR_FSYNC_BUCKETS)], 1, memory_order_relaxed);
+	atomic_store_explicit(&m->journal_bytes, jr_bytes(w->j), memory_order_relaxed);
+	atomic_store_explicit(&m->durable_seq, seq, memory_order_release);
+}
+
+static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
+{
+	n = admit(w, n);
+	if (n == 0)
+		return;
+	wr_decide(w->st, w->cmds, n, t_ms, 0, &w->out);
+	make_durable(w, t_ms);   /* invariant 3: nothing leaves before this */
+	for (uint32_t i = 0; i < n; i++)
+		if (w->cmds[i].type == FS_CMD_RESERVE && w->cmds[i].err == FS_OK)
+			fs_snap_holder_set(w->snap, w->cmds[i].user, w->cmds[i].user_len);
+	for (uint32_t i = 0; i < w->out.sku_touched_count; i++)
+		publish_sku(w, w->out.sku_touched[i]);
+	release(w);
+	account(w, n);
+}
+
+static int rings_empty(struct writer *w)
+{
+	for (uint32_t i = 0; i < w->port_count; i++)
+		if (fs_ring_count(&w->ports[i].cmds) != 0)
+			return 0;
+	return 1;
+}
+
+/* Blocks until a producer kicks the eventfd or the next deadline passes. */
+static void idle_wait(struct writer *w)
+{
+	atomic_store_explicit(&w->wake.sleeping, 1, memory_order_seq_cst);
+	if (rings_empty(w) && !atomic_load(&w->stop)) {
+		int64_t next = wr_next_deadline(w->st);
+		int64_t wait_ms = IDLE_WAIT_MS_MAX;
+		if (next != INT64_MAX) {
+			int64_t d = next - now_ms() + 1;
+			wait_ms = d < 0 ? 0 : (d < wait_ms ? d : wait_ms);
+		}
+		struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
+		if (wait_ms > 0)
+			poll(&p, 1, (int)wait_ms);
+	}
+	atomic_store_explicit(&w->wake.sleeping, 0, memory_order_seq_cst);
+	uint64_t v;
+	ssize_t r = read(w->wake.fd, &v, sizeof v);
+	(void)r;
+}
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	uint32_t idle_rounds = 0;
+	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		int64_t t = now_ms();
+		if (t < w->last_t_ms)
+			t = w->last_t_ms;   /* batch time never goes backwards */
+		uint32_t n = gather(w, t);
+		if (n == 0) {
+			/* back off: a few yields (cheap when load is bursty), then sleep */
+			if (++idle_rounds < 16)
+				sched_yield();
+			else
+				idle_wait(w);
+			continue;
+		}
+		idle_rounds = 0;
+		w->last_t_ms = t;
+		process_batch(w, n, t);
+	}
+	return NULL;
+}
+
+int wr_start(struct writer *w, int cpu)
+{
+	if (pthread_create(&w->thread, NULL, writer_main, w) != 0)
+		return -1;
+	pthread_setname_np(w->thread, "fs-writer");
+	if (cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		pthread_setaffinity_np(w->thread, sizeof set, &set);
+	}
+	w->started = 1;
+	return 0;
+}
+
+void wr_stop(struct writer *w)
+{
+	if (!w->started)
+		return;
+	atomic_store(&w->stop, 1);
+	uint64_t one = 1;
+	ssize_t r = write(w->wake.fd, &one, sizeof one);
+	(void)r;
+	pthread_join(w->thread, NULL);
+	w->started = 0;
+}
+
+void wr_close(struct writer *w)
+{
+	if (w == NULL)
+		return;
+	wr_stop(w);
+	if (w->j)
+		jr_close(w->j);
+	wr_state_free(w->st);
+	free(w->cmds);
+	free(w->out.answers);
+	free(w->out.records);
+	free(w->out.charges);
+	free(w->out.sku_touched);
+	if (w->mem && w->mem != MAP_FAILED)
+		munmap(w->mem, w->mem_bytes);
+	free(w);
+}

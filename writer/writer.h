@@ -1,0 +1,71 @@
+/* writer.h - the writer thread: drain the producers' rings, decide the
+ * batch, append it to the journal (one write + fdatasync), publish the
+ * snapshot, and only then release the answers (invariant 3).
+ */
+#ifndef WR_WRITER_H
+#define WR_WRITER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include "common/fs_port.h"
+#include "common/fs_snapshot.h"
+#include "writer/alloc.h"
+
+#define WR_BATCH_COUNT_MAX  8192u
+#define WR_PORT_COUNT_MAX   64u
+#define WR_FSYNC_BUCKETS    20        /* 2^i microseconds, i = 0..19 */
+#define WR_BATCH_BUCKETS    14        /* 2^i commands, i = 0..13 */
+
+struct wr_config {
+	const char *data_dir;             /* the journal lives in data_dir/journal */
+	struct wr_limits limits;
+	uint32_t batch_count_max;         /* <= WR_BATCH_COUNT_MAX */
+	uint32_t port_count;              /* producers (workers, admin, payments) */
+	uint32_t ring_slots;              /* per port and direction, power of two */
+	uint64_t segment_bytes;
+	uint64_t journal_budget_bytes;    /* 0 = unlimited; past it reservations get 503 */
+	uint32_t charge_slots;            /* payments in flight, power of two */
+	int      no_sync;                 /* benchmarks only */
+	int      quiet;
+};
+
+struct wr_metrics {
+	_Atomic uint64_t batches, commands, records, journal_bytes, durable_seq;
+	_Atomic uint64_t fsync_ns_sum, fsync_ns_max;
+	_Atomic uint64_t fsync_hist[WR_FSYNC_BUCKETS];
+	_Atomic uint64_t batch_hist[WR_BATCH_BUCKETS];
+	_Atomic uint64_t outcomes[FS_CMD_TYPE_COUNT][FS_ERR_COUNT];
+	_Atomic uint64_t charges_outstanding;
+	_Atomic uint64_t replayed_batches;
+};
+
+struct writer;
+
+/* Opens the journal under cfg->data_dir, replays it into a fresh state
+ * (verifying every regenerated record against the journal), publishes the
+ * snapshot, and prepares the ports. Returns NULL with a one-line reason in
+ * err (journal damage names the file and offset). */
+struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, char *err, size_t err_len);
+
+struct fs_port *wr_port(struct writer *w, uint32_t i);
+
+/* The ring of charges for the payment thread (struct wr_charge slots) and
+ * the waker of its consumer. */
+struct fs_ring *wr_charge_ring(struct writer *w);
+struct fs_waker *wr_charge_waker(struct writer *w);
+
+/* Starts the writer thread (pinned to cpu when cpu >= 0). Returns 0 or -1. */
+int wr_start(struct writer *w, int cpu);
+/* Asks the thread to finish the batch in hand and stop; joins it. */
+void wr_stop(struct writer *w);
+void wr_close(struct writer *w);
+
+const struct wr_metrics *wr_metrics(const struct writer *w);
+/* The durable sequence (sinks never read past it). */
+const _Atomic uint64_t *wr_durable_seq(const struct writer *w);
+void wr_print_budget(const struct wr_config *cfg);
+const char *wr_journal_dir(const struct writer *w);
+/* Usage of the fixed tables (approximate while running). */
+void wr_table_usage(const struct writer *w, struct wr_usage *u);
+
+#endif
