@@ -43,6 +43,7 @@ struct dp_worker {
 	uint32_t flush_count;
 	struct dp_proto proto;
 	struct dp_stats stats;
+	struct fs_jwt_key jwt;
 	uint64_t event_buf;
 	struct __kernel_timespec tick;
 	pthread_t thread;
@@ -411,8 +412,11 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 	w->proto.cfg = &w->cfg;
 	w->proto.stats = &w->stats;
 	w->proto.route.snap = cfg->snap;
-	w->proto.route.jwt_key = cfg->jwt_key;
-	w->proto.route.jwt_key_len = cfg->jwt_key_len;
+	if (fs_jwt_key_init(&w->jwt, cfg->jwt_key, cfg->jwt_key_len) != 0) {
+		snprintf(err, err_len, "worker %u: OpenSSL cannot provide HMAC-SHA256", cfg->index);
+		return NULL;
+	}
+	w->proto.route.jwt = &w->jwt;
 	w->proto.route.quantity_max = cfg->quantity_max;
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
 		snprintf(err, err_len, "worker %u: cannot start thread", cfg->index);

@@ -343,14 +343,7 @@ static void body_res(struct out_buf *b, const struct fs_ans *a)
 	put(b, "}", 1);
 }
 
-static const char *pay_reason(uint8_t reason)
-{
-	switch (reason) {
-	case FS_PAY_DECLINED: return "card_declined";
-	case FS_PAY_ERROR: return "provider_unavailable";
-	default: return "payment_failed";
-	}
-}
+static const char *pay_reason(uint8_t reason) { return fs_pay_reason_name(reason); }
 
 static void body_checkout(struct out_buf *b, const struct fs_ans *a)
 {

@@ -62,7 +62,7 @@ static int authenticate(const struct dp_route_ctx *ctx, const struct dp_request 
 	if (auth->tok_hash[0] == h.low64 && auth->tok_hash[1] == h.high64 && auth->claims.exp_s > now_s)
 		return 0;
 	auth->tok_hash[0] = auth->tok_hash[1] = 0;
-	if (fs_jwt_verify(ctx->jwt_key, ctx->jwt_key_len, tok, tok_len, now_s, &auth->claims) != 0)
+	if (fs_jwt_verify_prepared(ctx->jwt, tok, tok_len, now_s, &auth->claims) != 0)
 		return -1;
 	auth->tok_hash[0] = h.low64;
 	auth->tok_hash[1] = h.high64;

@@ -19,8 +19,7 @@ enum dp_route_id {
 
 struct dp_route_ctx {
 	const struct fs_snapshot *snap;
-	const uint8_t *jwt_key;
-	size_t jwt_key_len;
+	struct fs_jwt_key *jwt;         /* prepared once per worker thread */
 	int64_t now_ms;
 	uint32_t quantity_max;
 	int ready;                      /* 0 while recovering/draining: /readyz 503 */

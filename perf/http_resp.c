@@ -81,22 +81,42 @@ long hr_parse(const char *buf, size_t len, struct hr_resp *out)
 	return total <= len ? (long)total : 0;
 }
 
+/* After a "key" match: skips `\s*:\s*"`; returns the value start or NULL. */
+static const char *value_start(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p == end || *p != ':')
+		return NULL;
+	p++;
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	return p < end && *p == '"' ? p + 1 : NULL;
+}
+
 int hr_json_str(const char *body, size_t len, const char *key, char *out, size_t cap)
 {
 	assert(body != NULL && key != NULL && out != NULL && cap > 0);
 	char pat[72];
-	int pat_len = snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+	int pat_len = snprintf(pat, sizeof(pat), "\"%s\"", key);
 	if (pat_len <= 0 || (size_t)pat_len >= sizeof(pat))
 		return -1;
-	const char *p = memmem(body, len, pat, (size_t)pat_len);
-	if (p == NULL)
-		return -1;
-	p += pat_len;
 	const char *end = body + len;
-	const char *q = memchr(p, '"', (size_t)(end - p));
-	if (q == NULL || (size_t)(q - p) >= cap)
-		return -1;
-	memcpy(out, p, (size_t)(q - p));
-	out[q - p] = '\0';
-	return (int)(q - p);
+	const char *p = body;
+	for (int tries = 0; tries < 64; tries++) {   /* "key" may also be a value */
+		const char *hit = memmem(p, (size_t)(end - p), pat, (size_t)pat_len);
+		if (hit == NULL)
+			return -1;
+		p = hit + pat_len;
+		const char *v = value_start(p, end);
+		if (v == NULL)
+			continue;
+		const char *q = memchr(v, '"', (size_t)(end - v));
+		if (q == NULL || (size_t)(q - v) >= cap)
+			return -1;
+		memcpy(out, v, (size_t)(q - v));
+		out[q - v] = '\0';
+		return (int)(q - v);
+	}
+	return -1;
 }

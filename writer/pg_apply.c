@@ -934,7 +934,10 @@ int pg_apply_batch(struct pg_apply *a, PGconn *c, const char *cursor_name,
 	a->recs = recs;
 	a->seq = b->seq;
 	a->time_ms = b->time_ms;
-	if (exec_ok(c, PQexec(c, "BEGIN"), PGRES_COMMAND_OK, "begin", err, err_len) != 0)
+	/* Every lookup and update here goes by primary key; without this a
+	 * young, unanalysed table gets sequential scans for `= ANY($1)`. */
+	if (exec_ok(c, PQexec(c, "BEGIN; SET LOCAL enable_seqscan = off"), PGRES_COMMAND_OK, "begin",
+	            err, err_len) != 0)
 		return PG_APPLY_ERR_DB;
 	int64_t cur = cursor_lock(c, cursor_name, err, err_len);
 	if (cur < 0 || (uint64_t)cur >= b->seq || (uint64_t)cur + 1 < b->seq) {

@@ -75,6 +75,9 @@ static void note_error(struct sink *s, const char *what, const char *detail)
 {
 	char msg[sizeof s->last_error];
 	snprintf(msg, sizeof msg, "%s: %s", what, detail);
+	for (char *p = msg; *p; p++)   /* libpq messages span lines: keep logs one line each */
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
 	atomic_fetch_add(&s->errors, 1);
 	pthread_mutex_lock(&s->err_lock);
 	int changed = strcmp(s->last_error, msg) != 0;

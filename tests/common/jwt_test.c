@@ -293,6 +293,40 @@ static void test_mint_cap_too_small(void **state)
 	assert_int_equal(fs_jwt_mint(key, KEY_LEN, &c, small, 0), -1);
 }
 
+static void test_prepared_key_agrees(void **state)
+{
+	(void)state;
+	struct fs_jwt_key k;
+	assert_int_equal(fs_jwt_key_init(&k, key, KEY_LEN), 0);
+	struct fs_claims c = claims("prepared", NOW_S + 60, 2, "d");
+	char tok[FS_JWT_LEN_MAX + 1];
+	int n = fs_jwt_mint(key, KEY_LEN, &c, tok, sizeof(tok));
+	assert_true(n > 0);
+	struct fs_claims out;
+	/* used many times, it keeps giving the same answers as the raw key */
+	for (int round = 0; round < 3; round++) {
+		assert_int_equal(fs_jwt_verify_prepared(&k, tok, (size_t)n, NOW_S, &out), 0);
+		assert_memory_equal(out.sub, "prepared", 8);
+		assert_int_equal(out.tier, 2);
+		for (int i = 0; i < n; i++) {
+			char saved = tok[i];
+			tok[i] = saved == 'x' ? 'y' : 'x';
+			assert_int_equal(fs_jwt_verify_prepared(&k, tok, (size_t)n, NOW_S, &out),
+			                 fs_jwt_verify(key, KEY_LEN, tok, (size_t)n, NOW_S, &out));
+			tok[i] = saved;
+		}
+	}
+	assert_int_equal(fs_jwt_verify_prepared(&k, tok, (size_t)n, NOW_S + 60, &out), -1);
+	fs_jwt_key_free(&k);
+	assert_null(k.mac_ctx);
+
+	/* a key prepared from another secret refuses the token */
+	static const uint8_t other[] = "0123456789abcdef0123456789abcdeF";
+	assert_int_equal(fs_jwt_key_init(&k, other, sizeof(other) - 1), 0);
+	assert_int_equal(fs_jwt_verify_prepared(&k, tok, (size_t)n, NOW_S, &out), -1);
+	fs_jwt_key_free(&k);
+}
+
 static void temp_path(char *out, size_t cap, const char *name)
 {
 	const char *dir = getenv("TMPDIR");
@@ -397,6 +431,7 @@ int main(void)
 		cmocka_unit_test(test_claims_required_and_ranges),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_mint_cap_too_small),
+		cmocka_unit_test(test_prepared_key_agrees),
 		cmocka_unit_test(test_secret_load),
 		cmocka_unit_test(test_secret_create),
 	};

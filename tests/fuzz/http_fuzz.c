@@ -20,6 +20,8 @@
 #include <string.h>
 
 #include "dataplane/http.h"
+#include "dataplane/route.h"
+#include "common/fs_snapshot.h"
 #include "dataplane/json.h"
 #include "dataplane/response.h"
 
@@ -87,6 +89,39 @@ static void fuzz_body(const struct dp_request *req)
 	CHECK(dp_resp_error(out, 16, 400, "bad_request", detail, 1) == -1);
 }
 
+/* Routing: every request is either a whole HTTP answer or one well-formed
+ * command, whatever the bytes. The snapshot holds one SKU, "demo". */
+static struct fs_snapshot fuzz_snap;
+static struct fs_jwt_key fuzz_key;
+static struct dp_auth_cache fuzz_auth;
+
+static void fuzz_route(const struct dp_request *req)
+{
+	static int ready;
+	if (!ready) {
+		struct fs_sku_read v = { 10, 5, 3, 2, 7, FS_SALE_OPEN, 0 };
+		CHECK(fs_snap_publish(&fuzz_snap, "demo", 4, &v) == 0);
+		CHECK(fs_jwt_key_init(&fuzz_key, (const uint8_t *)"k", 1) == 0);
+		ready = 1;
+	}
+	struct dp_route_ctx ctx = { .snap = &fuzz_snap, .jwt = &fuzz_key, .now_ms = 1700000000000,
+	                            .quantity_max = 100, .ready = 1 };
+	struct fs_cmd cmd;
+	struct dp_route_result res;
+	char out[2048];
+	dp_route(&ctx, req, &fuzz_auth, &cmd, out, sizeof out, &res);
+	CHECK(res.route < DP_R_COUNT);
+	if (res.kind == DP_ROUTE_RESPOND) {
+		check_answer(out, (int)res.out_len, sizeof out);
+		return;
+	}
+	CHECK(res.kind == DP_ROUTE_COMMAND);
+	CHECK(cmd.type == FS_CMD_RESERVE || cmd.type == FS_CMD_CANCEL || cmd.type == FS_CMD_RES_GET ||
+	      cmd.type == FS_CMD_CHECKOUT || cmd.type == FS_CMD_ORDER_GET);
+	CHECK(cmd.user_len >= 1 && cmd.user_len <= FS_ID_LEN_MAX && cmd.key_len <= FS_ID_LEN_MAX);
+	CHECK(cmd.sku_len <= FS_SKU_LEN_MAX && cmd.text_len <= FS_ID_LEN_MAX);
+}
+
 /* One complete request of n bytes at buf. */
 static void fuzz_request(const char *buf, size_t n, const struct dp_request *req)
 {
@@ -108,7 +143,7 @@ static void fuzz_request(const char *buf, size_t n, const struct dp_request *req
 	CHECK(dp_http_parse(buf, n - 1, &fuzz_limits, &again) == 0);
 
 	fuzz_body(req);
-	/* Routing goes here (dataplane/route.c) once it joins the target. */
+	fuzz_route(req);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

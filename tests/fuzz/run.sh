@@ -9,8 +9,8 @@ set -eu
 
 seconds=${1:-20}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-SRCS="dataplane/http.c dataplane/json.c dataplane/response.c common/fs_cmd.c"
-LIBS="-lhttp_parser -lcrypto"
+SRCS="dataplane/http.c dataplane/json.c dataplane/response.c dataplane/route.c common/fs_cmd.c common/fs_jwt.c"
+LIBS="-lhttp_parser -lcrypto -lxxhash"
 artifacts=${FUZZ_ARTIFACTS:-.}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/http_fuzz.XXXXXX")

@@ -172,6 +172,10 @@ static void test_http_framing(void **state)
 	assert_int_equal(hr_json_str(ok + r.header_len, r.body_len, "order_id", id, sizeof(id)), -1);
 	assert_int_equal(hr_json_str(ok + r.header_len, r.body_len, "reservation_id", id, 4), -1);
 
+	const char *spaced = "{\"sku\": \"reservation_id\", \"reservation_id\" : \"r-7\"}";
+	assert_int_equal(hr_json_str(spaced, strlen(spaced), "reservation_id", id, sizeof(id)), 3);
+	assert_string_equal(id, "r-7");
+
 	const char *two = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nokHTTP/1.1";
 	assert_int_equal(hr_parse(two, strlen(two), &r), (long)strlen(two) - 8);
 	assert_true(r.close);

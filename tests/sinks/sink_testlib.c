@@ -373,6 +373,12 @@ const char *test_pg_base(void)
 	return pg;
 }
 
+static void quiet(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
 static PGconn *connect_db(const char *base, const char *dbname)
 {
 	const char *keys[] = {"dbname", "dbname", NULL};
@@ -382,6 +388,7 @@ static PGconn *connect_db(const char *base, const char *dbname)
 		fprintf(stderr, "connect %s: %s", dbname, PQerrorMessage(c));
 		exit(1);
 	}
+	PQsetNoticeProcessor(c, quiet, NULL);
 	return c;
 }
 

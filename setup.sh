@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# setup.sh - install what flashsale needs (Debian 12 packages only), build it,
+# and either run the server or run every test suite.
+#
+#   ./setup.sh run [flashsaled flags]   install, build, start flashsaled (embedded default)
+#   ./setup.sh test                     install, build (release + ASan/UBSan), start a real
+#                                       PostgreSQL and Redis on loopback, run every suite,
+#                                       stop them; last line: "N passed, N failed"
+#   ./setup.sh build                    install and build only
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PKGS=(build-essential meson ninja-build pkg-config clang python3 curl procps iproute2
+      liburing-dev libssl-dev libxxhash-dev libhttp-parser-dev libjsmn-dev libcmocka-dev
+      libpq-dev libhiredis-dev librdkafka-dev postgresql redis-server
+      nginx-light wrk gnuplot-nox dpdk-dev libdpdk-dev liblwip-dev)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+deps() {
+	local missing=()
+	for p in "${PKGS[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		return 0
+	fi
+	log "installing: ${missing[*]}"
+	local sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	export DEBIAN_FRONTEND=noninteractive
+	$sudo apt-get update -qq
+	$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+	[ -f build/build.ninja ] || meson setup build --buildtype=release >/dev/null
+	ninja -C build >/dev/null
+	log "built build/ (release)"
+}
+
+build_debug() {
+	[ -f build-debug/build.ninja ] || meson setup build-debug --buildtype=debug \
+		-Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+	ninja -C build-debug >/dev/null
+	log "built build-debug/ (ASan + UBSan)"
+}
+
+PG_DIR=""; PG_PORT=""; REDIS_PORT=""; REDIS_DIR=""
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_services() {
+	local pgbin=/usr/lib/postgresql/15/bin
+	PG_DIR=$(mktemp -d /tmp/flashsale-pg.XXXXXX)
+	PG_PORT=$(free_port)
+	chown postgres "$PG_DIR"
+	runuser -u postgres -- "$pgbin/initdb" --no-sync -A trust -U postgres -D "$PG_DIR/data" >/dev/null
+	runuser -u postgres -- "$pgbin/pg_ctl" -w -D "$PG_DIR/data" -l "$PG_DIR/log" \
+		-o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+	runuser -u postgres -- "$pgbin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres flashsale
+	export FS_TEST_PG="host=127.0.0.1 port=$PG_PORT user=postgres dbname=flashsale"
+	REDIS_DIR=$(mktemp -d /tmp/flashsale-redis.XXXXXX)
+	REDIS_PORT=$(free_port)
+	redis-server --daemonize yes --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+		--dir "$REDIS_DIR" --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/log" >/dev/null
+	export FS_TEST_REDIS="127.0.0.1:$REDIS_PORT"
+	log "PostgreSQL on 127.0.0.1:$PG_PORT, Redis on 127.0.0.1:$REDIS_PORT"
+}
+
+stop_services() {
+	if [ -n "$PG_DIR" ]; then
+		runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+		rm -rf "$PG_DIR"
+	fi
+	if [ -n "$REDIS_DIR" ]; then
+		[ -f "$REDIS_DIR/redis.pid" ] && kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+		rm -rf "$REDIS_DIR"
+	fi
+}
+
+# Runs one meson test invocation, adds its counts to the totals.
+PASSED=0; FAILED=0; SKIPPED=0
+suite() {
+	local dir=$1; shift
+	local out
+	out=$(mktemp)
+	meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" 2>&1 | tee "$out" || true
+	local ok fail xfail timeout skip
+	ok=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$out" | tail -1)
+	fail=$(sed -n 's/^Fail: *\([0-9]*\).*/\1/p' "$out" | tail -1)
+	timeout=$(sed -n 's/^Timeout: *\([0-9]*\).*/\1/p' "$out" | tail -1)
+	skip=$(sed -n 's/^Skipped: *\([0-9]*\).*/\1/p' "$out" | tail -1)
+	xfail=$(sed -n 's/^Unexpected Pass: *\([0-9]*\).*/\1/p' "$out" | tail -1)
+	if [ -z "$ok" ] && [ -z "$fail" ]; then
+		fail=1   # meson itself failed: count it, never pass silently
+	fi
+	PASSED=$((PASSED + ${ok:-0}))
+	FAILED=$((FAILED + ${fail:-0} + ${timeout:-0} + ${xfail:-0}))
+	SKIPPED=$((SKIPPED + ${skip:-0}))
+	rm -f "$out"
+}
+
+run_tests() {
+	trap stop_services EXIT
+	start_services
+	suite build --suite unit --suite e2e --suite sinks --suite fuzz --suite perf
+	ASAN_OPTIONS=detect_leaks=0 suite build-debug --suite unit
+	stop_services
+	trap - EXIT
+	echo
+	if [ "$SKIPPED" -gt 0 ]; then
+		echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+	else
+		echo "$PASSED passed, $FAILED failed"
+	fi
+	[ "$FAILED" -eq 0 ]
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+	run)   deps; build; exec build/control/flashsaled "$@" ;;
+	test)  deps; build; build_debug; run_tests ;;
+	build) deps; build ;;
+	*)     sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
