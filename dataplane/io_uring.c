@@ -358,19 +358,21 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static int listen_socket(const struct dp_worker_config *cfg, char *err, size_t err_len)
+/* One listener shared by every worker (each arms its own multishot accept
+ * on it). Not SO_REUSEPORT: a second server on the same port must fail to
+ * start rather than silently take half of the connections. */
+int dp_listen(const char *host, uint16_t port, char *err, size_t err_len)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(cfg->port) };
-	if (inet_pton(AF_INET, cfg->host, &sa.sin_addr) != 1) {
-		snprintf(err, err_len, "--listen: '%s' is not an IPv4 address", cfg->host);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+		snprintf(err, err_len, "--listen: '%s' is not an IPv4 address", host);
 		return -1;
 	}
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 4096) != 0) {
-		snprintf(err, err_len, "cannot listen on %s:%u: %s", cfg->host, cfg->port, strerror(errno));
+		snprintf(err, err_len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -385,11 +387,8 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 	if (w == NULL)
 		return NULL;
 	w->cfg = *cfg;
-	w->listen_fd = listen_socket(cfg, err, err_len);
-	if (w->listen_fd < 0) {
-		free(w);
-		return NULL;
-	}
+	w->listen_fd = cfg->listen_fd;
+	assert(w->listen_fd >= 0);
 	w->conns = mmap(NULL, dp_conn_bytes(cfg->conn_max), PROT_READ | PROT_WRITE,
 	                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	w->free_list = calloc(cfg->conn_max, sizeof(uint32_t));
@@ -399,7 +398,6 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 	if (w->conns == MAP_FAILED || !w->free_list || !w->flush || rc < 0) {
 		snprintf(err, err_len, "worker %u: cannot set up io_uring or connections (%s)", cfg->index,
 		         rc < 0 ? strerror(-rc) : "out of memory");
-		close(w->listen_fd);
 		free(w);
 		return NULL;
 	}
@@ -443,7 +441,6 @@ void dp_worker_stop(struct dp_worker *w)
 	ssize_t r = write(w->cfg.wport->producer.fd, &one, sizeof one);
 	(void)r;
 	pthread_join(w->thread, NULL);
-	close(w->listen_fd);
 	for (uint32_t i = 0; i < w->cfg.conn_max; i++)
 		if (w->conns[i].fd >= 0)
 			close(w->conns[i].fd);

@@ -33,8 +33,7 @@ struct dp_stats {
 struct dp_worker_config {
 	uint32_t index;
 	int cpu;                        /* -1: not pinned */
-	const char *host;               /* listen address */
-	uint16_t port;
+	int listen_fd;                  /* shared listener (dp_listen) */
 	uint32_t conn_max;              /* connections this worker holds at most */
 	struct fs_port *wport;          /* to the writer */
 	const struct fs_snapshot *snap;
@@ -49,8 +48,11 @@ struct dp_worker_config {
 
 struct dp_worker;
 
-/* Binds the listener (SO_REUSEPORT), reserves every connection and starts
- * the thread. Returns NULL with a reason in err. */
+/* Binds the public listener shared by all workers; -1 with a reason. */
+int dp_listen(const char *host, uint16_t port, char *err, size_t err_len);
+
+/* Reserves every connection and starts the thread on the shared listener.
+ * Returns NULL with a reason in err. */
 struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err, size_t err_len);
 void dp_worker_stop(struct dp_worker *w);
 const struct dp_stats *dp_worker_stats(const struct dp_worker *w);

@@ -156,6 +156,13 @@ static int backend_open(struct sink *s)
 	return 0;
 }
 
+static void tick(struct sink *s)
+{
+	char err[256] = "";
+	if (s->st && s->ops->tick && s->ops->tick(s->st, sink_now_ms(), err, sizeof err) < 0)
+		note_error(s, "tick", err[0] ? err : "failed");
+}
+
 /* Decodes the batch's body into s->recs. 0, or -1 when malformed. */
 static int decode_batch(struct sink *s, const struct jr_batch *b)
 {
@@ -227,12 +234,12 @@ static int step(struct sink *s)
 		atomic_store(&s->read_seq, b->seq);
 		atomic_fetch_add(&s->batches, 1);
 		atomic_fetch_add(&s->rows, b->record_count);
+		tick(s);
 		atomic_store(&s->applied_seq, s->ops->durable_cursor(s->st));
 		return 1;
 	}
 	if (rc == SINK_BUSY) {
-		if (s->ops->tick)
-			s->ops->tick(s->st, sink_now_ms());
+		tick(s);
 		nap(s, SINK_BUSY_MS);
 		return 1;
 	}
@@ -246,8 +253,7 @@ static int step(struct sink *s)
 
 static void idle(struct sink *s)
 {
-	if (s->ops->tick)
-		s->ops->tick(s->st, sink_now_ms());
+	tick(s);
 	atomic_store(&s->applied_seq, s->ops->durable_cursor(s->st));
 	nap(s, s->idle_ms);
 	s->idle_ms = s->idle_ms * 2 > SINK_IDLE_MS_MAX ? SINK_IDLE_MS_MAX : s->idle_ms * 2;
@@ -268,8 +274,7 @@ static void *sink_main(void *arg)
 		} else if (rc == 0) {
 			idle(s);
 		} else {
-			if (s->st && s->ops->tick)
-				s->ops->tick(s->st, sink_now_ms());
+			tick(s);
 			backoff(s);
 		}
 	}

@@ -51,7 +51,8 @@ enum sink_rc {
  * backoff). `apply_batch` gets the batch, its decoded records, and -- when
  * `wants_model` -- the projection after this batch and per-record SKU index.
  * On failure it says why in err. `durable_cursor` is the last seq durable on the sink's side. `tick` (may
- * be NULL) runs at least every 10 ms (flush, delivery reports). */
+ * be NULL) runs after each batch taken and at least every 10 ms when idle
+ * (flushes, delivery reports); it returns -1 with err set on a failure. */
 struct sink_ops {
 	const char *name;
 	int wants_model;
@@ -59,7 +60,7 @@ struct sink_ops {
 	int (*apply_batch)(void *st, const struct jr_batch *b, const struct fs_cmd *recs, uint32_t n,
 	                   const struct sink_model *m, const uint32_t *sku_idx, char *err, size_t err_len);
 	uint64_t (*durable_cursor)(void *st);
-	int (*tick)(void *st, int64_t now_ms);
+	int (*tick)(void *st, int64_t now_ms, char *err, size_t err_len);
 	void (*close)(void *st);
 };
 

@@ -1,0 +1,431 @@
+"""fsclient.py - helpers for flashsale end-to-end tests (python3 stdlib only).
+
+- free_port(), Server (start/stop/kill -9/restart flashsaled on a temp data dir),
+- flashctl() / Server.admin() / Server.token() (tokens minted by the CLI),
+- mint_token() (HS256 from python with the secret file's bytes, trailing
+  whitespace stripped: the documented contract, for bulk minting),
+- Conn: a raw-socket HTTP/1.1 client: keep-alive, pipelining (several requests
+  in one write, answers read in order by Content-Length), Connection: close,
+  arbitrary bytes. Every socket operation has a timeout.
+
+The build directory comes from the environment variable FS_BUILD
+(default /work/main/build).
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BUILD = os.environ.get("FS_BUILD", "/work/main/build")
+FLASHSALED = os.path.join(BUILD, "control", "flashsaled")
+FLASHCTL = os.path.join(BUILD, "control", "flashctl")
+SOCK_TIMEOUT = 10.0
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---------------------------------------------------------------- HTTP client
+
+class Response:
+    def __init__(self, status, reason, headers, body, raw_head):
+        self.status = status
+        self.reason = reason
+        self.headers = headers          # lower-case name -> value (last wins)
+        self.body = body
+        self.raw_head = raw_head
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def header(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+    def __repr__(self):
+        return "<%d %s %r>" % (self.status, self.reason, self.body[:300])
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class Conn:
+    """One TCP connection speaking raw HTTP/1.1."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=SOCK_TIMEOUT):
+        self.host, self.port = host, port
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def send_raw(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    @staticmethod
+    def build(method, path, headers=None, body=None, close=False, host="127.0.0.1"):
+        """Bytes of one request. body: bytes, str or a JSON-able object."""
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % host]
+        hdrs = dict(headers or {})
+        for k, v in hdrs.items():
+            if v is not None:
+                lines.append("%s: %s" % (k, v))
+        if body is not None:
+            if not any(k.lower() == "content-length" for k in hdrs):
+                lines.append("Content-Length: %d" % len(body))
+            if not any(k.lower() == "content-type" for k in hdrs):
+                lines.append("Content-Type: application/json")
+        if close:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionClosed("peer closed (buffered %r)" % self.buf[:200])
+        self.buf += chunk
+
+    def read_response(self, head_request=False):
+        """Reads one answer (status line, headers, Content-Length body)."""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+            raise ValueError("bad status line %r" % lines[0])
+        status = int(parts[1])
+        reason = parts[2] if len(parts) > 2 else ""
+        headers = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "transfer-encoding" in headers:
+            raise ValueError("server answered with Transfer-Encoding: %r" % headers)
+        n = 0 if head_request or status in (204, 304) or 100 <= status < 200 \
+            else int(headers.get("content-length", "0"))
+        while len(self.buf) < n:
+            self._fill()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return Response(status, reason, headers, body, head)
+
+    def request(self, method, path, headers=None, body=None, close=False):
+        self.send_raw(self.build(method, path, headers, body, close))
+        return self.read_response(head_request=(method == "HEAD"))
+
+    def pipeline(self, reqs):
+        """reqs: list of request bytes (see build()). One write, answers in order."""
+        self.send_raw(b"".join(reqs))
+        return [self.read_response() for _ in reqs]
+
+    def read_until_close(self, timeout=SOCK_TIMEOUT):
+        """Everything until the peer closes (or raises socket.timeout)."""
+        self.sock.settimeout(timeout)
+        data = self.buf
+        self.buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def is_closed_by_peer(self, timeout=2.0):
+        """True when the peer closed (EOF/RST) within timeout, with no more data."""
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(1)
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        return chunk == b""
+
+
+def auth(token):
+    return {"Authorization": "Bearer " + token}
+
+
+# ---------------------------------------------------------------- tokens
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def read_secret(path):
+    with open(path, "rb") as f:
+        return f.read().rstrip(b" \t\r\n\x0b\x0c")
+
+
+def mint_token(secret, sub, exp=None, tier=None, dev=None, ttl=3600, header=None):
+    """HS256 JWT signed with `secret` (bytes). exp defaults to now + ttl."""
+    hdr = header if header is not None else {"alg": "HS256", "typ": "JWT"}
+    claims = {"sub": sub, "exp": int(time.time()) + ttl if exp is None else exp}
+    if tier is not None:
+        claims["tier"] = tier
+    if dev is not None:
+        claims["dev"] = dev
+    h = b64url(json.dumps(hdr, separators=(",", ":")).encode())
+    c = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    sig = hmac.new(secret, (h + "." + c).encode(), hashlib.sha256).digest()
+    return h + "." + c + "." + b64url(sig)
+
+
+def flashctl(*args, timeout=30):
+    """Runs flashctl; returns CompletedProcess (text)."""
+    return subprocess.run([FLASHCTL] + [str(a) for a in args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- server
+
+class Server:
+    """A flashsaled on 127.0.0.1:<free port> with a temp data dir.
+
+    Use as a context manager or call stop() in a finally block; cleanup()
+    also removes the data dir."""
+
+    def __init__(self, workers=1, demo=True, extra=None, data_dir=None, port=None):
+        self.workers = workers
+        self.demo = demo
+        self.extra = list(extra or [])
+        self.own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="fs-e2e-")
+        self.port = port or free_port()
+        self.proc = None
+        self.logf = None
+        self.starts = 0
+
+    # -- life cycle
+    def argv(self):
+        a = [FLASHSALED, "--listen", "127.0.0.1:%d" % self.port, "--data-dir", self.data_dir,
+             "--workers", str(self.workers)]
+        if not self.demo:
+            a.append("--no-demo")
+        return a + self.extra
+
+    @property
+    def log_path(self):
+        return os.path.join(self.data_dir, "server-%d.log" % self.starts)
+
+    def start(self, wait=True, timeout=30):
+        assert self.proc is None or self.proc.poll() is not None
+        self.starts += 1
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv(), stdout=self.logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout=30, path="/healthz"):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("flashsaled exited rc=%s:\n%s" % (self.proc.returncode, self.log()))
+            try:
+                with Conn(self.port, timeout=2) as c:
+                    r = c.request("GET", path)
+                    if r.status == 200:
+                        return
+                    last = r
+            except (OSError, ConnectionClosed, ValueError) as e:
+                last = e
+            time.sleep(0.05)
+        raise RuntimeError("flashsaled not healthy after %ss (%r):\n%s" % (timeout, last, self.log()))
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-4000:]
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=15):
+        """SIGTERM, then SIGKILL if it did not exit. Returns the exit code."""
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait(10)
+                log("flashsaled ignored SIGTERM for %ss; killed" % timeout)
+        if self.logf:
+            self.logf.close()
+            self.logf = None
+        return rc
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.logf:
+            self.logf.close()
+            self.logf = None
+
+    def restart(self, kill=False, timeout=30):
+        self.kill9() if kill else self.stop()
+        return self.start(timeout=timeout)
+
+    def cleanup(self):
+        try:
+            self.kill9()
+        finally:
+            if self.own_dir and not os.environ.get("FS_KEEP"):
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self):
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *a):
+        self.cleanup()
+
+    # -- control plane
+    @property
+    def admin_addr(self):
+        return "unix:" + os.path.join(self.data_dir, "admin.sock")
+
+    @property
+    def secret_file(self):
+        return os.path.join(self.data_dir, "jwt.secret")
+
+    def admin(self, *args, timeout=30):
+        return flashctl("--admin", self.admin_addr, *args, timeout=timeout)
+
+    def admin_ok(self, *args):
+        p = self.admin(*args)
+        if p.returncode != 0:
+            raise AssertionError("flashctl %s -> rc=%d out=%r err=%r" % (
+                " ".join(map(str, args)), p.returncode, p.stdout, p.stderr))
+        return p.stdout
+
+    def create_sale(self, sku, stock, per_user=1, hold="120s", waitlist=None, open_=True, extra=()):
+        args = ["sale", "create", sku, "--stock", stock, "--per-user", per_user, "--hold", hold]
+        if waitlist is not None:
+            args += ["--waitlist", waitlist]
+        self.admin_ok(*(args + list(extra)))
+        if open_:
+            self.admin_ok("sale", "open", sku)
+
+    def token(self, user, tier=None, ttl=None):
+        args = ["token", "--user", user, "--jwt-secret-file", self.secret_file]
+        if tier is not None:
+            args += ["--tier", tier]
+        if ttl is not None:
+            args += ["--ttl", ttl]
+        p = flashctl(*args)
+        if p.returncode != 0:
+            raise AssertionError("flashctl token failed: %r %r" % (p.stdout, p.stderr))
+        return p.stdout.strip()
+
+    def secret(self):
+        return read_secret(self.secret_file)
+
+    def py_token(self, user, **kw):
+        return mint_token(self.secret(), user, **kw)
+
+    # -- public API shortcuts (a fresh connection each, closed after)
+    def conn(self, timeout=SOCK_TIMEOUT):
+        return Conn(self.port, timeout=timeout)
+
+    def call(self, method, path, token=None, key=None, body=None, headers=None):
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        if key is not None:
+            h["Idempotency-Key"] = key
+        with self.conn() as c:
+            return c.request(method, path, h, body)
+
+    def sku(self, sku):
+        return self.call("GET", "/v1/skus/" + sku)
+
+    def counters(self, sku):
+        r = self.sku(sku)
+        assert r.status == 200, r
+        return r.json()
+
+    def reserve(self, token, sku, key, quantity=None, body=None):
+        if body is None and quantity is not None:
+            body = {"quantity": quantity}
+        return self.call("POST", "/v1/skus/%s/reservations" % sku, token, key, body if body is not None else b"")
+
+    def get_res(self, token, rid):
+        return self.call("GET", "/v1/reservations/" + rid, token)
+
+    def cancel(self, token, rid):
+        return self.call("DELETE", "/v1/reservations/" + rid, token)
+
+    def checkout(self, token, rid, key, payment_token):
+        return self.call("POST", "/v1/reservations/%s/checkout" % rid, token, key,
+                         {"payment_token": payment_token})
+
+    def get_order(self, token, oid):
+        return self.call("GET", "/v1/orders/" + oid, token)
+
+
+def conserved(c):
+    """available + reserved + sold == total, all >= 0."""
+    return (c["available"] + c["reserved"] + c["sold"] == c["total"]
+            and c["available"] >= 0 and c["reserved"] >= 0 and c["sold"] >= 0)
+
+
+def wait_for(pred, timeout=5.0, interval=0.05):
+    """Polls pred() until truthy or timeout; returns the last value."""
+    deadline = time.time() + timeout
+    v = pred()
+    while not v and time.time() < deadline:
+        time.sleep(interval)
+        v = pred()
+    return v
