@@ -137,6 +137,15 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 	cmd_user(cmd, auth);
 	memcpy(cmd->key, req->idempotency_key.p, req->idempotency_key.len);
 	cmd->key_len = (uint8_t)req->idempotency_key.len;
+	cmd->claim_tier = auth->claims.tier >= 0 ? (uint8_t)(auth->claims.tier + 1) : 0;
+	/* the device for per-device limits: the token's claim, else the header */
+	struct dp_slice dev = { auth->claims.dev, auth->claims.dev_len };
+	if (dev.len == 0)
+		dev = req->device_id;
+	if (dev.len > FS_ID_LEN_MAX)
+		dev.len = FS_ID_LEN_MAX;
+	memcpy(cmd->text, dev.p, dev.len);
+	cmd->text_len = (uint8_t)dev.len;
 	res->kind = DP_ROUTE_COMMAND;
 }
 

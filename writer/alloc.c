@@ -663,23 +663,26 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }
 	}
-	int64_t user = user_intern(st, c->user, c->user_len, 1);
-	if (user < 0) {
-		c->err = c->user_len == 0 ? FS_ERR_BAD_REQUEST : FS_ERR_OVERLOADED;
+	if (c->user_len == 0) {
+		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }
 	}
-	struct wr_idem_slot *is = idem_slot(st, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len);
-	if (is == NULL) {
-		c->err = FS_ERR_OVERLOADED;
-		{ answer_error(out, c, c->err); return; }
-	}
-	if (is->h0 != 0) {   /* a repeat: the original answer, or a misuse of the key */
-		const struct wr_res *r = &st->res[is->val - 1];
-		c->err = r->sku == (uint32_t)sku && r->qty == c->quantity ? FS_OK : FS_ERR_KEY_REUSED;
-		if (c->err != FS_OK)
-			{ answer_error(out, c, c->err); return; }
-		c->err = FS_ERR_EXISTS;   /* answered, but nothing to journal */
-		{ answer_res_original(st, c, is->val, out); return; }
+	/* Look up without creating anything: a refused command must leave the
+	 * state exactly as it was (it is not journaled, so replay never sees it). */
+	int64_t user = user_intern(st, c->user, c->user_len, 0);
+	struct wr_idem_slot *is = NULL;
+	struct wr_hold_slot *h = NULL;
+	if (user >= 0) {
+		is = idem_slot(st, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len);
+		if (is != NULL && is->h0 != 0) {   /* a repeat: the original answer, or a misuse of the key */
+			const struct wr_res *r = &st->res[is->val - 1];
+			c->err = r->sku == (uint32_t)sku && r->qty == c->quantity ? FS_OK : FS_ERR_KEY_REUSED;
+			if (c->err != FS_OK)
+				{ answer_error(out, c, c->err); return; }
+			c->err = FS_ERR_EXISTS;   /* answered, but nothing to journal */
+			{ answer_res_original(st, c, is->val, out); return; }
+		}
+		h = hold_find(st, (uint32_t)user, (uint32_t)sku, 0);
 	}
 	struct wr_sku *k = &st->skus[sku];
 	enum fs_err e = sale_admits(k);
@@ -687,12 +690,8 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		c->err = (uint8_t)e;
 		{ answer_error(out, c, e); return; }
 	}
-	struct wr_hold_slot *h = hold_find(st, (uint32_t)user, (uint32_t)sku, 1);
-	if (h == NULL || st->res_count >= st->lim.reservation_count_max) {
-		c->err = FS_ERR_OVERLOADED;
-		{ answer_error(out, c, c->err); return; }
-	}
-	if (k->args.per_user != 0 && (uint64_t)h->held + h->bought + c->quantity > k->args.per_user) {
+	uint64_t held = h ? (uint64_t)h->held + h->bought : 0;
+	if (k->args.per_user != 0 && held + c->quantity > k->args.per_user) {
 		c->err = FS_ERR_LIMIT_REACHED;
 		{ answer_error(out, c, c->err); return; }
 	}
@@ -705,6 +704,20 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		c->err = FS_ERR_SOLD_OUT;
 		{ answer_error(out, c, c->err); return; }
 	}
+	if (st->res_count >= st->lim.reservation_count_max || st->idem_count >= st->lim.idem_count_max ||
+	    (user < 0 && st->user_count >= st->lim.user_count_max) ||
+	    (h == NULL && st->hold_count >= st->lim.holding_count_max)) {
+		c->err = FS_ERR_OVERLOADED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	/* admitted: create what is missing */
+	if (user < 0) {
+		user = user_intern(st, c->user, c->user_len, 1);
+		is = idem_slot(st, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len);
+	}
+	if (h == NULL)
+		h = hold_find(st, (uint32_t)user, (uint32_t)sku, 1);
+	assert(user >= 0 && is != NULL && is->h0 == 0 && h != NULL);
 	uint64_t res_no = ++st->res_count;
 	struct wr_res *r = &st->res[res_no - 1];
 	memset(r, 0, sizeof *r);
@@ -1113,6 +1126,7 @@ void wr_sku_view(const struct wr_state *st, uint32_t idx, struct wr_sku_view *v)
 	v->waitlist_count = k->wl_count;
 	v->per_user = k->args.per_user;
 	v->hold_ms = k->args.hold_ms;
+	v->default_tier = k->args.default_tier;
 	v->price_cents = k->args.price_cents;
 }
 

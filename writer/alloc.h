@@ -109,6 +109,7 @@ struct wr_sku_view {
 	uint32_t waitlist_count;
 	uint32_t per_user;
 	uint32_t hold_ms;
+	uint32_t default_tier;
 	int64_t  price_cents;
 };
 uint32_t wr_sku_count(const struct wr_state *st);

@@ -14,6 +14,7 @@
  * hold deadline wakes it.
  */
 #include "writer/writer.h"
+#include "writer/fairness.h"
 #include "writer/journal.h"
 #include "writer/record.h"
 
@@ -53,6 +54,8 @@ struct writer {
 	char journal_dir[PATH_MAX];
 	void *mem;
 	size_t mem_bytes;
+	struct fr_table *user_buckets;
+	struct fr_table *device_buckets;
 	_Atomic uint32_t usage[5];
 };
 
@@ -204,7 +207,9 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	w->port_count = cfg->port_count;
 	snprintf(w->journal_dir, sizeof w->journal_dir, "%s/journal", cfg->data_dir);
 	w->st = wr_state_new(&cfg->limits);
-	if (w->st == NULL || alloc_buffers(w) != 0) {
+	w->user_buckets = fr_new(cfg->limits.user_count_max);
+	w->device_buckets = fr_new(cfg->limits.user_count_max);
+	if (w->st == NULL || alloc_buffers(w) != 0 || !w->user_buckets || !w->device_buckets) {
 		snprintf(err, err_len, "cannot reserve memory for the tables (%llu bytes)",
 		         (unsigned long long)wr_state_bytes(&cfg->limits));
 		wr_close(w);
@@ -311,10 +316,46 @@ static uint32_t gather(struct writer *w, int64_t t_ms)
 	return n;
 }
 
-/* Admission the state machine does not own: a journal over its disk budget
- * or a payment pipeline with no room. Refused commands are answered at once
- * and removed from the batch; the rest keep their order. */
-static uint32_t admit(struct writer *w, uint32_t n)
+/* Rate limits (fairness.h) for one reservation attempt: 1 admitted, 0 over
+ * quota (verdict filled), -1 when a bucket table is full. */
+static int rate_admit(struct writer *w, const struct fs_cmd *c, int64_t t_ms, struct fr_verdict *v)
+{
+	int tier = 4;
+	if (c->claim_tier != 0) {
+		tier = c->claim_tier - 1;
+	} else {
+		int idx = wr_sku_find(w->st, c->sku, c->sku_len);
+		if (idx >= 0) {
+			struct wr_sku_view sv;
+			wr_sku_view(w->st, (uint32_t)idx, &sv);
+			tier = (int)sv.default_tier;
+		}
+	}
+	if (tier < 0 || tier > 4)
+		tier = 1;
+	int r = fr_take(w->user_buckets, c->user, c->user_len, tier, t_ms, v);
+	if (r == 1 && c->text_len != 0) {
+		r = fr_take(w->device_buckets, c->text, c->text_len, tier, t_ms, v);
+		if (r != 1)
+			fr_refund(w->user_buckets, c->user, c->user_len);
+	}
+	return r;
+}
+
+static void answer_now(struct writer *w, const struct fs_cmd *c, const struct fs_ans *a)
+{
+	assert(c->origin < w->port_count);
+	uint32_t ok = fs_ring_enqueue_burst(&w->ports[c->origin].answers, a, 1);
+	assert(ok == 1);   /* flow control: see fs_port.h */
+	(void)ok;
+	fs_wake(&w->ports[c->origin].producer);
+}
+
+/* Admission the state machine does not own: per-client rate limits, a
+ * journal over its disk budget, a payment pipeline with no room. Refused
+ * commands are answered at once (not journaled: they change no sales
+ * state) and removed from the batch; the rest keep their order. */
+static uint32_t admit(struct writer *w, uint32_t n, int64_t t_ms)
 {
 	int journal_full = w->cfg.journal_budget_bytes != 0 &&
 	                   jr_bytes(w->j) >= w->cfg.journal_budget_bytes;
@@ -323,22 +364,30 @@ static uint32_t admit(struct writer *w, uint32_t n)
 	uint32_t kept = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_cmd *c = &w->cmds[i];
+		struct fs_ans a = { .tag = c->tag, .http = 503, .err = FS_ERR_OVERLOADED, .body = FS_BODY_ERROR };
 		int refuse = (journal_full && (c->type == FS_CMD_RESERVE || c->type == FS_CMD_CHECKOUT)) ||
 		             (c->type == FS_CMD_CHECKOUT && charges >= fs_ring_capacity(&w->charges));
 		if (c->type == FS_CMD_CHECKOUT)
 			charges++;
+		if (!refuse && c->type == FS_CMD_RESERVE && c->origin != ORIGIN_NONE) {
+			struct fr_verdict v;
+			int r = rate_admit(w, c, t_ms, &v);
+			if (r == 0) {
+				a.http = 429;
+				a.err = FS_ERR_RATE_LIMITED;
+				a.expires_at_ms = v.retry_after_ms;   /* response.c: retry_after_ms */
+				a.position = v.queue_position;
+			}
+			refuse = r != 1;
+		}
 		if (!refuse) {
 			if (kept != i)
 				w->cmds[kept] = *c;
 			kept++;
 			continue;
 		}
-		assert(c->origin < w->port_count);
-		struct fs_ans a = { .tag = c->tag, .http = 503, .err = FS_ERR_OVERLOADED, .body = FS_BODY_ERROR };
-		uint32_t ok = fs_ring_enqueue_burst(&w->ports[c->origin].answers, &a, 1);
-		assert(ok == 1);
-		(void)ok;
-		fs_wake(&w->ports[c->origin].producer);
+		atomic_fetch_add_explicit(&w->m.outcomes[c->type][a.err], 1, memory_order_relaxed);
+		answer_now(w, c, &a);
 	}
 	return kept;
 }
@@ -413,7 +462,7 @@ static void make_durable(struct writer *w, int64_t t_ms)
 
 static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
 {
-	n = admit(w, n);
+	n = admit(w, n, t_ms);
 	if (n == 0)
 		return;
 	wr_decide(w->st, w->cmds, n, t_ms, 0, &w->out);
@@ -515,6 +564,8 @@ void wr_close(struct writer *w)
 	if (w->j)
 		jr_close(w->j);
 	wr_state_free(w->st);
+	fr_free(w->user_buckets);
+	fr_free(w->device_buckets);
 	free(w->cmds);
 	free(w->out.answers);
 	free(w->out.records);

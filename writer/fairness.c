@@ -1,0 +1,140 @@
+/* fairness.c - per-client token buckets with queue tickets (fairness.h). */
+#include "writer/fairness.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <xxhash.h>
+
+/* One token is 60,000 units, so a tier of R tokens/min adds exactly R units
+ * per millisecond: integer arithmetic with no rounding drift. */
+#define UNIT 60000
+
+struct fr_bucket {
+	uint64_t key;            /* xxh3-64 of the client key, 0 = empty */
+	int64_t  last_ms;        /* time of the last refill */
+	int64_t  units;          /* tokens x UNIT */
+	uint64_t ticket;         /* queue ticket while over quota, 0 = none */
+	int32_t  tier;
+	uint32_t _pad;
+};
+
+struct fr_table {
+	struct fr_bucket *b;
+	uint64_t mask;
+	uint32_t count;
+	uint32_t count_max;
+	uint64_t tickets_issued;
+	uint64_t tickets_served;
+	size_t bytes;
+};
+
+uint32_t fr_tier_rate_per_min(int tier)
+{
+	static const uint32_t rate[5] = { 0, 1, 50, 100, 200 };
+	assert(tier >= 0 && tier <= 4);
+	return rate[tier];
+}
+
+struct fr_table *fr_new(uint32_t count_max)
+{
+	assert(count_max > 0);
+	uint64_t slots = 16;
+	while (slots < (uint64_t)count_max + count_max / 2)
+		slots <<= 1;
+	struct fr_table *t = calloc(1, sizeof *t);
+	if (t == NULL)
+		return NULL;
+	t->bytes = slots * sizeof(struct fr_bucket);
+	t->b = mmap(NULL, t->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (t->b == MAP_FAILED) {
+		free(t);
+		return NULL;
+	}
+	t->mask = slots - 1;
+	t->count_max = count_max;
+	return t;
+}
+
+void fr_free(struct fr_table *t)
+{
+	if (t == NULL)
+		return;
+	munmap(t->b, t->bytes);
+	free(t);
+}
+
+uint32_t fr_count(const struct fr_table *t) { return t->count; }
+
+static struct fr_bucket *find(struct fr_table *t, uint64_t key, int create)
+{
+	for (uint64_t i = key & t->mask;; i = (i + 1) & t->mask) {
+		struct fr_bucket *b = &t->b[i];
+		if (b->key == key)
+			return b;
+		if (b->key == 0) {
+			if (!create || t->count >= t->count_max)
+				return NULL;
+			t->count++;
+			b->key = key;
+			b->last_ms = 0;
+			return b;
+		}
+	}
+}
+
+static uint64_t key_of(const char *key, size_t len) { return XXH3_64bits(key, len) | 1; }
+
+static void refill(struct fr_bucket *b, int tier, int64_t now_ms)
+{
+	int64_t cap = (int64_t)fr_tier_rate_per_min(tier) * UNIT;
+	if (b->last_ms == 0 || b->tier != tier) {   /* new, or its tier changed: start full */
+		b->units = cap;
+		b->tier = tier;
+		b->last_ms = now_ms;
+		return;
+	}
+	if (now_ms > b->last_ms) {
+		int64_t add = (now_ms - b->last_ms) * (int64_t)fr_tier_rate_per_min(tier);
+		b->units = b->units + add > cap ? cap : b->units + add;
+		b->last_ms = now_ms;
+	}
+	assert(b->units >= 0 && b->units <= cap);
+}
+
+int fr_take(struct fr_table *t, const char *key, size_t len, int tier, int64_t now_ms,
+            struct fr_verdict *v)
+{
+	if (tier == 0)
+		return 1;
+	struct fr_bucket *b = find(t, key_of(key, len), 1);
+	if (b == NULL)
+		return -1;
+	refill(b, tier, now_ms);
+	if (b->units >= UNIT) {
+		b->units -= UNIT;
+		if (b->ticket != 0) {
+			b->ticket = 0;
+			t->tickets_served++;
+		}
+		return 1;
+	}
+	if (b->ticket == 0)
+		b->ticket = ++t->tickets_issued;
+	int64_t rate = fr_tier_rate_per_min(tier);
+	int64_t missing = UNIT - b->units;
+	v->retry_after_ms = (uint32_t)((missing + rate - 1) / rate);   /* ceil: never too early */
+	uint64_t ahead = b->ticket > t->tickets_served ? b->ticket - t->tickets_served : 1;
+	v->queue_position = ahead > UINT32_MAX ? UINT32_MAX : (uint32_t)ahead;
+	return 0;
+}
+
+void fr_refund(struct fr_table *t, const char *key, size_t len)
+{
+	struct fr_bucket *b = find(t, key_of(key, len), 0);
+	if (b == NULL)
+		return;
+	int64_t cap = (int64_t)fr_tier_rate_per_min(b->tier) * UNIT;
+	b->units = b->units + UNIT > cap ? cap : b->units + UNIT;
+}

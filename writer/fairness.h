@@ -1,0 +1,48 @@
+/* fairness.h - admission by token buckets, per user and per device, kept in
+ * the writer so they are exact however many worker cores and connections a
+ * client uses (one owner, no cross-core races).
+ *
+ * Tiers (API.md): 1 = 1 attempt/min, 2 = 50/min, 3 = 100/min, 4 = 200/min,
+ * burst = one minute's tokens; 0 = exempt. Arithmetic is exact integer
+ * milli-tokens refilled from the batch time, so it is deterministic.
+ *
+ * Over quota, a client gets 429 with retry_after_ms (exactly when its next
+ * token is due) and a queue position: tickets are handed out in arrival
+ * order to clients that hit their limit; a client keeps its ticket until it
+ * is admitted, and position = ticket - tickets served, so the position a
+ * client sees only goes down.
+ *
+ * Bucket state is volatile (not journaled): a restart refills every bucket.
+ */
+#ifndef WR_FAIRNESS_H
+#define WR_FAIRNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct fr_table;
+
+/* Reserves a table for count_max buckets; NULL when out of memory. */
+struct fr_table *fr_new(uint32_t count_max);
+void fr_free(struct fr_table *t);
+
+/* Tokens per minute of a tier (0 = exempt). */
+uint32_t fr_tier_rate_per_min(int tier);
+
+struct fr_verdict {
+	uint32_t retry_after_ms;
+	uint32_t queue_position;
+};
+
+/* Takes one token from the bucket of `key` (created full at first sight)
+ * for tier `tier` at time now_ms. Returns 1 when admitted, 0 when over quota
+ * (verdict filled), -1 when the table is full (the caller answers 503). */
+int fr_take(struct fr_table *t, const char *key, size_t len, int tier, int64_t now_ms,
+            struct fr_verdict *v);
+
+/* Gives back a token taken by fr_take (the other bucket of a pair refused). */
+void fr_refund(struct fr_table *t, const char *key, size_t len);
+
+uint32_t fr_count(const struct fr_table *t);
+
+#endif
