@@ -7,6 +7,7 @@
 #include "control/admin.h"
 #include "dataplane/worker.h"
 #include "writer/payment.h"
+#include "writer/sink.h"
 #include "writer/writer.h"
 
 #include <errno.h>
@@ -41,6 +42,10 @@ struct options {
 	int demo;
 	int no_sync;
 	int pin;
+	const char *postgres;
+	const char *kafka;
+	const char *kafka_topic;
+	const char *redis;
 };
 
 static const char usage[] =
@@ -65,6 +70,10 @@ static const char usage[] =
 "  --journal-budget-mb N       disk budget for the journal; past it reservations get 503 (default 0 = none)\n"
 "  --idle-timeout-ms N         close keep-alive connections idle this long (default 60000)\n"
 "  --request-timeout-ms N      a request must arrive whole within this (default 10000): 408\n"
+"  --postgres CONNINFO         stream the journal to PostgreSQL (libpq conninfo; schema migrated at start)\n"
+"  --kafka BROKERS             stream every journal record to Kafka (idempotent producer, key = SKU)\n"
+"  --kafka-topic T             topic for --kafka (default flashsale.journal)\n"
+"  --redis HOST:PORT           publish stock:<sku> availability (TTL 5 s, <= 100 updates/s per SKU)\n"
 "  --no-demo                   do not create the demo SKU\n"
 "  --no-pin                    do not pin threads to cores\n"
 "  --unsafe-no-sync            skip fdatasync (benchmarks of the CPU path only: NOT durable)\n"
@@ -112,7 +121,8 @@ static void parse_listen(struct options *o, const char *v)
 }
 
 enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONNS, O_USERS, O_RES, O_ORDERS,
-       O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_CONFIG, O_HELP };
+       O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_CONFIG, O_HELP,
+       O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -122,7 +132,9 @@ static const struct option long_opts[] = {
 	{ "segment-mb", 1, 0, O_SEGMENT }, { "journal-budget-mb", 1, 0, O_BUDGET },
 	{ "idle-timeout-ms", 1, 0, O_IDLE }, { "request-timeout-ms", 1, 0, O_REQ },
 	{ "no-demo", 0, 0, O_NO_DEMO }, { "no-pin", 0, 0, O_NO_PIN }, { "unsafe-no-sync", 0, 0, O_NO_SYNC },
-	{ "config", 1, 0, O_CONFIG }, { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 } };
+	{ "config", 1, 0, O_CONFIG }, { "help", 0, 0, O_HELP }, { "postgres", 1, 0, O_PG },
+	{ "kafka", 1, 0, O_KAFKA }, { "kafka-topic", 1, 0, O_KAFKA_TOPIC }, { "redis", 1, 0, O_REDIS },
+	{ 0, 0, 0, 0 } };
 
 static void apply_config_file(struct options *o, const char *path);
 
@@ -149,6 +161,10 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_NO_PIN:  o->pin = 0; break;
 	case O_NO_SYNC: o->no_sync = 1; break;
 	case O_CONFIG:  apply_config_file(o, v); break;
+	case O_PG:      o->postgres = strdup(v); break;
+	case O_KAFKA:   o->kafka = strdup(v); break;
+	case O_KAFKA_TOPIC: o->kafka_topic = strdup(v); break;
+	case O_REDIS:   o->redis = strdup(v); break;
 	case O_HELP:    fputs(usage, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
@@ -223,6 +239,54 @@ static void create_demo(struct fs_port *port)
 	if (ctl_admin_call(port, &cmd, &ans, 5000) != 0 || ans.http != 200)
 		die("%s", "cannot open the demo SKU");
 	printf("flashsaled: created and opened the demo SKU 'demo' (10000 units, 1 per user, 120 s holds)\n");
+}
+
+struct sinks {
+	uint32_t count;
+	struct sink *s[3];
+	void *ptrs[3];
+	const char *names[3];
+};
+
+static void sinks_notify(void *arg)
+{
+	struct sinks *sk = arg;
+	for (uint32_t i = 0; i < sk->count; i++)
+		sink_notify(sk->s[i]);
+}
+
+static uint64_t sink_applied(void *p)
+{
+	struct sink_stats st;
+	sink_stats(p, &st);
+	return st.applied_seq;
+}
+
+/* Sink threads tail the durable journal; each is off unless configured. */
+static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk)
+{
+	const struct { const char *addr; enum sink_kind kind; const char *name; } want[3] = {
+		{ o->postgres, SINK_POSTGRES, "postgres" }, { o->kafka, SINK_KAFKA, "kafka" },
+		{ o->redis, SINK_REDIS, "redis" } };
+	char err[512];
+	for (int i = 0; i < 3; i++) {
+		if (want[i].addr == NULL)
+			continue;
+		struct sink_config c = { .kind = want[i].kind, .journal_dir = wr_journal_dir(w),
+		                         .durable_seq = wr_durable_seq(w), .address = want[i].addr,
+		                         .name = "flashsaled", .topic = o->kafka_topic ? o->kafka_topic : "flashsale.journal",
+		                         .data_dir = o->data_dir };
+		struct sink *s = sink_start(&c, err, sizeof err);
+		if (s == NULL)
+			die("%s", err);
+		sk->s[sk->count] = s;
+		sk->ptrs[sk->count] = s;
+		sk->names[sk->count] = want[i].name;
+		sk->count++;
+		printf("flashsaled: %s sink on (%s)\n", want[i].name, want[i].kind == SINK_POSTGRES ? "conninfo given" : want[i].addr);
+	}
+	if (sk->count)
+		wr_on_durable(w, sinks_notify, sk);
 }
 
 static void defaults(struct options *o)
@@ -312,6 +376,8 @@ int main(int argc, char **argv)
 	printf("flashsaled: connections: %u workers x %u (%.0f MiB reserved)\n", o.workers, o.conn_max,
 	       (double)dp_conn_bytes(o.conn_max) * o.workers / (1024.0 * 1024.0));
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	struct sinks sk = { 0 };
+	start_sinks(&o, w, &sk);
 	if (wr_start(w, o.pin ? 0 : -1) != 0)
 		die("%s", "cannot start the writer thread");
 	struct fs_port *admin_port = wr_port(w, o.workers);
@@ -341,7 +407,9 @@ int main(int argc, char **argv)
 	}
 	struct ctl_admin_config ac = { .unix_path = unix_path, .tcp_host = tcp_host, .tcp_port = tcp_port,
 	                               .admin_token = admin_token, .writer = w, .port = admin_port, .snap = snap,
-	                               .workers = workers, .worker_count = o.workers, .ready = &ready };
+	                               .workers = workers, .worker_count = o.workers, .ready = &ready,
+	                               .sink_count = sk.count, .sink_names = sk.names,
+	                               .sink_applied = sink_applied, .sinks = sk.ptrs };
 	struct ctl_admin *admin = ctl_admin_start(&ac, err, sizeof err);
 	if (admin == NULL)
 		die("%s", err);
@@ -361,6 +429,9 @@ int main(int argc, char **argv)
 	close(listen_fd);
 	ctl_admin_stop(admin);
 	pay_stop(pay);
+	wr_stop(w);
+	for (uint32_t i = 0; i < sk.count; i++)
+		sink_stop(sk.s[i]);
 	wr_close(w);
 	printf("flashsaled: stopped\n");
 	return 0;

@@ -54,6 +54,8 @@ struct writer {
 	char journal_dir[PATH_MAX];
 	void *mem;
 	size_t mem_bytes;
+	void (*on_durable)(void *);
+	void *on_durable_arg;
 	struct fr_table *user_buckets;
 	struct fr_table *device_buckets;
 	_Atomic uint32_t usage[5];
@@ -458,6 +460,15 @@ static void make_durable(struct writer *w, int64_t t_ms)
 	atomic_fetch_add_explicit(&m->fsync_hist[log2_bucket(ns / 1000, WR_FSYNC_BUCKETS)], 1, memory_order_relaxed);
 	atomic_store_explicit(&m->journal_bytes, jr_bytes(w->j), memory_order_relaxed);
 	atomic_store_explicit(&m->durable_seq, seq, memory_order_release);
+	if (w->on_durable)
+		w->on_durable(w->on_durable_arg);
+}
+
+void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg)
+{
+	assert(!w->started);
+	w->on_durable = fn;
+	w->on_durable_arg = arg;
 }
 
 static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)

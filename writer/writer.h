@@ -54,6 +54,10 @@ struct fs_port *wr_port(struct writer *w, uint32_t i);
 struct fs_ring *wr_charge_ring(struct writer *w);
 struct fs_waker *wr_charge_waker(struct writer *w);
 
+/* Called on the writer thread after each durable batch (for the sinks:
+ * must not block). Set before wr_start. */
+void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg);
+
 /* Starts the writer thread (pinned to cpu when cpu >= 0). Returns 0 or -1. */
 int wr_start(struct writer *w, int cpu);
 /* Asks the thread to finish the batch in hand and stop; joins it. */
