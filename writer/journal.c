@@ -17,6 +17,7 @@
 #include "writer/journal.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -86,6 +87,15 @@ struct journal {
 	int no_sync;
 	int failed;
 	uint8_t *buf;                  /* JR_BATCH_BYTES_MAX, built per append */
+	/* segment preparer (prezero): owns prep_path until prep_ready */
+	int prezero;
+	int prep_started;
+	pthread_t prep_thread;
+	pthread_mutex_t prep_mu;
+	pthread_cond_t prep_cv;
+	int prep_wanted, prep_ready, prep_stop;
+	int prep_fd;
+	char prep_path[JR_PATH_BYTES_MAX];
 };
 
 struct jr_reader {
@@ -95,6 +105,10 @@ struct jr_reader {
 };
 
 static const uint8_t jr_zeros[JR_ZERO_CHUNK_BYTES];
+
+static int prep_start(struct journal *j);
+static void prep_stop(struct journal *j);
+static void prep_wait_ready(struct journal *j);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -649,9 +663,144 @@ struct journal *jr_open(const struct jr_config *cfg, jr_batch_fn fn, void *arg,
 			return NULL;
 		}
 	}
+	if (cfg->prezero) {
+		if (prep_start(j) != 0) {
+			set_err(err, err_len, "journal: cannot start the segment preparer");
+			jr_close(j);
+			return NULL;
+		}
+		if (j->fd < 0)
+			prep_wait_ready(j);   /* a fresh journal starts on a zeroed segment */
+	}
 	assert(j->off <= j->seg_size);
 	assert(j->off % JR_ALIGN_BYTES == 0);
 	return j;
+}
+
+/* ---- the segment preparer -------------------------------------------------- */
+
+#define JR_PREP_CHUNK_BYTES (1u << 20)
+
+/* Writes `size` bytes of zeros to a new DIR/.next-segment.tmp and syncs it.
+ * Returns the open fd, or -1. Runs without the lock: the file is private to
+ * the preparer until it is published with prep_ready. */
+static int prep_make(const char *path, uint64_t size)
+{
+	unlink(path);   /* a leftover of a crash */
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	static const uint8_t zeros[JR_PREP_CHUNK_BYTES];
+	for (uint64_t off = 0; off < size;) {
+		uint64_t n = size - off < JR_PREP_CHUNK_BYTES ? size - off : JR_PREP_CHUNK_BYTES;
+		if (pwrite_full(fd, zeros, n, off) != 0) {
+			close(fd);
+			unlink(path);
+			return -1;
+		}
+		/* start write-back chunk by chunk and pace ourselves, so preparing
+		 * never floods the disk the live segment's fdatasyncs wait on */
+		sync_file_range(fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
+		off += n;
+		struct timespec pause = { 0, 1000000 };
+		nanosleep(&pause, NULL);
+	}
+	if (fdatasync(fd) != 0) {
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
+}
+
+static void *prep_main(void *arg)
+{
+	struct journal *j = arg;
+	pthread_mutex_lock(&j->prep_mu);
+	while (!j->prep_stop) {
+		if (!j->prep_wanted || j->prep_ready) {
+			pthread_cond_wait(&j->prep_cv, &j->prep_mu);
+			continue;
+		}
+		j->prep_wanted = 0;
+		pthread_mutex_unlock(&j->prep_mu);
+		int fd = prep_make(j->prep_path, j->segment_bytes);
+		pthread_mutex_lock(&j->prep_mu);
+		if (fd >= 0) {
+			j->prep_fd = fd;
+			j->prep_ready = 1;
+			pthread_cond_broadcast(&j->prep_cv);
+		}
+	}
+	pthread_mutex_unlock(&j->prep_mu);
+	return NULL;
+}
+
+static int prep_start(struct journal *j)
+{
+	snprintf(j->prep_path, sizeof j->prep_path, "%s/.next-segment.tmp", j->dir);
+	pthread_mutex_init(&j->prep_mu, NULL);
+	pthread_cond_init(&j->prep_cv, NULL);
+	j->prep_fd = -1;
+	j->prep_wanted = 1;
+	if (pthread_create(&j->prep_thread, NULL, prep_main, j) != 0)
+		return -1;
+	j->prep_started = 1;
+	return 0;
+}
+
+static void prep_stop(struct journal *j)
+{
+	if (!j->prep_started)
+		return;
+	pthread_mutex_lock(&j->prep_mu);
+	j->prep_stop = 1;
+	pthread_cond_broadcast(&j->prep_cv);
+	pthread_mutex_unlock(&j->prep_mu);
+	pthread_join(j->prep_thread, NULL);
+	if (j->prep_ready) {
+		close(j->prep_fd);
+		unlink(j->prep_path);
+	}
+	j->prep_started = 0;
+}
+
+/* Takes the prepared segment as `path` when one of at least `size` bytes is
+ * ready: renamed under the lock (so the preparer cannot unlink it), the
+ * directory synced, and the next one asked for. Returns its fd, or -1. */
+static int prep_take(struct journal *j, const char *path, uint64_t size)
+{
+	if (!j->prep_started || size > j->segment_bytes)
+		return -1;
+	int fd = -1;
+	pthread_mutex_lock(&j->prep_mu);
+	if (j->prep_ready && rename(j->prep_path, path) == 0) {
+		fd = j->prep_fd;
+		j->prep_ready = 0;
+		j->prep_fd = -1;
+	}
+	j->prep_wanted = 1;
+	pthread_cond_broadcast(&j->prep_cv);
+	pthread_mutex_unlock(&j->prep_mu);
+	if (fd >= 0 && fsync(j->dirfd) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* A fresh journal waits for its first prepared segment (jr_open). */
+static void prep_wait_ready(struct journal *j)
+{
+	pthread_mutex_lock(&j->prep_mu);
+	while (!j->prep_ready && !j->prep_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (pthread_cond_timedwait(&j->prep_cv, &j->prep_mu, &ts) != 0)
+			break;   /* give up after a second: fallocate then */
+	}
+	pthread_mutex_unlock(&j->prep_mu);
 }
 
 /* ---- jr_append ---------------------------------------------------------- */
@@ -672,14 +821,17 @@ static int append_make_room(struct journal *j, uint64_t seq, uint64_t batch_byte
 	}
 	char path[JR_PATH_BYTES_MAX];
 	seg_path(path, j->dir, seq);
-	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -1;
-	if (fallocate(fd, 0, 0, (off_t)size) != 0 || fsync(fd) != 0 || fsync(j->dirfd) != 0) {
-		int saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
+	int fd = prep_take(j, path, size);
+	if (fd < 0) {
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return -1;
+		if (fallocate(fd, 0, 0, (off_t)size) != 0 || fsync(fd) != 0 || fsync(j->dirfd) != 0) {
+			int saved = errno;
+			close(fd);
+			errno = saved;
+			return -1;
+		}
 	}
 	if (j->fd >= 0)
 		close(j->fd);
@@ -836,6 +988,7 @@ void jr_close(struct journal *j)
 {
 	if (j == NULL)
 		return;
+	prep_stop(j);
 	if (j->ring.ring_fd >= 0)
 		io_uring_queue_exit(&j->ring);
 	if (j->fd >= 0)

@@ -59,7 +59,16 @@ struct jr_config {
 	const char *dir;            /* created if missing */
 	uint64_t segment_bytes;     /* preallocation and rotation size, e.g. 64 MiB */
 	int      no_sync;           /* 1 = skip fdatasync (benchmarks of the decide path only) */
+	int      prezero;           /* 1 = segments are written with zeros before use (see below) */
 };
+
+/* Pre-zeroed segments. On ext4 an fdatasync after writing into a fallocated
+ * (unwritten) extent must also commit the extent conversion; into blocks
+ * that were already written it flushes data only: measured here p50 ~160 us
+ * against ~245 us. With prezero, a background thread prepares the NEXT
+ * segment as DIR/.next-segment.tmp (zeros written, fdatasync'd) and a
+ * rotation renames it into place; a fresh journal's first segment is
+ * prepared before jr_open returns. Without it, segments are fallocated. */
 
 struct jr_batch {
 	uint64_t seq;

@@ -225,7 +225,8 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 		return NULL;
 	}
 	err[0] = 0;
-	struct jr_config jc = { .dir = w->journal_dir, .segment_bytes = cfg->segment_bytes, .no_sync = cfg->no_sync };
+	struct jr_config jc = { .dir = w->journal_dir, .segment_bytes = cfg->segment_bytes, .no_sync = cfg->no_sync,
+	                        .prezero = !cfg->no_sync };
 	char jerr[512];
 	w->j = jr_open(&jc, replay_batch, &rc, jerr, sizeof jerr);
 	replay_ctx_free(&rc);
