@@ -95,6 +95,7 @@ struct journal {
 	pthread_cond_t prep_cv;
 	int prep_wanted, prep_ready, prep_stop;
 	int prep_fd;
+	int prep_ready_seen;           /* writer-side: asked for this segment already */
 	char prep_path[JR_PATH_BYTES_MAX];
 };
 
@@ -742,7 +743,7 @@ static int prep_start(struct journal *j)
 	pthread_mutex_init(&j->prep_mu, NULL);
 	pthread_cond_init(&j->prep_cv, NULL);
 	j->prep_fd = -1;
-	j->prep_wanted = 1;
+	j->prep_wanted = j->fd < 0;   /* a fresh journal needs its first segment now */
 	if (pthread_create(&j->prep_thread, NULL, prep_main, j) != 0)
 		return -1;
 	j->prep_started = 1;
@@ -779,14 +780,27 @@ static int prep_take(struct journal *j, const char *path, uint64_t size)
 		j->prep_ready = 0;
 		j->prep_fd = -1;
 	}
-	j->prep_wanted = 1;
-	pthread_cond_broadcast(&j->prep_cv);
 	pthread_mutex_unlock(&j->prep_mu);
 	if (fd >= 0 && fsync(j->dirfd) != 0) {
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+/* Asks for the next segment once the live one is half full: early enough to
+ * be ready at rotation, late enough not to compete with start-up. */
+static void prep_maybe_ask(struct journal *j)
+{
+	if (!j->prep_started || j->off < j->seg_size / 2)
+		return;
+	pthread_mutex_lock(&j->prep_mu);
+	if (!j->prep_ready && !j->prep_wanted) {
+		j->prep_wanted = 1;
+		pthread_cond_broadcast(&j->prep_cv);
+	}
+	pthread_mutex_unlock(&j->prep_mu);
+	j->prep_ready_seen = 1;
 }
 
 /* A fresh journal waits for its first prepared segment (jr_open). */
@@ -836,6 +850,7 @@ static int append_make_room(struct journal *j, uint64_t seq, uint64_t batch_byte
 	if (j->fd >= 0)
 		close(j->fd);
 	j->fd = fd;
+	j->prep_ready_seen = 0;
 	memcpy(j->path, path, sizeof path);
 	j->seg_size = size;
 	j->off = 0;
@@ -963,6 +978,8 @@ uint64_t jr_append(struct journal *j, int64_t time_ms, uint32_t record_count,
 	j->off += total;
 	j->bytes += total;
 	assert(j->off <= j->seg_size);
+	if (j->off >= j->seg_size / 2 && !j->prep_ready_seen)
+		prep_maybe_ask(j);
 	return seq;
 }
 
