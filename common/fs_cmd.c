@@ -118,6 +118,8 @@ const char *fs_res_status_name(enum fs_res_status s)
 		[FS_RES_CANCELLED] = "CANCELLED",
 		[FS_RES_EXPIRED] = "EXPIRED",
 		[FS_RES_FAILED] = "FAILED",
+		[FS_RES_QUEUED] = "QUEUED",
+		[FS_RES_REJECTED] = "REJECTED",
 	};
 	if ((unsigned)s >= FS_RES_STATUS_COUNT || names[s] == NULL)
 		return "UNKNOWN";
@@ -160,6 +162,8 @@ const char *fs_cmd_type_name(enum fs_cmd_type t)
 		[FS_CMD_SALE_GET] = "sale_get",
 		[FS_CMD_PROMOTE] = "promote",
 		[FS_CMD_WAITLIST_SERVE] = "waitlist_serve",
+		[FS_CMD_WAITROOM_SERVE] = "waitroom_serve",
+		[FS_CMD_ADMIT] = "admit",
 	};
 	if ((unsigned)t >= FS_CMD_TYPE_COUNT || names[t] == NULL)
 		return "unknown";

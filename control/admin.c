@@ -5,6 +5,7 @@
 #include "dataplane/http.h"
 #include "dataplane/response.h"
 #include "dataplane/worker.h"
+#include "writer/draw.h"
 #include "writer/writer.h"
 
 #include <arpa/inet.h>
@@ -141,11 +142,13 @@ static int call_writer(struct ctl_admin *a, struct fs_cmd *cmd)
 
 static int sale_create(struct ctl_admin *a, const char *req, size_t len, struct fs_cmd *cmd)
 {
-	uint64_t stock, per_user, hold_ms, waitlist, tier, price, opens;
+	uint64_t stock, per_user, hold_ms, waitlist, tier, price, opens, window, outflow;
 	if (query_u64(req, len, "stock", UINT64_MAX, &stock) || stock == UINT64_MAX ||
 	    query_u64(req, len, "per_user", 1, &per_user) || query_u64(req, len, "hold_ms", 120000, &hold_ms) ||
 	    query_u64(req, len, "waitlist", 0, &waitlist) || query_u64(req, len, "default_tier", 4, &tier) ||
 	    query_u64(req, len, "price_cents", 0, &price) || query_u64(req, len, "opens_at_ms", 0, &opens) ||
+	    query_u64(req, len, "prequeue_window_ms", 0, &window) || query_u64(req, len, "outflow_per_s", 0, &outflow) ||
+	    window > UINT32_MAX || outflow > UINT32_MAX || (window > 0 && opens == 0) ||
 	    per_user > UINT32_MAX || hold_ms > UINT32_MAX || waitlist > UINT32_MAX || tier > 4)
 		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request",
 		                     "stock required; numbers must be non-negative integers", 0);
@@ -157,6 +160,15 @@ static int sale_create(struct ctl_admin *a, const char *req, size_t len, struct 
 	cmd->sale.default_tier = (uint32_t)tier;
 	cmd->sale.price_cents = (int64_t)price;
 	cmd->sale.opens_at_ms = (int64_t)opens;
+	cmd->sale.prequeue_window_ms = (uint32_t)window;
+	cmd->sale.outflow_per_s = (uint32_t)outflow;
+	if (window > 0) {   /* a waiting room: commit to a secret seed now */
+		char commit[65], err[256];
+		if (wr_draw_seed_create(a->cfg.data_dir, cmd->sku, cmd->sku_len, commit, err, sizeof err) != 0)
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", err, 0);
+		memcpy(cmd->text, commit, 64);
+		cmd->text_len = 64;
+	}
 	return call_writer(a, cmd);
 }
 
@@ -182,12 +194,20 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 	                 "{\"sku\":\"%.*s\",\"state\":\"%s\",\"total\":%llu,\"available\":%llu,"
 	                 "\"reserved\":%llu,\"sold\":%llu,\"version\":%llu,"
 	                 "\"reservations_granted_total\":%llu,\"reservations_refused_total\":%llu,"
-	                 "\"journal_seq\":%llu,\"sinks\":[",
+	                 "\"journal_seq\":%llu,",
 	                 ans.sku_len, ans.sku, fs_sale_state_name(ans.state),
 	                 (unsigned long long)ans.total, (unsigned long long)ans.available,
 	                 (unsigned long long)ans.reserved, (unsigned long long)ans.sold,
 	                 (unsigned long long)ans.version, (unsigned long long)ok,
 	                 (unsigned long long)refused, (unsigned long long)durable);
+	if (ans.has_draw) {
+		char commit[65];
+		wr_hex(ans.draw_commit, 32, commit);
+		n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n,
+		              "\"waiting_room\":{\"draw_commit_sha256\":\"%s\",\"drawn\":%s,\"queued\":%u},",
+		              commit, ans.drawn ? "true" : "false", ans.queued);
+	}
+	n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n, "\"sinks\":[");
 	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
 		n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n, "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu}",

@@ -33,6 +33,7 @@ struct ctl_admin_config {
 	struct dp_worker **workers;
 	uint32_t worker_count;
 	_Atomic int *ready;
+	const char *data_dir;           /* draw seed files live under it */
 	uint32_t sink_count;
 	const char *const *sink_names;
 	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */

@@ -20,6 +20,10 @@ static const char usage[] =
 "usage: flashctl [--admin unix:PATH|HOST:PORT] [--admin-token-file F] COMMAND ...\n"
 "  sale create SKU --stock N [--per-user N] [--hold 120s] [--waitlist N]\n"
 "                  [--default-tier T] [--opens-at RFC3339] [--price-cents N]\n"
+"                  [--prequeue-window 10m --outflow N]   a waiting room: attempts in the window\n"
+"                  before --opens-at queue up (202 QUEUED); at the opening they are shuffled with a\n"
+"                  seed committed now (SHA-256 in `sale status`, seed revealed in the journal) and\n"
+"                  admitted N per second in that order; later arrivals queue behind\n"
 "  sale open|pause|freeze|resume|close SKU\n"
 "  sale status SKU            counters (as GET /v1/skus/SKU) plus rates and sink lag\n"
 "  stock add SKU N            add N units to a sale\n"
@@ -191,6 +195,10 @@ static int cmd_sale_create(int argc, char **argv)
 			n += snprintf(q + n, sizeof q - (size_t)n, "&default_tier=%llu", (unsigned long long)parse_num("default-tier", v));
 		else if (strcmp(a, "--price-cents") == 0)
 			n += snprintf(q + n, sizeof q - (size_t)n, "&price_cents=%llu", (unsigned long long)parse_num("price-cents", v));
+		else if (strcmp(a, "--prequeue-window") == 0)
+			n += snprintf(q + n, sizeof q - (size_t)n, "&prequeue_window_ms=%llu", (unsigned long long)parse_duration_ms(v));
+		else if (strcmp(a, "--outflow") == 0)
+			n += snprintf(q + n, sizeof q - (size_t)n, "&outflow_per_s=%llu", (unsigned long long)parse_num("outflow", v));
 		else if (strcmp(a, "--opens-at") == 0)
 			n += snprintf(q + n, sizeof q - (size_t)n, "&opens_at_ms=%lld", (long long)parse_rfc3339_ms(v));
 		else

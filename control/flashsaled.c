@@ -408,6 +408,7 @@ int main(int argc, char **argv)
 	struct ctl_admin_config ac = { .unix_path = unix_path, .tcp_host = tcp_host, .tcp_port = tcp_port,
 	                               .admin_token = admin_token, .writer = w, .port = admin_port, .snap = snap,
 	                               .workers = workers, .worker_count = o.workers, .ready = &ready,
+	                               .data_dir = o.data_dir,
 	                               .sink_count = sk.count, .sink_names = sk.names,
 	                               .sink_applied = sink_applied, .sinks = sk.ptrs };
 	struct ctl_admin *admin = ctl_admin_start(&ac, err, sizeof err);

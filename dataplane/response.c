@@ -312,7 +312,7 @@ static void put_sku(struct out_buf *b, const struct fs_ans *a)
 static void body_res(struct out_buf *b, const struct fs_ans *a)
 {
 	const char *status = fs_res_status_name((enum fs_res_status)a->res_status);
-	if (a->res_status == FS_RES_WAITLISTED) {
+	if (a->res_status == FS_RES_WAITLISTED || a->res_status == FS_RES_QUEUED) {
 		put_key(b, "status", 1);
 		put_json_str(b, status, strlen(status));
 		put_key(b, "reservation_id", 0);

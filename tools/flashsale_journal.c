@@ -7,6 +7,11 @@
  *   flashsale-journal dump DIR     one line per batch and per record
  *   flashsale-journal stats DIR    record counts by type and the final
  *                                  counters per SKU from a pure replay
+ *   flashsale-journal draw DIR SKU re-derive a waiting room's draw from the
+ *                                  journal alone: the revealed seed must
+ *                                  match the commitment journaled at the
+ *                                  sale's creation, and the admissions must
+ *                                  follow the shuffle that seed gives
  *
  * DIR is the journal directory (DATA_DIR/journal) or the data dir itself.
  * Exit status: 0 when the journal is sound, 1 on damage or divergence, 2 on
@@ -16,6 +21,9 @@
 #include "writer/alloc.h"
 #include "writer/journal.h"
 #include "writer/record.h"
+#include "writer/draw.h"
+
+#include <openssl/sha.h>
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -29,6 +37,7 @@ static const char usage[] =
 "          decide step: it must regenerate each batch byte for byte and conserve every SKU\n"
 "  dump    print every batch and record\n"
 "  stats   record counts by type and the final counters per SKU (pure replay)\n"
+"  draw DIR SKU  verify a waiting room's draw: seed vs commitment, admissions vs shuffle\n"
 "DIR is a journal directory or a data dir containing journal/.\n";
 
 struct replay {
@@ -158,11 +167,155 @@ static int run(const char *dir, int mode)
 	return 0;
 }
 
+/* ---- draw verification -------------------------------------------------- */
+
+struct draw_check {
+	const char *sku;
+	size_t sku_len;
+	uint8_t commit[32];
+	int have_commit, drawn;
+	uint8_t seed[32];
+	uint32_t *queued;          /* live queued reservation numbers, join order */
+	uint32_t queued_count, cap;
+	uint32_t *expected;        /* drawn order */
+	uint32_t expected_count, admitted, mismatches;
+	uint32_t cancelled_before_admit;
+};
+
+static int sku_is(const struct fs_cmd *c, const struct draw_check *d)
+{
+	return c->sku_len == d->sku_len && memcmp(c->sku, d->sku, d->sku_len) == 0;
+}
+
+static int unhex32(const char *s, size_t len, uint8_t out[32])
+{
+	if (len != 64)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		unsigned v;
+		char two[3] = { s[2 * i], s[2 * i + 1], 0 };
+		if (sscanf(two, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static void draw_remove(uint32_t *v, uint32_t *n, uint32_t res_no)
+{
+	for (uint32_t i = 0; i < *n; i++)
+		if (v[i] == res_no) {
+			memmove(v + i, v + i + 1, (*n - i - 1) * sizeof *v);
+			(*n)--;
+			return;
+		}
+}
+
+/* Follows one record; returns -1 on a verdict that fails. */
+static int draw_follow(struct draw_check *d, const struct fs_cmd *c)
+{
+	if (c->type == FS_CMD_SALE_CREATE && sku_is(c, d) && c->sale.prequeue_window_ms > 0)
+		d->have_commit = unhex32(c->text, c->text_len, d->commit) == 0;
+	if (c->type == FS_CMD_RESERVE && sku_is(c, d) && c->out_status == FS_RES_QUEUED && !d->drawn &&
+	    d->queued_count < d->cap)
+		d->queued[d->queued_count++] = (uint32_t)c->out_ref;
+	if (c->type == FS_CMD_CANCEL && !d->drawn)
+		draw_remove(d->queued, &d->queued_count, (uint32_t)c->ref);
+	if (c->type == FS_CMD_CANCEL && d->drawn)
+		for (uint32_t i = d->admitted; i < d->expected_count; i++)
+			if (d->expected[i] == (uint32_t)c->ref) {
+				memmove(d->expected + i, d->expected + i + 1, (d->expected_count - i - 1) * sizeof(uint32_t));
+				d->expected_count--;
+				d->cancelled_before_admit++;
+				break;
+			}
+	if (c->type == FS_CMD_SALE_OPEN && sku_is(c, d) && c->text_len == 64 && !d->drawn) {
+		uint8_t hash[32];
+		if (unhex32(c->text, c->text_len, d->seed) != 0)
+			return -1;
+		SHA256(d->seed, 32, hash);
+		if (!d->have_commit || memcmp(hash, d->commit, 32) != 0) {
+			printf("DRAW INVALID: the revealed seed does not match the commitment\n");
+			return -1;
+		}
+		memcpy(d->expected, d->queued, d->queued_count * sizeof(uint32_t));
+		d->expected_count = d->queued_count;
+		wr_draw_shuffle(d->expected, d->expected_count, d->seed);
+		d->drawn = 1;
+	}
+	if (c->type == FS_CMD_ADMIT && sku_is(c, d) && d->drawn && d->admitted < d->expected_count) {
+		if (d->expected[d->admitted] != (uint32_t)c->ref) {
+			printf("DRAW MISMATCH: admission %u is r%016llx, the draw says r%016llx\n", d->admitted + 1,
+			       (unsigned long long)c->ref, (unsigned long long)d->expected[d->admitted]);
+			d->mismatches++;
+		}
+		d->admitted++;
+	}
+	return 0;
+}
+
+static int run_draw(const char *dir, const char *sku)
+{
+	char err[512];
+	struct jr_reader *rd = jr_reader_open(dir, err, sizeof err);
+	if (rd == NULL) {
+		fprintf(stderr, "flashsale-journal: %s\n", err);
+		return 1;
+	}
+	struct draw_check d = { .sku = sku, .sku_len = strlen(sku), .cap = 4000000 };
+	d.queued = calloc(d.cap, sizeof(uint32_t));
+	d.expected = calloc(d.cap, sizeof(uint32_t));
+	static struct fs_cmd c;
+	struct jr_batch b;
+	int rc;
+	while ((rc = jr_reader_next(rd, UINT64_MAX, &b, err, sizeof err)) == 1) {
+		uint32_t off = 0, used;
+		while (off < b.body_len && (used = wr_rec_decode(b.body + off, b.body_len - off, &c)) > 0) {
+			if (draw_follow(&d, &c) != 0)
+				return 1;
+			off += used;
+		}
+	}
+	if (rc < 0) {
+		printf("DAMAGED: %s\n", err);
+		return 1;
+	}
+	if (!d.have_commit) {
+		printf("sku %s has no waiting room (no committed draw)\n", sku);
+		return 1;
+	}
+	char hex[65];
+	wr_hex(d.commit, 32, hex);
+	printf("commitment sha256 %s\n", hex);
+	if (!d.drawn) {
+		printf("not drawn yet: %u entries queued\n", d.queued_count);
+		return 0;
+	}
+	wr_hex(d.seed, 32, hex);
+	printf("revealed seed     %s (matches the commitment)\n", hex);
+	printf("drawn entries %u, admitted %u, cancelled before admission %u, mismatches %u\n",
+	       d.expected_count + d.cancelled_before_admit, d.admitted, d.cancelled_before_admit, d.mismatches);
+	if (d.mismatches) {
+		printf("DRAW NOT FOLLOWED\n");
+		return 1;
+	}
+	printf("ok: the admission order follows the committed draw\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 		fputs(usage, stdout);
 		return 0;
+	}
+	if (argc == 4 && strcmp(argv[1], "draw") == 0) {
+		char jdir[4096];
+		struct stat jsb;
+		snprintf(jdir, sizeof jdir, "%s/journal", argv[2]);
+		if (stat(jdir, &jsb) != 0 || !S_ISDIR(jsb.st_mode))
+			snprintf(jdir, sizeof jdir, "%s", argv[2]);
+		return run_draw(jdir, argv[3]);
 	}
 	if (argc != 3) {
 		fputs(usage, stderr);

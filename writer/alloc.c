@@ -13,12 +13,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <openssl/sha.h>
 #include <xxhash.h>
 
 #define NIL 0u                   /* "no reservation" in the intrusive lists */
 /* Promotions one command may make; more wait for the writer-generated
  * WAITLIST_SERVE commands of later batches. This bounds a batch's records. */
 #define PROMOTE_PER_CMD 4u
+/* Admissions one WAITROOM_SERVE command may make (same reason). */
+#define ADMIT_PER_CMD 16u
 #define ORIGIN_NONE 0xffu
 
 struct wr_sku {
@@ -35,6 +38,19 @@ struct wr_sku {
 	uint32_t _pad2;
 	uint64_t wl_tickets;         /* tickets handed out */
 	uint64_t wl_served;          /* tickets that left from the head */
+	/* the waiting room (a drawn sale): entries in join order until the draw,
+	 * in drawn order after it; later arrivals queue behind */
+	uint8_t  draw_hash[32];      /* SHA-256 of the seed, committed at creation */
+	uint8_t  has_draw;
+	uint8_t  drawn;              /* the seed was revealed and the queue shuffled */
+	uint8_t  _pad3[6];
+	uint32_t pq_head, pq_tail;   /* FIFO of QUEUED reservations */
+	uint32_t pq_count;           /* live QUEUED entries */
+	uint32_t _pad4;
+	uint64_t pq_tickets;         /* positions handed out (after the draw) */
+	uint64_t pq_served;          /* entries that left the head */
+	uint64_t pq_admitted;        /* admissions since the opening (outflow) */
+	int64_t  opened_at_ms;
 };
 
 struct wr_res {
@@ -50,7 +66,8 @@ struct wr_res {
 	uint32_t exp_next;           /* next in the SKU's hold FIFO */
 	uint32_t wl_next;            /* next in the SKU's waitlist */
 	uint32_t orig_position;
-	uint32_t _pad2;
+	uint32_t pq_next;            /* next in the SKU's waiting room */
+	uint64_t pq_ticket;          /* waiting-room position ticket (after the draw) */
 };
 
 struct wr_order {
@@ -95,6 +112,7 @@ struct wr_state {
 	struct wr_idem_slot *idem;
 	uint64_t idem_slot_mask;
 	int64_t  last_t_ms;
+	uint32_t *scratch;           /* reservation_count_max entries: the draw's shuffle */
 	size_t   bytes;
 	void    *mem;
 };
@@ -125,7 +143,7 @@ static uint64_t slots_for(uint64_t count_max) { return pow2_at_least(count_max +
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-struct layout { size_t skus, sku_slots, users, user_slots, res, orders, holds, idem, total; };
+struct layout { size_t skus, sku_slots, users, user_slots, res, orders, holds, idem, scratch, total; };
 
 static void layout_compute(const struct wr_limits *l, struct layout *o)
 {
@@ -138,6 +156,7 @@ static void layout_compute(const struct wr_limits *l, struct layout *o)
 	o->orders = off;     off += align64(sizeof(struct wr_order) * l->order_count_max);
 	o->holds = off;      off += align64(sizeof(struct wr_hold_slot) * slots_for(l->holding_count_max));
 	o->idem = off;       off += align64(sizeof(struct wr_idem_slot) * slots_for(l->idem_count_max));
+	o->scratch = off;    off += align64(sizeof(uint32_t) * l->reservation_count_max);
 	o->total = off;
 }
 
@@ -174,6 +193,7 @@ struct wr_state *wr_state_new(const struct wr_limits *l)
 	st->hold_slot_mask = (uint32_t)slots_for(l->holding_count_max) - 1;
 	st->idem = (struct wr_idem_slot *)(base + o.idem);
 	st->idem_slot_mask = slots_for(l->idem_count_max) - 1;
+	st->scratch = (uint32_t *)(base + o.scratch);
 	st->bytes = bytes;
 	st->mem = mem;
 	return st;
@@ -384,11 +404,21 @@ static void fill_sale(const struct wr_state *st, uint32_t idx, struct fs_ans *a)
 	a->reserved = k->reserved;
 	a->sold = k->sold;
 	a->version = k->version;
+	a->has_draw = k->has_draw;
+	a->drawn = k->drawn;
+	a->queued = k->pq_count;
+	memcpy(a->draw_commit, k->draw_hash, 32);
 }
 
 static uint32_t res_position(const struct wr_state *st, const struct wr_res *r)
 {
 	const struct wr_sku *k = &st->skus[r->sku];
+	if (r->status == FS_RES_QUEUED) {   /* unknown (0) until the draw */
+		if (!k->drawn || r->pq_ticket == 0)
+			return 0;
+		uint64_t ahead = r->pq_ticket > k->pq_served ? r->pq_ticket - k->pq_served : 1;
+		return (uint32_t)(ahead > UINT32_MAX ? UINT32_MAX : ahead);
+	}
 	uint64_t ahead = r->wl_ticket > k->wl_served ? r->wl_ticket - k->wl_served : 1;
 	return (uint32_t)(ahead > UINT32_MAX ? UINT32_MAX : ahead);
 }
@@ -405,7 +435,7 @@ static void fill_res(const struct wr_state *st, uint64_t res_no, struct fs_ans *
 	a->order_no = r->order_no;
 	memcpy(a->sku, k->name, k->name_len);
 	a->sku_len = k->name_len;
-	if (r->status == FS_RES_WAITLISTED)
+	if (r->status == FS_RES_WAITLISTED || r->status == FS_RES_QUEUED)
 		a->position = res_position(st, r);
 }
 
@@ -527,6 +557,192 @@ static void units_return(struct wr_state *st, struct wr_res *r)
 	h->held -= r->qty;
 }
 
+/* ---- the waiting room ----------------------------------------------------------- */
+
+static void pq_push(struct wr_state *st, struct wr_sku *k, uint64_t res_no)
+{
+	struct wr_res *r = &st->res[res_no - 1];
+	r->pq_next = NIL;
+	if (k->pq_tail != NIL)
+		st->res[k->pq_tail - 1].pq_next = (uint32_t)res_no;
+	else
+		k->pq_head = (uint32_t)res_no;
+	k->pq_tail = (uint32_t)res_no;
+	k->pq_count++;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* 64 lowercase hex chars -> 32 bytes; -1 when malformed. */
+static int hex32(const char *s, size_t len, uint8_t out[32])
+{
+	if (len != 64)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+static uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+/* xoshiro256** seeded with SHA-256(seed): the documented draw generator
+ * (see EVENTS.md), so anyone can re-derive the order from the journal. */
+struct draw_rng { uint64_t s[4]; };
+
+static void draw_rng_init(struct draw_rng *g, const uint8_t seed[32])
+{
+	uint8_t key[32];
+	SHA256(seed, 32, key);
+	memcpy(g->s, key, sizeof g->s);
+	if ((g->s[0] | g->s[1] | g->s[2] | g->s[3]) == 0)
+		g->s[0] = 1;
+}
+
+static uint64_t draw_rng_next(struct draw_rng *g)
+{
+	uint64_t *s = g->s;
+	uint64_t result = rotl64(s[1] * 5, 7) * 9;
+	uint64_t t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl64(s[3], 45);
+	return result;
+}
+
+void wr_draw_shuffle(uint32_t *v, uint32_t n, const uint8_t seed[32])
+{
+	struct draw_rng g;
+	draw_rng_init(&g, seed);
+	for (uint32_t i = n; i > 1; i--) {   /* Fisher-Yates, from the end */
+		uint32_t j = (uint32_t)(draw_rng_next(&g) % i);
+		uint32_t tmp = v[i - 1];
+		v[i - 1] = v[j];
+		v[j] = tmp;
+	}
+}
+
+/* The draw at the opening: checks the revealed seed against the commitment,
+ * shuffles the queued entries with it and numbers them in drawn order.
+ * Returns 0, or -1 (nothing changed) when the seed does not match. */
+static int draw(struct wr_state *st, struct wr_sku *k, const struct fs_cmd *c, int64_t t_ms)
+{
+	uint8_t seed[32], hash[32];
+	if (hex32(c->text, c->text_len, seed) != 0)
+		return -1;
+	SHA256(seed, 32, hash);
+	if (memcmp(hash, k->draw_hash, 32) != 0)
+		return -1;
+	uint32_t n = 0;
+	for (uint32_t r = k->pq_head; r != NIL; r = st->res[r - 1].pq_next)
+		if (st->res[r - 1].status == FS_RES_QUEUED)
+			st->scratch[n++] = r;
+	assert(n == k->pq_count);
+	wr_draw_shuffle(st->scratch, n, seed);
+	k->pq_head = k->pq_tail = NIL;
+	k->pq_count = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		pq_push(st, k, st->scratch[i]);
+		st->res[st->scratch[i] - 1].pq_ticket = ++k->pq_tickets;
+	}
+	k->drawn = 1;
+	k->opened_at_ms = t_ms;
+	return 0;
+}
+
+/* Queued entries the outflow rate allows out by t_ms (all when no rate). */
+static uint64_t pq_due(const struct wr_sku *k, int64_t t_ms)
+{
+	if (k->pq_count == 0 || k->state != FS_SALE_OPEN || !k->drawn)
+		return 0;
+	if (k->args.outflow_per_s == 0)
+		return k->pq_count;
+	int64_t elapsed = t_ms - k->opened_at_ms;
+	uint64_t allowed = (uint64_t)k->args.outflow_per_s +
+	                   (uint64_t)(elapsed > 0 ? elapsed : 0) * k->args.outflow_per_s / 1000;
+	return allowed > k->pq_admitted ? allowed - k->pq_admitted : 0;
+}
+
+static void admit_emit(struct wr_state *st, struct wr_batch_out *out, const struct wr_sku *k, uint64_t res_no)
+{
+	const struct wr_res *r = &st->res[res_no - 1];
+	struct fs_cmd a;
+	memset(&a, 0, sizeof a);
+	a.type = FS_CMD_ADMIT;
+	a.ref = res_no;
+	a.quantity = r->qty;
+	a.out_status = r->status;
+	a.out_val = r->status == FS_RES_RESERVED ? r->expires_ms : 0;
+	memcpy(a.sku, k->name, k->name_len);
+	a.sku_len = k->name_len;
+	record_emit(out, &a);
+}
+
+/* Admits one queued entry as a fresh reservation attempt would be decided:
+ * RESERVED if units are left, else WAITLISTED if the waitlist takes it,
+ * else REJECTED (its hold on the per-user limit is released). */
+static void admit_one(struct wr_state *st, struct wr_sku *k, uint64_t res_no, int64_t t_ms)
+{
+	struct wr_res *r = &st->res[res_no - 1];
+	assert(r->status == FS_RES_QUEUED);
+	k->pq_count--;
+	if (k->available >= r->qty) {
+		k->available -= r->qty;
+		k->reserved += r->qty;
+		r->status = FS_RES_RESERVED;
+		r->expires_ms = t_ms + k->args.hold_ms;
+		hold_push(st, k, res_no);
+	} else if (k->args.waitlist_max > k->wl_count && k->reserved > 0) {
+		r->status = FS_RES_WAITLISTED;
+		r->wl_ticket = ++k->wl_tickets;
+		waitlist_push(st, k, res_no);
+	} else {
+		struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
+		assert(h != NULL && h->held >= r->qty);
+		h->held -= r->qty;
+		r->status = FS_RES_REJECTED;
+	}
+}
+
+static void decide_waitroom_serve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	int idx = wr_sku_find(st, c->sku, c->sku_len);
+	struct wr_sku *k = idx >= 0 ? &st->skus[idx] : NULL;
+	uint64_t due = k ? pq_due(k, t_ms) : 0;
+	if (due == 0) {
+		c->err = FS_ERR_BAD_STATE;
+		return;
+	}
+	c->err = FS_OK;
+	record_emit(out, c);   /* replay re-derives the admissions from it */
+	uint32_t admitted = 0;
+	while (k->pq_head != NIL && admitted < ADMIT_PER_CMD && due > 0) {
+		uint64_t res_no = k->pq_head;
+		struct wr_res *r = &st->res[res_no - 1];
+		k->pq_head = r->pq_next;
+		if (k->pq_head == NIL)
+			k->pq_tail = NIL;
+		k->pq_served++;
+		if (r->status != FS_RES_QUEUED)
+			continue;   /* cancelled while queued */
+		admit_one(st, k, res_no, t_ms);
+		k->pq_admitted++;
+		admitted++;
+		due--;
+		admit_emit(st, out, k, res_no);
+	}
+	sku_touch(st, out, (uint32_t)idx);
+}
+
 /* ---- admin commands -------------------------------------------------------- */
 
 static void decide_create(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
@@ -544,9 +760,19 @@ static void decide_create(struct wr_state *st, struct fs_cmd *c, struct wr_batch
 		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }
 	}
+	uint8_t commit[32];
+	int drawn_sale = c->sale.prequeue_window_ms > 0;
+	if (drawn_sale && (c->sale.opens_at_ms == 0 || hex32(c->text, c->text_len, commit) != 0)) {
+		c->err = FS_ERR_BAD_REQUEST;   /* a waiting room needs an opening time and a commitment */
+		{ answer_error(out, c, c->err); return; }
+	}
 	int idx = sku_insert(st, c->sku, c->sku_len);
 	struct wr_sku *k = &st->skus[idx];
 	k->args = c->sale;
+	if (drawn_sale) {
+		memcpy(k->draw_hash, commit, 32);
+		k->has_draw = 1;
+	}
 	k->state = FS_SALE_SCHEDULED;
 	k->total = k->available = c->sale.total;
 	c->err = FS_OK;
@@ -606,6 +832,13 @@ static void decide_admin(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, st
 			c->err = FS_ERR_BAD_STATE;
 			{ answer_error(out, c, c->err); return; }
 		}
+		/* a drawn sale opens only with the seed that matches its commitment */
+		if (to == FS_SALE_OPEN && k->has_draw && !k->drawn && draw(st, k, c, t_ms) != 0) {
+			c->err = FS_ERR_BAD_STATE;
+			{ answer_error(out, c, c->err); return; }
+		}
+		if (to == FS_SALE_OPEN && !k->has_draw && k->opened_at_ms == 0)
+			k->opened_at_ms = t_ms;
 		k->state = (uint8_t)to;
 	}
 	c->err = FS_OK;
@@ -685,7 +918,12 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		h = hold_find(st, (uint32_t)user, (uint32_t)sku, 0);
 	}
 	struct wr_sku *k = &st->skus[sku];
-	enum fs_err e = sale_admits(k);
+	/* The waiting room: in the pre-queue window of a drawn sale, and after
+	 * its opening until the drawn queue is drained, attempts queue up. */
+	int queue = k->has_draw && ((k->state == FS_SALE_SCHEDULED &&
+	                             t_ms >= k->args.opens_at_ms - (int64_t)k->args.prequeue_window_ms) ||
+	                            (k->state == FS_SALE_OPEN && k->pq_count > 0));
+	enum fs_err e = queue ? FS_OK : sale_admits(k);
 	if (e != FS_OK) {
 		c->err = (uint8_t)e;
 		{ answer_error(out, c, e); return; }
@@ -696,7 +934,9 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		{ answer_error(out, c, c->err); return; }
 	}
 	uint8_t status;
-	if (k->available >= c->quantity)
+	if (queue)
+		status = FS_RES_QUEUED;
+	else if (k->available >= c->quantity)
 		status = FS_RES_RESERVED;
 	else if (k->args.waitlist_max > k->wl_count && k->reserved > 0)
 		status = FS_RES_WAITLISTED;
@@ -732,6 +972,11 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		k->reserved += c->quantity;
 		r->expires_ms = t_ms + k->args.hold_ms;
 		hold_push(st, k, res_no);
+	} else if (status == FS_RES_QUEUED) {
+		pq_push(st, k, res_no);
+		if (k->drawn)   /* after the draw, later arrivals line up behind */
+			r->pq_ticket = ++k->pq_tickets;
+		r->orig_position = res_position(st, r);
 	} else {
 		r->wl_ticket = ++k->wl_tickets;
 		waitlist_push(st, k, res_no);
@@ -744,6 +989,22 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	sku_touch(st, out, (uint32_t)sku);
 	record_emit(out, c);
 	answer_res(st, c, res_no, status == FS_RES_RESERVED ? 201 : 202, out);
+}
+
+/* Queued and waitlisted entries hold a place, not units: cancelling one
+ * releases its share of the per-user limit only. */
+static void release_place(struct wr_state *st, struct wr_sku *k, struct wr_res *r)
+{
+	struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
+	assert(h != NULL && h->held >= r->qty);
+	h->held -= r->qty;
+	if (r->status == FS_RES_WAITLISTED) {
+		assert(k->wl_count > 0);
+		k->wl_count--;
+	} else {
+		assert(r->status == FS_RES_QUEUED && k->pq_count > 0);
+		k->pq_count--;
+	}
 }
 
 /* Finds the caller's own reservation; another user's is "not found". */
@@ -769,19 +1030,15 @@ static void decide_cancel(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 		c->err = FS_ERR_EXISTS;
 		{ answer_res(st, c, c->ref, 200, out); return; }
 	}
-	if (r->status != FS_RES_RESERVED && r->status != FS_RES_WAITLISTED) {
+	if (r->status != FS_RES_RESERVED && r->status != FS_RES_WAITLISTED && r->status != FS_RES_QUEUED) {
 		c->err = FS_ERR_NOT_CANCELLABLE;
 		{ answer_error(out, c, c->err); return; }
 	}
 	struct wr_sku *k = &st->skus[r->sku];
-	if (r->status == FS_RES_RESERVED) {
+	if (r->status == FS_RES_RESERVED)
 		units_return(st, r);
-	} else {
-		struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
-		assert(h != NULL && h->held >= r->qty && k->wl_count > 0);
-		h->held -= r->qty;
-		k->wl_count--;
-	}
+	else
+		release_place(st, k, r);
 	r->status = FS_RES_CANCELLED;
 	c->err = FS_OK;
 	c->out_status = r->status;
@@ -988,6 +1245,7 @@ static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, stru
 	case FS_CMD_RES_GET:
 	case FS_CMD_ORDER_GET:    { decide_read(st, c, out); return; }
 	case FS_CMD_WAITLIST_SERVE: { decide_serve(st, c, t_ms, out); return; }
+	case FS_CMD_WAITROOM_SERVE: { decide_waitroom_serve(st, c, t_ms, out); return; }
 	default:
 		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }
@@ -1033,7 +1291,7 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
 	st->last_t_ms = t_ms;
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_cmd *c = &cmds[i];
-		if (replay && (c->type == FS_CMD_PROMOTE ||
+		if (replay && (c->type == FS_CMD_PROMOTE || c->type == FS_CMD_ADMIT ||
 		               (c->type == FS_CMD_SALE_FREEZE && c->text_len == 9 &&
 		                memcmp(c->text, "invariant", 9) == 0)))
 			continue;   /* derived: regenerated by the command before it */
@@ -1055,6 +1313,14 @@ uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t 
 			struct fs_cmd *c = &out[n++];
 			memset(c, 0, sizeof *c);
 			c->type = FS_CMD_SALE_OPEN;
+			c->origin = ORIGIN_NONE;
+			memcpy(c->sku, k->name, k->name_len);
+			c->sku_len = k->name_len;
+		}
+		for (uint64_t due = pq_due(k, t_ms); due > 0 && n < max; due -= due > ADMIT_PER_CMD ? ADMIT_PER_CMD : due) {
+			struct fs_cmd *c = &out[n++];
+			memset(c, 0, sizeof *c);
+			c->type = FS_CMD_WAITROOM_SERVE;
 			c->origin = ORIGIN_NONE;
 			memcpy(c->sku, k->name, k->name_len);
 			c->sku_len = k->name_len;
@@ -1096,6 +1362,15 @@ int64_t wr_next_deadline(const struct wr_state *st)
 			next = k->args.opens_at_ms;
 		if (waitlist_ready(st, k))
 			next = INT64_MIN;
+		if (k->pq_count > 0 && k->drawn && k->state == FS_SALE_OPEN) {
+			int64_t d = INT64_MIN;   /* no rate: admit now */
+			if (k->args.outflow_per_s != 0) {
+				int64_t ahead = (int64_t)(k->pq_admitted + 1) - (int64_t)k->args.outflow_per_s;
+				d = k->opened_at_ms + (ahead * 1000 + k->args.outflow_per_s - 1) / k->args.outflow_per_s;
+			}
+			if (d < next)
+				next = d;
+		}
 		if (k->exp_head != NIL) {
 			const struct wr_res *r = &st->res[k->exp_head - 1];
 			int64_t d = r->status == FS_RES_RESERVED ? r->expires_ms : 0;  /* stale: now */
@@ -1127,6 +1402,10 @@ void wr_sku_view(const struct wr_state *st, uint32_t idx, struct wr_sku_view *v)
 	v->per_user = k->args.per_user;
 	v->hold_ms = k->args.hold_ms;
 	v->default_tier = k->args.default_tier;
+	v->has_draw = k->has_draw;
+	v->drawn = k->drawn;
+	memcpy(v->draw_commit, k->draw_hash, 32);
+	v->queued = k->pq_count;
 	v->price_cents = k->args.price_cents;
 }
 

@@ -111,7 +111,17 @@ struct wr_sku_view {
 	uint32_t hold_ms;
 	uint32_t default_tier;
 	int64_t  price_cents;
+	uint8_t  has_draw;       /* a waiting room with a committed draw */
+	uint8_t  drawn;
+	uint8_t  draw_commit[32];/* SHA-256 of the draw seed */
+	uint32_t queued;         /* live QUEUED entries */
 };
+
+/* The waiting room's draw (EVENTS.md): Fisher-Yates from the end over v[],
+ * driven by xoshiro256** seeded with SHA-256(seed). Pure; the journal tool
+ * uses it to re-derive an opening's order. */
+void wr_draw_shuffle(uint32_t *v, uint32_t n, const uint8_t seed[32]);
+
 uint32_t wr_sku_count(const struct wr_state *st);
 void wr_sku_view(const struct wr_state *st, uint32_t sku_idx, struct wr_sku_view *v);
 int wr_sku_find(const struct wr_state *st, const char *name, size_t len); /* -1 when absent */

@@ -42,6 +42,8 @@ uint32_t wr_rec_encode(const struct fs_cmd *c, uint8_t *out)
 	put32(out + 60, c->sale.default_tier);
 	put64(out + 64, (uint64_t)c->sale.price_cents);
 	put64(out + 72, (uint64_t)c->sale.opens_at_ms);
+	put32(out + 80, c->sale.prequeue_window_ms);
+	put32(out + 84, c->sale.outflow_per_s);
 	uint8_t *p = out + WR_REC_FIXED_BYTES;
 	memcpy(p, c->sku, c->sku_len);   p += c->sku_len;
 	memcpy(p, c->user, c->user_len); p += c->user_len;
@@ -86,6 +88,8 @@ uint32_t wr_rec_decode(const uint8_t *buf, uint32_t len, struct fs_cmd *c)
 	c->sale.default_tier = get32(buf + 60);
 	c->sale.price_cents = (int64_t)get64(buf + 64);
 	c->sale.opens_at_ms = (int64_t)get64(buf + 72);
+	c->sale.prequeue_window_ms = get32(buf + 80);
+	c->sale.outflow_per_s = get32(buf + 84);
 	const uint8_t *p = buf + WR_REC_FIXED_BYTES;
 	memcpy(c->sku, p, c->sku_len);   p += c->sku_len;
 	memcpy(c->user, p, c->user_len); p += c->user_len;

@@ -16,7 +16,8 @@
  *    16    8  ref          24 8 out_ref     32 8 out_val
  *    40   40  sale args (total u64, per_user u32, hold_ms u32, waitlist_max u32,
  *             default_tier u32, price_cents i64, opens_at_ms i64)
- *    80    .  sku, user, key, text bytes back to back, then zero padding to 8
+ *    80    8  prequeue_window_ms u32, outflow_per_s u32
+ *    88    .  sku, user, key, text bytes back to back, then zero padding to 8
  *
  * `origin` and `tag` are volatile routing data and are NOT stored.
  * Only commands that changed state are journaled (err == FS_OK); derived
@@ -29,7 +30,7 @@
 #include <stdint.h>
 #include "common/fs_cmd.h"
 
-#define WR_REC_FIXED_BYTES 80
+#define WR_REC_FIXED_BYTES 88
 #define WR_REC_BYTES_MAX   (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 3 * FS_ID_LEN_MAX + 8)
 
 /* Encodes c at out (room for WR_REC_BYTES_MAX); returns bytes written. */

@@ -14,6 +14,7 @@
  * hold deadline wakes it.
  */
 #include "writer/writer.h"
+#include "writer/draw.h"
 #include "writer/fairness.h"
 #include "writer/journal.h"
 #include "writer/record.h"
@@ -305,15 +306,50 @@ static uint32_t log2_bucket(uint64_t v, uint32_t buckets)
 	return b;
 }
 
+/* A scheduled opening of a drawn sale reveals its seed (draw.h). Without
+ * the seed file the sale cannot open: it stays scheduled, loudly. */
+static void reveal_seeds(struct writer *w, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		struct fs_cmd *c = &w->cmds[i];
+		if (c->type != FS_CMD_SALE_OPEN)
+			continue;
+		if (wr_reveal_seed(w, c) != 0)
+			fprintf(stderr, "writer: sale %.*s: its draw seed file is missing or does not match "
+			        "the commitment; it stays scheduled\n", c->sku_len, c->sku);
+	}
+}
+
+int wr_reveal_seed(struct writer *w, struct fs_cmd *c)
+{
+	int idx = wr_sku_find(w->st, c->sku, c->sku_len);
+	if (idx < 0)
+		return 0;
+	struct wr_sku_view v;
+	wr_sku_view(w->st, (uint32_t)idx, &v);
+	if (!v.has_draw || v.drawn)
+		return 0;
+	char hex[65];
+	if (wr_draw_seed_load(w->cfg.data_dir, c->sku, c->sku_len, v.draw_commit, hex) != 0)
+		return -1;
+	memcpy(c->text, hex, 64);
+	c->text_len = 64;
+	return 0;
+}
+
 /* Gathers due timers, then every port's commands, up to batch_count_max. */
 static uint32_t gather(struct writer *w, int64_t t_ms)
 {
 	uint32_t max = w->cfg.batch_count_max;
 	uint32_t n = wr_due(w->st, t_ms, w->cmds, max / 8);
+	reveal_seeds(w, n);
 	for (uint32_t i = 0; i < w->port_count && n < max; i++) {
 		uint32_t got = fs_ring_dequeue_burst(&w->ports[i].cmds, w->cmds + n, max - n);
-		for (uint32_t k = 0; k < got; k++)
+		for (uint32_t k = 0; k < got; k++) {
 			w->cmds[n + k].origin = (uint8_t)i;
+			if (w->cmds[n + k].type == FS_CMD_SALE_OPEN)   /* an operator's `sale open` */
+				wr_reveal_seed(w, &w->cmds[n + k]);
+		}
 		n += got;
 	}
 	return n;

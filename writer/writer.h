@@ -58,6 +58,11 @@ struct fs_waker *wr_charge_waker(struct writer *w);
  * must not block). Set before wr_start. */
 void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg);
 
+/* Writer thread only: fills an opening's text with the sale's draw seed
+ * when the sale has an undrawn waiting room (0), -1 when the seed file is
+ * missing or wrong (the decide step will then refuse the opening). */
+int wr_reveal_seed(struct writer *w, struct fs_cmd *c);
+
 /* Starts the writer thread (pinned to cpu when cpu >= 0). Returns 0 or -1. */
 int wr_start(struct writer *w, int cpu);
 /* Asks the thread to finish the batch in hand and stop; joins it. */
