@@ -364,7 +364,7 @@ static uint32_t sku_slot(struct pg_apply *a, const char *sku, size_t len)
 static int refers_to_res(uint8_t type)
 {
 	return type == FS_CMD_CANCEL || type == FS_CMD_EXPIRE || type == FS_CMD_PROMOTE ||
-	       type == FS_CMD_CHECKOUT;
+	       type == FS_CMD_CHECKOUT || type == FS_CMD_ADMIT;
 }
 
 /* Pass 1: registers rows the batch creates and rows it needs from the
@@ -523,7 +523,8 @@ static uint32_t fold_reserve(struct pg_apply *a, const struct fs_cmd *c)
 		return UINT32_MAX;
 	r->sku_slot = k;
 	r->quantity = c->quantity;
-	r->status = c->out_status == FS_RES_WAITLISTED ? FS_RES_WAITLISTED : FS_RES_RESERVED;
+	r->status = c->out_status == FS_RES_WAITLISTED || c->out_status == FS_RES_QUEUED ?
+	            c->out_status : FS_RES_RESERVED;
 	if (r->status == FS_RES_RESERVED) {
 		r->expires_at_ms = c->out_val;
 		units(&a->skus[k], r->quantity, 1);
@@ -537,10 +538,12 @@ static uint32_t fold_res_change(struct pg_apply *a, const struct fs_cmd *c)
 	if (!r || !r->known)
 		return UINT32_MAX;
 	struct pa_sku *s = &a->skus[r->sku_slot];
-	if (c->type == FS_CMD_PROMOTE) {
+	if (c->type == FS_CMD_PROMOTE || (c->type == FS_CMD_ADMIT && c->out_status == FS_RES_RESERVED)) {
 		r->status = FS_RES_RESERVED;
 		r->expires_at_ms = c->out_val;
 		units(s, r->quantity, 1);
+	} else if (c->type == FS_CMD_ADMIT) {
+		r->status = c->out_status;   /* WAITLISTED or REJECTED: no units */
 	} else if (c->type == FS_CMD_CANCEL) {
 		if (r->status == FS_RES_RESERVED)
 			units(s, r->quantity, -1);
@@ -600,8 +603,10 @@ static uint32_t fold_record(struct pg_apply *a, const struct fs_cmd *c, uint32_t
 		return fold_sku_cmd(a, c, i);
 	case FS_CMD_RESERVE:
 		return fold_reserve(a, c);
-	case FS_CMD_PROMOTE: case FS_CMD_CANCEL: case FS_CMD_EXPIRE:
+	case FS_CMD_PROMOTE: case FS_CMD_CANCEL: case FS_CMD_EXPIRE: case FS_CMD_ADMIT:
 		return fold_res_change(a, c);
+	case FS_CMD_WAITLIST_SERVE: case FS_CMD_WAITROOM_SERVE:
+		return sku_slot(a, c->sku, c->sku_len);   /* their effect is in the records after them */
 	case FS_CMD_CHECKOUT:
 		return fold_checkout(a, c);
 	case FS_CMD_PAY_RESULT:
@@ -934,10 +939,13 @@ int pg_apply_batch(struct pg_apply *a, PGconn *c, const char *cursor_name,
 	a->recs = recs;
 	a->seq = b->seq;
 	a->time_ms = b->time_ms;
-	/* Every lookup and update here goes by primary key; without this a
-	 * young, unanalysed table gets sequential scans for `= ANY($1)`. */
-	if (exec_ok(c, PQexec(c, "BEGIN; SET LOCAL enable_seqscan = off"), PGRES_COMMAND_OK, "begin",
-	            err, err_len) != 0)
+	/* Every lookup and update here goes by primary key; without the first
+	 * SET a young, unanalysed table gets sequential scans for `= ANY($1)`.
+	 * synchronous_commit off is safe for a projection: a commit lost in a
+	 * database crash takes its cursor with it, so the batch is re-applied
+	 * from the journal; it saves a WAL flush wait per batch. */
+	if (exec_ok(c, PQexec(c, "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL synchronous_commit = off"),
+	            PGRES_COMMAND_OK, "begin", err, err_len) != 0)
 		return PG_APPLY_ERR_DB;
 	int64_t cur = cursor_lock(c, cursor_name, err, err_len);
 	if (cur < 0 || (uint64_t)cur >= b->seq || (uint64_t)cur + 1 < b->seq) {

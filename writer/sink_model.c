@@ -208,7 +208,7 @@ static void move_units(struct sm_sku *s, int64_t q, int how)
 static int res_terminal(uint8_t st)
 {
 	return st == FS_RES_CONFIRMED || st == FS_RES_CANCELLED || st == FS_RES_EXPIRED ||
-	       st == FS_RES_FAILED;
+	       st == FS_RES_FAILED || st == FS_RES_REJECTED;
 }
 
 static void res_settle(struct sink_model *m, struct sm_res *r)
@@ -258,7 +258,8 @@ static uint32_t apply_reserve(struct sink_model *m, const struct fs_cmd *c, uint
 	r->sku_idx = k;
 	r->quantity = c->quantity;
 	r->created_seq = seq;
-	r->status = c->out_status == FS_RES_WAITLISTED ? FS_RES_WAITLISTED : FS_RES_RESERVED;
+	r->status = c->out_status == FS_RES_WAITLISTED || c->out_status == FS_RES_QUEUED ?
+	            c->out_status : FS_RES_RESERVED;
 	if (r->status == FS_RES_RESERVED) {
 		r->expires_at_ms = c->out_val;
 		move_units(&m->skus[k], r->quantity, 1);
@@ -276,11 +277,16 @@ static uint32_t apply_res_change(struct sink_model *m, const struct fs_cmd *c, u
 	uint32_t k = r->sku_idx;
 	struct sm_sku *s = &m->skus[k];
 	uint8_t was = r->status;
-	if (c->type == FS_CMD_PROMOTE && was == FS_RES_WAITLISTED) {
+	if ((c->type == FS_CMD_PROMOTE && was == FS_RES_WAITLISTED) ||
+	    (c->type == FS_CMD_ADMIT && was == FS_RES_QUEUED && c->out_status == FS_RES_RESERVED)) {
 		r->status = FS_RES_RESERVED;
 		r->expires_at_ms = c->out_val;
 		move_units(s, r->quantity, 1);
-	} else if (c->type == FS_CMD_CANCEL && (was == FS_RES_RESERVED || was == FS_RES_WAITLISTED)) {
+	} else if (c->type == FS_CMD_ADMIT && was == FS_RES_QUEUED &&
+	           (c->out_status == FS_RES_WAITLISTED || c->out_status == FS_RES_REJECTED)) {
+		r->status = c->out_status;
+	} else if (c->type == FS_CMD_CANCEL &&
+	           (was == FS_RES_RESERVED || was == FS_RES_WAITLISTED || was == FS_RES_QUEUED)) {
 		r->status = FS_RES_CANCELLED;
 		if (was == FS_RES_RESERVED)
 			move_units(s, r->quantity, -1);
@@ -356,8 +362,10 @@ static uint32_t apply_record(struct sink_model *m, const struct fs_cmd *c, int64
 		return apply_sku_cmd(m, c, seq, idx);
 	case FS_CMD_RESERVE:
 		return apply_reserve(m, c, seq, idx);
-	case FS_CMD_PROMOTE: case FS_CMD_CANCEL: case FS_CMD_EXPIRE:
+	case FS_CMD_PROMOTE: case FS_CMD_CANCEL: case FS_CMD_EXPIRE: case FS_CMD_ADMIT:
 		return apply_res_change(m, c, seq, idx);
+	case FS_CMD_WAITLIST_SERVE: case FS_CMD_WAITROOM_SERVE:
+		return SM_NO_SKU;   /* their effect is in the records after them */
 	case FS_CMD_CHECKOUT:
 		return apply_checkout(m, c, seq, idx);
 	case FS_CMD_PAY_RESULT:
