@@ -54,6 +54,7 @@ static const char *const err_names[FS_ERR_COUNT] = {
 	[FS_ERR_EXISTS] = "exists",
 	[FS_ERR_BAD_STATE] = "bad_state",
 	[FS_ERR_KEY_REUSED] = "idempotency_key_reused",
+	[FS_ERR_FORBIDDEN] = "forbidden",
 };
 
 static const uint16_t err_http[FS_ERR_COUNT] = {
@@ -73,6 +74,7 @@ static const uint16_t err_http[FS_ERR_COUNT] = {
 	[FS_ERR_EXISTS] = 409,
 	[FS_ERR_BAD_STATE] = 409,
 	[FS_ERR_KEY_REUSED] = 422,
+	[FS_ERR_FORBIDDEN] = 403,
 };
 
 /* Returns "unknown" for a value outside the enum (a corrupt record must
@@ -164,6 +166,9 @@ const char *fs_cmd_type_name(enum fs_cmd_type t)
 		[FS_CMD_WAITLIST_SERVE] = "waitlist_serve",
 		[FS_CMD_WAITROOM_SERVE] = "waitroom_serve",
 		[FS_CMD_ADMIT] = "admit",
+		[FS_CMD_IP_RULE] = "ip_rule",
+		[FS_CMD_USER_TIER] = "user_tier",
+		[FS_CMD_RISK_FLAG] = "risk_flag",
 	};
 	if ((unsigned)t >= FS_CMD_TYPE_COUNT || names[t] == NULL)
 		return "unknown";

@@ -51,6 +51,10 @@ enum fs_cmd_type {
 	FS_CMD_WAITROOM_SERVE = 18, /* sku: admit the next queued entries at the outflow rate */
 	FS_CMD_ADMIT = 19,       /* derived: ref = queued reservation, out_status = its new status,
 	                          * out_val = expires_at when RESERVED */
+	/* fairness rules (admin) and risk decisions (writer) */
+	FS_CMD_IP_RULE = 20,     /* text = CIDR, quantity = 1 deny | 2 allow | 0 remove */
+	FS_CMD_USER_TIER = 21,   /* user, quantity = tier 0..4, or 255 = remove the entry */
+	FS_CMD_RISK_FLAG = 22,   /* user, quantity = the tier it is lowered to, text = reason */
 	FS_CMD_TYPE_COUNT
 };
 
@@ -72,6 +76,7 @@ enum fs_err {
 	FS_ERR_EXISTS,            /* 409 exists (sale already created) */
 	FS_ERR_BAD_STATE,         /* 409 bad_state (admin transition not allowed) */
 	FS_ERR_KEY_REUSED,        /* 422 idempotency_key_reused (same key, other request) */
+	FS_ERR_FORBIDDEN,         /* 403 forbidden (the operator's deny list) */
 	FS_ERR_COUNT
 };
 
@@ -141,6 +146,9 @@ struct fs_cmd {
 	                         * enum fs_sale_state after an admin command */
 	uint8_t  claim_tier;    /* RESERVE: the token's tier + 1; 0 = no tier claim */
 	uint8_t  _pad[2];
+	uint32_t client_ip;     /* RESERVE: the client's IPv4 address (host order), 0 = unknown */
+	uint8_t  ip_trusted;    /* RESERVE: the client is a trusted address (no IP-based limits) */
+	uint8_t  _pad2[3];
 	uint64_t tag;           /* producer's cookie, returned in the answer */
 	uint64_t ref;           /* reservation or order number the command is about */
 	uint64_t out_ref;       /* OUT: reservation number created (reserve) or

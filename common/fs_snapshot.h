@@ -19,6 +19,7 @@
 #define FS_SNAP_SKU_MAX   1024
 #define FS_SNAP_SLOTS     2048            /* power of two, > 1.5 * FS_SNAP_SKU_MAX */
 #define FS_HOLDER_BITS    (1u << 20)      /* filter of users who ever reserved */
+#define FS_IP_RULES_MAX   256             /* operator deny/allow CIDRs */
 
 struct fs_snap_sku {
 	_Alignas(64) _Atomic uint64_t seq;
@@ -40,7 +41,52 @@ struct fs_snapshot {
 	 * the edge may answer sold_out itself only for users whose bit is clear,
 	 * so a retried request of a real holder always reaches the writer. */
 	_Atomic uint64_t holder_bits[FS_HOLDER_BITS / 64];
+	/* the operator's IP rules (journaled admin commands), seqlocked */
+	_Atomic uint64_t ip_seq;
+	_Atomic uint32_t ip_count;
+	_Atomic uint32_t ip_net[FS_IP_RULES_MAX];
+	_Atomic uint32_t ip_mask[FS_IP_RULES_MAX];
+	_Atomic uint32_t ip_action[FS_IP_RULES_MAX];   /* 1 deny, 2 allow */
 };
+
+/* 2 when an allow rule matches ip, else 1 when a deny rule does, else 0. */
+static inline int fs_snap_ip_verdict(const struct fs_snapshot *cs, uint32_t ip)
+{
+	struct fs_snapshot *s = (struct fs_snapshot *)cs;
+	for (;;) {
+		uint64_t s1 = atomic_load_explicit(&s->ip_seq, memory_order_acquire);
+		if (s1 & 1)
+			continue;
+		int verdict = 0;
+		uint32_t n = atomic_load_explicit(&s->ip_count, memory_order_relaxed);
+		for (uint32_t i = 0; i < n && i < FS_IP_RULES_MAX && verdict != 2; i++) {
+			uint32_t mask = atomic_load_explicit(&s->ip_mask[i], memory_order_relaxed);
+			if ((ip & mask) == atomic_load_explicit(&s->ip_net[i], memory_order_relaxed)) {
+				uint32_t a = atomic_load_explicit(&s->ip_action[i], memory_order_relaxed);
+				verdict = a > (uint32_t)verdict ? (int)a : verdict;
+			}
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&s->ip_seq, memory_order_relaxed) == s1)
+			return verdict;
+	}
+}
+
+/* Writer only: replaces the published IP rules. */
+static inline void fs_snap_ip_publish(struct fs_snapshot *s, const uint32_t *net, const uint32_t *mask,
+                                      const uint8_t *action, uint32_t n)
+{
+	uint64_t seq = atomic_load_explicit(&s->ip_seq, memory_order_relaxed);
+	atomic_store_explicit(&s->ip_seq, seq + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	for (uint32_t i = 0; i < n && i < FS_IP_RULES_MAX; i++) {
+		atomic_store_explicit(&s->ip_net[i], net[i], memory_order_relaxed);
+		atomic_store_explicit(&s->ip_mask[i], mask[i], memory_order_relaxed);
+		atomic_store_explicit(&s->ip_action[i], action[i], memory_order_relaxed);
+	}
+	atomic_store_explicit(&s->ip_count, n, memory_order_relaxed);
+	atomic_store_explicit(&s->ip_seq, seq + 2, memory_order_release);
+}
 
 struct fs_sku_read {
 	uint64_t total, available, reserved, sold, version;

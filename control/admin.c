@@ -5,6 +5,7 @@
 #include "dataplane/http.h"
 #include "dataplane/response.h"
 #include "dataplane/worker.h"
+#include "common/fs_cidr.h"
 #include "writer/draw.h"
 #include "writer/writer.h"
 
@@ -282,6 +283,8 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 	        (unsigned long long)atomic_load(&m->durable_seq));
 	n = put(b, n, "# TYPE flashsale_payments_outstanding gauge\nflashsale_payments_outstanding %llu\n",
 	        (unsigned long long)atomic_load(&m->charges_outstanding));
+	n = put(b, n, "# TYPE flashsale_risk_flags_total counter\nflashsale_risk_flags_total %llu\n",
+	        (unsigned long long)atomic_load(&m->risk_flags));
 	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
 	uint64_t cum = 0;
 	for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {
@@ -393,6 +396,61 @@ static int route_sale(struct ctl_admin *a, const struct dp_request *r, const cha
 	return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
 }
 
+/* POST /admin/ip?cidr=C&action=deny|allow|remove, GET /admin/ip */
+static int route_ip(struct ctl_admin *a, const struct dp_request *r, const char *req, size_t len)
+{
+	if (r->method == DP_M_GET) {
+		size_t n = 0;
+		n += (size_t)snprintf(a->body + n, ADMIN_OUT_BYTES - n, "{\"rules\":[");
+		uint32_t count = atomic_load(&a->cfg.snap->ip_count);
+		for (uint32_t i = 0; i < count && i < FS_IP_RULES_MAX; i++) {
+			struct fs_cidr c = { atomic_load(&a->cfg.snap->ip_net[i]), atomic_load(&a->cfg.snap->ip_mask[i]) };
+			char txt[32];
+			fs_cidr_format(&c, txt, sizeof txt);
+			n += (size_t)snprintf(a->body + n, ADMIN_OUT_BYTES - n, "%s{\"cidr\":\"%s\",\"action\":\"%s\"}",
+			                      i ? "," : "", txt, atomic_load(&a->cfg.snap->ip_action[i]) == 2 ? "allow" : "deny");
+		}
+		n += (size_t)snprintf(a->body + n, ADMIN_OUT_BYTES - n, "]}");
+		return respond(a, 200, "application/json", a->body, n);
+	}
+	char cidr[40], action[16];
+	struct fs_cidr parsed;
+	if (query_get(req, len, "cidr", cidr, sizeof cidr) != 0 || fs_cidr_parse(cidr, strlen(cidr), &parsed) != 0 ||
+	    query_get(req, len, "action", action, sizeof action) != 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "cidr=A.B.C.D[/N] and action=deny|allow|remove", 0);
+	struct fs_cmd cmd;
+	memset(&cmd, 0, sizeof cmd);
+	cmd.type = FS_CMD_IP_RULE;
+	cmd.quantity = strcmp(action, "deny") == 0 ? 1 : strcmp(action, "allow") == 0 ? 2 :
+	               strcmp(action, "remove") == 0 ? 0 : 99;
+	if (cmd.quantity == 99)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "action=deny|allow|remove", 0);
+	cmd.text_len = (uint8_t)strlen(cidr);
+	memcpy(cmd.text, cidr, cmd.text_len);
+	return call_writer(a, &cmd);
+}
+
+/* POST /admin/tiers?user=U&tier=0..4|clear */
+static int route_tier(struct ctl_admin *a, const char *req, size_t len)
+{
+	char user[FS_ID_LEN_MAX + 1], tier[8];
+	if (query_get(req, len, "user", user, sizeof user) != 0 || user[0] == 0 ||
+	    query_get(req, len, "tier", tier, sizeof tier) != 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "user=U (1..64 bytes) and tier=0..4|clear", 0);
+	struct fs_cmd cmd;
+	memset(&cmd, 0, sizeof cmd);
+	cmd.type = FS_CMD_USER_TIER;
+	if (strcmp(tier, "clear") == 0)
+		cmd.quantity = 255;
+	else if (tier[0] >= '0' && tier[0] <= '4' && tier[1] == 0)
+		cmd.quantity = (uint32_t)(tier[0] - '0');
+	else
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "tier=0..4|clear", 0);
+	cmd.user_len = (uint8_t)strlen(user);
+	memcpy(cmd.user, user, cmd.user_len);
+	return call_writer(a, &cmd);
+}
+
 static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp)
 {
 	static const struct dp_http_limits lim = { 2048, 32, ADMIN_REQ_BYTES, 1024 };
@@ -414,6 +472,10 @@ static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp
 	}
 	if (r.path.len > 13 && memcmp(r.path.p, "/admin/sales/", 13) == 0)
 		return route_sale(a, &r, req, len);
+	if (r.path.len == 9 && memcmp(r.path.p, "/admin/ip", 9) == 0)
+		return route_ip(a, &r, req, len);
+	if (r.path.len == 12 && memcmp(r.path.p, "/admin/tiers", 12) == 0 && r.method == DP_M_POST)
+		return route_tier(a, req, len);
 	return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
 }
 

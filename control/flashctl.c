@@ -27,6 +27,11 @@ static const char usage[] =
 "  sale open|pause|freeze|resume|close SKU\n"
 "  sale status SKU            counters (as GET /v1/skus/SKU) plus rates and sink lag\n"
 "  stock add SKU N            add N units to a sale\n"
+"  ip deny|allow|remove CIDR  the operator's IP lists (journaled); deny: 403 at the edge;\n"
+"                             allow: exempt from IP-based limits and scores\n"
+"  ip list                    the IP rules in force\n"
+"  tier set USER T            a user's tier (0..4) when the token has no tier claim\n"
+"  tier clear USER            remove the entry (and the user's risk flag)\n"
 "  metrics                    Prometheus text from the admin socket\n"
 "  drain                      /readyz answers 503 from now on (before a stop)\n"
 "  token --user U [--tier T] [--ttl 1h] [--device D] [--jwt-secret-file F]\n"
@@ -299,6 +304,23 @@ int main(int argc, char **argv)
 		return cmd_sale(argc - i, argv + i);
 	if (strcmp(cmd, "token") == 0)
 		return cmd_token(argc - i, argv + i);
+	if (strcmp(cmd, "ip") == 0 && argc - i == 1 && strcmp(argv[i], "list") == 0)
+		return call("GET", "/admin/ip");
+	if (strcmp(cmd, "ip") == 0 && argc - i == 2) {
+		char target[256];
+		snprintf(target, sizeof target, "/admin/ip?cidr=%s&action=%s", argv[i + 1], argv[i]);
+		return call("POST", target);
+	}
+	if (strcmp(cmd, "tier") == 0 && argc - i == 3 && strcmp(argv[i], "set") == 0) {
+		char target[256];
+		snprintf(target, sizeof target, "/admin/tiers?user=%s&tier=%s", argv[i + 1], argv[i + 2]);
+		return call("POST", target);
+	}
+	if (strcmp(cmd, "tier") == 0 && argc - i == 2 && strcmp(argv[i], "clear") == 0) {
+		char target[256];
+		snprintf(target, sizeof target, "/admin/tiers?user=%s&tier=clear", argv[i + 1]);
+		return call("POST", target);
+	}
 	if (strcmp(cmd, "metrics") == 0)
 		return call("GET", "/metrics");
 	if (strcmp(cmd, "drain") == 0)

@@ -8,6 +8,7 @@
 #include "dataplane/worker.h"
 #include "writer/payment.h"
 #include "writer/sink.h"
+#include "common/fs_cidr.h"
 #include "writer/writer.h"
 
 #include <errno.h>
@@ -46,6 +47,10 @@ struct options {
 	const char *kafka;
 	const char *kafka_topic;
 	const char *redis;
+	struct fs_cidr trusted[16];
+	uint32_t trusted_count;
+	uint32_t ip_rate;
+	uint32_t risk_ip_users;
 };
 
 static const char usage[] =
@@ -74,6 +79,11 @@ static const char usage[] =
 "  --kafka BROKERS             stream every journal record to Kafka (idempotent producer, key = SKU)\n"
 "  --kafka-topic T             topic for --kafka (default flashsale.journal)\n"
 "  --redis HOST:PORT           publish stock:<sku> availability (TTL 5 s, <= 100 updates/s per SKU)\n"
+"  --trusted-proxy CIDR        believe X-Forwarded-For from it and skip IP-based limits for it\n"
+"                              (repeatable; default 127.0.0.0/8)\n"
+"  --ip-rate N                 attempts per minute per untrusted client IP (default 0: off; carrier\n"
+"                              NAT puts many honest users behind one address)\n"
+"  --risk-ip-users N           users from one untrusted IP before they drop to tier 1 (default 50)\n"
 "  --no-demo                   do not create the demo SKU\n"
 "  --no-pin                    do not pin threads to cores\n"
 "  --unsafe-no-sync            skip fdatasync (benchmarks of the CPU path only: NOT durable)\n"
@@ -122,7 +132,7 @@ static void parse_listen(struct options *o, const char *v)
 
 enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONNS, O_USERS, O_RES, O_ORDERS,
        O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_CONFIG, O_HELP,
-       O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS };
+       O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -134,6 +144,7 @@ static const struct option long_opts[] = {
 	{ "no-demo", 0, 0, O_NO_DEMO }, { "no-pin", 0, 0, O_NO_PIN }, { "unsafe-no-sync", 0, 0, O_NO_SYNC },
 	{ "config", 1, 0, O_CONFIG }, { "help", 0, 0, O_HELP }, { "postgres", 1, 0, O_PG },
 	{ "kafka", 1, 0, O_KAFKA }, { "kafka-topic", 1, 0, O_KAFKA_TOPIC }, { "redis", 1, 0, O_REDIS },
+	{ "trusted-proxy", 1, 0, O_TRUSTED }, { "ip-rate", 1, 0, O_IP_RATE }, { "risk-ip-users", 1, 0, O_RISK_IP },
 	{ 0, 0, 0, 0 } };
 
 static void apply_config_file(struct options *o, const char *path);
@@ -165,6 +176,13 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_KAFKA:   o->kafka = strdup(v); break;
 	case O_KAFKA_TOPIC: o->kafka_topic = strdup(v); break;
 	case O_REDIS:   o->redis = strdup(v); break;
+	case O_TRUSTED:
+		if (o->trusted_count >= 16 || fs_cidr_parse(v, strlen(v), &o->trusted[o->trusted_count]) != 0)
+			die("--trusted-proxy: '%s' is not A.B.C.D[/N] (at most 16)", v);
+		o->trusted_count++;
+		break;
+	case O_IP_RATE: o->ip_rate = (uint32_t)parse_u64("ip-rate", v, 0, 1000000); break;
+	case O_RISK_IP: o->risk_ip_users = (uint32_t)parse_u64("risk-ip-users", v, 1, 1000000); break;
 	case O_HELP:    fputs(usage, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
@@ -318,6 +336,10 @@ int main(int argc, char **argv)
 		apply(&o, opt == 'h' ? O_HELP : opt, optarg);
 	if (optind < argc)
 		die("unexpected argument '%s' (see --help)", argv[optind]);
+	if (o.trusted_count == 0) {
+		fs_cidr_parse("127.0.0.0/8", 11, &o.trusted[0]);
+		o.trusted_count = 1;
+	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (mkdir(o.data_dir, 0700) != 0 && errno != EEXIST)
 		die("cannot create --data-dir '%s'", o.data_dir);
@@ -362,6 +384,7 @@ int main(int argc, char **argv)
 		.data_dir = o.data_dir, .limits = o.limits, .batch_count_max = o.batch_max,
 		.port_count = o.workers + 2, .ring_slots = 4096, .segment_bytes = o.segment_mb << 20,
 		.journal_budget_bytes = o.journal_budget_mb << 20, .charge_slots = 4096, .no_sync = o.no_sync,
+		.ip_rate_per_min = o.ip_rate, .risk_ip_users = o.risk_ip_users,
 	};
 	_Atomic int ready = 0;
 	printf("flashsaled: recovering from %s/journal ...\n", o.data_dir);
@@ -400,6 +423,7 @@ int main(int argc, char **argv)
 			            .body_bytes_max = 4096 },
 			.idle_timeout_ms = o.idle_timeout_ms, .request_timeout_ms = o.request_timeout_ms,
 			.quantity_max = o.limits.quantity_max, .ready = &ready,
+			.trusted = o.trusted, .trusted_count = o.trusted_count,
 		};
 		workers[i] = dp_worker_start(&dc, err, sizeof err);
 		if (workers[i] == NULL)

@@ -183,6 +183,10 @@ static void on_accept(struct dp_worker *w, struct io_uring_cqe *cqe)
 		{ refuse_connection(w, fd); return; }
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	struct sockaddr_in peer;
+	socklen_t peer_len = sizeof peer;
+	uint32_t peer_ip = getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0 &&
+	                   peer.sin_family == AF_INET ? ntohl(peer.sin_addr.s_addr) : 0;
 	struct dp_conn *c = &w->conns[w->free_list[--w->free_count]];
 	assert(!c->active && c->ops_inflight == 0);
 	uint32_t idx = c->idx, gen = c->gen;
@@ -191,6 +195,7 @@ static void on_accept(struct dp_worker *w, struct io_uring_cqe *cqe)
 	c->gen = gen;
 	c->fd = fd;
 	c->active = 1;
+	c->auth.peer_ip = peer_ip;
 	c->last_ms = w->proto.route.now_ms;
 	atomic_fetch_add_explicit(&w->stats.conns_accepted, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->stats.conns_open, 1, memory_order_relaxed);
@@ -415,6 +420,8 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 		return NULL;
 	}
 	w->proto.route.jwt = &w->jwt;
+	w->proto.route.trusted = cfg->trusted;
+	w->proto.route.trusted_count = cfg->trusted_count;
 	w->proto.route.quantity_max = cfg->quantity_max;
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
 		snprintf(err, err_len, "worker %u: cannot start thread", cfg->index);

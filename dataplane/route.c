@@ -69,6 +69,37 @@ static int authenticate(const struct dp_route_ctx *ctx, const struct dp_request 
 	return 0;
 }
 
+static int trusted_ip(const struct dp_route_ctx *ctx, uint32_t ip)
+{
+	for (uint32_t i = 0; i < ctx->trusted_count; i++)
+		if (fs_cidr_match(&ctx->trusted[i], ip))
+			return 1;
+	return 0;
+}
+
+/* The client: the socket peer, or -- only when the peer is a trusted proxy
+ * -- the last address in X-Forwarded-For (the one that proxy added). */
+static uint32_t client_ip(const struct dp_route_ctx *ctx, const struct dp_request *req,
+                          const struct dp_auth_cache *auth)
+{
+	uint32_t ip = auth->peer_ip;
+	struct dp_slice x = req->forwarded_for;
+	if (ip == 0 || x.len == 0 || !trusted_ip(ctx, ip))
+		return ip;
+	uint32_t start = x.len;
+	while (start > 0 && x.p[start - 1] != ',')
+		start--;
+	while (start < x.len && x.p[start] == ' ')
+		start++;
+	uint32_t end = x.len;
+	while (end > start && x.p[end - 1] == ' ')
+		end--;
+	struct fs_cidr c;
+	if (fs_cidr_parse(x.p + start, end - start, &c) != 0 || c.mask != 0xffffffffu)
+		return ip;
+	return c.net;
+}
+
 static void cmd_user(struct fs_cmd *cmd, const struct dp_auth_cache *auth)
 {
 	memcpy(cmd->user, auth->claims.sub, auth->claims.sub_len);
@@ -138,6 +169,9 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 	memcpy(cmd->key, req->idempotency_key.p, req->idempotency_key.len);
 	cmd->key_len = (uint8_t)req->idempotency_key.len;
 	cmd->claim_tier = auth->claims.tier >= 0 ? (uint8_t)(auth->claims.tier + 1) : 0;
+	cmd->client_ip = client_ip(ctx, req, auth);
+	cmd->ip_trusted = (uint8_t)(cmd->client_ip == 0 || trusted_ip(ctx, cmd->client_ip) ||
+	                            fs_snap_ip_verdict(ctx->snap, cmd->client_ip) == 2);
 	/* the device for per-device limits: the token's claim, else the header */
 	struct dp_slice dev = { auth->claims.dev, auth->claims.dev_len };
 	if (dev.len == 0)
@@ -236,6 +270,12 @@ void dp_route(const struct dp_route_ctx *ctx, const struct dp_request *req,
 		if (req->method != DP_M_GET && req->method != DP_M_HEAD)
 			{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
 		{ route_health(ctx, req, slice_eq(path, "/readyz"), out, cap, res); return; }
+	}
+	/* the operator's deny list (journaled `flashctl ip deny`); allow wins */
+	uint32_t ip = client_ip(ctx, req, auth);
+	if (ip != 0 && fs_snap_ip_verdict(ctx->snap, ip) == 1) {
+		respond_error(res, out, cap, ka, 403, "forbidden", "address denied by the operator");
+		return;
 	}
 	if (starts_with(path.p, path.len, "/v1/skus/", &rest) && split_path(path, rest, &id, &tail)) {
 		if (tail.p == NULL) {

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "common/fs_cidr.h"
 #include "common/fs_cmd.h"
 #include "common/fs_jwt.h"
 #include "common/fs_snapshot.h"
@@ -23,12 +24,16 @@ struct dp_route_ctx {
 	int64_t now_ms;
 	uint32_t quantity_max;
 	int ready;                      /* 0 while recovering/draining: /readyz 503 */
+	const struct fs_cidr *trusted;  /* trusted proxies/addresses (loopback by default) */
+	uint32_t trusted_count;
 };
 
-/* The last token a connection presented and what it proved. */
+/* Per connection: the last token it presented and what it proved, and
+ * the socket peer (set by the backend at accept; 0 = unknown). */
 struct dp_auth_cache {
 	uint64_t tok_hash[2];           /* 0,0 = empty */
 	struct fs_claims claims;
+	uint32_t peer_ip;               /* IPv4, host order */
 };
 
 enum dp_route_kind { DP_ROUTE_RESPOND = 1, DP_ROUTE_COMMAND = 2 };

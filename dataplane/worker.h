@@ -11,6 +11,7 @@
 #include "common/fs_port.h"
 #include "common/fs_snapshot.h"
 #include "dataplane/http.h"
+#include "common/fs_cidr.h"
 #include "dataplane/route.h"
 
 #define DP_IN_BYTES   16384    /* one connection's unparsed input */
@@ -44,6 +45,8 @@ struct dp_worker_config {
 	uint32_t request_timeout_ms;    /* a request must arrive whole within this */
 	uint32_t quantity_max;
 	_Atomic int *ready;             /* 0 while recovering or draining */
+	const struct fs_cidr *trusted;  /* trusted proxies/addresses: X-Forwarded-For believed, no IP limits */
+	uint32_t trusted_count;
 };
 
 struct dp_worker;

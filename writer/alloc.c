@@ -7,6 +7,7 @@
  */
 #include "writer/alloc.h"
 #include "writer/record.h"
+#include "common/fs_cidr.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -89,6 +90,10 @@ struct wr_user {
 };
 
 struct wr_hold_slot { uint64_t key; uint32_t held; uint32_t bought; };  /* key 0 = empty */
+/* Operator tier table and risk flags, by user (xxh3 of the id; key 0 = empty). */
+struct wr_tier_slot { uint64_t key; int8_t tier; uint8_t flagged; uint8_t _pad[6]; };
+#define WR_TIER_COUNT_MAX 131072u
+#define WR_IP_RULES_MAX   256u
 struct wr_idem_slot { uint64_t h0, h1, val; };                           /* h0 0 = empty */
 
 struct wr_state {
@@ -113,6 +118,12 @@ struct wr_state {
 	uint64_t idem_slot_mask;
 	int64_t  last_t_ms;
 	uint32_t *scratch;           /* reservation_count_max entries: the draw's shuffle */
+	struct wr_tier_slot *tiers;
+	uint32_t tier_slot_mask;
+	uint32_t tier_count;
+	uint32_t ip_rule_count;
+	struct fs_cidr ip_rules[WR_IP_RULES_MAX];
+	uint8_t ip_actions[WR_IP_RULES_MAX];
 	size_t   bytes;
 	void    *mem;
 };
@@ -143,7 +154,7 @@ static uint64_t slots_for(uint64_t count_max) { return pow2_at_least(count_max +
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-struct layout { size_t skus, sku_slots, users, user_slots, res, orders, holds, idem, scratch, total; };
+struct layout { size_t skus, sku_slots, users, user_slots, res, orders, holds, idem, scratch, tiers, total; };
 
 static void layout_compute(const struct wr_limits *l, struct layout *o)
 {
@@ -157,6 +168,7 @@ static void layout_compute(const struct wr_limits *l, struct layout *o)
 	o->holds = off;      off += align64(sizeof(struct wr_hold_slot) * slots_for(l->holding_count_max));
 	o->idem = off;       off += align64(sizeof(struct wr_idem_slot) * slots_for(l->idem_count_max));
 	o->scratch = off;    off += align64(sizeof(uint32_t) * l->reservation_count_max);
+	o->tiers = off;      off += align64(sizeof(struct wr_tier_slot) * slots_for(WR_TIER_COUNT_MAX));
 	o->total = off;
 }
 
@@ -194,6 +206,8 @@ struct wr_state *wr_state_new(const struct wr_limits *l)
 	st->idem = (struct wr_idem_slot *)(base + o.idem);
 	st->idem_slot_mask = slots_for(l->idem_count_max) - 1;
 	st->scratch = (uint32_t *)(base + o.scratch);
+	st->tiers = (struct wr_tier_slot *)(base + o.tiers);
+	st->tier_slot_mask = (uint32_t)slots_for(WR_TIER_COUNT_MAX) - 1;
 	st->bytes = bytes;
 	st->mem = mem;
 	return st;
@@ -1220,6 +1234,114 @@ static void decide_read(struct wr_state *st, struct fs_cmd *c, struct wr_batch_o
 	a->http = 200;
 }
 
+/* ---- fairness rules: operator tier table, risk flags, IP lists ------------------ */
+
+static struct wr_tier_slot *tier_find(struct wr_state *st, const char *user, size_t len, int create)
+{
+	uint64_t key = XXH3_64bits(user, len) | 1;
+	for (uint32_t i = (uint32_t)key & st->tier_slot_mask;; i = (i + 1) & st->tier_slot_mask) {
+		struct wr_tier_slot *t = &st->tiers[i];
+		if (t->key == key)
+			return t;
+		if (t->key == 0) {
+			if (!create || st->tier_count >= WR_TIER_COUNT_MAX)
+				return NULL;
+			st->tier_count++;
+			t->key = key;
+			t->tier = -1;
+			return t;
+		}
+	}
+}
+
+int wr_user_tier(const struct wr_state *st, const char *user, size_t len, int *flagged)
+{
+	struct wr_tier_slot *t = tier_find((struct wr_state *)st, user, len, 0);
+	*flagged = t ? t->flagged : 0;
+	return t ? t->tier : -1;
+}
+
+uint32_t wr_ip_rules(const struct wr_state *st, struct fs_cidr *rules, uint8_t *actions, uint32_t max)
+{
+	uint32_t n = st->ip_rule_count < max ? st->ip_rule_count : max;
+	memcpy(rules, st->ip_rules, n * sizeof *rules);
+	memcpy(actions, st->ip_actions, n);
+	return n;
+}
+
+static void answer_empty(struct wr_batch_out *out, const struct fs_cmd *c)
+{
+	struct fs_ans *a = answer_new(out, c->origin, c->tag);
+	a->http = 200;
+	a->body = FS_BODY_EMPTY;
+}
+
+static void decide_ip_rule(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
+{
+	struct fs_cidr r;
+	if (fs_cidr_parse(c->text, c->text_len, &r) != 0 || c->quantity > 2) {
+		c->err = FS_ERR_BAD_REQUEST;
+		{ answer_error(out, c, c->err); return; }
+	}
+	uint32_t i = 0;
+	while (i < st->ip_rule_count && (st->ip_rules[i].net != r.net || st->ip_rules[i].mask != r.mask))
+		i++;
+	if (c->quantity == 0) {   /* remove */
+		if (i == st->ip_rule_count) {
+			c->err = FS_ERR_NOT_FOUND;
+			{ answer_error(out, c, c->err); return; }
+		}
+		st->ip_rule_count--;
+		memmove(st->ip_rules + i, st->ip_rules + i + 1, (st->ip_rule_count - i) * sizeof r);
+		memmove(st->ip_actions + i, st->ip_actions + i + 1, st->ip_rule_count - i);
+	} else {
+		if (i == st->ip_rule_count) {
+			if (st->ip_rule_count >= WR_IP_RULES_MAX) {
+				c->err = FS_ERR_OVERLOADED;
+				{ answer_error(out, c, c->err); return; }
+			}
+			st->ip_rules[st->ip_rule_count++] = r;
+		}
+		st->ip_actions[i] = (uint8_t)c->quantity;
+	}
+	c->err = FS_OK;
+	record_emit(out, c);
+	answer_empty(out, c);
+}
+
+static void decide_user_tier(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
+{
+	if (c->user_len == 0 || (c->quantity > 4 && c->quantity != 255)) {
+		c->err = FS_ERR_BAD_REQUEST;
+		{ answer_error(out, c, c->err); return; }
+	}
+	struct wr_tier_slot *t = tier_find(st, c->user, c->user_len, 1);
+	if (t == NULL) {
+		c->err = FS_ERR_OVERLOADED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	t->tier = c->quantity == 255 ? -1 : (int8_t)c->quantity;
+	if (c->quantity == 255)
+		t->flagged = 0;   /* the operator clears the entry, risk flag included */
+	c->err = FS_OK;
+	record_emit(out, c);
+	answer_empty(out, c);
+}
+
+/* A risk decision of the writer's admission: the user's tier is lowered for
+ * good (journaled, so a restart keeps it). */
+static void decide_risk_flag(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
+{
+	struct wr_tier_slot *t = c->user_len ? tier_find(st, c->user, c->user_len, 1) : NULL;
+	if (t == NULL || t->flagged) {
+		c->err = t == NULL ? FS_ERR_OVERLOADED : FS_ERR_EXISTS;
+		return;
+	}
+	t->flagged = 1;
+	c->err = FS_OK;
+	record_emit(out, c);
+}
+
 /* ---- the decide step -------------------------------------------------------- */
 
 static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
@@ -1246,6 +1368,9 @@ static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, stru
 	case FS_CMD_ORDER_GET:    { decide_read(st, c, out); return; }
 	case FS_CMD_WAITLIST_SERVE: { decide_serve(st, c, t_ms, out); return; }
 	case FS_CMD_WAITROOM_SERVE: { decide_waitroom_serve(st, c, t_ms, out); return; }
+	case FS_CMD_IP_RULE:      { decide_ip_rule(st, c, out); return; }
+	case FS_CMD_USER_TIER:    { decide_user_tier(st, c, out); return; }
+	case FS_CMD_RISK_FLAG:    { decide_risk_flag(st, c, out); return; }
 	default:
 		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }

@@ -117,6 +117,13 @@ struct wr_sku_view {
 	uint32_t queued;         /* live QUEUED entries */
 };
 
+/* Fairness rules. The operator's tier for a user (-1 when none) and whether
+ * the risk score flagged the user (tier lowered to 1). */
+int wr_user_tier(const struct wr_state *st, const char *user, size_t len, int *flagged);
+struct fs_cidr;
+/* The operator's IP rules (action 1 deny, 2 allow), up to max; returns n. */
+uint32_t wr_ip_rules(const struct wr_state *st, struct fs_cidr *rules, uint8_t *actions, uint32_t max);
+
 /* The waiting room's draw (EVENTS.md): Fisher-Yates from the end over v[],
  * driven by xoshiro256** seeded with SHA-256(seed). Pure; the journal tool
  * uses it to re-derive an opening's order. */

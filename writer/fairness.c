@@ -16,8 +16,12 @@ struct fr_bucket {
 	int64_t  last_ms;        /* time of the last refill */
 	int64_t  units;          /* tokens x UNIT */
 	uint64_t ticket;         /* queue ticket while over quota, 0 = none */
-	int32_t  tier;
-	uint32_t _pad;
+	uint32_t rate;           /* tokens per minute */
+	uint32_t gap_ms;         /* risk: the last gap between two attempts */
+	int64_t  seen_ms;        /* risk: the last attempt */
+	uint64_t other;          /* risk: the last user seen with this key (device, IP) */
+	uint32_t streak;         /* risk: gaps in a row within 2 ms of the one before */
+	uint32_t distinct;       /* risk: times the user behind this key changed */
 };
 
 struct fr_table {
@@ -86,17 +90,17 @@ static struct fr_bucket *find(struct fr_table *t, uint64_t key, int create)
 
 static uint64_t key_of(const char *key, size_t len) { return XXH3_64bits(key, len) | 1; }
 
-static void refill(struct fr_bucket *b, int tier, int64_t now_ms)
+static void refill(struct fr_bucket *b, uint32_t rate, int64_t now_ms)
 {
-	int64_t cap = (int64_t)fr_tier_rate_per_min(tier) * UNIT;
-	if (b->last_ms == 0 || b->tier != tier) {   /* new, or its tier changed: start full */
-		b->units = cap;
-		b->tier = tier;
+	int64_t cap = (int64_t)rate * UNIT;
+	if (b->last_ms == 0 || b->rate != rate) {   /* new, or its rate changed: start full */
+		b->units = b->last_ms == 0 || b->units > cap ? cap : b->units;
+		b->rate = rate;
 		b->last_ms = now_ms;
 		return;
 	}
 	if (now_ms > b->last_ms) {
-		int64_t add = (now_ms - b->last_ms) * (int64_t)fr_tier_rate_per_min(tier);
+		int64_t add = (now_ms - b->last_ms) * (int64_t)rate;
 		b->units = b->units + add > cap ? cap : b->units + add;
 		b->last_ms = now_ms;
 	}
@@ -106,12 +110,17 @@ static void refill(struct fr_bucket *b, int tier, int64_t now_ms)
 int fr_take(struct fr_table *t, const char *key, size_t len, int tier, int64_t now_ms,
             struct fr_verdict *v)
 {
-	if (tier == 0)
-		return 1;
+	return tier == 0 ? 1 : fr_take_rate(t, key, len, fr_tier_rate_per_min(tier), now_ms, v);
+}
+
+int fr_take_rate(struct fr_table *t, const char *key, size_t len, uint32_t rate_per_min, int64_t now_ms,
+                 struct fr_verdict *v)
+{
+	assert(rate_per_min > 0);
 	struct fr_bucket *b = find(t, key_of(key, len), 1);
 	if (b == NULL)
 		return -1;
-	refill(b, tier, now_ms);
+	refill(b, rate_per_min, now_ms);
 	if (b->units >= UNIT) {
 		b->units -= UNIT;
 		if (b->ticket != 0) {
@@ -122,7 +131,7 @@ int fr_take(struct fr_table *t, const char *key, size_t len, int tier, int64_t n
 	}
 	if (b->ticket == 0)
 		b->ticket = ++t->tickets_issued;
-	int64_t rate = fr_tier_rate_per_min(tier);
+	int64_t rate = rate_per_min;
 	int64_t missing = UNIT - b->units;
 	v->retry_after_ms = (uint32_t)((missing + rate - 1) / rate);   /* ceil: never too early */
 	uint64_t ahead = b->ticket > t->tickets_served ? b->ticket - t->tickets_served : 1;
@@ -130,11 +139,40 @@ int fr_take(struct fr_table *t, const char *key, size_t len, int tier, int64_t n
 	return 0;
 }
 
+uint32_t fr_regularity(struct fr_table *t, const char *key, size_t len, int64_t now_ms)
+{
+	struct fr_bucket *b = find(t, key_of(key, len), 1);
+	if (b == NULL)
+		return 0;
+	/* attempts in the same millisecond (parallel connections) say nothing
+	 * about think time: only positive gaps are compared */
+	if (b->seen_ms != 0 && now_ms > b->seen_ms) {
+		uint32_t gap = (uint32_t)(now_ms - b->seen_ms > UINT32_MAX ? UINT32_MAX : now_ms - b->seen_ms);
+		int64_t diff = (int64_t)gap - (int64_t)b->gap_ms;
+		b->streak = gap < 5000 && diff <= 2 && diff >= -2 ? b->streak + 1 : 0;
+		b->gap_ms = gap;
+	}
+	b->seen_ms = now_ms;
+	return b->streak;
+}
+
+uint32_t fr_distinct(struct fr_table *t, const char *key, size_t len, uint64_t other)
+{
+	struct fr_bucket *b = find(t, key_of(key, len), 1);
+	if (b == NULL)
+		return 0;
+	if (b->other != other) {
+		b->other = other;
+		b->distinct++;
+	}
+	return b->distinct;
+}
+
 void fr_refund(struct fr_table *t, const char *key, size_t len)
 {
 	struct fr_bucket *b = find(t, key_of(key, len), 0);
 	if (b == NULL)
 		return;
-	int64_t cap = (int64_t)fr_tier_rate_per_min(b->tier) * UNIT;
+	int64_t cap = (int64_t)b->rate * UNIT;
 	b->units = b->units + UNIT > cap ? cap : b->units + UNIT;
 }

@@ -40,6 +40,20 @@ struct fr_verdict {
 int fr_take(struct fr_table *t, const char *key, size_t len, int tier, int64_t now_ms,
             struct fr_verdict *v);
 
+/* Risk signals (they only ever lower a client's tier):
+ * fr_regularity records an attempt of `key` at now_ms and returns how many
+ * gaps in a row were within 2 ms of the gap before (a client with zero
+ * think time); fr_distinct records that `key` (a device, an IP) was used by
+ * the user whose hash is `other` and returns how many times that user
+ * changed (about how many users share it). 0 when the table is full. */
+uint32_t fr_regularity(struct fr_table *t, const char *key, size_t len, int64_t now_ms);
+uint32_t fr_distinct(struct fr_table *t, const char *key, size_t len, uint64_t other);
+
+/* fr_take with an explicit rate (tokens per minute, > 0; burst = one
+ * minute's tokens): per-IP buckets where the operator sets a rate. */
+int fr_take_rate(struct fr_table *t, const char *key, size_t len, uint32_t rate_per_min, int64_t now_ms,
+                 struct fr_verdict *v);
+
 /* Gives back a token taken by fr_take (the other bucket of a pair refused). */
 void fr_refund(struct fr_table *t, const char *key, size_t len);
 

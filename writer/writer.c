@@ -14,6 +14,7 @@
  * hold deadline wakes it.
  */
 #include "writer/writer.h"
+#include "common/fs_cidr.h"
 #include "writer/draw.h"
 #include "writer/fairness.h"
 #include "writer/journal.h"
@@ -31,6 +32,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define ORIGIN_NONE 0xffu
 #define IDLE_WAIT_MS_MAX 1000
@@ -59,6 +61,10 @@ struct writer {
 	void *on_durable_arg;
 	struct fr_table *user_buckets;
 	struct fr_table *device_buckets;
+	struct fr_table *ip_buckets;      /* risk: users per IP */
+	struct fr_table *ip_rate_buckets; /* --ip-rate */
+	struct fs_cmd flags[WR_FLAGS_PER_BATCH];
+	uint32_t flag_count;
 	_Atomic uint32_t usage[5];
 };
 
@@ -152,6 +158,19 @@ static void publish_sku(struct writer *w, uint32_t idx)
 	(void)rc;
 }
 
+static void publish_ip_rules(struct writer *w)
+{
+	struct fs_cidr rules[FS_IP_RULES_MAX];
+	uint8_t actions[FS_IP_RULES_MAX];
+	uint32_t net[FS_IP_RULES_MAX], mask[FS_IP_RULES_MAX];
+	uint32_t n = wr_ip_rules(w->st, rules, actions, FS_IP_RULES_MAX);
+	for (uint32_t i = 0; i < n; i++) {
+		net[i] = rules[i].net;
+		mask[i] = rules[i].mask;
+	}
+	fs_snap_ip_publish(w->snap, net, mask, actions, n);
+}
+
 static int eventfd_new(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 static int alloc_buffers(struct writer *w)
@@ -212,7 +231,16 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	w->st = wr_state_new(&cfg->limits);
 	w->user_buckets = fr_new(cfg->limits.user_count_max);
 	w->device_buckets = fr_new(cfg->limits.user_count_max);
-	if (w->st == NULL || alloc_buffers(w) != 0 || !w->user_buckets || !w->device_buckets) {
+	w->ip_buckets = fr_new(cfg->limits.user_count_max);
+	w->ip_rate_buckets = fr_new(cfg->limits.user_count_max);
+	if (w->cfg.risk_regular_streak == 0)
+		w->cfg.risk_regular_streak = 8;
+	if (w->cfg.risk_device_users == 0)
+		w->cfg.risk_device_users = 4;
+	if (w->cfg.risk_ip_users == 0)
+		w->cfg.risk_ip_users = 50;
+	if (w->st == NULL || alloc_buffers(w) != 0 || !w->user_buckets || !w->device_buckets ||
+	    !w->ip_buckets || !w->ip_rate_buckets) {
 		snprintf(err, err_len, "cannot reserve memory for the tables (%llu bytes)",
 		         (unsigned long long)wr_state_bytes(&cfg->limits));
 		wr_close(w);
@@ -239,6 +267,7 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	}
 	for (uint32_t i = 0; i < wr_sku_count(w->st); i++)
 		publish_sku(w, i);
+	publish_ip_rules(w);
 	/* orders PENDING at the crash: charge again with the same idempotency key */
 	struct wr_charge ch[64];
 	uint32_t pending = 0, got;
@@ -355,13 +384,18 @@ static uint32_t gather(struct writer *w, int64_t t_ms)
 	return n;
 }
 
-/* Rate limits (fairness.h) for one reservation attempt: 1 admitted, 0 over
- * quota (verdict filled), -1 when a bucket table is full. */
-static int rate_admit(struct writer *w, const struct fs_cmd *c, int64_t t_ms, struct fr_verdict *v)
+/* The tier a reservation attempt is admitted at: the token's claim, else
+ * the operator's table, else the sale's default; a risk flag lowers it to 1
+ * (never raises it; tier 0, exempt, is for trusted clients and stays). */
+static int effective_tier(struct writer *w, const struct fs_cmd *c)
 {
+	int flagged;
+	int table = wr_user_tier(w->st, c->user, c->user_len, &flagged);
 	int tier = 4;
 	if (c->claim_tier != 0) {
 		tier = c->claim_tier - 1;
+	} else if (table >= 0) {
+		tier = table;
 	} else {
 		int idx = wr_sku_find(w->st, c->sku, c->sku_len);
 		if (idx >= 0) {
@@ -372,11 +406,78 @@ static int rate_admit(struct writer *w, const struct fs_cmd *c, int64_t t_ms, st
 	}
 	if (tier < 0 || tier > 4)
 		tier = 1;
+	if (flagged && tier > 1)
+		tier = 1;
+	return tier;
+}
+
+/* The risk signals of one attempt; returns the reason to flag the user, or
+ * NULL. Only non-exempt clients are scored, and IP signals skip trusted
+ * and allow-listed addresses. */
+static const char *risk_reason(struct writer *w, const struct fs_cmd *c, int64_t t_ms)
+{
+	uint64_t user_hash = XXH3_64bits(c->user, c->user_len);
+	if (fr_regularity(w->user_buckets, c->user, c->user_len, t_ms) >= w->cfg.risk_regular_streak)
+		return "regular_timing";
+	if (c->text_len != 0 &&
+	    fr_distinct(w->device_buckets, c->text, c->text_len, user_hash) > w->cfg.risk_device_users)
+		return "shared_device";
+	if (c->client_ip != 0 && !c->ip_trusted &&
+	    fr_distinct(w->ip_buckets, (const char *)&c->client_ip, sizeof c->client_ip, user_hash) >
+	        w->cfg.risk_ip_users)
+		return "many_users_one_ip";
+	return NULL;
+}
+
+/* Queues a journaled risk decision for this batch (bounded per batch; a
+ * user not flagged now is flagged at the next attempt). */
+static void risk_flag(struct writer *w, const struct fs_cmd *c, const char *why)
+{
+	if (w->flag_count >= WR_FLAGS_PER_BATCH)
+		return;
+	for (uint32_t i = 0; i < w->flag_count; i++)
+		if (w->flags[i].user_len == c->user_len && memcmp(w->flags[i].user, c->user, c->user_len) == 0)
+			return;
+	struct fs_cmd *f = &w->flags[w->flag_count++];
+	memset(f, 0, sizeof *f);
+	f->type = FS_CMD_RISK_FLAG;
+	f->origin = ORIGIN_NONE;
+	f->quantity = 1;
+	memcpy(f->user, c->user, c->user_len);
+	f->user_len = c->user_len;
+	f->text_len = (uint8_t)strlen(why);
+	memcpy(f->text, why, f->text_len);
+	atomic_fetch_add_explicit(&w->m.risk_flags, 1, memory_order_relaxed);
+}
+
+/* Rate limits (fairness.h) for one reservation attempt: 1 admitted, 0 over
+ * quota (verdict filled), -1 when a bucket table is full. */
+static int rate_admit(struct writer *w, const struct fs_cmd *c, int64_t t_ms, struct fr_verdict *v)
+{
+	int tier = effective_tier(w, c);
+	if (tier != 0) {
+		int flagged;
+		wr_user_tier(w->st, c->user, c->user_len, &flagged);
+		const char *why = flagged ? NULL : risk_reason(w, c, t_ms);
+		if (why != NULL) {
+			risk_flag(w, c, why);
+			tier = 1;
+		}
+	}
 	int r = fr_take(w->user_buckets, c->user, c->user_len, tier, t_ms, v);
-	if (r == 1 && c->text_len != 0) {
+	if (r == 1 && c->text_len != 0 && tier != 0) {
 		r = fr_take(w->device_buckets, c->text, c->text_len, tier, t_ms, v);
 		if (r != 1)
 			fr_refund(w->user_buckets, c->user, c->user_len);
+	}
+	if (r == 1 && w->cfg.ip_rate_per_min != 0 && c->client_ip != 0 && !c->ip_trusted && tier != 0) {
+		r = fr_take_rate(w->ip_rate_buckets, (const char *)&c->client_ip, sizeof c->client_ip,
+		                 w->cfg.ip_rate_per_min, t_ms, v);
+		if (r != 1) {
+			fr_refund(w->user_buckets, c->user, c->user_len);
+			if (c->text_len != 0)
+				fr_refund(w->device_buckets, c->text, c->text_len);
+		}
 	}
 	return r;
 }
@@ -428,6 +529,10 @@ static uint32_t admit(struct writer *w, uint32_t n, int64_t t_ms)
 		atomic_fetch_add_explicit(&w->m.outcomes[c->type][a.err], 1, memory_order_relaxed);
 		answer_now(w, c, &a);
 	}
+	/* the batch's risk decisions are decided (and journaled) with it */
+	for (uint32_t i = 0; i < w->flag_count && kept < w->cfg.batch_count_max; i++)
+		w->cmds[kept++] = w->flags[i];
+	w->flag_count = 0;
 	return kept;
 }
 
@@ -520,6 +625,11 @@ static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
 			fs_snap_holder_set(w->snap, w->cmds[i].user, w->cmds[i].user_len);
 	for (uint32_t i = 0; i < w->out.sku_touched_count; i++)
 		publish_sku(w, w->out.sku_touched[i]);
+	for (uint32_t i = 0; i < n; i++)
+		if (w->cmds[i].type == FS_CMD_IP_RULE && w->cmds[i].err == FS_OK) {
+			publish_ip_rules(w);
+			break;
+		}
 	release(w);
 	account(w, n);
 }
@@ -614,6 +724,8 @@ void wr_close(struct writer *w)
 	wr_state_free(w->st);
 	fr_free(w->user_buckets);
 	fr_free(w->device_buckets);
+	fr_free(w->ip_buckets);
+	fr_free(w->ip_rate_buckets);
 	free(w->cmds);
 	free(w->out.answers);
 	free(w->out.records);

@@ -15,6 +15,7 @@
 #define WR_PORT_COUNT_MAX   64u
 #define WR_FSYNC_BUCKETS    20        /* 2^i microseconds, i = 0..19 */
 #define WR_BATCH_BUCKETS    14        /* 2^i commands, i = 0..13 */
+#define WR_FLAGS_PER_BATCH  64        /* risk decisions journaled per batch at most */
 
 struct wr_config {
 	const char *data_dir;             /* the journal lives in data_dir/journal */
@@ -27,6 +28,10 @@ struct wr_config {
 	uint32_t charge_slots;            /* payments in flight, power of two */
 	int      no_sync;                 /* benchmarks only */
 	int      quiet;
+	uint32_t ip_rate_per_min;         /* per-IP bucket for untrusted clients; 0 = off (default) */
+	uint32_t risk_regular_streak;     /* gaps in a row within 2 ms that flag a client (default 8) */
+	uint32_t risk_device_users;       /* users on one device id before it flags (default 4) */
+	uint32_t risk_ip_users;           /* users from one untrusted IP before it flags (default 50) */
 };
 
 struct wr_metrics {
@@ -37,6 +42,7 @@ struct wr_metrics {
 	_Atomic uint64_t outcomes[FS_CMD_TYPE_COUNT][FS_ERR_COUNT];
 	_Atomic uint64_t charges_outstanding;
 	_Atomic uint64_t replayed_batches;
+	_Atomic uint64_t risk_flags;
 };
 
 struct writer;
