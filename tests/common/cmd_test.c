@@ -57,9 +57,10 @@ static void test_names_and_codes(void **state)
 		"ok", "sold_out", "limit_reached", "rate_limited", "sale_not_open", "frozen",
 		"overloaded", "unknown_sku", "not_found", "not_cancellable", "expired",
 		"already_checked_out", "bad_request", "exists", "bad_state", "idempotency_key_reused",
+		"forbidden",
 	};
 	static const int codes[FS_ERR_COUNT] = {
-		200, 409, 409, 429, 403, 503, 503, 404, 404, 409, 410, 409, 400, 409, 409, 422,
+		200, 409, 409, 429, 403, 503, 503, 404, 404, 409, 410, 409, 400, 409, 409, 422, 403,
 	};
 	for (int e = 0; e < FS_ERR_COUNT; e++) {
 		assert_string_equal(fs_err_name((enum fs_err)e), names[e]);
@@ -75,6 +76,8 @@ static void test_names_and_codes(void **state)
 	assert_string_equal(fs_res_status_name(FS_RES_PAYING), "PAYING");
 	assert_string_equal(fs_res_status_name(FS_RES_CONFIRMED), "CONFIRMED");
 	assert_string_equal(fs_res_status_name(FS_RES_EXPIRED), "EXPIRED");
+	assert_string_equal(fs_res_status_name(FS_RES_QUEUED), "QUEUED");
+	assert_string_equal(fs_res_status_name(FS_RES_REJECTED), "REJECTED");
 	assert_string_equal(fs_order_status_name(FS_ORDER_PENDING), "PENDING");
 	assert_string_equal(fs_order_status_name(FS_ORDER_PAID), "PAID");
 	assert_string_equal(fs_order_status_name(FS_ORDER_FAILED), "FAILED");
