@@ -347,6 +347,8 @@ static int metrics(struct ctl_admin *a)
 {
 	size_t n = metrics_writer(a, a->body, 0);
 	n = metrics_dataplane(a, a->body, n);
+	if (a->cfg.extra_metrics && n < ADMIN_OUT_BYTES)
+		n += a->cfg.extra_metrics(a->cfg.extra_metrics_ctx, a->body + n, ADMIN_OUT_BYTES - n);
 	n = metrics_skus(a, a->body, n);
 	return respond(a, 200, "text/plain; version=0.0.4", a->body, n);
 }

@@ -38,6 +38,8 @@ struct ctl_admin_config {
 	const char *const *sink_names;
 	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */
 	void **sinks;
+	size_t (*extra_metrics)(void *ctx, char *buf, size_t cap);   /* appended to /metrics (DPDK port) */
+	void *extra_metrics_ctx;
 };
 
 struct ctl_admin;

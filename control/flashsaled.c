@@ -6,6 +6,7 @@
 #include "common/fs_snapshot.h"
 #include "control/admin.h"
 #include "dataplane/worker.h"
+#include "dataplane/dpdk.h"
 #include "writer/payment.h"
 #include "writer/sink.h"
 #include "common/fs_cidr.h"
@@ -43,6 +44,10 @@ struct options {
 	int demo;
 	int no_sync;
 	int pin;
+	const char *dpdk;               /* EAL arguments: the DPDK backend instead of io_uring */
+	const char *dpdk_ip;
+	const char *dpdk_gateway;
+	int busy_poll;
 	const char *postgres;
 	const char *kafka;
 	const char *kafka_topic;
@@ -51,6 +56,7 @@ struct options {
 	uint32_t trusted_count;
 	uint32_t ip_rate;
 	uint32_t risk_ip_users;
+	const char *payment_provider;
 };
 
 static const char usage[] =
@@ -79,6 +85,8 @@ static const char usage[] =
 "  --kafka BROKERS             stream every journal record to Kafka (idempotent producer, key = SKU)\n"
 "  --kafka-topic T             topic for --kafka (default flashsale.journal)\n"
 "  --redis HOST:PORT           publish stock:<sku> availability (TTL 5 s, <= 100 updates/s per SKU)\n"
+"  --payment-provider URL      charge through an HTTP provider (http://HOST[:PORT]/PATH) instead of\n"
+"                              the built-in test provider (see Payments below)\n"
 "  --trusted-proxy CIDR        believe X-Forwarded-For from it and skip IP-based limits for it\n"
 "                              (repeatable; default 127.0.0.0/8)\n"
 "  --ip-rate N                 attempts per minute per untrusted client IP (default 0: off; carrier\n"
@@ -86,15 +94,34 @@ static const char usage[] =
 "  --risk-ip-users N           users from one untrusted IP before they drop to tier 1 (default 50)\n"
 "  --no-demo                   do not create the demo SKU\n"
 "  --no-pin                    do not pin threads to cores\n"
+"  --dpdk \"EAL ARGS\"           DPDK backend (user-space TCP, lwIP) on the port the EAL args give, e.g.\n"
+"                              \"-l 0,1 --vdev=net_af_packet0,iface=eth1\" (--no-huge -m 512 for development);\n"
+"                              one stack lcore, so --workers is 1; --listen gives the TCP port only\n"
+"  --ip A.B.C.D/N              the DPDK backend's own address (required with --dpdk)\n"
+"  --gateway A.B.C.D           its default gateway\n"
+"  --busy-poll                 DPDK: never back off when idle (dedicated cores)\n"
 "  --unsafe-no-sync            skip fdatasync (benchmarks of the CPU path only: NOT durable)\n"
 "  --config FILE               read 'name = value' lines with the option names above\n"
 "  --help                      this text\n"
-"\n"
+"\n";
+
+static const char usage_payments[] =
 "Payments: the built-in test provider charges by token: tok_ok... charged, tok_decline... declined\n"
 "(402 card_declined), tok_slow_<ms>... charged after <ms>, tok_down... unreachable (retried 3 times\n"
 "with backoff, then 402 provider_unavailable; 3 failures in a row open a 1 s circuit breaker during\n"
 "which checkouts get 503), anything else declined (invalid_token). The order id is the idempotency\n"
-"key of every attempt, so a retried charge is never a second charge.\n";
+"key of every attempt, so a retried charge is never a second charge.\n"
+"\n"
+"With --payment-provider URL each attempt is POST URL, Content-Type: application/json,\n"
+"Idempotency-Key: <order id o%016x>, body {\"order_id\",\"amount_cents\",\"currency\":\"USD\",\n"
+"\"payment_token\",\"user\"}. Answers: 200 {\"status\":\"charged\"}: PAID; 402 {\"status\":\"declined\",\n"
+"\"reason\":R}: FAILED (card_declined, or invalid_token when R is \"invalid_token\"); 409: this key was\n"
+"already charged: PAID. Anything else, a connection error or no whole answer within 2 s is retried\n"
+"with the same key (3 attempts, backoff 50 ms doubling), then the order FAILED (provider_unavailable);\n"
+"3 orders failed that way in a row open the 1 s breaker. Orders PENDING at a crash are charged again\n"
+"at start-up with the same key: the provider must charge a key at most once (and answer 409 only for\n"
+"a key it charged). Plain http:// (put a TLS proxy on loopback); the host is resolved at start-up;\n"
+"keep-alive connections, at most 64 requests in flight.\n";
 
 static volatile sig_atomic_t stop_signal;
 static void on_signal(int sig) { stop_signal = sig; }
@@ -132,7 +159,8 @@ static void parse_listen(struct options *o, const char *v)
 
 enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONNS, O_USERS, O_RES, O_ORDERS,
        O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_CONFIG, O_HELP,
-       O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP };
+       O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
+       O_BUSY_POLL, O_PAY };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -142,9 +170,10 @@ static const struct option long_opts[] = {
 	{ "segment-mb", 1, 0, O_SEGMENT }, { "journal-budget-mb", 1, 0, O_BUDGET },
 	{ "idle-timeout-ms", 1, 0, O_IDLE }, { "request-timeout-ms", 1, 0, O_REQ },
 	{ "no-demo", 0, 0, O_NO_DEMO }, { "no-pin", 0, 0, O_NO_PIN }, { "unsafe-no-sync", 0, 0, O_NO_SYNC },
-	{ "config", 1, 0, O_CONFIG }, { "help", 0, 0, O_HELP }, { "postgres", 1, 0, O_PG },
+	{ "config", 1, 0, O_CONFIG }, { "dpdk", 1, 0, O_DPDK }, { "ip", 1, 0, O_DPDK_IP },
+	{ "gateway", 1, 0, O_DPDK_GW }, { "busy-poll", 0, 0, O_BUSY_POLL }, { "help", 0, 0, O_HELP }, { "postgres", 1, 0, O_PG },
 	{ "kafka", 1, 0, O_KAFKA }, { "kafka-topic", 1, 0, O_KAFKA_TOPIC }, { "redis", 1, 0, O_REDIS },
-	{ "trusted-proxy", 1, 0, O_TRUSTED }, { "ip-rate", 1, 0, O_IP_RATE }, { "risk-ip-users", 1, 0, O_RISK_IP },
+	{ "payment-provider", 1, 0, O_PAY }, { "trusted-proxy", 1, 0, O_TRUSTED }, { "ip-rate", 1, 0, O_IP_RATE }, { "risk-ip-users", 1, 0, O_RISK_IP },
 	{ 0, 0, 0, 0 } };
 
 static void apply_config_file(struct options *o, const char *path);
@@ -172,6 +201,10 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_NO_PIN:  o->pin = 0; break;
 	case O_NO_SYNC: o->no_sync = 1; break;
 	case O_CONFIG:  apply_config_file(o, v); break;
+	case O_DPDK:    o->dpdk = strdup(v); break;
+	case O_DPDK_IP: o->dpdk_ip = strdup(v); break;
+	case O_DPDK_GW: o->dpdk_gateway = strdup(v); break;
+	case O_BUSY_POLL: o->busy_poll = 1; break;
 	case O_PG:      o->postgres = strdup(v); break;
 	case O_KAFKA:   o->kafka = strdup(v); break;
 	case O_KAFKA_TOPIC: o->kafka_topic = strdup(v); break;
@@ -181,9 +214,16 @@ static void apply(struct options *o, int opt, const char *v)
 			die("--trusted-proxy: '%s' is not A.B.C.D[/N] (at most 16)", v);
 		o->trusted_count++;
 		break;
+	case O_PAY: {
+		char perr[512];
+		if (pay_provider_check(v, perr, sizeof perr) != 0)
+			die("--payment-provider: %s", perr);
+		o->payment_provider = strdup(v);
+		break;
+	}
 	case O_IP_RATE: o->ip_rate = (uint32_t)parse_u64("ip-rate", v, 0, 1000000); break;
 	case O_RISK_IP: o->risk_ip_users = (uint32_t)parse_u64("risk-ip-users", v, 1, 1000000); break;
-	case O_HELP:    fputs(usage, stdout); exit(0);
+	case O_HELP:    fputs(usage, stdout); fputs(usage_payments, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
 }
@@ -341,6 +381,16 @@ int main(int argc, char **argv)
 		o.trusted_count = 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+#ifndef FS_HAVE_DPDK
+	if (o.dpdk)
+		die("--dpdk: this flashsaled was built without the DPDK backend (%s)", "apt-get install libdpdk-dev liblwip-dev, rebuild");
+#endif
+	if (o.dpdk && o.dpdk_ip == NULL)
+		die("--dpdk needs --ip A.B.C.D/N (the stack's own address on the DPDK port)%s", "");
+	if (!o.dpdk && (o.dpdk_ip || o.dpdk_gateway || o.busy_poll))
+		die("--ip, --gateway and --busy-poll go with --dpdk%s", "");
+	if (o.dpdk)
+		o.workers = 1;   /* one lwIP stack per process: one stack lcore (dataplane/dpdk.h) */
 	if (mkdir(o.data_dir, 0700) != 0 && errno != EEXIST)
 		die("cannot create --data-dir '%s'", o.data_dir);
 	if (o.jwt_secret_file == NULL) {
@@ -374,8 +424,8 @@ int main(int argc, char **argv)
 	if (tcp_host)
 		admin_token = admin_token_load(o.admin_token_file ? o.admin_token_file : path_in(o.data_dir, "admin.token"));
 
-	int listen_fd = dp_listen(o.listen_host, o.listen_port, err, sizeof err);
-	if (listen_fd < 0)
+	int listen_fd = o.dpdk ? -1 : dp_listen(o.listen_host, o.listen_port, err, sizeof err);
+	if (listen_fd < 0 && !o.dpdk)
 		die("%s", err);
 	struct fs_snapshot *snap = mmap(NULL, sizeof *snap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (snap == MAP_FAILED)
@@ -407,13 +457,16 @@ int main(int argc, char **argv)
 	struct fs_port *pay_port = wr_port(w, o.workers + 1);
 	struct pay_config pc = { .charges = wr_charge_ring(w), .waker = wr_charge_waker(w), .port = pay_port,
 	                         .outstanding = &((struct wr_metrics *)m)->charges_outstanding,
-	                         .payments_open = &snap->payments_open };
+	                         .payments_open = &snap->payments_open, .provider_url = o.payment_provider };
 	struct payments *pay = pay_start(&pc);
 	if (pay == NULL)
 		die("%s", "cannot start the payment thread");
+	printf("flashsaled: payments: %s%s\n", o.payment_provider ? "HTTP provider " : "built-in test provider",
+	       o.payment_provider ? o.payment_provider : " (tokens tok_ok, tok_decline, tok_slow_<ms>, tok_down)");
 	if (o.demo)
 		create_demo(admin_port);
 	struct dp_worker *workers[WORKERS_MAX];
+	struct dp_dpdk *dpdk = NULL;
 	for (uint32_t i = 0; i < o.workers; i++) {
 		struct dp_worker_config dc = {
 			.index = i, .cpu = o.pin && cores > 1 ? (int)(1 + i % (uint32_t)(cores - 1)) : -1,
@@ -425,16 +478,25 @@ int main(int argc, char **argv)
 			.quantity_max = o.limits.quantity_max, .ready = &ready,
 			.trusted = o.trusted, .trusted_count = o.trusted_count,
 		};
+		if (o.dpdk) {
+			struct dp_dpdk_config ddc = { .eal_args = o.dpdk, .ip = o.dpdk_ip, .gateway = o.dpdk_gateway,
+			                              .tcp_port = o.listen_port, .busy_poll = o.busy_poll, .worker = dc };
+			dpdk = dp_dpdk_start(&ddc, err, sizeof err);
+			if (dpdk == NULL)
+				die("%s", err);
+			break;
+		}
 		workers[i] = dp_worker_start(&dc, err, sizeof err);
 		if (workers[i] == NULL)
 			die("%s", err);
 	}
 	struct ctl_admin_config ac = { .unix_path = unix_path, .tcp_host = tcp_host, .tcp_port = tcp_port,
 	                               .admin_token = admin_token, .writer = w, .port = admin_port, .snap = snap,
-	                               .workers = workers, .worker_count = o.workers, .ready = &ready,
+	                               .workers = workers, .worker_count = dpdk ? 0 : o.workers, .ready = &ready,
 	                               .data_dir = o.data_dir,
 	                               .sink_count = sk.count, .sink_names = sk.names,
-	                               .sink_applied = sink_applied, .sinks = sk.ptrs };
+	                               .sink_applied = sink_applied, .sinks = sk.ptrs,
+	                               .extra_metrics = dpdk ? dp_dpdk_metrics_cb : NULL, .extra_metrics_ctx = dpdk };
 	struct ctl_admin *admin = ctl_admin_start(&ac, err, sizeof err);
 	if (admin == NULL)
 		die("%s", err);
@@ -449,9 +511,13 @@ int main(int argc, char **argv)
 		pause();
 	printf("flashsaled: stopping (signal %d)\n", (int)stop_signal);
 	atomic_store(&ready, 0);
-	for (uint32_t i = 0; i < o.workers; i++)
-		dp_worker_stop(workers[i]);
-	close(listen_fd);
+	if (dpdk)
+		dp_dpdk_stop(dpdk);
+	else
+		for (uint32_t i = 0; i < o.workers; i++)
+			dp_worker_stop(workers[i]);
+	if (listen_fd >= 0)
+		close(listen_fd);
 	ctl_admin_stop(admin);
 	pay_stop(pay);
 	wr_stop(w);

@@ -58,9 +58,12 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 /* Feeds one received Ethernet frame (copied: the caller may free it at once). */
 void dp_lwip_input(struct dp_lwip *g, const void *frame, uint32_t len);
 
-/* Timers, writer answers, output, housekeeping. Returns how much work it
- * found (answers drained + connections flushed); 0 means idle. */
-uint32_t dp_lwip_poll(struct dp_lwip *g);
+/* Timers, writer answers, output, housekeeping. now_ms is the wall clock
+ * (CLOCK_REALTIME, ms: token expiry, timeouts); the caller may derive it
+ * from the TSC instead of a clock_gettime per loop. lwIP's timers run when
+ * it changes. Returns how much work it found (answers drained +
+ * connections serviced); 0 means idle. */
+uint32_t dp_lwip_poll(struct dp_lwip *g, int64_t now_ms);
 
 /* Aborts every connection (RST) and the listener; frees the slots. */
 void dp_lwip_close(struct dp_lwip *g);

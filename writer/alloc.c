@@ -300,10 +300,17 @@ static struct wr_hold_slot *hold_find(struct wr_state *st, uint32_t user, uint32
 
 enum { IDEM_RESERVE = 1, IDEM_CHECKOUT = 2 };
 
+/* The identity of an idempotency key: user index, kind and key bytes as one
+ * unambiguous input (a seed would not do: for short inputs XXH3 mixes the
+ * seed in linearly, and keys of different users could collide). */
 static XXH128_hash_t idem_hash(uint32_t user, int kind, const char *key, size_t len)
 {
-	uint64_t seed = ((uint64_t)user << 8) | (uint64_t)kind;
-	return XXH3_128bits_withSeed(key, len, seed);
+	uint8_t buf[5 + FS_ID_LEN_MAX];
+	assert(len <= FS_ID_LEN_MAX);
+	memcpy(buf, &user, 4);
+	buf[4] = (uint8_t)kind;
+	memcpy(buf + 5, key, len);
+	return XXH3_128bits(buf, 5 + len);
 }
 
 /* Finds the slot for (user, kind, key): the matching one, or the empty one
@@ -770,6 +777,7 @@ static void decide_create(struct wr_state *st, struct fs_cmd *c, struct wr_batch
 		{ answer_error(out, c, c->err); return; }
 	}
 	if (c->sale.hold_ms == 0 || c->sale.default_tier > 4 || c->sale.price_cents < 0 ||
+	    c->sale.price_cents > (INT64_C(1) << 40) ||
 	    c->sale.total > (UINT64_C(1) << 48)) {
 		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }
@@ -950,9 +958,9 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	uint8_t status;
 	if (queue)
 		status = FS_RES_QUEUED;
-	else if (k->available >= c->quantity)
-		status = FS_RES_RESERVED;
-	else if (k->args.waitlist_max > k->wl_count && k->reserved > 0)
+	else if (k->available >= c->quantity && k->wl_count == 0)
+		status = FS_RES_RESERVED;   /* units waiting for the waitlist are not for newcomers */
+	else if (k->args.waitlist_max > k->wl_count && (k->reserved > 0 || k->wl_count > 0))
 		status = FS_RES_WAITLISTED;
 	else {
 		c->err = FS_ERR_SOLD_OUT;
@@ -1107,7 +1115,7 @@ static void checkout_repeat(struct wr_state *st, struct fs_cmd *c, uint64_t orde
 	}
 	struct fs_ans *a = answer_new(out, c->origin, c->tag);
 	fill_order(st, order_no, a, FS_BODY_CHECKOUT);
-	a->http = o->status == FS_ORDER_FAILED ? 402 : 200;
+	a->http = o->status == FS_ORDER_FAILED ? 402 : o->status == FS_ORDER_PAID ? 200 : 202;
 }
 
 static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
@@ -1122,18 +1130,18 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 		{ answer_error(out, c, c->err); return; }
 	}
 	struct wr_idem_slot *is = idem_slot(st, r->user, IDEM_CHECKOUT, c->key, c->key_len);
-	if (is == NULL || st->order_count >= st->lim.order_count_max) {
-		c->err = FS_ERR_OVERLOADED;
-		{ answer_error(out, c, c->err); return; }
-	}
-	if (is->h0 != 0) {
+	if (is != NULL && is->h0 != 0) {
 		if (st->orders[is->val - 1].res_no != c->ref) {
 			c->err = FS_ERR_KEY_REUSED;
 			{ answer_error(out, c, c->err); return; }
 		}
 		{ checkout_repeat(st, c, is->val, out); return; }
 	}
-	enum fs_err e = checkout_refusal(r, t_ms);
+	if (is == NULL || st->order_count >= st->lim.order_count_max) {
+		c->err = FS_ERR_OVERLOADED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	enum fs_err e = st->skus[r->sku].state == FS_SALE_FROZEN ? FS_ERR_FROZEN : checkout_refusal(r, t_ms);
 	if (e != FS_OK) {
 		c->err = (uint8_t)e;
 		{ answer_error(out, c, e); return; }
@@ -1174,7 +1182,8 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 {
 	struct wr_order *o = order_get(st, c->ref);
 	if (o == NULL || o->status != FS_ORDER_PENDING ||
-	    (c->pay != FS_PAY_OK && c->pay != FS_PAY_DECLINED && c->pay != FS_PAY_ERROR)) {
+	    (c->pay != FS_PAY_OK && c->pay != FS_PAY_DECLINED && c->pay != FS_PAY_ERROR &&
+	     c->pay != FS_PAY_INVALID)) {
 		c->err = FS_ERR_BAD_STATE;   /* late duplicate: the outcome is already known */
 		return;
 	}
@@ -1350,6 +1359,11 @@ static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, stru
 	c->out_ref = 0;
 	c->out_val = 0;
 	c->out_status = 0;
+	if (c->sku_len > FS_SKU_LEN_MAX || c->user_len > FS_ID_LEN_MAX || c->key_len > FS_ID_LEN_MAX ||
+	    c->text_len > FS_ID_LEN_MAX) {   /* producers use fs_field_set; never trust it */
+		c->err = FS_ERR_BAD_REQUEST;
+		{ answer_error(out, c, c->err); return; }
+	}
 	switch (c->type) {
 	case FS_CMD_SALE_CREATE:  { decide_create(st, c, out); return; }
 	case FS_CMD_SALE_OPEN:

@@ -249,17 +249,43 @@ class Server:
     def log_path(self):
         return os.path.join(self.data_dir, "server-%d.log" % self.starts)
 
-    def start(self, wait=True, timeout=30):
-        assert self.proc is None or self.proc.poll() is not None
-        self.starts += 1
-        self.logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv(), stdout=self.logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        if wait:
-            self.wait_healthy(timeout)
-        return self
+    # How often start() found the port still held by the previous instance
+    # (see start(retry_busy=...)); reported by the tests that care.
+    port_busy_retries = 0
 
-    def wait_healthy(self, timeout=30, path="/healthz"):
+    def start(self, wait=True, timeout=30, retry_busy=True):
+        """Starts flashsaled; with wait, until /readyz answers 200.
+
+        retry_busy: right after a previous instance on the same port exited
+        (kill -9 especially), the kernel may still hold its listening socket
+        for a few ms (io_uring tears its rings down asynchronously), and
+        flashsaled exits with 'Address already in use'. With retry_busy the
+        start is retried for up to 3 s (counted in Server.port_busy_retries);
+        test_crash.py checks that without it."""
+        assert self.proc is None or self.proc.poll() is not None
+        deadline = time.time() + 3
+        while True:
+            self.starts += 1
+            self.logf = open(self.log_path, "wb")
+            self.proc = subprocess.Popen(self.argv(), stdout=self.logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+            if not wait:
+                return self
+            try:
+                self.wait_healthy(timeout)
+                return self
+            except RuntimeError:
+                if not (retry_busy and self.proc.poll() is not None and "Address already in use" in self.log()
+                        and time.time() < deadline):
+                    raise
+                Server.port_busy_retries += 1
+                log("fsclient: port %d still busy after the previous flashsaled exited; retrying" % self.port)
+                self.logf.close()
+                self.logf = None
+                time.sleep(0.05)
+
+    def wait_healthy(self, timeout=30, path="/readyz"):
+        """/readyz (200 once the admin socket is up too; /healthz answers earlier)."""
         deadline = time.time() + timeout
         last = None
         while time.time() < deadline:

@@ -1,0 +1,912 @@
+/* model.c - the reference model of the decide step (see model.h).
+ *
+ * Everything is an array; every question is answered by a linear scan of
+ * the reservations, orders or users. Counters are kept only where API.md
+ * defines them (total/available/reserved/sold/version of a SKU); a user's
+ * holding for the per-user limit is recomputed from the reservations'
+ * statuses every time.
+ */
+#include "tests/writer/model.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct m_sku {
+	char     name[FS_SKU_LEN_MAX];
+	uint8_t  name_len;
+	uint8_t  state;                 /* stored state (never sold_out) */
+	uint64_t total, available, reserved, sold, version;
+	struct fs_sale_args args;
+	uint64_t wl[M_WL_MAX];          /* WAITLISTED reservations, first in line first */
+	uint32_t wl_len;
+	uint32_t joins;                 /* reservations that ever joined the waitlist */
+};
+
+struct m_user {
+	char    name[FS_ID_LEN_MAX];
+	uint8_t len;
+};
+
+struct m_res {
+	uint32_t sku, user, qty;
+	uint8_t  status;
+	uint8_t  orig_status;           /* status of the first answer */
+	int64_t  expires_ms;            /* 0 while waitlisted */
+	int64_t  orig_expires_ms;
+	uint64_t order_no;
+	uint64_t reserved_seq;          /* when it (last) became RESERVED */
+	char     key[FS_ID_LEN_MAX];
+	uint8_t  key_len;
+};
+
+struct m_order {
+	uint64_t res_no;
+	uint32_t user;
+	uint8_t  status, reason;
+	int64_t  amount, paid_at;
+	char     key[FS_ID_LEN_MAX];
+	uint8_t  key_len;
+	char     token[FS_ID_LEN_MAX];
+	uint8_t  token_len;
+	int      has_waiter;
+	uint8_t  waiter_origin;
+	uint64_t waiter_tag;
+};
+
+struct model {
+	struct wr_limits lim;
+	struct m_sku skus[M_SKU_MAX];
+	uint32_t sku_count;
+	struct m_user *users;
+	uint32_t user_count;
+	struct m_res *res;              /* index = reservation number - 1 */
+	uint64_t res_count;
+	struct m_order *orders;         /* index = order number - 1 */
+	uint64_t order_count;
+	uint8_t *pair_seen;             /* [user * M_SKU_MAX + sku]: has had a reservation */
+	uint32_t pair_count;
+	uint32_t idem_count;            /* reserve keys + checkout keys claimed */
+	uint64_t reserved_seq;
+};
+
+struct model *model_new(const struct wr_limits *lim)
+{
+	assert(lim->sku_count_max <= M_SKU_MAX);
+	struct model *m = calloc(1, sizeof *m);
+	assert(m != NULL);
+	m->lim = *lim;
+	m->users = calloc(lim->user_count_max, sizeof *m->users);
+	m->res = calloc(lim->reservation_count_max, sizeof *m->res);
+	m->orders = calloc(lim->order_count_max, sizeof *m->orders);
+	m->pair_seen = calloc((size_t)lim->user_count_max * M_SKU_MAX, 1);
+	assert(m->users && m->res && m->orders && m->pair_seen);
+	return m;
+}
+
+void model_free(struct model *m)
+{
+	if (m == NULL)
+		return;
+	free(m->users);
+	free(m->res);
+	free(m->orders);
+	free(m->pair_seen);
+	free(m);
+}
+
+/* ---- lookups: linear scans ------------------------------------------------ */
+
+static int same(const char *a, size_t alen, const char *b, size_t blen)
+{
+	return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+static int sku_find(const struct model *m, const char *name, size_t len)
+{
+	for (uint32_t i = 0; i < m->sku_count; i++)
+		if (same(m->skus[i].name, m->skus[i].name_len, name, len))
+			return (int)i;
+	return -1;
+}
+
+static int user_find(const struct model *m, const char *name, size_t len)
+{
+	for (uint32_t i = 0; i < m->user_count; i++)
+		if (same(m->users[i].name, m->users[i].len, name, len))
+			return (int)i;
+	return -1;
+}
+
+static struct m_res *res_get(struct model *m, uint64_t res_no)
+{
+	return res_no >= 1 && res_no <= m->res_count ? &m->res[res_no - 1] : NULL;
+}
+
+static struct m_order *order_get(struct model *m, uint64_t order_no)
+{
+	return order_no >= 1 && order_no <= m->order_count ? &m->orders[order_no - 1] : NULL;
+}
+
+/* The reservation res_no if the command's user owns it. */
+static struct m_res *res_owned(struct model *m, const struct fs_cmd *c, uint64_t res_no)
+{
+	struct m_res *r = res_get(m, res_no);
+	if (r == NULL)
+		return NULL;
+	const struct m_user *u = &m->users[r->user];
+	return same(u->name, u->len, c->user, c->user_len) ? r : NULL;
+}
+
+/* Units of this SKU the user holds (waitlisted, reserved, paying) or bought. */
+static uint64_t user_units(const struct model *m, uint32_t user, uint32_t sku)
+{
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < m->res_count; i++) {
+		const struct m_res *r = &m->res[i];
+		if (r->user != user || r->sku != sku)
+			continue;
+		if (r->status == FS_RES_WAITLISTED || r->status == FS_RES_RESERVED ||
+		    r->status == FS_RES_PAYING || r->status == FS_RES_CONFIRMED)
+			n += r->qty;
+	}
+	return n;
+}
+
+static uint8_t published(const struct m_sku *k)
+{
+	return k->state == FS_SALE_OPEN && k->available == 0 ? FS_SALE_SOLD_OUT : k->state;
+}
+
+/* 1-based place in the waitlist, 0 when not there. */
+static uint32_t wl_position(const struct m_sku *k, uint64_t res_no)
+{
+	for (uint32_t i = 0; i < k->wl_len; i++)
+		if (k->wl[i] == res_no)
+			return i + 1;
+	return 0;
+}
+
+static void wl_remove(struct m_sku *k, uint64_t res_no)
+{
+	uint32_t p = wl_position(k, res_no);
+	assert(p != 0);
+	memmove(&k->wl[p - 1], &k->wl[p], (k->wl_len - p) * sizeof k->wl[0]);
+	k->wl_len--;
+}
+
+/* ---- answers ------------------------------------------------------------- */
+
+static struct m_ans *ans_new(struct m_effect *e, uint8_t origin, uint64_t tag)
+{
+	assert(e->answer_count < 2);
+	struct m_ans *a = &e->answers[e->answer_count++];
+	memset(a, 0, sizeof *a);
+	a->origin = origin;
+	a->ans.tag = tag;
+	return a;
+}
+
+static void ans_error(struct m_effect *e, const struct fs_cmd *c, enum fs_err err)
+{
+	struct m_ans *a = ans_new(e, c->origin, c->tag);
+	a->ans.http = (uint16_t)fs_err_http(err);
+	a->ans.err = (uint8_t)err;
+	a->ans.body = FS_BODY_ERROR;
+}
+
+static void fill_sale(const struct model *m, uint32_t sku, struct m_ans *a)
+{
+	const struct m_sku *k = &m->skus[sku];
+	a->ans.body = FS_BODY_SALE;
+	memcpy(a->ans.sku, k->name, k->name_len);
+	a->ans.sku_len = k->name_len;
+	a->ans.state = published(k);
+	a->ans.total = k->total;
+	a->ans.available = k->available;
+	a->ans.reserved = k->reserved;
+	a->ans.sold = k->sold;
+	a->ans.version = k->version;
+}
+
+static void fill_res(const struct model *m, uint64_t res_no, struct m_ans *a)
+{
+	const struct m_res *r = &m->res[res_no - 1];
+	const struct m_sku *k = &m->skus[r->sku];
+	a->ans.body = FS_BODY_RES;
+	a->ans.res_no = res_no;
+	a->ans.res_status = r->status;
+	a->ans.quantity = r->qty;
+	a->ans.expires_at_ms = r->expires_ms;
+	a->ans.order_no = r->order_no;
+	memcpy(a->ans.sku, k->name, k->name_len);
+	a->ans.sku_len = k->name_len;
+	if (r->status == FS_RES_WAITLISTED) {
+		a->pos_rule = 1;
+		a->pos_min = wl_position(k, res_no);
+		a->pos_max = k->joins;
+		a->ans.position = a->pos_min;
+	}
+}
+
+static void fill_order(const struct model *m, uint64_t order_no, struct m_ans *a, uint8_t body)
+{
+	const struct m_order *o = &m->orders[order_no - 1];
+	fill_res(m, o->res_no, a);
+	a->ans.body = body;
+	a->ans.order_no = order_no;
+	a->ans.order_status = o->status;
+	a->ans.reason = o->reason;
+	a->ans.amount_cents = o->amount;
+	a->ans.paid_at_ms = o->paid_at;
+}
+
+/* ---- the waitlist -------------------------------------------------------- */
+
+/* Hands available units to the head of the waitlist, first come first
+ * served, while the head's quantity fits; at most M_PROMOTE_MAX. */
+static void serve(struct model *m, uint32_t sku, int64_t t_ms, struct m_effect *e)
+{
+	struct m_sku *k = &m->skus[sku];
+	while (k->wl_len > 0 && e->promoted_count < M_PROMOTE_MAX) {
+		uint64_t res_no = k->wl[0];
+		struct m_res *r = &m->res[res_no - 1];
+		assert(r->status == FS_RES_WAITLISTED);
+		if (k->state != FS_SALE_OPEN || k->available < r->qty)
+			break;
+		wl_remove(k, res_no);
+		k->available -= r->qty;
+		k->reserved += r->qty;
+		r->status = FS_RES_RESERVED;
+		r->expires_ms = t_ms + k->args.hold_ms;
+		r->reserved_seq = ++m->reserved_seq;
+		e->promoted[e->promoted_count] = res_no;
+		e->promoted_expires[e->promoted_count] = r->expires_ms;
+		e->promoted_count++;
+	}
+}
+
+static int serve_ready(const struct model *m, uint32_t sku)
+{
+	const struct m_sku *k = &m->skus[sku];
+	return k->state == FS_SALE_OPEN && k->wl_len > 0 && m->res[k->wl[0] - 1].qty <= k->available;
+}
+
+/* A live hold's units go back to the SKU. */
+static void units_back(struct model *m, struct m_res *r)
+{
+	struct m_sku *k = &m->skus[r->sku];
+	assert(k->reserved >= r->qty);
+	k->reserved -= r->qty;
+	k->available += r->qty;
+}
+
+/* ---- admin ----------------------------------------------------------------- */
+
+static void do_create(struct model *m, const struct fs_cmd *c, struct m_effect *e)
+{
+	if (c->sku_len == 0)
+		{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
+	if (sku_find(m, c->sku, c->sku_len) >= 0)
+		{ ans_error(e, c, FS_ERR_EXISTS); return; }
+	if (m->sku_count >= m->lim.sku_count_max)
+		{ ans_error(e, c, FS_ERR_OVERLOADED); return; }
+	if (c->sale.hold_ms == 0 || c->sale.default_tier > 4 || c->sale.price_cents < 0 ||
+	    c->sale.total > (UINT64_C(1) << 48))
+		{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
+	uint32_t idx = m->sku_count++;
+	struct m_sku *k = &m->skus[idx];
+	memset(k, 0, sizeof *k);
+	memcpy(k->name, c->sku, c->sku_len);
+	k->name_len = c->sku_len;
+	k->args = c->sale;
+	k->state = FS_SALE_SCHEDULED;
+	k->total = k->available = c->sale.total;
+	k->version = 1;
+	e->journaled = 1;
+	e->out_status = FS_SALE_SCHEDULED;
+	struct m_ans *a = ans_new(e, c->origin, c->tag);
+	fill_sale(m, idx, a);
+	a->ans.http = 201;
+}
+
+/* The stored state an admin verb leads to from `from`, or -1 (bad_state). */
+static int admin_to(uint8_t type, uint8_t from)
+{
+	switch (type) {
+	case FS_CMD_SALE_OPEN:
+		if (from == FS_SALE_SCHEDULED || from == FS_SALE_PAUSED || from == FS_SALE_OPEN)
+			return FS_SALE_OPEN;
+		return -1;
+	case FS_CMD_SALE_PAUSE:
+		if (from == FS_SALE_OPEN || from == FS_SALE_PAUSED)
+			return FS_SALE_PAUSED;
+		return -1;
+	case FS_CMD_SALE_FREEZE:
+		if (from != FS_SALE_CLOSED)
+			return FS_SALE_FROZEN;
+		return -1;
+	case FS_CMD_SALE_RESUME:
+		if (from == FS_SALE_PAUSED || from == FS_SALE_FROZEN || from == FS_SALE_OPEN)
+			return FS_SALE_OPEN;
+		return -1;
+	case FS_CMD_SALE_CLOSE:
+		return FS_SALE_CLOSED;
+	default:
+		return -1;
+	}
+}
+
+static void do_admin(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	int idx = sku_find(m, c->sku, c->sku_len);
+	if (idx < 0)
+		{ ans_error(e, c, FS_ERR_UNKNOWN_SKU); return; }
+	struct m_sku *k = &m->skus[idx];
+	if (c->type == FS_CMD_SALE_GET) {
+		struct m_ans *a = ans_new(e, c->origin, c->tag);
+		fill_sale(m, (uint32_t)idx, a);
+		a->ans.http = 200;
+		return;
+	}
+	if (c->type == FS_CMD_STOCK_ADD) {
+		if (c->quantity == 0)
+			{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
+		if (k->state == FS_SALE_CLOSED)
+			{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
+		k->total += c->quantity;
+		k->available += c->quantity;
+	} else {
+		int to = admin_to(c->type, k->state);
+		if (to < 0)
+			{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
+		k->state = (uint8_t)to;
+	}
+	k->version++;
+	e->journaled = 1;
+	e->out_status = k->state;
+	serve(m, (uint32_t)idx, t_ms, e);
+	struct m_ans *a = ans_new(e, c->origin, c->tag);
+	fill_sale(m, (uint32_t)idx, a);
+	a->ans.http = 200;
+}
+
+/* ---- customers ----------------------------------------------------------- */
+
+static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	int sku = sku_find(m, c->sku, c->sku_len);
+	if (sku < 0)
+		{ ans_error(e, c, FS_ERR_UNKNOWN_SKU); return; }
+	if (c->quantity == 0 || c->quantity > m->lim.quantity_max || c->key_len == 0 || c->user_len == 0)
+		{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
+	int user = user_find(m, c->user, c->user_len);
+	if (user >= 0) {
+		/* the same user and key again: the original answer, or a misuse */
+		for (uint64_t i = 0; i < m->res_count; i++) {
+			struct m_res *r = &m->res[i];
+			if (r->user != (uint32_t)user || !same(r->key, r->key_len, c->key, c->key_len))
+				continue;
+			if (r->sku != (uint32_t)sku || r->qty != c->quantity)
+				{ ans_error(e, c, FS_ERR_KEY_REUSED); return; }
+			struct m_ans *a = ans_new(e, c->origin, c->tag);
+			fill_res(m, i + 1, a);
+			a->ans.http = 200;
+			a->ans.res_status = r->orig_status;
+			a->ans.expires_at_ms = r->orig_expires_ms;
+			a->ans.order_no = 0;
+			a->ans.position = 0;
+			a->pos_rule = r->orig_status == FS_RES_WAITLISTED ? 2 : 0;
+			return;
+		}
+	}
+	struct m_sku *k = &m->skus[sku];
+	if (k->state == FS_SALE_FROZEN)
+		{ ans_error(e, c, FS_ERR_FROZEN); return; }
+	if (k->state != FS_SALE_OPEN)
+		{ ans_error(e, c, FS_ERR_SALE_NOT_OPEN); return; }
+	uint64_t held = user >= 0 ? user_units(m, (uint32_t)user, (uint32_t)sku) : 0;
+	if (k->args.per_user != 0 && held + c->quantity > k->args.per_user)
+		{ ans_error(e, c, FS_ERR_LIMIT_REACHED); return; }
+	uint8_t status;
+	if (k->available >= c->quantity && k->wl_len == 0)   /* waiters first */
+		status = FS_RES_RESERVED;
+	else if (k->args.waitlist_max > k->wl_len && (k->reserved > 0 || k->wl_len > 0))
+		status = FS_RES_WAITLISTED;
+	else
+		{ ans_error(e, c, FS_ERR_SOLD_OUT); return; }
+	int new_pair = user < 0 || !m->pair_seen[(size_t)user * M_SKU_MAX + (uint32_t)sku];
+	if (m->res_count >= m->lim.reservation_count_max || m->idem_count >= m->lim.idem_count_max ||
+	    (user < 0 && m->user_count >= m->lim.user_count_max) ||
+	    (new_pair && m->pair_count >= m->lim.holding_count_max))
+		{ ans_error(e, c, FS_ERR_OVERLOADED); return; }
+	if (user < 0) {
+		user = (int)m->user_count++;
+		memcpy(m->users[user].name, c->user, c->user_len);
+		m->users[user].len = c->user_len;
+	}
+	if (new_pair) {
+		m->pair_seen[(size_t)user * M_SKU_MAX + (uint32_t)sku] = 1;
+		m->pair_count++;
+	}
+	uint64_t res_no = ++m->res_count;
+	struct m_res *r = &m->res[res_no - 1];
+	memset(r, 0, sizeof *r);
+	r->sku = (uint32_t)sku;
+	r->user = (uint32_t)user;
+	r->qty = c->quantity;
+	r->status = r->orig_status = status;
+	memcpy(r->key, c->key, c->key_len);
+	r->key_len = c->key_len;
+	m->idem_count++;
+	if (status == FS_RES_RESERVED) {
+		k->available -= c->quantity;
+		k->reserved += c->quantity;
+		r->expires_ms = t_ms + k->args.hold_ms;
+		r->reserved_seq = ++m->reserved_seq;
+	} else {
+		assert(k->wl_len < M_WL_MAX);
+		k->wl[k->wl_len++] = res_no;
+		k->joins++;
+	}
+	r->orig_expires_ms = r->expires_ms;
+	k->version++;
+	e->journaled = 1;
+	e->out_ref = res_no;
+	e->out_status = status;
+	e->out_val = r->expires_ms;
+	struct m_ans *a = ans_new(e, c->origin, c->tag);
+	fill_res(m, res_no, a);
+	a->ans.http = status == FS_RES_RESERVED ? 201 : 202;
+}
+
+static void do_cancel(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	struct m_res *r = res_owned(m, c, c->ref);
+	if (r == NULL)
+		{ ans_error(e, c, FS_ERR_NOT_FOUND); return; }
+	if (r->status == FS_RES_CANCELLED) {   /* twice: harmless, nothing changes */
+		struct m_ans *a = ans_new(e, c->origin, c->tag);
+		fill_res(m, c->ref, a);
+		a->ans.http = 200;
+		return;
+	}
+	if (r->status != FS_RES_RESERVED && r->status != FS_RES_WAITLISTED)
+		{ ans_error(e, c, FS_ERR_NOT_CANCELLABLE); return; }
+	struct m_sku *k = &m->skus[r->sku];
+	if (r->status == FS_RES_RESERVED)
+		units_back(m, r);
+	else
+		wl_remove(k, c->ref);
+	r->status = FS_RES_CANCELLED;
+	k->version++;
+	e->journaled = 1;
+	e->out_status = FS_RES_CANCELLED;
+	serve(m, r->sku, t_ms, e);
+	struct m_ans *a = ans_new(e, c->origin, c->tag);
+	fill_res(m, c->ref, a);
+	a->ans.http = 200;
+}
+
+static void do_expire(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	struct m_res *r = res_get(m, c->ref);
+	if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms)
+		{ ans_error(e, c, FS_ERR_NOT_CANCELLABLE); return; }
+	units_back(m, r);
+	r->status = FS_RES_EXPIRED;
+	m->skus[r->sku].version++;
+	e->journaled = 1;
+	e->out_status = FS_RES_EXPIRED;
+	serve(m, r->sku, t_ms, e);
+	struct m_ans *a = ans_new(e, c->origin, c->tag);
+	fill_res(m, c->ref, a);
+	a->ans.http = 200;
+}
+
+static void do_checkout(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	struct m_res *r = res_owned(m, c, c->ref);
+	if (r == NULL)
+		{ ans_error(e, c, FS_ERR_NOT_FOUND); return; }
+	if (c->key_len == 0 || c->text_len == 0)
+		{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
+	struct m_order *seen = NULL;
+	for (uint64_t i = 0; i < m->order_count && seen == NULL; i++) {
+		struct m_order *o = &m->orders[i];
+		if (o->user == r->user && same(o->key, o->key_len, c->key, c->key_len))
+			seen = o;
+	}
+	if (seen != NULL) {
+		if (seen->res_no != c->ref)
+			{ ans_error(e, c, FS_ERR_KEY_REUSED); return; }
+		uint64_t order_no = (uint64_t)(seen - m->orders) + 1;
+		if (seen->status == FS_ORDER_PENDING && !seen->has_waiter) {
+			seen->has_waiter = 1;   /* answered when the payment's outcome comes */
+			seen->waiter_origin = c->origin;
+			seen->waiter_tag = c->tag;
+			return;
+		}
+		struct m_ans *a = ans_new(e, c->origin, c->tag);
+		fill_order(m, order_no, a, FS_BODY_CHECKOUT);
+		a->ans.http = seen->status == FS_ORDER_FAILED ? 402 : seen->status == FS_ORDER_PAID ? 200 : 202;
+		return;
+	}
+	if (m->idem_count >= m->lim.idem_count_max || m->order_count >= m->lim.order_count_max)
+		{ ans_error(e, c, FS_ERR_OVERLOADED); return; }
+	if (m->skus[r->sku].state == FS_SALE_FROZEN)
+		{ ans_error(e, c, FS_ERR_FROZEN); return; }
+	switch (r->status) {
+	case FS_RES_RESERVED:
+		if (r->expires_ms <= t_ms)
+			{ ans_error(e, c, FS_ERR_EXPIRED); return; }
+		break;
+	case FS_RES_PAYING:
+	case FS_RES_CONFIRMED:
+		{ ans_error(e, c, FS_ERR_ALREADY_CHECKED_OUT); return; }
+	case FS_RES_EXPIRED:
+		{ ans_error(e, c, FS_ERR_EXPIRED); return; }
+	default:
+		{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
+	}
+	struct m_sku *k = &m->skus[r->sku];
+	uint64_t order_no = ++m->order_count;
+	struct m_order *o = &m->orders[order_no - 1];
+	memset(o, 0, sizeof *o);
+	o->res_no = c->ref;
+	o->user = r->user;
+	o->status = FS_ORDER_PENDING;
+	o->amount = (int64_t)r->qty * k->args.price_cents;
+	memcpy(o->key, c->key, c->key_len);
+	o->key_len = c->key_len;
+	memcpy(o->token, c->text, c->text_len);
+	o->token_len = c->text_len;
+	o->has_waiter = 1;
+	o->waiter_origin = c->origin;
+	o->waiter_tag = c->tag;
+	m->idem_count++;
+	r->status = FS_RES_PAYING;
+	r->order_no = order_no;
+	k->version++;
+	e->journaled = 1;
+	e->out_ref = order_no;
+	e->out_status = FS_RES_PAYING;
+	e->out_val = o->amount;
+	e->charge = 1;
+	memset(&e->ch, 0, sizeof e->ch);
+	e->ch.order_no = order_no;
+	e->ch.amount_cents = o->amount;
+	e->ch.token_len = o->token_len;
+	memcpy(e->ch.token, o->token, o->token_len);
+	e->ch.user_len = m->users[r->user].len;
+	memcpy(e->ch.user, m->users[r->user].name, e->ch.user_len);
+}
+
+static void do_pay_result(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	struct m_order *o = order_get(m, c->ref);
+	if (o == NULL || o->status != FS_ORDER_PENDING ||
+	    (c->pay != FS_PAY_OK && c->pay != FS_PAY_DECLINED && c->pay != FS_PAY_ERROR &&
+	     c->pay != FS_PAY_INVALID))
+		return;   /* a late duplicate or garbage: refused, nobody waits for it */
+	struct m_res *r = &m->res[o->res_no - 1];
+	struct m_sku *k = &m->skus[r->sku];
+	assert(r->status == FS_RES_PAYING);
+	if (c->pay == FS_PAY_OK) {
+		k->reserved -= r->qty;
+		k->sold += r->qty;
+		r->status = FS_RES_CONFIRMED;
+		o->status = FS_ORDER_PAID;
+		o->paid_at = t_ms;
+	} else {
+		units_back(m, r);
+		r->status = FS_RES_FAILED;
+		o->status = FS_ORDER_FAILED;
+		o->reason = c->pay;
+	}
+	k->version++;
+	e->journaled = 1;
+	e->out_status = r->status;
+	if (c->pay != FS_PAY_OK)
+		serve(m, r->sku, t_ms, e);
+	if (o->has_waiter) {
+		struct m_ans *a = ans_new(e, o->waiter_origin, o->waiter_tag);
+		fill_order(m, c->ref, a, FS_BODY_CHECKOUT);
+		a->ans.http = o->status == FS_ORDER_PAID ? 200 : 402;
+		o->has_waiter = 0;
+	}
+}
+
+static void do_read(struct model *m, const struct fs_cmd *c, struct m_effect *e)
+{
+	if (c->type == FS_CMD_RES_GET) {
+		if (res_owned(m, c, c->ref) == NULL)
+			{ ans_error(e, c, FS_ERR_NOT_FOUND); return; }
+		struct m_ans *a = ans_new(e, c->origin, c->tag);
+		fill_res(m, c->ref, a);
+		a->ans.http = 200;
+		return;
+	}
+	struct m_order *o = order_get(m, c->ref);
+	if (o == NULL || !same(m->users[o->user].name, m->users[o->user].len, c->user, c->user_len))
+		{ ans_error(e, c, FS_ERR_NOT_FOUND); return; }
+	struct m_ans *a = ans_new(e, c->origin, c->tag);
+	fill_order(m, c->ref, a, FS_BODY_ORDER);
+	a->ans.http = 200;
+}
+
+static void do_serve(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	int idx = sku_find(m, c->sku, c->sku_len);
+	if (idx < 0)
+		return;
+	if (!serve_ready(m, (uint32_t)idx)) {
+		e->journaled = -1;   /* nothing to do; the allocator may still journal it */
+		return;
+	}
+	e->journaled = 1;
+	serve(m, (uint32_t)idx, t_ms, e);
+	m->skus[idx].version++;
+}
+
+void model_serve_journaled(struct model *m, const char *sku, uint8_t sku_len)
+{
+	int idx = sku_find(m, sku, sku_len);
+	assert(idx >= 0);
+	m->skus[idx].version++;
+}
+
+void model_decide(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	memset(e, 0, sizeof *e);
+	switch (c->type) {
+	case FS_CMD_SALE_CREATE: do_create(m, c, e); break;
+	case FS_CMD_SALE_OPEN:
+	case FS_CMD_SALE_PAUSE:
+	case FS_CMD_SALE_FREEZE:
+	case FS_CMD_SALE_RESUME:
+	case FS_CMD_SALE_CLOSE:
+	case FS_CMD_STOCK_ADD:
+	case FS_CMD_SALE_GET:    do_admin(m, c, t_ms, e); break;
+	case FS_CMD_RESERVE:     do_reserve(m, c, t_ms, e); break;
+	case FS_CMD_CANCEL:      do_cancel(m, c, t_ms, e); break;
+	case FS_CMD_EXPIRE:      do_expire(m, c, t_ms, e); break;
+	case FS_CMD_CHECKOUT:    do_checkout(m, c, t_ms, e); break;
+	case FS_CMD_PAY_RESULT:  do_pay_result(m, c, t_ms, e); break;
+	case FS_CMD_RES_GET:
+	case FS_CMD_ORDER_GET:   do_read(m, c, e); break;
+	case FS_CMD_WAITLIST_SERVE: do_serve(m, c, t_ms, e); break;
+	default:                 ans_error(e, c, FS_ERR_BAD_REQUEST); break;
+	}
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs_cmd *d,
+                            uint32_t n, uint32_t max)
+{
+	static char msg[256];
+	if (n > max)
+		return "more commands than asked for";
+	int last_sku = -1, last_kind = 0;   /* kind: 1 open, 2 serve, 3 expire */
+	uint64_t last_seq = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct fs_cmd *c = &d[i];
+		int sku, kind;
+		uint64_t seq = 0;
+		if (c->type == FS_CMD_EXPIRE) {
+			const struct m_res *r = c->ref >= 1 && c->ref <= m->res_count ? &m->res[c->ref - 1] : NULL;
+			if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms) {
+				snprintf(msg, sizeof msg, "due[%u]: EXPIRE of reservation %llu that is not due",
+				         i, (unsigned long long)c->ref);
+				return msg;
+			}
+			sku = (int)r->sku;
+			kind = 3;
+			seq = r->reserved_seq;
+		} else if (c->type == FS_CMD_SALE_OPEN || c->type == FS_CMD_WAITLIST_SERVE) {
+			sku = sku_find(m, c->sku, c->sku_len);
+			if (sku < 0)
+				return "due: a command for an unknown SKU";
+			const struct m_sku *k = &m->skus[sku];
+			kind = c->type == FS_CMD_SALE_OPEN ? 1 : 2;
+			if (kind == 1 && !(k->state == FS_SALE_SCHEDULED && k->args.opens_at_ms != 0 &&
+			                   k->args.opens_at_ms <= t_ms)) {
+				snprintf(msg, sizeof msg, "due[%u]: SALE_OPEN of %.*s that is not due", i,
+				         k->name_len, k->name);
+				return msg;
+			}
+		} else {
+			snprintf(msg, sizeof msg, "due[%u]: unexpected command type %u", i, c->type);
+			return msg;
+		}
+		if (sku < last_sku || (sku == last_sku && (kind < last_kind ||
+		    (kind == last_kind && (kind != 3 || seq <= last_seq))))) {
+			snprintf(msg, sizeof msg, "due[%u]: out of order (sku %d kind %d after sku %d kind %d)",
+			         i, sku, kind, last_sku, last_kind);
+			return msg;
+		}
+		last_sku = sku;
+		last_kind = kind;
+		last_seq = seq;
+	}
+	if (n == max)
+		return NULL;   /* truncated: the rest comes next time */
+	/* complete: everything due is there */
+	for (uint32_t s = 0; s < m->sku_count; s++) {
+		const struct m_sku *k = &m->skus[s];
+		int want_open = k->state == FS_SALE_SCHEDULED && k->args.opens_at_ms != 0 && k->args.opens_at_ms <= t_ms;
+		int want_serve = serve_ready(m, s);
+		int got_open = 0, got_serve = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			if (!same(d[i].sku, d[i].sku_len, k->name, k->name_len))
+				continue;
+			got_open |= d[i].type == FS_CMD_SALE_OPEN;
+			got_serve |= d[i].type == FS_CMD_WAITLIST_SERVE;
+		}
+		if (want_open && !got_open) {
+			snprintf(msg, sizeof msg, "due: SALE_OPEN of %.*s missing", k->name_len, k->name);
+			return msg;
+		}
+		if (want_serve && !got_serve) {
+			snprintf(msg, sizeof msg, "due: WAITLIST_SERVE of %.*s missing (units wait at the head)",
+			         k->name_len, k->name);
+			return msg;
+		}
+	}
+	for (uint64_t i = 0; i < m->res_count; i++) {
+		const struct m_res *r = &m->res[i];
+		if (r->status != FS_RES_RESERVED || r->expires_ms > t_ms)
+			continue;
+		int got = 0;
+		for (uint32_t j = 0; j < n && !got; j++)
+			got = d[j].type == FS_CMD_EXPIRE && d[j].ref == i + 1;
+		if (!got) {
+			snprintf(msg, sizeof msg, "due: EXPIRE of reservation %llu (deadline %lld, now %lld) missing",
+			         (unsigned long long)(i + 1), (long long)r->expires_ms, (long long)t_ms);
+			return msg;
+		}
+	}
+	return NULL;
+}
+
+/* ---- views -------------------------------------------------------------------- */
+
+uint32_t model_sku_count(const struct model *m) { return m->sku_count; }
+
+void model_sku_view(const struct model *m, uint32_t idx, struct m_sku_view *v)
+{
+	assert(idx < m->sku_count);
+	const struct m_sku *k = &m->skus[idx];
+	v->state = published(k);
+	v->total = k->total;
+	v->available = k->available;
+	v->reserved = k->reserved;
+	v->sold = k->sold;
+	v->version = k->version;
+	v->waitlist_count = k->wl_len;
+}
+
+void model_usage(const struct model *m, struct wr_usage *u)
+{
+	u->users = m->user_count;
+	u->reservations = (uint32_t)m->res_count;
+	u->orders = (uint32_t)m->order_count;
+	u->idem_keys = m->idem_count;
+	u->holdings = m->pair_count;
+}
+
+uint64_t model_res_count(const struct model *m) { return m->res_count; }
+uint64_t model_order_count(const struct model *m) { return m->order_count; }
+
+uint8_t model_res_status(const struct model *m, uint64_t res_no)
+{
+	return res_no >= 1 && res_no <= m->res_count ? m->res[res_no - 1].status : FS_RES_NONE;
+}
+
+const char *model_res_user(const struct model *m, uint64_t res_no, uint8_t *len)
+{
+	assert(res_no >= 1 && res_no <= m->res_count);
+	const struct m_user *u = &m->users[m->res[res_no - 1].user];
+	*len = u->len;
+	return u->name;
+}
+
+int64_t model_res_expires(const struct model *m, uint64_t res_no)
+{
+	return res_no >= 1 && res_no <= m->res_count ? m->res[res_no - 1].expires_ms : 0;
+}
+
+uint8_t model_order_status(const struct model *m, uint64_t order_no)
+{
+	return order_no >= 1 && order_no <= m->order_count ? m->orders[order_no - 1].status : FS_ORDER_NONE;
+}
+
+int64_t model_next_expiry(const struct model *m, uint64_t *res_no)
+{
+	int64_t next = INT64_MAX;
+	for (uint64_t i = 0; i < m->res_count; i++) {
+		if (m->res[i].status == FS_RES_RESERVED && m->res[i].expires_ms < next) {
+			next = m->res[i].expires_ms;
+			if (res_no)
+				*res_no = i + 1;
+		}
+	}
+	return next;
+}
+
+/* ---- command builders ----------------------------------------------------------- */
+
+void tc_reset(struct fs_cmd *c, uint8_t type)
+{
+	memset(c, 0, sizeof *c);
+	c->type = type;
+}
+
+void tc_set(char *dst, uint8_t *len, size_t cap, const char *s)
+{
+	int n = fs_field_set(dst, len, cap, s, strlen(s));
+	assert(n >= 0);
+	(void)n;
+}
+
+void tc_create(struct fs_cmd *c, const char *sku, uint64_t total, uint32_t per_user,
+               uint32_t hold_ms, uint32_t waitlist_max)
+{
+	tc_reset(c, FS_CMD_SALE_CREATE);
+	tc_set(c->sku, &c->sku_len, FS_SKU_LEN_MAX, sku);
+	c->sale.total = total;
+	c->sale.per_user = per_user;
+	c->sale.hold_ms = hold_ms;
+	c->sale.waitlist_max = waitlist_max;
+	c->sale.default_tier = 4;
+	c->sale.price_cents = 1999;
+}
+
+void tc_admin(struct fs_cmd *c, uint8_t type, const char *sku)
+{
+	tc_reset(c, type);
+	tc_set(c->sku, &c->sku_len, FS_SKU_LEN_MAX, sku);
+}
+
+void tc_reserve(struct fs_cmd *c, const char *sku, const char *user, const char *key, uint32_t q)
+{
+	tc_reset(c, FS_CMD_RESERVE);
+	tc_set(c->sku, &c->sku_len, FS_SKU_LEN_MAX, sku);
+	tc_set(c->user, &c->user_len, FS_ID_LEN_MAX, user);
+	tc_set(c->key, &c->key_len, FS_ID_LEN_MAX, key);
+	c->quantity = q;
+}
+
+void tc_cancel(struct fs_cmd *c, const char *user, uint64_t res_no)
+{
+	tc_reset(c, FS_CMD_CANCEL);
+	tc_set(c->user, &c->user_len, FS_ID_LEN_MAX, user);
+	c->ref = res_no;
+}
+
+void tc_checkout(struct fs_cmd *c, const char *user, const char *key, uint64_t res_no, const char *token)
+{
+	tc_reset(c, FS_CMD_CHECKOUT);
+	tc_set(c->user, &c->user_len, FS_ID_LEN_MAX, user);
+	tc_set(c->key, &c->key_len, FS_ID_LEN_MAX, key);
+	tc_set(c->text, &c->text_len, FS_ID_LEN_MAX, token);
+	c->ref = res_no;
+}
+
+void tc_pay(struct fs_cmd *c, uint64_t order_no, uint8_t pay)
+{
+	tc_reset(c, FS_CMD_PAY_RESULT);
+	c->ref = order_no;
+	c->pay = pay;
+	const char *why = pay == FS_PAY_OK ? "charged" : fs_pay_reason_name(pay);
+	tc_set(c->text, &c->text_len, FS_ID_LEN_MAX, why);
+}
+
+void tc_get(struct fs_cmd *c, uint8_t type, const char *user, uint64_t ref)
+{
+	tc_reset(c, type);
+	tc_set(c->user, &c->user_len, FS_ID_LEN_MAX, user);
+	c->ref = ref;
+}
