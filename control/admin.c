@@ -187,7 +187,7 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 		uint64_t v = atomic_load(&((struct wr_metrics *)m)->outcomes[FS_CMD_RESERVE][e]);
 		if (e == FS_OK)
 			ok += v;
-		else
+		else if (e != FS_ERR_EXISTS)   /* an idempotent repeat is neither */
 			refused += v;
 	}
 	uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));

@@ -288,14 +288,14 @@ int main(int argc, char **argv)
 			fputs(usage, stdout);
 			return 0;
 		}
+		if (strcmp(argv[i], "--admin") != 0 && strcmp(argv[i], "--admin-token-file") != 0)
+			fail("unknown option %s (see --help)", argv[i]);
 		if (i + 1 >= argc)
 			fail("%s needs a value", argv[i]);
 		if (strcmp(argv[i], "--admin") == 0)
 			admin = argv[++i];
-		else if (strcmp(argv[i], "--admin-token-file") == 0)
-			admin_token_file = argv[++i];
 		else
-			fail("unknown option %s (see --help)", argv[i]);
+			admin_token_file = argv[++i];
 	}
 	if (i >= argc)
 		fail("%s", "a command is needed (see --help)");

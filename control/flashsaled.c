@@ -372,8 +372,13 @@ int main(int argc, char **argv)
 	struct options o;
 	defaults(&o);
 	int opt;
-	while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1)
+	opterr = 0;   /* our own one-line reasons */
+	while ((opt = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
+		if (opt == '?' || opt == ':')
+			die(opt == ':' ? "option %s needs a value (see --help)" : "unknown option %s (see --help)",
+			    argv[optind - 1]);
 		apply(&o, opt == 'h' ? O_HELP : opt, optarg);
+	}
 	if (optind < argc)
 		die("unexpected argument '%s' (see --help)", argv[optind]);
 	if (o.trusted_count == 0) {

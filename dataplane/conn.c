@@ -37,6 +37,15 @@ static void consume(struct dp_conn *c, uint32_t n, int64_t now_ms)
 	c->request_start_ms = c->in_len ? now_ms : 0;
 }
 
+/* A HEAD answer is the GET answer's head (Content-Length kept), no body. */
+static uint32_t head_only(const char *ans, uint32_t len)
+{
+	for (uint32_t i = 0; i + 3 < len; i++)
+		if (ans[i] == '\r' && ans[i + 1] == '\n' && ans[i + 2] == '\r' && ans[i + 3] == '\n')
+			return i + 4;
+	return len;
+}
+
 /* A parse error: answer and close (the stream cannot be resynchronised). */
 static void parse_error(struct dp_proto *p, struct dp_conn *c, int status)
 {
@@ -100,6 +109,8 @@ void dp_conn_drive(struct dp_proto *p, struct dp_conn *c)
 		struct dp_route_result res;
 		dp_route(&p->route, &req, &c->auth, &cmd, c->out + c->out_len, DP_OUT_BYTES - c->out_len, &res);
 		int keep_alive = req.keep_alive;
+		if (req.method == DP_M_HEAD && res.kind == DP_ROUTE_RESPOND)
+			res.out_len = head_only(c->out + c->out_len, res.out_len);
 		consume(c, (uint32_t)r, now);   /* req's slices are dead from here on */
 		if (res.kind == DP_ROUTE_RESPOND) {
 			c->out_len += res.out_len;

@@ -376,7 +376,16 @@ int dp_listen(const char *host, uint16_t port, char *err, size_t err_len)
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 4096) != 0) {
+	/* A process killed a moment ago may hold the port for a few ms more
+	 * (io_uring tears down late): a supervisor's immediate restart retries
+	 * for up to 2 s before it gives up. */
+	int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	for (int i = 0; rc != 0 && fd >= 0 && errno == EADDRINUSE && i < 100; i++) {
+		struct timespec pause = { 0, 20 * 1000000 };
+		nanosleep(&pause, NULL);
+		rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	}
+	if (fd < 0 || rc != 0 || listen(fd, 4096) != 0) {
 		snprintf(err, err_len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
 		if (fd >= 0)
 			close(fd);

@@ -167,10 +167,32 @@ static const char *flat_object_keys(const char *s, const struct flat_object *o)
 	return NULL;
 }
 
+/* RFC 3629 UTF-8 (no overlongs, no surrogates, <= U+10FFFF): JSON text
+ * must be UTF-8 (API.md), and jsmn does not check it. */
+static int utf8_valid(const unsigned char *s, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		unsigned char c = s[i];
+		size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+		if (n == 0 || i + n > len || (n == 2 && c < 0xc2) || (n == 4 && c > 0xf4))
+			return 0;
+		for (size_t k = 1; k < n; k++)
+			if ((s[i + k] & 0xc0) != 0x80)
+				return 0;
+		if ((n == 3 && c == 0xe0 && s[i + 1] < 0xa0) || (n == 3 && c == 0xed && s[i + 1] > 0x9f) ||
+		    (n == 4 && c == 0xf0 && s[i + 1] < 0x90) || (n == 4 && c == 0xf4 && s[i + 1] > 0x8f))
+			return 0;
+		i += n;
+	}
+	return 1;
+}
+
 /* Tokenizes and validates a flat object filling s[0..len) (whitespace
  * around it allowed). Returns NULL or a detail string. */
 static const char *flat_object_read(const char *s, size_t len, struct flat_object *o)
 {
+	if (!utf8_valid((const unsigned char *)s, len))
+		return "body is not valid UTF-8";
 	jsmn_parser parser;
 	jsmn_init(&parser);
 	int count = jsmn_parse(&parser, s, len, o->tok, JSON_TOKENS_MAX);

@@ -309,9 +309,21 @@ static void put_sku(struct out_buf *b, const struct fs_ans *a)
 	put_json_str(b, a->sku, len);
 }
 
+/* The status a client sees (API.md): a hold whose payment is in flight is
+ * still RESERVED (its order shows PENDING), and a reservation whose payment
+ * failed gave its unit back: CANCELLED (its order shows FAILED, reason). */
+static const char *public_status(uint8_t s)
+{
+	if (s == FS_RES_PAYING)
+		return "RESERVED";
+	if (s == FS_RES_FAILED)
+		return "CANCELLED";
+	return fs_res_status_name((enum fs_res_status)s);
+}
+
 static void body_res(struct out_buf *b, const struct fs_ans *a)
 {
-	const char *status = fs_res_status_name((enum fs_res_status)a->res_status);
+	const char *status = public_status(a->res_status);
 	if (a->res_status == FS_RES_WAITLISTED || a->res_status == FS_RES_QUEUED) {
 		put_key(b, "status", 1);
 		put_json_str(b, status, strlen(status));
@@ -334,8 +346,10 @@ static void body_res(struct out_buf *b, const struct fs_ans *a)
 	put_u64(b, a->quantity);
 	put_key(b, "status", 0);
 	put_json_str(b, status, strlen(status));
-	put_key(b, "expires_at", 0);
-	put_time(b, a->expires_at_ms);
+	if (a->expires_at_ms != 0) {   /* none for a reservation that never held units */
+		put_key(b, "expires_at", 0);
+		put_time(b, a->expires_at_ms);
+	}
 	if (a->order_no != 0) {
 		put_key(b, "order_id", 0);
 		put_pubid(b, 'o', a->order_no);
