@@ -429,8 +429,8 @@ int main(int argc, char **argv)
 	if (tcp_host)
 		admin_token = admin_token_load(o.admin_token_file ? o.admin_token_file : path_in(o.data_dir, "admin.token"));
 
-	int listen_fd = o.dpdk ? -1 : dp_listen(o.listen_host, o.listen_port, err, sizeof err);
-	if (listen_fd < 0 && !o.dpdk)
+	int listen_fds[WORKERS_MAX];
+	if (!o.dpdk && dp_listen_group(o.listen_host, o.listen_port, o.workers, listen_fds, err, sizeof err) != 0)
 		die("%s", err);
 	struct fs_snapshot *snap = mmap(NULL, sizeof *snap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (snap == MAP_FAILED)
@@ -475,7 +475,7 @@ int main(int argc, char **argv)
 	for (uint32_t i = 0; i < o.workers; i++) {
 		struct dp_worker_config dc = {
 			.index = i, .cpu = o.pin && cores > 1 ? (int)(1 + i % (uint32_t)(cores - 1)) : -1,
-			.listen_fd = listen_fd, .conn_max = o.conn_max,
+			.listen_fd = o.dpdk ? -1 : listen_fds[i], .conn_max = o.conn_max,
 			.wport = wr_port(w, i), .snap = snap, .jwt_key = jwt_key, .jwt_key_len = (size_t)key_len,
 			.limits = { .request_line_max = 2048, .header_count_max = 32, .header_bytes_max = 8192,
 			            .body_bytes_max = 4096 },
@@ -521,8 +521,8 @@ int main(int argc, char **argv)
 	else
 		for (uint32_t i = 0; i < o.workers; i++)
 			dp_worker_stop(workers[i]);
-	if (listen_fd >= 0)
-		close(listen_fd);
+	for (uint32_t i = 0; !o.dpdk && i < o.workers; i++)
+		close(listen_fds[i]);
 	ctl_admin_stop(admin);
 	pay_stop(pay);
 	wr_stop(w);

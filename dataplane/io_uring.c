@@ -363,35 +363,57 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-/* One listener shared by every worker (each arms its own multishot accept
- * on it). Not SO_REUSEPORT: a second server on the same port must fail to
- * start rather than silently take half of the connections. */
-int dp_listen(const char *host, uint16_t port, char *err, size_t err_len)
+static int bind_retry(int fd, const struct sockaddr_in *sa)
+{
+	/* A process killed a moment ago may hold the port for a few ms more
+	 * (io_uring tears down late): a supervisor's immediate restart retries
+	 * for up to 2 s before it gives up. */
+	int rc = bind(fd, (const struct sockaddr *)sa, sizeof *sa);
+	for (int i = 0; rc != 0 && errno == EADDRINUSE && i < 100; i++) {
+		struct timespec pause = { 0, 20 * 1000000 };
+		nanosleep(&pause, NULL);
+		rc = bind(fd, (const struct sockaddr *)sa, sizeof *sa);
+	}
+	return rc;
+}
+
+/* One SO_REUSEPORT listener per worker, so the kernel spreads connections
+ * over the workers (one shared listener let a single worker take most of
+ * them). SO_REUSEPORT alone would let a second server on the same port
+ * silently take half of the connections; a probe bind without it first
+ * makes that second server fail to start instead. */
+int dp_listen_group(const char *host, uint16_t port, uint32_t count, int *fds, char *err, size_t err_len)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
 		snprintf(err, err_len, "--listen: '%s' is not an IPv4 address", host);
 		return -1;
 	}
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	/* A process killed a moment ago may hold the port for a few ms more
-	 * (io_uring tears down late): a supervisor's immediate restart retries
-	 * for up to 2 s before it gives up. */
-	int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sa, sizeof sa);
-	for (int i = 0; rc != 0 && fd >= 0 && errno == EADDRINUSE && i < 100; i++) {
-		struct timespec pause = { 0, 20 * 1000000 };
-		nanosleep(&pause, NULL);
-		rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-	}
-	if (fd < 0 || rc != 0 || listen(fd, 4096) != 0) {
+	int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (probe < 0 || bind_retry(probe, &sa) != 0) {
 		snprintf(err, err_len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+		if (probe >= 0)
+			close(probe);
 		return -1;
 	}
-	return fd;
+	close(probe);
+	for (uint32_t i = 0; i < count; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 4096) != 0) {
+			snprintf(err, err_len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			while (i > 0)
+				close(fds[--i]);
+			return -1;
+		}
+		fds[i] = fd;
+	}
+	return 0;
 }
 
 struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err, size_t err_len)

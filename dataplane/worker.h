@@ -34,7 +34,7 @@ struct dp_stats {
 struct dp_worker_config {
 	uint32_t index;
 	int cpu;                        /* -1: not pinned */
-	int listen_fd;                  /* shared listener (dp_listen) */
+	int listen_fd;                  /* this worker's listener (dp_listen_group) */
 	uint32_t conn_max;              /* connections this worker holds at most */
 	struct fs_port *wport;          /* to the writer */
 	const struct fs_snapshot *snap;
@@ -51,8 +51,9 @@ struct dp_worker_config {
 
 struct dp_worker;
 
-/* Binds the public listener shared by all workers; -1 with a reason. */
-int dp_listen(const char *host, uint16_t port, char *err, size_t err_len);
+/* Binds `count` SO_REUSEPORT listeners on host:port, one per worker, after
+ * checking nobody else listens there. Returns 0, or -1 with a reason. */
+int dp_listen_group(const char *host, uint16_t port, uint32_t count, int *fds, char *err, size_t err_len);
 
 /* Reserves every connection and starts the thread on the shared listener.
  * Returns NULL with a reason in err. */

@@ -138,7 +138,7 @@ int main(int argc, char **argv)
 	l.holding_count_max = (uint32_t)(2 * (uint64_t)b.users + 16);
 	b.st = wr_state_new(&l);
 	b.cmds = calloc(BATCH, sizeof *b.cmds);
-	b.out.answer_count_max = 2 * BATCH;
+	b.out.answer_count_max = 5 * BATCH;
 	b.out.answers = calloc(b.out.answer_count_max, sizeof *b.out.answers);
 	b.out.records_cap = BATCH * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
 	                    WR_REC_BYTES_MAX * (l.sku_count_max + 1);

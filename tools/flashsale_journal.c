@@ -56,7 +56,7 @@ static int replay_init(struct replay *r)
 	r->st = wr_state_new(&l);
 	r->cmd_cap = JR_BODY_BYTES_MAX / WR_REC_FIXED_BYTES + 1;
 	r->cmds = calloc(r->cmd_cap, sizeof *r->cmds);
-	r->out.answer_count_max = 2 * r->cmd_cap;
+	r->out.answer_count_max = 5 * r->cmd_cap;
 	r->out.answers = calloc(r->out.answer_count_max, sizeof *r->out.answers);
 	r->out.records_cap = JR_BODY_BYTES_MAX + WR_REC_BYTES_MAX * 1100;
 	r->out.records = malloc(r->out.records_cap);

@@ -23,6 +23,9 @@
 #define PROMOTE_PER_CMD 4u
 /* Admissions one WAITROOM_SERVE command may make (same reason). */
 #define ADMIT_PER_CMD 16u
+/* Requests that wait on one order's payment outcome (the checkout and its
+ * concurrent repeats); more repeats are answered 202 PENDING at once. */
+#define WR_ORDER_WAITERS 4
 #define ORIGIN_NONE 0xffu
 
 struct wr_sku {
@@ -78,9 +81,10 @@ struct wr_order {
 	uint8_t  status;             /* enum fs_order_status */
 	uint8_t  reason;             /* enum fs_pay of a failure */
 	uint8_t  token_len;
-	uint8_t  waiter_origin;      /* volatile: who waits for the outcome */
+	uint8_t  waiter_count;       /* volatile: requests waiting for the outcome */
 	uint32_t user;
-	uint64_t waiter_tag;         /* volatile */
+	uint8_t  waiter_origin[WR_ORDER_WAITERS];
+	uint64_t waiter_tag[WR_ORDER_WAITERS];
 	char     token[FS_ID_LEN_MAX];
 };
 
@@ -1108,9 +1112,9 @@ static void checkout_repeat(struct wr_state *st, struct fs_cmd *c, uint64_t orde
 {
 	struct wr_order *o = &st->orders[order_no - 1];
 	c->err = FS_ERR_EXISTS;
-	if (o->status == FS_ORDER_PENDING && o->waiter_origin == ORIGIN_NONE) {
-		o->waiter_origin = c->origin;
-		o->waiter_tag = c->tag;
+	if (o->status == FS_ORDER_PENDING && o->waiter_count < WR_ORDER_WAITERS && c->origin != ORIGIN_NONE) {
+		o->waiter_origin[o->waiter_count] = c->origin;
+		o->waiter_tag[o->waiter_count++] = c->tag;
 		return;
 	}
 	struct fs_ans *a = answer_new(out, c->origin, c->tag);
@@ -1156,8 +1160,12 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 	o->amount_cents = (int64_t)r->qty * k->args.price_cents;
 	o->token_len = c->text_len;
 	memcpy(o->token, c->text, c->text_len);
-	o->waiter_origin = c->origin;
-	o->waiter_tag = c->tag;
+	o->waiter_count = 0;
+	if (c->origin != ORIGIN_NONE) {
+		o->waiter_origin[0] = c->origin;
+		o->waiter_tag[0] = c->tag;
+		o->waiter_count = 1;
+	}
 	idem_claim(st, is, r->user, IDEM_CHECKOUT, c->key, c->key_len, order_no);
 	r->status = FS_RES_PAYING;
 	r->order_no = order_no;
@@ -1214,12 +1222,12 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 	record_emit(out, c);
 	if (c->pay != FS_PAY_OK)
 		waitlist_serve(st, r->sku, t_ms, out);
-	if (o->waiter_origin != ORIGIN_NONE) {
-		struct fs_ans *a = answer_new(out, o->waiter_origin, o->waiter_tag);
+	for (uint32_t i = 0; i < o->waiter_count; i++) {
+		struct fs_ans *a = answer_new(out, o->waiter_origin[i], o->waiter_tag[i]);
 		fill_order(st, c->ref, a, FS_BODY_CHECKOUT);
 		a->http = o->status == FS_ORDER_PAID ? 200 : 402;
-		o->waiter_origin = ORIGIN_NONE;
 	}
+	o->waiter_count = 0;
 }
 
 static void decide_read(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
@@ -1421,7 +1429,7 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
                int replay, struct wr_batch_out *out)
 {
 	assert(t_ms >= st->last_t_ms);
-	assert(out->answer_count_max >= 2 * n);
+	assert(out->answer_count_max >= 5 * n);   /* own answers + up to 4 waiters per payment */
 	out->answer_count = 0;
 	out->records_len = 0;
 	out->record_count = 0;

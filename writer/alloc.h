@@ -70,7 +70,7 @@ _Static_assert(sizeof(struct wr_charge) % 8 == 0, "charges travel in rings");
 
 struct wr_batch_out {
 	struct wr_answer *answers;  /* room for answer_count_max */
-	uint32_t answer_count_max;  /* >= 2 * command count */
+	uint32_t answer_count_max;  /* >= 5 * command count (own + payment waiters) */
 	uint32_t answer_count;
 	uint8_t *records;           /* encoded journal records (record.h) */
 	uint32_t records_cap;       /* >= command count * 2 * WR_REC_BYTES_MAX */

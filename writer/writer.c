@@ -128,7 +128,7 @@ static int replay_ctx_init(struct replay_ctx *rc, struct writer *w)
 	rc->w = w;
 	rc->cmd_cap = JR_BODY_BYTES_MAX / WR_REC_FIXED_BYTES + 1;
 	rc->cmds = calloc(rc->cmd_cap, sizeof *rc->cmds);
-	rc->out.answer_count_max = 2 * rc->cmd_cap;
+	rc->out.answer_count_max = 5 * rc->cmd_cap;
 	rc->out.answers = calloc(rc->out.answer_count_max, sizeof *rc->out.answers);
 	rc->out.records_cap = JR_BODY_BYTES_MAX + (uint32_t)(WR_REC_BYTES_MAX * (FS_SNAP_SKU_MAX + 4));
 	rc->out.records = malloc(rc->out.records_cap);
@@ -201,7 +201,7 @@ static int alloc_buffers(struct writer *w)
 	}
 	fs_ring_init(&w->charges, p, c->charge_slots, sizeof(struct wr_charge));
 	w->cmds = calloc(c->batch_count_max, sizeof *w->cmds);
-	w->out.answer_count_max = 2 * c->batch_count_max;
+	w->out.answer_count_max = 5 * c->batch_count_max;
 	w->out.answers = calloc(w->out.answer_count_max, sizeof *w->out.answers);
 	w->out.records_cap = c->batch_count_max * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
 	                     WR_REC_BYTES_MAX * (c->limits.sku_count_max + 1);

@@ -78,12 +78,14 @@ static uint64_t consume_all(const char *brokers, uint64_t expected)
 	rd_kafka_topic_partition_list_destroy(parts);
 	struct seen seen[16] = {{{0}}};
 	uint64_t got = 0;
-	for (int idle = 0; idle < 10 && got < expected + 1;) {
+	/* give up after 5 s without a message (a loaded CI box stalls the mock) */
+	for (int idle = 0; idle < 50 && got < expected + 1;) {
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
 		if (!m) {
 			idle++;
 			continue;
 		}
+		idle = 0;
 		if (m->err) {
 			rd_kafka_message_destroy(m);
 			continue;

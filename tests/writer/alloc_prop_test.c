@@ -138,7 +138,7 @@ static void dump_batch(uint32_t n)
 static void out_init(struct wr_batch_out *o, uint32_t n, uint32_t sku_max)
 {
 	memset(o, 0, sizeof *o);
-	o->answer_count_max = 2 * n;
+	o->answer_count_max = 5 * n;
 	o->answers = calloc(o->answer_count_max, sizeof *o->answers);
 	o->records_cap = n * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
 	                 WR_REC_BYTES_MAX * (sku_max + 1);

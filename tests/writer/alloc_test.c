@@ -58,7 +58,7 @@ static uint32_t records_cap_for(uint32_t n, uint32_t sku_max)
 static void out_init(struct wr_batch_out *o, uint32_t n, uint32_t sku_max)
 {
 	memset(o, 0, sizeof *o);
-	o->answer_count_max = 2 * n;
+	o->answer_count_max = 5 * n;
 	o->answers = calloc(o->answer_count_max, sizeof *o->answers);
 	o->records_cap = records_cap_for(n, sku_max);
 	o->records = malloc(o->records_cap);

@@ -50,9 +50,9 @@ struct m_order {
 	uint8_t  key_len;
 	char     token[FS_ID_LEN_MAX];
 	uint8_t  token_len;
-	int      has_waiter;
-	uint8_t  waiter_origin;
-	uint64_t waiter_tag;
+	int      has_waiter;              /* waiters (at most 4) */
+	uint8_t  waiter_origin[4];
+	uint64_t waiter_tag[4];
 };
 
 struct model {
@@ -180,7 +180,7 @@ static void wl_remove(struct m_sku *k, uint64_t res_no)
 
 static struct m_ans *ans_new(struct m_effect *e, uint8_t origin, uint64_t tag)
 {
-	assert(e->answer_count < 2);
+	assert(e->answer_count < 5);
 	struct m_ans *a = &e->answers[e->answer_count++];
 	memset(a, 0, sizeof *a);
 	a->origin = origin;
@@ -522,10 +522,10 @@ static void do_checkout(struct model *m, const struct fs_cmd *c, int64_t t_ms, s
 		if (seen->res_no != c->ref)
 			{ ans_error(e, c, FS_ERR_KEY_REUSED); return; }
 		uint64_t order_no = (uint64_t)(seen - m->orders) + 1;
-		if (seen->status == FS_ORDER_PENDING && !seen->has_waiter) {
-			seen->has_waiter = 1;   /* answered when the payment's outcome comes */
-			seen->waiter_origin = c->origin;
-			seen->waiter_tag = c->tag;
+		if (seen->status == FS_ORDER_PENDING && seen->has_waiter < 4) {
+			/* answered when the payment's outcome comes */
+			seen->waiter_origin[seen->has_waiter] = c->origin;
+			seen->waiter_tag[seen->has_waiter++] = c->tag;
 			return;
 		}
 		struct m_ans *a = ans_new(e, c->origin, c->tag);
@@ -563,8 +563,8 @@ static void do_checkout(struct model *m, const struct fs_cmd *c, int64_t t_ms, s
 	memcpy(o->token, c->text, c->text_len);
 	o->token_len = c->text_len;
 	o->has_waiter = 1;
-	o->waiter_origin = c->origin;
-	o->waiter_tag = c->tag;
+	o->waiter_origin[0] = c->origin;
+	o->waiter_tag[0] = c->tag;
 	m->idem_count++;
 	r->status = FS_RES_PAYING;
 	r->order_no = order_no;
@@ -610,12 +610,12 @@ static void do_pay_result(struct model *m, const struct fs_cmd *c, int64_t t_ms,
 	e->out_status = r->status;
 	if (c->pay != FS_PAY_OK)
 		serve(m, r->sku, t_ms, e);
-	if (o->has_waiter) {
-		struct m_ans *a = ans_new(e, o->waiter_origin, o->waiter_tag);
+	for (int i = 0; i < o->has_waiter; i++) {
+		struct m_ans *a = ans_new(e, o->waiter_origin[i], o->waiter_tag[i]);
 		fill_order(m, c->ref, a, FS_BODY_CHECKOUT);
 		a->ans.http = o->status == FS_ORDER_PAID ? 200 : 402;
-		o->has_waiter = 0;
 	}
+	o->has_waiter = 0;
 }
 
 static void do_read(struct model *m, const struct fs_cmd *c, struct m_effect *e)

@@ -42,7 +42,7 @@ struct m_effect {
 	uint64_t promoted[M_PROMOTE_MAX];
 	int64_t  promoted_expires[M_PROMOTE_MAX];
 	uint32_t answer_count;         /* 0, 1 or 2 (PAY_RESULT answers its waiter) */
-	struct m_ans answers[2];
+	struct m_ans answers[5];     /* its own + up to 4 waiters on a payment outcome */
 	int      charge;               /* a checkout asked for a charge */
 	struct wr_charge ch;
 	/* what the decided command's OUT fields must be when journaled */
