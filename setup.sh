@@ -33,16 +33,29 @@ deps() {
 	$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Runs a build step quietly; on failure shows what it printed and stops.
+quiet() {
+	local out
+	out=$(mktemp)
+	if ! "$@" > "$out" 2>&1; then
+		cat "$out" >&2
+		rm -f "$out"
+		log "FAILED: $*"
+		exit 1
+	fi
+	rm -f "$out"
+}
+
 build() {
-	[ -f build/build.ninja ] || meson setup build --buildtype=release >/dev/null
-	ninja -C build >/dev/null
+	[ -f build/build.ninja ] || quiet meson setup build --buildtype=release
+	quiet ninja -C build
 	log "built build/ (release)"
 }
 
 build_debug() {
-	[ -f build-debug/build.ninja ] || meson setup build-debug --buildtype=debug \
-		-Db_sanitize=address,undefined -Db_lundef=false >/dev/null
-	ninja -C build-debug >/dev/null
+	[ -f build-debug/build.ninja ] || quiet meson setup build-debug --buildtype=debug \
+		-Db_sanitize=address,undefined -Db_lundef=false
+	quiet ninja -C build-debug
 	log "built build-debug/ (ASan + UBSan)"
 }
 

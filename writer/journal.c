@@ -739,7 +739,9 @@ static void *prep_main(void *arg)
 
 static int prep_start(struct journal *j)
 {
-	snprintf(j->prep_path, sizeof j->prep_path, "%s/.next-segment.tmp", j->dir);
+	int n = snprintf(j->prep_path, sizeof j->prep_path, "%s/.next-segment.tmp", j->dir);
+	if (n < 0 || (size_t)n >= sizeof j->prep_path)   /* open_dir left room for a segment name */
+		return -1;
 	pthread_mutex_init(&j->prep_mu, NULL);
 	pthread_cond_init(&j->prep_cv, NULL);
 	j->prep_fd = -1;
