@@ -49,6 +49,7 @@ struct sm_sku {
 	struct fs_sale_args sale;
 	int64_t  total, available, reserved, sold; /* signed: negatives are anomalies */
 	uint64_t version;                 /* seq of the last batch that touched it */
+	uint64_t api_version;             /* "version" as GET /v1/skus/{sku} shows it */
 };
 
 struct sm_res {

@@ -176,7 +176,7 @@ static size_t sku_json(const struct sm_sku *s, char *out, size_t cap)
 	len += (size_t)snprintf(out + len, cap - len,
 		"\",\"state\":\"%s\",\"total\":%" PRId64 ",\"available\":%" PRId64 ",\"reserved\":%" PRId64
 		",\"sold\":%" PRId64 ",\"version\":%" PRIu64 "}", fs_sale_state_name(sm_public_state(s)),
-		s->total, s->available, s->reserved, s->sold, s->version);
+		s->total, s->available, s->reserved, s->sold, s->api_version);
 	assert(len < cap);
 	return len;
 }

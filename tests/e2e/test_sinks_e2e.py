@@ -281,7 +281,13 @@ def check_redis(server, redis, skus, when):
             if cached == api or time.monotonic() > end:
                 break
             time.sleep(0.05)
-        check(cached == api, f"{when}: redis stock:{sku} == GET /v1/skus/{sku} ({cached} vs {api})")
+        if cached == api:
+            check(True, f"{when}: redis stock:{sku} == GET /v1/skus/{sku} ({raw.decode()})")
+        else:
+            diff = {k: (cached.get(k) if cached else None, api.get(k))
+                    for k in sorted(set(api) | set(cached or {})) if (cached or {}).get(k) != api.get(k)}
+            check(False, f"{when}: redis stock:{sku} == GET /v1/skus/{sku}: differs in "
+                         f"{{field: (redis, api)}} {diff}")
         ttl = redis.cmd("TTL", f"stock:{sku}")
         check(isinstance(ttl, int) and 1 <= ttl <= 5, f"{when}: redis stock:{sku} TTL {ttl} in 1..5 s")
 
