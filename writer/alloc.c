@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <openssl/sha.h>
@@ -28,6 +29,10 @@
 #define WR_ORDER_WAITERS 4
 #define ORIGIN_NONE 0xffu
 
+/* An intrusive FIFO of reservation numbers, linked through one of the
+ * uint32_t link fields of struct wr_res (NIL-terminated). */
+struct wr_fifo { uint32_t head, tail; };
+
 struct wr_sku {
 	char     name[FS_SKU_LEN_MAX];
 	uint8_t  name_len;
@@ -36,8 +41,8 @@ struct wr_sku {
 	uint8_t  _pad[5];
 	uint64_t total, available, reserved, sold, version;
 	struct fs_sale_args args;
-	uint32_t exp_head, exp_tail; /* FIFO of holds (reservation numbers) */
-	uint32_t wl_head, wl_tail;   /* FIFO of waitlisted reservations */
+	struct wr_fifo holds;        /* holds in creation (= deadline) order */
+	struct wr_fifo wl;           /* waitlisted reservations */
 	uint32_t wl_count;           /* live WAITLISTED entries */
 	uint32_t _pad2;
 	uint64_t wl_tickets;         /* tickets handed out */
@@ -48,7 +53,7 @@ struct wr_sku {
 	uint8_t  has_draw;
 	uint8_t  drawn;              /* the seed was revealed and the queue shuffled */
 	uint8_t  _pad3[6];
-	uint32_t pq_head, pq_tail;   /* FIFO of QUEUED reservations */
+	struct wr_fifo pq;           /* QUEUED reservations */
 	uint32_t pq_count;           /* live QUEUED entries */
 	uint32_t _pad4;
 	uint64_t pq_tickets;         /* positions handed out (after the draw) */
@@ -479,31 +484,67 @@ static void fill_order(const struct wr_state *st, uint64_t order_no, struct fs_a
 	a->paid_at_ms = o->paid_at_ms;
 }
 
+/* Journals a derived record (PROMOTE, ADMIT): the new status of reservation
+ * res_no, a consequence of the command journaled before it. */
+static void derived_emit(struct wr_state *st, struct wr_batch_out *out, uint8_t type,
+                         const struct wr_sku *k, uint64_t res_no)
+{
+	const struct wr_res *r = &st->res[res_no - 1];
+	struct fs_cmd d;
+	memset(&d, 0, sizeof d);
+	d.type = type;
+	d.ref = res_no;
+	d.quantity = r->qty;
+	d.out_status = r->status;
+	d.out_val = r->status == FS_RES_RESERVED ? r->expires_ms : 0;
+	memcpy(d.sku, k->name, k->name_len);
+	d.sku_len = k->name_len;
+	record_emit(out, &d);
+}
+
 /* ---- hold FIFO and waitlist ----------------------------------------------- */
+
+#define LINK_HOLDS offsetof(struct wr_res, exp_next)
+#define LINK_WL    offsetof(struct wr_res, wl_next)
+#define LINK_PQ    offsetof(struct wr_res, pq_next)
+
+static uint32_t *link_of(struct wr_state *st, uint64_t res_no, size_t link)
+{
+	assert(res_no != NIL && res_no <= st->res_count);
+	return (uint32_t *)((uint8_t *)&st->res[res_no - 1] + link);
+}
+
+static void fifo_push(struct wr_state *st, struct wr_fifo *f, size_t link, uint64_t res_no)
+{
+	*link_of(st, res_no, link) = NIL;
+	if (f->tail != NIL)
+		*link_of(st, f->tail, link) = (uint32_t)res_no;
+	else
+		f->head = (uint32_t)res_no;
+	f->tail = (uint32_t)res_no;
+}
+
+/* Unlinks the head; returns it (NIL when empty). */
+static uint64_t fifo_pop(struct wr_state *st, struct wr_fifo *f, size_t link)
+{
+	uint64_t res_no = f->head;
+	if (res_no == NIL)
+		return NIL;
+	f->head = *link_of(st, res_no, link);
+	if (f->head == NIL)
+		f->tail = NIL;
+	return res_no;
+}
 
 static void hold_push(struct wr_state *st, struct wr_sku *k, uint64_t res_no)
 {
-	struct wr_res *r = &st->res[res_no - 1];
-	r->exp_next = NIL;
-	if (k->exp_tail != NIL) {
-		struct wr_res *tail = &st->res[k->exp_tail - 1];
-		assert(tail->expires_ms <= r->expires_ms);
-		tail->exp_next = (uint32_t)res_no;
-	} else {
-		k->exp_head = (uint32_t)res_no;
-	}
-	k->exp_tail = (uint32_t)res_no;
+	assert(k->holds.tail == NIL || st->res[k->holds.tail - 1].expires_ms <= st->res[res_no - 1].expires_ms);
+	fifo_push(st, &k->holds, LINK_HOLDS, res_no);
 }
 
 static void waitlist_push(struct wr_state *st, struct wr_sku *k, uint64_t res_no)
 {
-	struct wr_res *r = &st->res[res_no - 1];
-	r->wl_next = NIL;
-	if (k->wl_tail != NIL)
-		st->res[k->wl_tail - 1].wl_next = (uint32_t)res_no;
-	else
-		k->wl_head = (uint32_t)res_no;
-	k->wl_tail = (uint32_t)res_no;
+	fifo_push(st, &k->wl, LINK_WL, res_no);
 	k->wl_count++;
 }
 
@@ -513,21 +554,17 @@ static uint32_t waitlist_serve(struct wr_state *st, uint32_t sku_idx, int64_t t_
 {
 	struct wr_sku *k = &st->skus[sku_idx];
 	uint32_t promoted = 0;
-	while (k->wl_head != NIL && promoted < PROMOTE_PER_CMD) {
-		uint64_t res_no = k->wl_head;
+	while (k->wl.head != NIL && promoted < PROMOTE_PER_CMD) {
+		uint64_t res_no = k->wl.head;
 		struct wr_res *r = &st->res[res_no - 1];
 		if (r->status != FS_RES_WAITLISTED) {   /* cancelled while waiting */
-			k->wl_head = r->wl_next;
-			if (k->wl_head == NIL)
-				k->wl_tail = NIL;
+			fifo_pop(st, &k->wl, LINK_WL);
 			k->wl_served++;
 			continue;
 		}
 		if (k->state != FS_SALE_OPEN || k->available < r->qty)
 			break;
-		k->wl_head = r->wl_next;
-		if (k->wl_head == NIL)
-			k->wl_tail = NIL;
+		fifo_pop(st, &k->wl, LINK_WL);
 		k->wl_served++;
 		k->wl_count--;
 		k->available -= r->qty;
@@ -535,16 +572,7 @@ static uint32_t waitlist_serve(struct wr_state *st, uint32_t sku_idx, int64_t t_
 		r->status = FS_RES_RESERVED;
 		r->expires_ms = t_ms + k->args.hold_ms;
 		hold_push(st, k, res_no);
-		struct fs_cmd p;
-		memset(&p, 0, sizeof p);
-		p.type = FS_CMD_PROMOTE;
-		p.ref = res_no;
-		p.quantity = r->qty;
-		p.out_status = FS_RES_RESERVED;
-		p.out_val = r->expires_ms;
-		memcpy(p.sku, k->name, k->name_len);
-		p.sku_len = k->name_len;
-		record_emit(out, &p);
+		derived_emit(st, out, FS_CMD_PROMOTE, k, res_no);
 		promoted++;
 	}
 	return promoted;
@@ -553,9 +581,9 @@ static uint32_t waitlist_serve(struct wr_state *st, uint32_t sku_idx, int64_t t_
 /* Units wait while the waitlist's head could take them. */
 static int waitlist_ready(const struct wr_state *st, const struct wr_sku *k)
 {
-	if (k->wl_head == NIL || k->state != FS_SALE_OPEN || k->available == 0)
+	if (k->wl.head == NIL || k->state != FS_SALE_OPEN || k->available == 0)
 		return 0;
-	const struct wr_res *r = &st->res[k->wl_head - 1];
+	const struct wr_res *r = &st->res[k->wl.head - 1];
 	return r->status != FS_RES_WAITLISTED || r->qty <= k->available;
 }
 
@@ -589,13 +617,7 @@ static void units_return(struct wr_state *st, struct wr_res *r)
 
 static void pq_push(struct wr_state *st, struct wr_sku *k, uint64_t res_no)
 {
-	struct wr_res *r = &st->res[res_no - 1];
-	r->pq_next = NIL;
-	if (k->pq_tail != NIL)
-		st->res[k->pq_tail - 1].pq_next = (uint32_t)res_no;
-	else
-		k->pq_head = (uint32_t)res_no;
-	k->pq_tail = (uint32_t)res_no;
+	fifo_push(st, &k->pq, LINK_PQ, res_no);
 	k->pq_count++;
 }
 
@@ -671,12 +693,12 @@ static int draw(struct wr_state *st, struct wr_sku *k, const struct fs_cmd *c, i
 	if (memcmp(hash, k->draw_hash, 32) != 0)
 		return -1;
 	uint32_t n = 0;
-	for (uint32_t r = k->pq_head; r != NIL; r = st->res[r - 1].pq_next)
+	for (uint32_t r = k->pq.head; r != NIL; r = st->res[r - 1].pq_next)
 		if (st->res[r - 1].status == FS_RES_QUEUED)
 			st->scratch[n++] = r;
 	assert(n == k->pq_count);
 	wr_draw_shuffle(st->scratch, n, seed);
-	k->pq_head = k->pq_tail = NIL;
+	k->pq.head = k->pq.tail = NIL;
 	k->pq_count = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		pq_push(st, k, st->scratch[i]);
@@ -700,20 +722,6 @@ static uint64_t pq_due(const struct wr_sku *k, int64_t t_ms)
 	return allowed > k->pq_admitted ? allowed - k->pq_admitted : 0;
 }
 
-static void admit_emit(struct wr_state *st, struct wr_batch_out *out, const struct wr_sku *k, uint64_t res_no)
-{
-	const struct wr_res *r = &st->res[res_no - 1];
-	struct fs_cmd a;
-	memset(&a, 0, sizeof a);
-	a.type = FS_CMD_ADMIT;
-	a.ref = res_no;
-	a.quantity = r->qty;
-	a.out_status = r->status;
-	a.out_val = r->status == FS_RES_RESERVED ? r->expires_ms : 0;
-	memcpy(a.sku, k->name, k->name_len);
-	a.sku_len = k->name_len;
-	record_emit(out, &a);
-}
 
 /* Admits one queued entry as a fresh reservation attempt would be decided:
  * RESERVED if units are left, else WAITLISTED if the waitlist takes it,
@@ -753,12 +761,9 @@ static void decide_waitroom_serve(struct wr_state *st, struct fs_cmd *c, int64_t
 	c->err = FS_OK;
 	record_emit(out, c);   /* replay re-derives the admissions from it */
 	uint32_t admitted = 0;
-	while (k->pq_head != NIL && admitted < ADMIT_PER_CMD && due > 0) {
-		uint64_t res_no = k->pq_head;
+	while (k->pq.head != NIL && admitted < ADMIT_PER_CMD && due > 0) {
+		uint64_t res_no = fifo_pop(st, &k->pq, LINK_PQ);
 		struct wr_res *r = &st->res[res_no - 1];
-		k->pq_head = r->pq_next;
-		if (k->pq_head == NIL)
-			k->pq_tail = NIL;
 		k->pq_served++;
 		if (r->status != FS_RES_QUEUED)
 			continue;   /* cancelled while queued */
@@ -766,7 +771,7 @@ static void decide_waitroom_serve(struct wr_state *st, struct fs_cmd *c, int64_t
 		k->pq_admitted++;
 		admitted++;
 		due--;
-		admit_emit(st, out, k, res_no);
+		derived_emit(st, out, FS_CMD_ADMIT, k, res_no);
 	}
 	sku_touch(st, out, (uint32_t)idx);
 }
@@ -1454,49 +1459,37 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
 
 /* ---- timers ----------------------------------------------------------------- */
 
+/* A writer-generated command (no producer waits for its answer). */
+static struct fs_cmd *due_cmd(struct fs_cmd *c, uint8_t type, const struct wr_sku *k)
+{
+	memset(c, 0, sizeof *c);
+	c->type = type;
+	c->origin = ORIGIN_NONE;
+	if (k != NULL) {
+		memcpy(c->sku, k->name, k->name_len);
+		c->sku_len = k->name_len;
+	}
+	return c;
+}
+
 uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t max)
 {
 	uint32_t n = 0;
 	for (uint32_t s = 0; s < st->sku_count && n < max; s++) {
 		struct wr_sku *k = &st->skus[s];
-		if (k->state == FS_SALE_SCHEDULED && k->args.opens_at_ms != 0 && k->args.opens_at_ms <= t_ms) {
-			struct fs_cmd *c = &out[n++];
-			memset(c, 0, sizeof *c);
-			c->type = FS_CMD_SALE_OPEN;
-			c->origin = ORIGIN_NONE;
-			memcpy(c->sku, k->name, k->name_len);
-			c->sku_len = k->name_len;
-		}
-		for (uint64_t due = pq_due(k, t_ms); due > 0 && n < max; due -= due > ADMIT_PER_CMD ? ADMIT_PER_CMD : due) {
-			struct fs_cmd *c = &out[n++];
-			memset(c, 0, sizeof *c);
-			c->type = FS_CMD_WAITROOM_SERVE;
-			c->origin = ORIGIN_NONE;
-			memcpy(c->sku, k->name, k->name_len);
-			c->sku_len = k->name_len;
-		}
-		if (waitlist_ready(st, k) && n < max) {
-			struct fs_cmd *c = &out[n++];
-			memset(c, 0, sizeof *c);
-			c->type = FS_CMD_WAITLIST_SERVE;
-			c->origin = ORIGIN_NONE;
-			memcpy(c->sku, k->name, k->name_len);
-			c->sku_len = k->name_len;
-		}
-		while (k->exp_head != NIL && n < max) {
-			struct wr_res *r = &st->res[k->exp_head - 1];
+		if (k->state == FS_SALE_SCHEDULED && k->args.opens_at_ms != 0 && k->args.opens_at_ms <= t_ms)
+			due_cmd(&out[n++], FS_CMD_SALE_OPEN, k);
+		for (uint64_t due = pq_due(k, t_ms); due > 0 && n < max; due -= due > ADMIT_PER_CMD ? ADMIT_PER_CMD : due)
+			due_cmd(&out[n++], FS_CMD_WAITROOM_SERVE, k);
+		if (waitlist_ready(st, k) && n < max)
+			due_cmd(&out[n++], FS_CMD_WAITLIST_SERVE, k);
+		while (k->holds.head != NIL && n < max) {
+			struct wr_res *r = &st->res[k->holds.head - 1];
 			if (r->status == FS_RES_RESERVED && r->expires_ms > t_ms)
 				break;
-			if (r->status == FS_RES_RESERVED) {
-				struct fs_cmd *c = &out[n++];
-				memset(c, 0, sizeof *c);
-				c->type = FS_CMD_EXPIRE;
-				c->origin = ORIGIN_NONE;
-				c->ref = k->exp_head;
-			}
-			k->exp_head = r->exp_next;   /* stale or handed out: leave the FIFO */
-			if (k->exp_head == NIL)
-				k->exp_tail = NIL;
+			if (r->status == FS_RES_RESERVED)
+				due_cmd(&out[n++], FS_CMD_EXPIRE, NULL)->ref = k->holds.head;
+			fifo_pop(st, &k->holds, LINK_HOLDS);   /* stale or handed out: leave the FIFO */
 		}
 	}
 	assert(n <= max);
@@ -1521,8 +1514,8 @@ int64_t wr_next_deadline(const struct wr_state *st)
 			if (d < next)
 				next = d;
 		}
-		if (k->exp_head != NIL) {
-			const struct wr_res *r = &st->res[k->exp_head - 1];
+		if (k->holds.head != NIL) {
+			const struct wr_res *r = &st->res[k->holds.head - 1];
 			int64_t d = r->status == FS_RES_RESERVED ? r->expires_ms : 0;  /* stale: now */
 			if (d < next)
 				next = d;

@@ -32,7 +32,7 @@ command -v python3 >/dev/null || skip "python3 is not installed"
 if [ -x "$BUILD/control/flashsaled" ] && "$BUILD/control/flashsaled" --help 2>/dev/null | grep -q -- '--dpdk'; then
 	BIN=$BUILD/control/flashsaled
 fi
-[ -n "$BIN" ] && [ -x "$BIN" ] || skip "no server binary with --dpdk (build dpdk_harness: needs libdpdk-dev + liblwip-dev)"
+[ -n "$BIN" ] && [ -x "$BIN" ] || skip "no flashsaled with --dpdk (needs libdpdk-dev + liblwip-dev)"
 
 ID=$$
 SNS=fsdp-s-$ID; CNS=fsdp-c-$ID

@@ -27,6 +27,10 @@ import time
 BUILD = os.environ.get("FS_BUILD", "/work/main/build")
 FLASHSALED = os.path.join(BUILD, "control", "flashsaled")
 FLASHCTL = os.path.join(BUILD, "control", "flashctl")
+# FS_BASE_URL=http://HOST:PORT (+ FS_DATA_DIR=DIR): attach to a server that is
+# already running (the DPDK backend on its veth bed, tests/dpdk/veth_test.sh)
+# instead of starting one; tests that restart or kill it are skipped.
+BASE_URL = os.environ.get("FS_BASE_URL")
 SOCK_TIMEOUT = 10.0
 
 
@@ -236,6 +240,14 @@ class Server:
         self.proc = None
         self.logf = None
         self.starts = 0
+        self.host = "127.0.0.1"
+        self.attached = bool(BASE_URL)
+        if self.attached:
+            from urllib.parse import urlparse
+            u = urlparse(BASE_URL)
+            self.host, self.port = u.hostname, u.port or 80
+            self.own_dir = False
+            self.data_dir = os.environ.get("FS_DATA_DIR") or self.data_dir
 
     # -- life cycle
     def argv(self):
@@ -262,6 +274,12 @@ class Server:
         flashsaled exits with 'Address already in use'. With retry_busy the
         start is retried for up to 3 s (counted in Server.port_busy_retries);
         test_crash.py checks that without it."""
+        if self.attached:
+            if self.starts:
+                import unittest
+                raise unittest.SkipTest("FS_BASE_URL: cannot restart an attached server")
+            self.starts += 1
+            return self
         assert self.proc is None or self.proc.poll() is not None
         deadline = time.time() + 3
         while True:
@@ -289,10 +307,10 @@ class Server:
         deadline = time.time() + timeout
         last = None
         while time.time() < deadline:
-            if self.proc.poll() is not None:
+            if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError("flashsaled exited rc=%s:\n%s" % (self.proc.returncode, self.log()))
             try:
-                with Conn(self.port, timeout=2) as c:
+                with Conn(self.port, host=self.host, timeout=2) as c:
                     r = c.request("GET", path)
                     if r.status == 200:
                         return
@@ -331,6 +349,9 @@ class Server:
         return rc
 
     def kill9(self):
+        if self.attached and self.starts:
+            import unittest
+            raise unittest.SkipTest("FS_BASE_URL: cannot kill an attached server")
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
@@ -343,6 +364,8 @@ class Server:
         return self.start(timeout=timeout)
 
     def cleanup(self):
+        if self.attached:
+            return
         try:
             self.kill9()
         finally:
@@ -403,7 +426,7 @@ class Server:
 
     # -- public API shortcuts (a fresh connection each, closed after)
     def conn(self, timeout=SOCK_TIMEOUT):
-        return Conn(self.port, timeout=timeout)
+        return Conn(self.port, host=self.host, timeout=timeout)
 
     def call(self, method, path, token=None, key=None, body=None, headers=None):
         h = dict(headers or {})
