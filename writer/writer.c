@@ -36,6 +36,9 @@
 
 #define ORIGIN_NONE 0xffu
 #define IDLE_WAIT_MS_MAX 1000
+#ifndef WR_IDLE_YIELDS
+#define WR_IDLE_YIELDS 16   /* yields before an idle writer sleeps */
+#endif
 
 struct writer {
 	struct wr_config cfg;
@@ -674,7 +677,7 @@ static void *writer_main(void *arg)
 		uint32_t n = gather(w, t);
 		if (n == 0) {
 			/* back off: a few yields (cheap when load is bursty), then sleep */
-			if (++idle_rounds < 16)
+			if (++idle_rounds < WR_IDLE_YIELDS)
 				sched_yield();
 			else
 				idle_wait(w);
