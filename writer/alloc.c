@@ -76,6 +76,7 @@ struct wr_res {
 	uint32_t wl_next;            /* next in the SKU's waitlist */
 	uint32_t orig_position;
 	uint32_t pq_next;            /* next in the SKU's waiting room */
+	uint64_t dev_hash;           /* device id the reservation was made from (0: none) */
 	uint64_t pq_ticket;          /* waiting-room position ticket (after the draw) */
 };
 
@@ -123,6 +124,8 @@ struct wr_state {
 	struct wr_order *orders;     /* index = order number - 1 */
 	struct wr_hold_slot *holds;
 	uint32_t hold_slot_mask;
+	struct wr_hold_slot *dev_holds;  /* (device, sku) holdings: per-device limits */
+	uint32_t dev_hold_count;
 	struct wr_idem_slot *idem;
 	uint64_t idem_slot_mask;
 	int64_t  last_t_ms;
@@ -163,7 +166,7 @@ static uint64_t slots_for(uint64_t count_max) { return pow2_at_least(count_max +
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-struct layout { size_t skus, sku_slots, users, user_slots, res, orders, holds, idem, scratch, tiers, total; };
+struct layout { size_t skus, sku_slots, users, user_slots, res, orders, holds, dev_holds, idem, scratch, tiers, total; };
 
 static void layout_compute(const struct wr_limits *l, struct layout *o)
 {
@@ -175,6 +178,7 @@ static void layout_compute(const struct wr_limits *l, struct layout *o)
 	o->res = off;        off += align64(sizeof(struct wr_res) * l->reservation_count_max);
 	o->orders = off;     off += align64(sizeof(struct wr_order) * l->order_count_max);
 	o->holds = off;      off += align64(sizeof(struct wr_hold_slot) * slots_for(l->holding_count_max));
+	o->dev_holds = off;  off += align64(sizeof(struct wr_hold_slot) * slots_for(l->holding_count_max));
 	o->idem = off;       off += align64(sizeof(struct wr_idem_slot) * slots_for(l->idem_count_max));
 	o->scratch = off;    off += align64(sizeof(uint32_t) * l->reservation_count_max);
 	o->tiers = off;      off += align64(sizeof(struct wr_tier_slot) * slots_for(WR_TIER_COUNT_MAX));
@@ -215,6 +219,7 @@ struct wr_state *wr_state_new(const struct wr_limits *l)
 	st->orders = (struct wr_order *)(base + o.orders);
 	st->holds = (struct wr_hold_slot *)(base + o.holds);
 	st->hold_slot_mask = (uint32_t)slots_for(l->holding_count_max) - 1;
+	st->dev_holds = (struct wr_hold_slot *)(base + o.dev_holds);
 	st->idem = (struct wr_idem_slot *)(base + o.idem);
 	st->idem_slot_mask = slots_for(l->idem_count_max) - 1;
 	st->scratch = (uint32_t *)(base + o.scratch);
@@ -291,23 +296,59 @@ static int64_t user_intern(struct wr_state *st, const char *name, size_t len, in
 	return idx;
 }
 
-static struct wr_hold_slot *hold_find(struct wr_state *st, uint32_t user, uint32_t sku, int create)
+static struct wr_hold_slot *slot_find(struct wr_hold_slot *tab, uint32_t mask, uint32_t *count,
+                                      uint32_t count_max, uint64_t key, int create)
 {
-	uint64_t key = ((uint64_t)user << 16 | sku) + 1;
-	uint32_t i = (uint32_t)XXH3_64bits(&key, sizeof key) & st->hold_slot_mask;
+	uint32_t i = (uint32_t)XXH3_64bits(&key, sizeof key) & mask;
 	for (;;) {
-		struct wr_hold_slot *h = &st->holds[i];
+		struct wr_hold_slot *h = &tab[i];
 		if (h->key == key)
 			return h;
 		if (h->key == 0) {
-			if (!create || st->hold_count >= st->lim.holding_count_max)
+			if (!create || *count >= count_max)
 				return NULL;
-			st->hold_count++;
+			(*count)++;
 			h->key = key;
 			return h;
 		}
-		i = (i + 1) & st->hold_slot_mask;
+		i = (i + 1) & mask;
 	}
+}
+
+/* Units a user holds (reserved, waiting, paying) and bought, per SKU. */
+static struct wr_hold_slot *hold_find(struct wr_state *st, uint32_t user, uint32_t sku, int create)
+{
+	uint64_t key = ((uint64_t)user << 16 | sku) + 1;
+	return slot_find(st->holds, st->hold_slot_mask, &st->hold_count, st->lim.holding_count_max, key, create);
+}
+
+/* The same per device id (per-user AND per-device purchase limits: a
+ * device may hold as many units of a sale as one user). */
+static struct wr_hold_slot *dev_hold_find(struct wr_state *st, uint64_t dev_hash, uint32_t sku, int create)
+{
+	uint64_t key = (dev_hash ^ ((uint64_t)sku * UINT64_C(0x9E3779B97F4A7C15))) | 1;
+	return slot_find(st->dev_holds, st->hold_slot_mask, &st->dev_hold_count, st->lim.holding_count_max,
+	                 key, create);
+}
+
+static uint64_t dev_hash_of(const struct fs_cmd *c)
+{
+	return c->text_len ? XXH3_64bits(c->text, c->text_len) | 1 : 0;
+}
+
+/* Moves a reservation's units in its user's (and device's) holding. */
+static void holding_move(struct wr_state *st, const struct wr_res *r, int64_t held, int64_t bought)
+{
+	struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
+	assert(h != NULL && (int64_t)h->held + held >= 0 && (int64_t)h->bought + bought >= 0);
+	h->held = (uint32_t)((int64_t)h->held + held);
+	h->bought = (uint32_t)((int64_t)h->bought + bought);
+	if (r->dev_hash == 0)
+		return;
+	struct wr_hold_slot *d = dev_hold_find(st, r->dev_hash, r->sku, 0);
+	assert(d != NULL && (int64_t)d->held + held >= 0);
+	d->held = (uint32_t)((int64_t)d->held + held);
+	d->bought = (uint32_t)((int64_t)d->bought + bought);
 }
 
 enum { IDEM_RESERVE = 1, IDEM_CHECKOUT = 2 };
@@ -608,9 +649,7 @@ static void units_return(struct wr_state *st, struct wr_res *r)
 	assert(k->reserved >= r->qty);
 	k->reserved -= r->qty;
 	k->available += r->qty;
-	struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
-	assert(h != NULL && h->held >= r->qty);
-	h->held -= r->qty;
+	holding_move(st, r, -(int64_t)r->qty, 0);
 }
 
 /* ---- the waiting room ----------------------------------------------------------- */
@@ -742,9 +781,7 @@ static void admit_one(struct wr_state *st, struct wr_sku *k, uint64_t res_no, in
 		r->wl_ticket = ++k->wl_tickets;
 		waitlist_push(st, k, res_no);
 	} else {
-		struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
-		assert(h != NULL && h->held >= r->qty);
-		h->held -= r->qty;
+		holding_move(st, r, -(int64_t)r->qty, 0);
 		r->status = FS_RES_REJECTED;
 	}
 }
@@ -963,7 +1000,11 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		{ answer_error(out, c, e); return; }
 	}
 	uint64_t held = h ? (uint64_t)h->held + h->bought : 0;
-	if (k->args.per_user != 0 && held + c->quantity > k->args.per_user) {
+	uint64_t dev = dev_hash_of(c);
+	struct wr_hold_slot *dh = dev ? dev_hold_find(st, dev, (uint32_t)sku, 0) : NULL;
+	uint64_t dev_held = dh ? (uint64_t)dh->held + dh->bought : 0;
+	if (k->args.per_user != 0 && (held + c->quantity > k->args.per_user ||
+	                              dev_held + c->quantity > k->args.per_user)) {
 		c->err = FS_ERR_LIMIT_REACHED;
 		{ answer_error(out, c, c->err); return; }
 	}
@@ -980,7 +1021,8 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	}
 	if (st->res_count >= st->lim.reservation_count_max || st->idem_count >= st->lim.idem_count_max ||
 	    (user < 0 && st->user_count >= st->lim.user_count_max) ||
-	    (h == NULL && st->hold_count >= st->lim.holding_count_max)) {
+	    (h == NULL && st->hold_count >= st->lim.holding_count_max) ||
+	    (dev != 0 && dh == NULL && st->dev_hold_count >= st->lim.holding_count_max)) {
 		c->err = FS_ERR_OVERLOADED;
 		{ answer_error(out, c, c->err); return; }
 	}
@@ -991,6 +1033,9 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	}
 	if (h == NULL)
 		h = hold_find(st, (uint32_t)user, (uint32_t)sku, 1);
+	if (dev != 0 && dh == NULL)
+		dh = dev_hold_find(st, dev, (uint32_t)sku, 1);
+	assert(dev == 0 || dh != NULL);
 	assert(user >= 0 && is != NULL && is->h0 == 0 && h != NULL);
 	uint64_t res_no = ++st->res_count;
 	struct wr_res *r = &st->res[res_no - 1];
@@ -999,7 +1044,10 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	r->user = (uint32_t)user;
 	r->qty = c->quantity;
 	r->status = r->orig_status = status;
+	r->dev_hash = dev;
 	h->held += c->quantity;
+	if (dh != NULL)
+		dh->held += c->quantity;
 	idem_claim(st, is, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len, res_no);
 	if (status == FS_RES_RESERVED) {
 		k->available -= c->quantity;
@@ -1029,9 +1077,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
  * releases its share of the per-user limit only. */
 static void release_place(struct wr_state *st, struct wr_sku *k, struct wr_res *r)
 {
-	struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
-	assert(h != NULL && h->held >= r->qty);
-	h->held -= r->qty;
+	holding_move(st, r, -(int64_t)r->qty, 0);
 	if (r->status == FS_RES_WAITLISTED) {
 		assert(k->wl_count > 0);
 		k->wl_count--;
@@ -1207,10 +1253,8 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 	struct wr_sku *k = &st->skus[r->sku];
 	assert(r->status == FS_RES_PAYING);
 	if (c->pay == FS_PAY_OK) {
-		struct wr_hold_slot *h = hold_find(st, r->user, r->sku, 0);
-		assert(h != NULL && h->held >= r->qty && k->reserved >= r->qty);
-		h->held -= r->qty;
-		h->bought += r->qty;
+		assert(k->reserved >= r->qty);
+		holding_move(st, r, -(int64_t)r->qty, r->qty);
 		k->reserved -= r->qty;
 		k->sold += r->qty;
 		r->status = FS_RES_CONFIRMED;
@@ -1603,7 +1647,7 @@ uint64_t wr_state_digest(const struct wr_state *st)
 		                  o->status, o->reason };
 		XXH3_64bits_update(h, f, sizeof f);
 	}
-	uint64_t f[4] = { st->user_count, st->idem_count, st->hold_count, st->res_count };
+	uint64_t f[5] = { st->user_count, st->idem_count, st->hold_count, st->res_count, st->dev_hold_count };
 	XXH3_64bits_update(h, f, sizeof f);
 	uint64_t d = XXH3_64bits_digest(h);
 	XXH3_freeState(h);

@@ -69,6 +69,16 @@ class Risk(unittest.TestCase):
         flags = [l for l in m.splitlines() if l.startswith("flashsale_risk_flags_total")]
         self.assertTrue(flags and int(flags[0].split()[1]) >= 1, flags)
 
+    def test_per_device_purchase_limit(self):
+        """A device may hold as many units of a sale as one user."""
+        self.s.create_sale("one-each", 100, per_user=1)
+        def r(user, dev):
+            return self.s.call("POST", "/v1/skus/one-each/reservations", token=self.s.py_token(user),
+                               key="k", headers={"X-Device-Id": dev}, body=b"{}").status
+        self.assertEqual(r("dev-a", "phone-1"), 201)
+        self.assertEqual(r("dev-b", "phone-1"), 409)    # limit_reached: the device has its unit
+        self.assertEqual(r("dev-c", "phone-2"), 201)
+
     def test_zero_think_time_is_flagged_and_journaled(self):
         statuses = []
         with self.s.conn() as c:

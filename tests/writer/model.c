@@ -39,6 +39,8 @@ struct m_res {
 	uint64_t reserved_seq;          /* when it (last) became RESERVED */
 	char     key[FS_ID_LEN_MAX];
 	uint8_t  key_len;
+	char     dev[FS_ID_LEN_MAX];        /* device id it was made from */
+	uint8_t  dev_len;
 };
 
 struct m_order {
@@ -67,6 +69,7 @@ struct model {
 	uint64_t order_count;
 	uint8_t *pair_seen;             /* [user * M_SKU_MAX + sku]: has had a reservation */
 	uint32_t pair_count;
+	uint32_t dev_pair_count;        /* distinct (device, sku) seen: the writer's device table */
 	uint32_t idem_count;            /* reserve keys + checkout keys claimed */
 	uint64_t reserved_seq;
 };
@@ -147,6 +150,23 @@ static uint64_t user_units(const struct model *m, uint32_t user, uint32_t sku)
 		const struct m_res *r = &m->res[i];
 		if (r->user != user || r->sku != sku)
 			continue;
+		if (r->status == FS_RES_WAITLISTED || r->status == FS_RES_RESERVED ||
+		    r->status == FS_RES_PAYING || r->status == FS_RES_CONFIRMED)
+			n += r->qty;
+	}
+	return n;
+}
+
+/* The same for a device id: a device may hold as many units as one user. */
+static uint64_t device_units(const struct model *m, const char *dev, uint8_t len, uint32_t sku, int *seen)
+{
+	uint64_t n = 0;
+	*seen = 0;
+	for (uint64_t i = 0; i < m->res_count; i++) {
+		const struct m_res *r = &m->res[i];
+		if (r->sku != sku || r->dev_len != len || memcmp(r->dev, dev, len) != 0)
+			continue;
+		*seen = 1;
 		if (r->status == FS_RES_WAITLISTED || r->status == FS_RES_RESERVED ||
 		    r->status == FS_RES_PAYING || r->status == FS_RES_CONFIRMED)
 			n += r->qty;
@@ -407,7 +427,10 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 	if (k->state != FS_SALE_OPEN)
 		{ ans_error(e, c, FS_ERR_SALE_NOT_OPEN); return; }
 	uint64_t held = user >= 0 ? user_units(m, (uint32_t)user, (uint32_t)sku) : 0;
-	if (k->args.per_user != 0 && held + c->quantity > k->args.per_user)
+	int dev_seen = 0;
+	uint64_t dev_held = c->text_len ? device_units(m, c->text, c->text_len, (uint32_t)sku, &dev_seen) : 0;
+	if (k->args.per_user != 0 && (held + c->quantity > k->args.per_user ||
+	                              dev_held + c->quantity > k->args.per_user))
 		{ ans_error(e, c, FS_ERR_LIMIT_REACHED); return; }
 	uint8_t status;
 	if (k->available >= c->quantity && k->wl_len == 0)   /* waiters first */
@@ -419,8 +442,11 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 	int new_pair = user < 0 || !m->pair_seen[(size_t)user * M_SKU_MAX + (uint32_t)sku];
 	if (m->res_count >= m->lim.reservation_count_max || m->idem_count >= m->lim.idem_count_max ||
 	    (user < 0 && m->user_count >= m->lim.user_count_max) ||
-	    (new_pair && m->pair_count >= m->lim.holding_count_max))
+	    (new_pair && m->pair_count >= m->lim.holding_count_max) ||
+	    (c->text_len && !dev_seen && m->dev_pair_count >= m->lim.holding_count_max))
 		{ ans_error(e, c, FS_ERR_OVERLOADED); return; }
+	if (c->text_len && !dev_seen)
+		m->dev_pair_count++;
 	if (user < 0) {
 		user = (int)m->user_count++;
 		memcpy(m->users[user].name, c->user, c->user_len);
@@ -439,6 +465,8 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 	r->status = r->orig_status = status;
 	memcpy(r->key, c->key, c->key_len);
 	r->key_len = c->key_len;
+	memcpy(r->dev, c->text, c->text_len);
+	r->dev_len = c->text_len;
 	m->idem_count++;
 	if (status == FS_RES_RESERVED) {
 		k->available -= c->quantity;
