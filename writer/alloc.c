@@ -106,6 +106,11 @@ struct wr_tier_slot { uint64_t key; int8_t tier; uint8_t flagged; uint8_t _pad[6
 #define WR_IP_RULES_MAX   256u
 struct wr_idem_slot { uint64_t h0, h1, val; };                           /* h0 0 = empty */
 
+/* Hashes computed for a reservation a few commands ahead, when its table
+ * slots were prefetched (the decide step is bound by cache misses). */
+#define WR_PREFETCH_AHEAD 8
+struct wr_pre { uint64_t user_hash; XXH128_hash_t idem_hash; };
+
 struct wr_state {
 	struct wr_limits lim;
 	uint32_t sku_count;
@@ -130,6 +135,8 @@ struct wr_state {
 	uint64_t idem_slot_mask;
 	int64_t  last_t_ms;
 	uint32_t *scratch;           /* reservation_count_max entries: the draw's shuffle */
+	struct wr_pre pre[WR_PREFETCH_AHEAD];  /* hashes of the commands ahead */
+	const struct wr_pre *pre_cur;          /* the command being decided, or NULL */
 	struct wr_tier_slot *tiers;
 	uint32_t tier_slot_mask;
 	uint32_t tier_count;
@@ -272,12 +279,13 @@ static int sku_insert(struct wr_state *st, const char *name, size_t len)
 }
 
 /* Returns the user's index, interning it if new; -1 when the table is full
- * (nothing inserted) or the id is empty. */
-static int64_t user_intern(struct wr_state *st, const char *name, size_t len, int create)
+ * (nothing inserted) or the id is empty. `hash` is str_hash(name). */
+static int64_t user_intern_h(struct wr_state *st, const char *name, size_t len, uint64_t hash, int create)
 {
 	if (len == 0 || len > FS_ID_LEN_MAX)
 		return -1;
-	uint32_t i = (uint32_t)str_hash(name, len) & st->user_slot_mask;
+	assert(hash == str_hash(name, len));
+	uint32_t i = (uint32_t)hash & st->user_slot_mask;
 	for (;;) {
 		uint32_t v = st->user_slots[i];
 		if (v == 0)
@@ -295,6 +303,8 @@ static int64_t user_intern(struct wr_state *st, const char *name, size_t len, in
 	st->user_slots[i] = idx + 1;
 	return idx;
 }
+
+
 
 static struct wr_hold_slot *slot_find(struct wr_hold_slot *tab, uint32_t mask, uint32_t *count,
                                       uint32_t count_max, uint64_t key, int create)
@@ -353,25 +363,26 @@ static void holding_move(struct wr_state *st, const struct wr_res *r, int64_t he
 
 enum { IDEM_RESERVE = 1, IDEM_CHECKOUT = 2 };
 
-/* The identity of an idempotency key: user index, kind and key bytes as one
- * unambiguous input (a seed would not do: for short inputs XXH3 mixes the
- * seed in linearly, and keys of different users could collide). */
-static XXH128_hash_t idem_hash(uint32_t user, int kind, const char *key, size_t len)
+/* The identity of an idempotency key: the user id (length-prefixed), the
+ * kind and the key bytes as one unambiguous input -- no seed (for short
+ * inputs XXH3 mixes a seed in linearly, and keys of different users could
+ * collide), and no user index, so it is known before any lookup (the decide
+ * loop prefetches its slot a few commands ahead). */
+static XXH128_hash_t idem_hash(const char *user, size_t ulen, int kind, const char *key, size_t len)
 {
-	uint8_t buf[5 + FS_ID_LEN_MAX];
-	assert(len <= FS_ID_LEN_MAX);
-	memcpy(buf, &user, 4);
-	buf[4] = (uint8_t)kind;
-	memcpy(buf + 5, key, len);
-	return XXH3_128bits(buf, 5 + len);
+	uint8_t buf[2 + 2 * FS_ID_LEN_MAX];
+	assert(ulen <= FS_ID_LEN_MAX && len <= FS_ID_LEN_MAX);
+	buf[0] = (uint8_t)ulen;
+	memcpy(buf + 1, user, ulen);
+	buf[1 + ulen] = (uint8_t)kind;
+	memcpy(buf + 2 + ulen, key, len);
+	return XXH3_128bits(buf, 2 + ulen + len);
 }
 
-/* Finds the slot for (user, kind, key): the matching one, or the empty one
- * where it would go. NULL only when the table is full and it is absent. */
-static struct wr_idem_slot *idem_slot(struct wr_state *st, uint32_t user, int kind,
-                                      const char *key, size_t len)
+/* Finds the slot for the key hashed to h: the matching one, or the empty
+ * one where it would go. NULL only when the table is full and it is absent. */
+static struct wr_idem_slot *idem_slot(struct wr_state *st, XXH128_hash_t h)
 {
-	XXH128_hash_t h = idem_hash(user, kind, key, len);
 	uint64_t h0 = h.low64 | 1;   /* 0 marks an empty slot */
 	uint64_t i = h.high64 & st->idem_slot_mask;
 	for (;;) {
@@ -388,10 +399,8 @@ static struct wr_idem_slot *idem_slot(struct wr_state *st, uint32_t user, int ki
 	}
 }
 
-static void idem_claim(struct wr_state *st, struct wr_idem_slot *s, uint32_t user, int kind,
-                       const char *key, size_t len, uint64_t val)
+static void idem_claim(struct wr_state *st, struct wr_idem_slot *s, XXH128_hash_t h, uint64_t val)
 {
-	XXH128_hash_t h = idem_hash(user, kind, key, len);
 	assert(s->h0 == 0 && s->h1 == h.high64);
 	s->h0 = h.low64 | 1;
 	s->val = val;
@@ -973,11 +982,14 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	}
 	/* Look up without creating anything: a refused command must leave the
 	 * state exactly as it was (it is not journaled, so replay never sees it). */
-	int64_t user = user_intern(st, c->user, c->user_len, 0);
+	const struct wr_pre *pre = st->pre_cur;
+	uint64_t uh = pre ? pre->user_hash : str_hash(c->user, c->user_len);
+	XXH128_hash_t ih = pre ? pre->idem_hash : idem_hash(c->user, c->user_len, IDEM_RESERVE, c->key, c->key_len);
+	int64_t user = user_intern_h(st, c->user, c->user_len, uh, 0);
 	struct wr_idem_slot *is = NULL;
 	struct wr_hold_slot *h = NULL;
 	if (user >= 0) {
-		is = idem_slot(st, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len);
+		is = idem_slot(st, ih);
 		if (is != NULL && is->h0 != 0) {   /* a repeat: the original answer, or a misuse of the key */
 			const struct wr_res *r = &st->res[is->val - 1];
 			c->err = r->sku == (uint32_t)sku && r->qty == c->quantity ? FS_OK : FS_ERR_KEY_REUSED;
@@ -1028,8 +1040,8 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	}
 	/* admitted: create what is missing */
 	if (user < 0) {
-		user = user_intern(st, c->user, c->user_len, 1);
-		is = idem_slot(st, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len);
+		user = user_intern_h(st, c->user, c->user_len, uh, 1);
+		is = idem_slot(st, ih);
 	}
 	if (h == NULL)
 		h = hold_find(st, (uint32_t)user, (uint32_t)sku, 1);
@@ -1048,7 +1060,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	h->held += c->quantity;
 	if (dh != NULL)
 		dh->held += c->quantity;
-	idem_claim(st, is, (uint32_t)user, IDEM_RESERVE, c->key, c->key_len, res_no);
+	idem_claim(st, is, ih, res_no);
 	if (status == FS_RES_RESERVED) {
 		k->available -= c->quantity;
 		k->reserved += c->quantity;
@@ -1187,7 +1199,8 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }
 	}
-	struct wr_idem_slot *is = idem_slot(st, r->user, IDEM_CHECKOUT, c->key, c->key_len);
+	XXH128_hash_t ih = idem_hash(c->user, c->user_len, IDEM_CHECKOUT, c->key, c->key_len);
+	struct wr_idem_slot *is = idem_slot(st, ih);
 	if (is != NULL && is->h0 != 0) {
 		if (st->orders[is->val - 1].res_no != c->ref) {
 			c->err = FS_ERR_KEY_REUSED;
@@ -1220,7 +1233,7 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 		o->waiter_tag[0] = c->tag;
 		o->waiter_count = 1;
 	}
-	idem_claim(st, is, r->user, IDEM_CHECKOUT, c->key, c->key_len, order_no);
+	idem_claim(st, is, ih, order_no);
 	r->status = FS_RES_PAYING;
 	r->order_no = order_no;
 	c->err = FS_OK;
@@ -1477,6 +1490,18 @@ static void conservation_check(struct wr_state *st, struct wr_batch_out *out)
 	}
 }
 
+/* Hashes a reservation's user and idempotency key and starts loading the
+ * two table slots they land in, so they are in cache when it is decided. */
+static void prefetch(struct wr_state *st, const struct fs_cmd *c, struct wr_pre *p)
+{
+	if (c->type != FS_CMD_RESERVE || c->user_len > FS_ID_LEN_MAX || c->key_len > FS_ID_LEN_MAX)
+		return;
+	p->user_hash = str_hash(c->user, c->user_len);
+	p->idem_hash = idem_hash(c->user, c->user_len, IDEM_RESERVE, c->key, c->key_len);
+	__builtin_prefetch(&st->user_slots[p->user_hash & st->user_slot_mask]);
+	__builtin_prefetch(&st->idem[p->idem_hash.high64 & st->idem_slot_mask]);
+}
+
 void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_ms,
                int replay, struct wr_batch_out *out)
 {
@@ -1488,8 +1513,15 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
 	out->charge_count = 0;
 	out->sku_touched_count = 0;
 	st->last_t_ms = t_ms;
+	for (uint32_t i = 0; i < n && i < WR_PREFETCH_AHEAD; i++)
+		prefetch(st, &cmds[i], &st->pre[i % WR_PREFETCH_AHEAD]);
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_cmd *c = &cmds[i];
+		struct wr_pre cur = st->pre[i % WR_PREFETCH_AHEAD];
+		if (i + WR_PREFETCH_AHEAD < n)
+			prefetch(st, &cmds[i + WR_PREFETCH_AHEAD], &st->pre[i % WR_PREFETCH_AHEAD]);
+		st->pre_cur = c->type == FS_CMD_RESERVE && c->user_len <= FS_ID_LEN_MAX &&
+		              c->key_len <= FS_ID_LEN_MAX ? &cur : NULL;
 		if (replay && (c->type == FS_CMD_PROMOTE || c->type == FS_CMD_ADMIT ||
 		               (c->type == FS_CMD_SALE_FREEZE && c->text_len == 9 &&
 		                memcmp(c->text, "invariant", 9) == 0)))
@@ -1498,6 +1530,7 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
 			c->origin = ORIGIN_NONE;
 		decide_one(st, c, t_ms, out);
 	}
+	st->pre_cur = NULL;
 	conservation_check(st, out);
 }
 
