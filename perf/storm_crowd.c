@@ -33,7 +33,22 @@
  *
  * Protocol with perf/storm: after minting and connecting, prints "ready" on
  * stdout and waits for one line on stdin; T0 (the clock's zero) is when that
- * line arrives. Writes its results as JSON to --out.
+ * line arrives ("go", or "go U": the waiting room opens at unix ms U). Writes its results as JSON to --out.
+ *
+ * The waiting room (--waiting-room, --opens-at-ms U: the sale was created
+ * with --opens-at U --prequeue-window; the server opens it by itself at U):
+ * an attempt before the opening (or while the drawn queue is not drained)
+ * gets 202 {"status":"QUEUED","reservation_id","position"}. A queued agent
+ * then polls GET /v1/reservations/{id} with its token: not before the
+ * opening (the position is 0, unknown, until the draw), then a human every
+ * U(0.5, 1.5) * --queue-poll-ms, a bot every --bot-poll-ms (default 100: 10x
+ * a human; 100x would be ~50k polls/s from the queued bots alone, past this
+ * one-core crowd, and polling faster cannot change the draw, only when the
+ * bot learns its result). RESERVED: a win (checkout as after a 201);
+ * REJECTED: a loser (lingers as after a 409); QUEUED/WAITLISTED: poll again.
+ * "Early" agents are those whose first attempt was sent more than
+ * --early-margin-ms (100) before the opening: each must get a 202 QUEUED
+ * with a reservation id and a position (reported per agent).
  *
  * Threads: T threads, each with its own epoll loop over its share of the
  * keep-alive connections, its own agents (arrival rank % T), its own share
@@ -104,14 +119,19 @@ struct cfg {
 	uint64_t seed;
 	int      cpu;              /* -1: no pinning */
 	bool     no_wait;          /* start at once (no ready/go handshake) */
+	bool     waiting_room;     /* the sale has a waiting room opening at opens_at_ms */
+	int64_t  opens_at_ms;      /* unix ms (CLOCK_REALTIME) */
+	double   queue_poll_ms;    /* human: between polls of a queued reservation */
+	double   bot_poll_ms;      /* bot: same */
+	double   early_margin_ms;  /* "early": first attempt sent this long before the opening */
 };
 
 static struct cfg C;
 
 /* ---- answers ---------------------------------------------------------- */
 
-enum ep { EP_READ, EP_RESERVE, EP_CHECKOUT, EP_COUNT };
-static const char *ep_name[EP_COUNT] = { "read", "reserve", "checkout" };
+enum ep { EP_READ, EP_RESERVE, EP_CHECKOUT, EP_POLL, EP_COUNT };
+static const char *ep_name[EP_COUNT] = { "read", "reserve", "checkout", "poll" };
 
 enum who { W_HUMAN, W_BOT, W_STREAM, W_COUNT };
 static const char *who_name[W_COUNT] = { "human", "bot", "page_refresh" };
@@ -119,17 +139,21 @@ static const char *who_name[W_COUNT] = { "human", "bot", "page_refresh" };
 enum rs {
 	RS_200, RS_201, RS_202, RS_SOLD_OUT, RS_LIMIT, RS_RATE, RS_NOT_OPEN, RS_FROZEN,
 	RS_OVERLOADED, RS_PAID, RS_DECLINED, RS_EXPIRED, RS_ALREADY, RS_409_OTHER,
-	RS_4XX, RS_5XX, RS_TRANSPORT, RS_TIMEOUT, RS_COUNT
+	RS_4XX, RS_5XX, RS_TRANSPORT, RS_TIMEOUT,
+	RS_QUEUED,                                  /* 202 QUEUED (waiting room) */
+	RS_P_QUEUED, RS_P_RESERVED, RS_P_REJECTED, RS_P_WAITLISTED, RS_P_OTHER,  /* 200 to a poll */
+	RS_COUNT
 };
 static const char *rs_name[RS_COUNT] = {
 	"200", "201", "202 waitlisted", "409 sold_out", "409 limit_reached",
 	"429 rate_limited", "403 sale_not_open", "503 frozen", "503 overloaded",
 	"200 PAID", "402 payment_failed", "410 expired", "409 already_checked_out",
-	"409 other", "4xx other", "5xx other", "transport error", "timeout" };
+	"409 other", "4xx other", "5xx other", "transport error", "timeout",
+	"202 queued", "200 QUEUED", "200 RESERVED", "200 REJECTED", "200 WAITLISTED", "200 other" };
 
 /* ---- agents ----------------------------------------------------------- */
 
-enum aop { OP_NONE, OP_PAGE, OP_RESERVE, OP_CHECKOUT, OP_POLL };
+enum aop { OP_NONE, OP_PAGE, OP_RESERVE, OP_CHECKOUT, OP_POLL, OP_RES_POLL };
 
 #define AF_WON       0x01
 #define AF_PAID      0x02
@@ -139,19 +163,24 @@ enum aop { OP_NONE, OP_PAGE, OP_RESERVE, OP_CHECKOUT, OP_POLL };
 #define AF_SAME_KEY  0x20   /* retry the last attempt with its key */
 #define AF_DONE      0x40
 #define AF_LINGER    0x80
+#define AF_QUEUED    0x100  /* got a 202 QUEUED (waiting room) */
+#define AF_FIRST_Q   0x200  /* its first answer was 202 QUEUED with a reservation id and a position */
+#define AF_REJECTED  0x400  /* its queued entry was REJECTED */
 
 struct agent {
 	uint64_t res_no;
 	uint64_t arrive_ns;        /* intended, from T0 */
 	uint64_t first_answer_ns;  /* first HTTP answer to a reservation, from T0 */
 	uint64_t linger_until_ns;
+	uint64_t first_try_ns;     /* first reservation attempt actually sent, from T0, + 1; 0 = none */
 	uint32_t tok_off;
 	uint32_t queue_pos;        /* first queue position seen */
 	uint16_t attempts;
 	uint16_t pay_tries;
 	uint8_t  kind;             /* W_HUMAN | W_BOT */
 	uint8_t  op;
-	uint8_t  flags;
+	uint8_t  first_rs;         /* enum rs of the first answer to a reservation */
+	uint16_t flags;
 };
 
 static struct agent *g_agents;
@@ -161,6 +190,7 @@ static uint64_t g_run_id;
 static atomic_uint_fast64_t g_agents_left;
 static volatile sig_atomic_t g_stop;
 static uint64_t g_t0;
+static uint64_t g_open_rel_ns;                /* waiting room: the opening, from T0 */
 static atomic_uint_fast64_t g_all_sold_abs;   /* first read with sold == total */
 static atomic_int g_ended_by;                 /* enum end_reason */
 
@@ -212,6 +242,7 @@ struct stats {
 	uint64_t fs_arrived, fs_answered, fs_final, fs_429, fs_429_pos, fs_max_pos, fs_unanswered;
 	struct hist fs_first_answer;
 	uint64_t sold_out_ns, last_201_ns, all_sold_ns;   /* from T0; 0 = never */
+	uint64_t first_win_ns;                            /* from T0; 0 = never */
 	uint64_t streams_sent;
 };
 
@@ -440,6 +471,14 @@ static double interval_ns(const struct agent *a, struct thr *t)
 	return C.interval_ms * NS_PER_MS * (0.5 + rng_unit(&t->rng));
 }
 
+/* Between two polls of a queued reservation. */
+static double poll_ns(const struct agent *a, struct thr *t)
+{
+	if (a->kind == W_BOT)
+		return C.bot_poll_ms * NS_PER_MS;
+	return C.queue_poll_ms * NS_PER_MS * (0.5 + rng_unit(&t->rng));
+}
+
 static void agent_done(struct thr *t, struct agent *a)
 {
 	if (a->flags & AF_DONE)
@@ -484,7 +523,7 @@ static void build_agent_request(struct thr *t, struct conn *c, struct agent *a)
 	case OP_RESERVE:
 		if (!(a->flags & AF_SAME_KEY))
 			a->attempts++;
-		a->flags &= (uint8_t)~AF_SAME_KEY;
+		a->flags &= (uint16_t)~AF_SAME_KEY;
 		n = snprintf(c->out, OUT_CAP,
 		             "POST /v1/skus/%s/reservations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 		             "Authorization: Bearer %s\r\nIdempotency-Key: st%" PRIx64 "-%c%u-%u\r\n"
@@ -501,6 +540,11 @@ static void build_agent_request(struct thr *t, struct conn *c, struct agent *a)
 		             a->res_no, tok, g_run_id, idx, bl, body);
 		break;
 	}
+	case OP_RES_POLL:
+		n = snprintf(c->out, OUT_CAP,
+		             "GET /v1/reservations/r%016" PRIx64 " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+		             "Authorization: Bearer %s\r\n\r\n", a->res_no, tok);
+		break;
 	default:
 		assert(0);
 		n = 0;
@@ -553,6 +597,8 @@ static void dispatch(struct thr *t, uint8_t req, uint32_t agent, uint64_t intend
 	} else {
 		struct agent *a = &g_agents[agent];
 		c->op = a->op;
+		if (a->op == OP_RESERVE && a->first_try_ns == 0)
+			a->first_try_ns = now - g_t0 + 1;
 		build_agent_request(t, c, a);
 	}
 	c->state = CS_BUSY;
@@ -571,11 +617,21 @@ static enum rs classify(int ep, int status, const char *body, size_t len)
 		err[0] = 0;
 	switch (status) {
 	case 200:
+		if (ep == EP_POLL) {
+			char st[24];
+			if (hr_json_str(body, len, "status", st, sizeof(st)) < 0)
+				return RS_P_OTHER;
+			if (strcmp(st, "QUEUED") == 0) return RS_P_QUEUED;
+			if (strcmp(st, "RESERVED") == 0) return RS_P_RESERVED;
+			if (strcmp(st, "REJECTED") == 0) return RS_P_REJECTED;
+			if (strcmp(st, "WAITLISTED") == 0) return RS_P_WAITLISTED;
+			return RS_P_OTHER;
+		}
 		if (ep == EP_CHECKOUT)
 			return memmem(body, len, "\"PAID\"", 6) ? RS_PAID : RS_200;
 		return RS_200;
 	case 201: return RS_201;
-	case 202: return RS_202;
+	case 202: return memmem(body, len, "\"QUEUED\"", 8) ? RS_QUEUED : RS_202;
 	case 402: return RS_DECLINED;
 	case 403: return strcmp(err, "sale_not_open") == 0 ? RS_NOT_OPEN : RS_4XX;
 	case 409:
@@ -648,6 +704,24 @@ static void agent_transport_failure(struct thr *t, struct agent *a, uint8_t op, 
 	agent_at(t, a, now + (uint64_t)interval_ns(a, t), op);
 }
 
+/* The agent holds a unit (a 201, or its queued entry became RESERVED). */
+static void agent_won(struct thr *t, struct agent *a, uint64_t now)
+{
+	int k = a->kind;
+	uint64_t rel = now - g_t0;
+	if (!(a->flags & AF_WON)) {
+		a->flags |= AF_WON;
+		t->st.units[k]++;
+		sec_at(t, now)->won[k]++;
+		if (rel > t->st.last_201_ns)
+			t->st.last_201_ns = rel;
+		if (t->st.first_win_ns == 0 || rel < t->st.first_win_ns)
+			t->st.first_win_ns = rel;
+	}
+	double think = k == W_BOT ? 0 : C.pay_think_ms * NS_PER_MS * (0.5 + rng_unit(&t->rng));
+	agent_at(t, a, now + (uint64_t)think, OP_CHECKOUT);
+}
+
 static void on_agent_answer(struct thr *t, struct agent *a, uint8_t op, int status, enum rs r,
                             const char *body, size_t len, uint64_t now, uint64_t c_intended)
 {
@@ -674,9 +748,12 @@ static void on_agent_answer(struct thr *t, struct agent *a, uint8_t op, int stat
 		agent_linger(t, a, now);
 		return;
 	case OP_RESERVE: {
+		/* a 202 QUEUED, or the 200 repeat of one (same Idempotency-Key) */
+		bool queued = r == RS_QUEUED || (r == RS_200 && memmem(body, len, "\"QUEUED\"", 8));
 		if (!(a->flags & AF_ANSWERED)) {
 			a->flags |= AF_ANSWERED;
 			a->first_answer_ns = rel;
+			a->first_rs = (uint8_t)(queued ? RS_QUEUED : r);
 			if (k == W_HUMAN && a->arrive_ns < NS_PER_S) {
 				/* from the click (the intended send of the first attempt) */
 				t->st.fs_answered++;
@@ -684,6 +761,27 @@ static void on_agent_answer(struct thr *t, struct agent *a, uint8_t op, int stat
 			}
 		}
 		struct second *s = sec_at(t, now);
+		if (queued) {
+			char rid[40];
+			if (hr_json_str(body, len, "reservation_id", rid, sizeof(rid)) != 17 || rid[0] != 'r') {
+				t->st.ans[EP_RESERVE][k][RS_4XX]++;
+				agent_done(t, a);
+				return;
+			}
+			a->res_no = strtoull(rid + 1, NULL, 16);
+			if (!(a->flags & AF_QUEUED) && a->first_rs == RS_QUEUED && json_u64(body, len, "position") >= 0)
+				a->flags |= AF_FIRST_Q;
+			if (!(a->flags & AF_FINAL) && k == W_HUMAN && a->arrive_ns < NS_PER_S)
+				t->st.fs_final++;
+			a->flags |= AF_QUEUED | AF_FINAL;
+			a->flags &= (uint16_t)~AF_REJECTED;
+			/* nothing to learn before the draw: the first poll after the opening */
+			uint64_t open_abs = g_t0 + g_open_rel_ns;
+			uint64_t from = now > open_abs ? now : open_abs;
+			double first = poll_ns(a, t) * rng_unit(&t->rng);
+			agent_at(t, a, from + (uint64_t)first, OP_RES_POLL);
+			return;
+		}
 		if (r == RS_201 || (r == RS_200 && memmem(body, len, "reservation_id", 14))) {
 			char rid[40];
 			if (hr_json_str(body, len, "reservation_id", rid, sizeof(rid)) != 17 || rid[0] != 'r') {
@@ -695,15 +793,7 @@ static void on_agent_answer(struct thr *t, struct agent *a, uint8_t op, int stat
 			if (!(a->flags & AF_FINAL) && k == W_HUMAN && a->arrive_ns < NS_PER_S)
 				t->st.fs_final++;
 			a->flags |= AF_FINAL;
-			if (!(a->flags & AF_WON)) {
-				a->flags |= AF_WON;
-				t->st.units[k]++;
-				s->won[k]++;
-				if (rel > t->st.last_201_ns)
-					t->st.last_201_ns = rel;
-			}
-			double think = k == W_BOT ? 0 : C.pay_think_ms * NS_PER_MS * (0.5 + rng_unit(&t->rng));
-			agent_at(t, a, now + (uint64_t)think, OP_CHECKOUT);
+			agent_won(t, a, now);
 			return;
 		}
 		switch (r) {
@@ -762,6 +852,28 @@ static void on_agent_answer(struct thr *t, struct agent *a, uint8_t op, int stat
 			return;
 		}
 	}
+	case OP_RES_POLL:
+		switch (r) {
+		case RS_P_RESERVED:
+			agent_won(t, a, now);
+			return;
+		case RS_P_QUEUED:
+		case RS_P_WAITLISTED:
+			agent_at(t, a, now + (uint64_t)poll_ns(a, t), OP_RES_POLL);
+			return;
+		case RS_P_REJECTED:
+			a->flags |= AF_REJECTED;
+			agent_linger(t, a, now);
+			return;
+		case RS_OVERLOADED:
+		case RS_FROZEN:
+		case RS_5XX:
+			agent_at(t, a, now + (uint64_t)poll_ns(a, t), OP_RES_POLL);
+			return;
+		default:
+			agent_done(t, a);   /* CANCELLED/EXPIRED/404...: counted */
+			return;
+		}
 	case OP_CHECKOUT:
 		switch (r) {
 		case RS_PAID:
@@ -796,7 +908,8 @@ static void on_agent_answer(struct thr *t, struct agent *a, uint8_t op, int stat
 
 static int op_ep(uint8_t op)
 {
-	return op == OP_RESERVE ? EP_RESERVE : op == OP_CHECKOUT ? EP_CHECKOUT : EP_READ;
+	return op == OP_RESERVE ? EP_RESERVE : op == OP_CHECKOUT ? EP_CHECKOUT :
+	       op == OP_RES_POLL ? EP_POLL : EP_READ;
 }
 
 /* The request on c got no answer (error, close, timeout): reconnect, retry. */
@@ -1094,7 +1207,7 @@ static void merge(struct stats *d, const struct stats *s)
 	MAX(max_committed); MAX(total_seen); MAX(max_queue_pos); MAX(fs_max_pos); MAX(last_201_ns);
 #undef MAX
 #define MINNZ(f) if (s->f && (!d->f || s->f < d->f)) d->f = s->f
-	MINNZ(sold_out_ns); MINNZ(all_sold_ns);
+	MINNZ(sold_out_ns); MINNZ(all_sold_ns); MINNZ(first_win_ns);
 #undef MINNZ
 }
 
@@ -1119,8 +1232,83 @@ static void json_opt_s(FILE *f, const char *name, uint64_t ns)
 		fprintf(f, "\"%s\":null", name);
 }
 
+/* The waiting room, per agent (computed once the threads are done). */
+struct wroom {
+	uint64_t early[2], early_queued[2], early_unanswered[2], early_other[2];
+	uint64_t early_rs[RS_COUNT];      /* first answers of early agents that were not 202 QUEUED */
+	uint64_t at_opening[2];           /* first attempt within the margin of the opening */
+	uint64_t queued[2], won_early[2], won_late[2], rejected[2], still_queued[2];
+	uint64_t fs_queued;               /* first-second humans whose first answer was 202 QUEUED + id + position */
+};
+
+static void wroom_count(struct wroom *w)
+{
+	memset(w, 0, sizeof(*w));
+	uint64_t margin = (uint64_t)(C.early_margin_ms * NS_PER_MS);
+	for (uint32_t i = 0; i < g_agent_count; i++) {
+		const struct agent *a = &g_agents[i];
+		int k = a->kind;
+		bool early = a->first_try_ns != 0 && a->first_try_ns - 1 + margin <= g_open_rel_ns;
+		if (a->first_try_ns != 0 && !early && a->first_try_ns - 1 <= g_open_rel_ns + margin)
+			w->at_opening[k]++;
+		if (early) {
+			w->early[k]++;
+			if (a->flags & AF_FIRST_Q)
+				w->early_queued[k]++;
+			else if (!(a->flags & AF_ANSWERED))
+				w->early_unanswered[k]++;
+			else {
+				w->early_other[k]++;
+				w->early_rs[a->first_rs < RS_COUNT ? a->first_rs : RS_4XX]++;
+			}
+		}
+		if (k == W_HUMAN && a->arrive_ns < NS_PER_S && (a->flags & AF_FIRST_Q))
+			w->fs_queued++;
+		if (a->flags & AF_QUEUED)
+			w->queued[k]++;
+		if (a->flags & AF_WON) {
+			if (early)
+				w->won_early[k]++;
+			else
+				w->won_late[k]++;
+		}
+		if (a->flags & AF_REJECTED)
+			w->rejected[k]++;
+		else if ((a->flags & AF_QUEUED) && !(a->flags & AF_WON))
+			w->still_queued[k]++;
+	}
+}
+
+static void json_wroom(FILE *f, const struct wroom *w)
+{
+#define PAIR(name, v) fprintf(f, "\"%s\":{\"humans\":%" PRIu64 ",\"bots\":%" PRIu64 "},", name, v[0], v[1])
+	fprintf(f, "\"waiting_room\":{\"opens_at_ms\":%" PRId64 ",\"opening_s\":%.3f,\"early_margin_ms\":%.1f,"
+	        "\"queue_poll_ms\":%.1f,\"bot_poll_ms\":%.1f,",
+	        C.opens_at_ms, g_open_rel_ns / 1e9, C.early_margin_ms, C.queue_poll_ms, C.bot_poll_ms);
+	PAIR("early", w->early);
+	PAIR("early_queued", w->early_queued);
+	PAIR("early_unanswered", w->early_unanswered);
+	PAIR("early_other", w->early_other);
+	PAIR("at_opening", w->at_opening);
+	PAIR("queued", w->queued);
+	PAIR("won_early", w->won_early);
+	PAIR("won_late", w->won_late);
+	PAIR("rejected", w->rejected);
+	PAIR("still_queued", w->still_queued);
+#undef PAIR
+	fprintf(f, "\"early_other_answers\":{");
+	bool first = true;
+	for (int r = 0; r < RS_COUNT; r++) {
+		if (!w->early_rs[r])
+			continue;
+		fprintf(f, "%s\"%s\":%" PRIu64, first ? "" : ",", rs_name[r], w->early_rs[r]);
+		first = false;
+	}
+	fprintf(f, "},\"first_second_humans_queued\":%" PRIu64 "},\n", w->fs_queued);
+}
+
 static int write_json(const char *path, const struct stats *st, const struct second *ser, uint32_t nser,
-                      double elapsed_s, uint32_t bots)
+                      double elapsed_s, uint32_t bots, const struct wroom *wr)
 {
 	FILE *f = strcmp(path, "-") == 0 ? stdout : fopen(path, "w");
 	if (f == NULL) {
@@ -1141,7 +1329,12 @@ static int write_json(const char *path, const struct stats *st, const struct sec
 	json_opt_s(f, "last_201_s", st->last_201_ns);
 	fputc(',', f);
 	json_opt_s(f, "all_sold_s", st->all_sold_ns);
-	fprintf(f, ",\n\"population\":{\"humans\":%u,\"bots\":%u,\"arrived_humans\":%" PRIu64
+	fputc(',', f);
+	json_opt_s(f, "first_win_s", st->first_win_ns);
+	fprintf(f, ",\n");
+	if (wr != NULL)
+		json_wroom(f, wr);
+	fprintf(f, "\"population\":{\"humans\":%u,\"bots\":%u,\"arrived_humans\":%" PRIu64
 	        ",\"arrived_bots\":%" PRIu64 ",\"arrived_before_sellout_humans\":%" PRIu64
 	        ",\"arrived_before_sellout_bots\":%" PRIu64 "},\n",
 	        C.humans, bots, st->arrived[0], st->arrived[1], st->arrived_before_sellout[0],
@@ -1256,7 +1449,12 @@ static void usage(FILE *f)
 	  "  --drain S             wait for answers after the end, default 3\n"
 	  "  --seed N              default 1\n"
 	  "  --cpu N               pin every thread to CPU N\n"
-	  "  --no-wait             start at once instead of waiting for a line on stdin\n");
+	  "  --no-wait             start at once instead of waiting for a line on stdin\n"
+	  "  --waiting-room        the sale has a waiting room (see the top of this file)\n"
+	  "  --opens-at-ms U       its opening, unix ms (else from the go line: \"go U\")\n"
+	  "  --queue-poll-ms T     human: between polls of a queued reservation, U(0.5, 1.5) * T, default 1000\n"
+	  "  --bot-poll-ms T       bot: between polls, default 100\n"
+	  "  --early-margin-ms T   early = first attempt sent > T before the opening, default 100\n");
 }
 
 static int parse_flags(int argc, char **argv)
@@ -1284,6 +1482,9 @@ static int parse_flags(int argc, char **argv)
 	C.connections = 256;
 	C.seed = 1;
 	C.cpu = -1;
+	C.queue_poll_ms = 1000;
+	C.bot_poll_ms = 100;
+	C.early_margin_ms = 100;
 	int port = 0;
 	static const struct option opts[] = {
 		{"port", 1, 0, 'p'}, {"sku", 1, 0, 's'}, {"secret-file", 1, 0, 'k'}, {"out", 1, 0, 'o'},
@@ -1293,6 +1494,8 @@ static int parse_flags(int argc, char **argv)
 		{"speedup", 1, 0, 'x'}, {"linger", 1, 0, 'l'}, {"after-sellout", 1, 0, 'A'}, {"pay", 1, 0, 'y'},
 		{"threads", 1, 0, 'T'}, {"connections", 1, 0, 'c'}, {"timeout-ms", 1, 0, 'O'},
 		{"drain", 1, 0, 'D'}, {"seed", 1, 0, 'S'}, {"cpu", 1, 0, 'C'}, {"no-wait", 0, 0, 'n'},
+		{"waiting-room", 0, 0, 'w'}, {"opens-at-ms", 1, 0, 'W'}, {"queue-poll-ms", 1, 0, 'q'},
+		{"bot-poll-ms", 1, 0, 'Q'}, {"early-margin-ms", 1, 0, 'm'},
 		{"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 	int o;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -1333,6 +1536,11 @@ static int parse_flags(int argc, char **argv)
 		case 'S': C.seed = strtoull(optarg, NULL, 10); break;
 		case 'C': C.cpu = atoi(optarg); break;
 		case 'n': C.no_wait = true; break;
+		case 'w': C.waiting_room = true; break;
+		case 'W': C.opens_at_ms = strtoll(optarg, NULL, 10); break;
+		case 'q': C.queue_poll_ms = atof(optarg); break;
+		case 'Q': C.bot_poll_ms = atof(optarg); break;
+		case 'm': C.early_margin_ms = atof(optarg); break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return 2;
 		}
@@ -1354,6 +1562,9 @@ static int parse_flags(int argc, char **argv)
 	else if (C.threads < 1 || C.threads > THREADS_MAX) bad = "--threads 1..16";
 	else if (C.connections < C.threads || C.connections > CONNS_MAX) bad = "--connections threads..8192";
 	else if (!(C.timeout_ms > 0) || !(C.drain_s >= 0 && C.drain_s <= 60)) bad = "bad --timeout-ms/--drain";
+	else if (C.waiting_room && C.no_wait && C.opens_at_ms <= 0) bad = "--waiting-room --no-wait needs --opens-at-ms";
+	else if (!(C.queue_poll_ms > 0) || !(C.bot_poll_ms > 0) || !(C.early_margin_ms >= 0))
+		bad = "bad --queue-poll-ms/--bot-poll-ms/--early-margin-ms";
 	if (bad) {
 		fprintf(stderr, "storm_crowd: %s\n", bad);
 		return 2;
@@ -1486,8 +1697,21 @@ int main(int argc, char **argv)
 			fprintf(stderr, "storm_crowd: stdin closed before go\n");
 			return 1;
 		}
+		long long u;
+		if (sscanf(line, "go %lld", &u) == 1 && u > 0)
+			C.opens_at_ms = u;
+		if (C.waiting_room && C.opens_at_ms <= 0) {
+			fprintf(stderr, "storm_crowd: --waiting-room: no opening time (--opens-at-ms or \"go U\")\n");
+			return 2;
+		}
 	}
 	g_t0 = now_ns();
+	if (C.waiting_room) {
+		struct timespec wall;
+		clock_gettime(CLOCK_REALTIME, &wall);
+		int64_t wall_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
+		g_open_rel_ns = C.opens_at_ms > wall_ms ? (uint64_t)(C.opens_at_ms - wall_ms) * NS_PER_MS : 0;
+	}
 	for (unsigned i = 0; i < C.threads; i++) {
 		if (pthread_create(&th[i].tid, NULL, thread_main, &th[i]) != 0) {
 			fprintf(stderr, "storm_crowd: pthread_create failed\n");
@@ -1534,7 +1758,10 @@ int main(int argc, char **argv)
 		    a->arrive_ns <= (uint64_t)(elapsed * 1e9))
 			tot->fs_unanswered++;
 	}
-	rc = write_json(C.out_path, tot, ser, last_used + 1, elapsed, bots) != 0;
+	struct wroom wr;
+	if (C.waiting_room)
+		wroom_count(&wr);
+	rc = write_json(C.out_path, tot, ser, last_used + 1, elapsed, bots, C.waiting_room ? &wr : NULL) != 0;
 	for (unsigned i = 0; i < C.threads; i++) {
 		close(th[i].epfd);
 		free(th[i].conns);
