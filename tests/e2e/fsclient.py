@@ -9,7 +9,7 @@
   arbitrary bytes. Every socket operation has a timeout.
 
 The build directory comes from the environment variable FS_BUILD
-(default /work/main/build).
+(default: build/ at the top of this checkout).
 """
 import base64
 import hashlib
@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-BUILD = os.environ.get("FS_BUILD", "/work/main/build")
+BUILD = os.environ.get("FS_BUILD", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build"))
 FLASHSALED = os.path.join(BUILD, "control", "flashsaled")
 FLASHCTL = os.path.join(BUILD, "control", "flashctl")
 # FS_BASE_URL=http://HOST:PORT (+ FS_DATA_DIR=DIR): attach to a server that is

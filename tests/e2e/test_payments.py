@@ -7,7 +7,7 @@ kill -9 while charges are in flight: after the restart every order ends
 PAID or FAILED, the provider charged each order id at most once (attempts
 repeat, charges never), and the units are conserved.
 
-The build directory comes from FS_BUILD (default /work/main/build).
+The build directory comes from FS_BUILD (default: build/ at the top of this checkout).
 """
 import os
 import shutil
