@@ -146,11 +146,13 @@ uint32_t fr_regularity(struct fr_table *t, const char *key, size_t len, int64_t 
 		return 0;
 	/* Gaps under 10 ms come from one client's parallel connections (or a
 	 * burst) and say nothing about think time: they are not compared. A
-	 * machine shows the same gap, to the 2 ms, 8 times in a row. */
+	 * machine shows the same gap (within 1/8, at least 2 ms) 8 times in a
+	 * row; a human's think time varies far more. */
 	if (b->seen_ms != 0 && now_ms - b->seen_ms >= 10) {
 		uint32_t gap = (uint32_t)(now_ms - b->seen_ms > UINT32_MAX ? UINT32_MAX : now_ms - b->seen_ms);
 		int64_t diff = (int64_t)gap - (int64_t)b->gap_ms;
-		b->streak = gap < 5000 && diff <= 2 && diff >= -2 ? b->streak + 1 : 0;
+		int64_t tolerance = gap / 8 > 2 ? gap / 8 : 2;   /* a machine's clock, not a human's */
+		b->streak = gap < 5000 && diff <= tolerance && diff >= -tolerance ? b->streak + 1 : 0;
 		b->gap_ms = gap;
 		b->seen_ms = now_ms;
 	} else if (b->seen_ms == 0) {

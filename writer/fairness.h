@@ -42,7 +42,7 @@ int fr_take(struct fr_table *t, const char *key, size_t len, int tier, int64_t n
 
 /* Risk signals (they only ever lower a client's tier):
  * fr_regularity records an attempt of `key` at now_ms and returns how many
- * gaps in a row were within 2 ms of the gap before (a client with zero
+ * gaps in a row were within 1/8 (at least 2 ms) of the gap before (zero
  * think time); fr_distinct records that `key` (a device, an IP) was used by
  * the user whose hash is `other` and returns how many times that user
  * changed (about how many users share it). 0 when the table is full. */

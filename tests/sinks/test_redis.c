@@ -30,7 +30,7 @@ static void expected_json(const struct sm_sku *s, char *out, size_t cap)
 	const char *state = s->state == FS_SALE_OPEN && s->available == 0 ? "sold_out" : fs_sale_state_name(s->state);
 	snprintf(out, cap, "{\"sku\":\"%s\",\"state\":\"%s\",\"total\":%" PRId64 ",\"available\":%" PRId64
 	         ",\"reserved\":%" PRId64 ",\"sold\":%" PRId64 ",\"version\":%" PRIu64 "}",
-	         s->sku, state, s->total, s->available, s->reserved, s->sold, s->version);
+	         s->sku, state, s->total, s->available, s->reserved, s->sold, s->api_version);
 }
 
 static int key_equals(redisContext *c, const struct sm_sku *s)
