@@ -137,6 +137,37 @@ void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans
 	dp_conn_drive(p, c);
 }
 
+uint32_t dp_conn_drain(struct dp_proto *p, struct fs_port *port, struct dp_conn *conns, uint32_t conn_max,
+                       void (*answered)(void *ctx, struct dp_conn *c),
+                       void (*orphan)(void *ctx, struct dp_conn *c), void *ctx)
+{
+	struct fs_ans a[64];
+	uint32_t total = 0, got;
+	while ((got = fs_ring_dequeue_burst(&port->answers, a, 64)) > 0) {
+		total += got;
+		assert(port->inflight >= got);
+		port->inflight -= got;
+		for (uint32_t i = 0; i < got; i++) {
+			uint32_t idx = (uint32_t)a[i].tag;
+			uint32_t gen = (uint32_t)(a[i].tag >> 32);
+			assert(idx < conn_max);
+			struct dp_conn *c = &conns[idx];
+			if (c->gen != gen || !c->waiting)
+				continue;   /* cannot happen: the slot waits for its answer */
+			if (!c->active) {   /* the client left while the writer decided */
+				c->waiting = 0;
+				assert(c->ops_inflight > 0);
+				c->ops_inflight--;
+				orphan(ctx, c);
+				continue;
+			}
+			dp_conn_answered(p, c, &a[i]);
+			answered(ctx, c);
+		}
+	}
+	return total;
+}
+
 void dp_conn_timeout(struct dp_proto *p, struct dp_conn *c)
 {
 	int n = dp_resp_error(c->out + c->out_len, DP_OUT_BYTES - c->out_len, 408, "request_timeout", NULL, 0);

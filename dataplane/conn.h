@@ -51,6 +51,15 @@ void dp_conn_drive(struct dp_proto *p, struct dp_conn *c);
 /* Writes the writer's answer for the parked request, then drives on. */
 void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans *a);
 
+/* Takes every answer waiting on the writer's answer ring of `port` and
+ * hands each to its connection (dp_conn_answered), then calls
+ * answered(ctx, c) so the backend can send; a connection whose client left
+ * while its command was at the writer stops waiting and goes to
+ * orphan(ctx, c) so the backend can free its slot. Returns the count. */
+uint32_t dp_conn_drain(struct dp_proto *p, struct fs_port *port, struct dp_conn *conns, uint32_t conn_max,
+                       void (*answered)(void *ctx, struct dp_conn *c),
+                       void (*orphan)(void *ctx, struct dp_conn *c), void *ctx);
+
 /* Answers 408 and marks the connection closing (slow request). */
 void dp_conn_timeout(struct dp_proto *p, struct dp_conn *c);
 

@@ -289,34 +289,18 @@ static uint32_t reap(struct dp_worker *w)
 	return n;
 }
 
+static void answered_cb(void *ctx, struct dp_conn *c)
+{
+	struct dp_worker *w = ctx;
+	mark_flush(w, c);
+	arm_recv(w, c);
+}
+
+static void orphan_cb(void *ctx, struct dp_conn *c) { conn_release_if_idle(ctx, c); }
+
 static uint32_t drain_answers(struct dp_worker *w)
 {
-	struct fs_ans a[64];
-	uint32_t total = 0, got;
-	struct fs_port *port = w->cfg.wport;
-	while ((got = fs_ring_dequeue_burst(&port->answers, a, 64)) > 0) {
-		total += got;
-		assert(port->inflight >= got);
-		port->inflight -= got;
-		for (uint32_t i = 0; i < got; i++) {
-			uint32_t idx = (uint32_t)a[i].tag;
-			uint32_t gen = (uint32_t)(a[i].tag >> 32);
-			assert(idx < w->cfg.conn_max);
-			struct dp_conn *c = &w->conns[idx];
-			if (c->gen != gen || !c->waiting)
-				continue;   /* cannot happen: the slot waits for its answer */
-			if (!c->active) {   /* the client left while the writer decided */
-				c->waiting = 0;
-				c->ops_inflight--;
-				conn_release_if_idle(w, c);
-				continue;
-			}
-			dp_conn_answered(&w->proto, c, &a[i]);
-			mark_flush(w, c);
-			arm_recv(w, c);
-		}
-	}
-	return total;
+	return dp_conn_drain(&w->proto, w->cfg.wport, w->conns, w->cfg.conn_max, answered_cb, orphan_cb, w);
 }
 
 static void flush_all(struct dp_worker *w)

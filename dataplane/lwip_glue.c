@@ -372,33 +372,13 @@ static err_t on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 
 /* ------------------------------------------------------------ the loop */
 
+static void answered_cb(void *ctx, struct dp_conn *c) { mark_flush(ctx, c); }
+static void orphan_cb(void *ctx, struct dp_conn *c) { release_if_idle(ctx, c); }
+
 static uint32_t drain_answers(struct dp_lwip *g)
 {
-	struct fs_ans a[64];
-	uint32_t total = 0, got;
-	struct fs_port *port = g->cfg.worker.wport;
-	while ((got = fs_ring_dequeue_burst(&port->answers, a, 64)) > 0) {
-		total += got;
-		assert(port->inflight >= got);
-		port->inflight -= got;
-		for (uint32_t i = 0; i < got; i++) {
-			uint32_t idx = (uint32_t)a[i].tag;
-			uint32_t gen = (uint32_t)(a[i].tag >> 32);
-			assert(idx < g->cfg.worker.conn_max);
-			struct dp_conn *c = &g->conns[idx];
-			if (c->gen != gen || !c->waiting)
-				continue;   /* cannot happen: the slot waits for its answer */
-			if (!c->active) {   /* the client left while the writer decided */
-				c->waiting = 0;
-				c->ops_inflight--;
-				release_if_idle(g, c);
-				continue;
-			}
-			dp_conn_answered(&g->proto, c, &a[i]);
-			mark_flush(g, c);
-		}
-	}
-	return total;
+	return dp_conn_drain(&g->proto, g->cfg.worker.wport, g->conns, g->cfg.worker.conn_max,
+	                     answered_cb, orphan_cb, g);
 }
 
 static uint32_t flush_all(struct dp_lwip *g)
