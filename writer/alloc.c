@@ -1099,6 +1099,20 @@ static void release_place(struct wr_state *st, struct wr_sku *k, struct wr_res *
 	}
 }
 
+/* Journals a command that changed reservation r: its outcome is r's new
+ * status, and the record names r's SKU (the command may not have). */
+static void record_res_change(struct wr_state *st, struct fs_cmd *c, const struct wr_res *r,
+                              struct wr_batch_out *out)
+{
+	const struct wr_sku *k = &st->skus[r->sku];
+	c->err = FS_OK;
+	c->out_status = r->status;
+	memcpy(c->sku, k->name, k->name_len);
+	c->sku_len = k->name_len;
+	sku_touch(st, out, r->sku);
+	record_emit(out, c);
+}
+
 /* Finds the caller's own reservation; another user's is "not found". */
 static struct wr_res *res_owned(struct wr_state *st, const struct fs_cmd *c, uint64_t res_no)
 {
@@ -1132,12 +1146,7 @@ static void decide_cancel(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 	else
 		release_place(st, k, r);
 	r->status = FS_RES_CANCELLED;
-	c->err = FS_OK;
-	c->out_status = r->status;
-	memcpy(c->sku, k->name, k->name_len);
-	c->sku_len = k->name_len;
-	sku_touch(st, out, r->sku);
-	record_emit(out, c);
+	record_res_change(st, c, r, out);
 	waitlist_serve(st, r->sku, t_ms, out);
 	answer_res(st, c, c->ref, 200, out);
 }
@@ -1151,13 +1160,7 @@ static void decide_expire(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 	}
 	units_return(st, r);
 	r->status = FS_RES_EXPIRED;
-	struct wr_sku *k = &st->skus[r->sku];
-	c->err = FS_OK;
-	c->out_status = r->status;
-	memcpy(c->sku, k->name, k->name_len);
-	c->sku_len = k->name_len;
-	sku_touch(st, out, r->sku);
-	record_emit(out, c);
+	record_res_change(st, c, r, out);
 	waitlist_serve(st, r->sku, t_ms, out);
 	answer_res(st, c, c->ref, 200, out);
 }
@@ -1236,14 +1239,9 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 	idem_claim(st, is, ih, order_no);
 	r->status = FS_RES_PAYING;
 	r->order_no = order_no;
-	c->err = FS_OK;
 	c->out_ref = order_no;
-	c->out_status = r->status;
 	c->out_val = o->amount_cents;
-	memcpy(c->sku, k->name, k->name_len);
-	c->sku_len = k->name_len;
-	sku_touch(st, out, r->sku);
-	record_emit(out, c);
+	record_res_change(st, c, r, out);
 	struct wr_charge *ch = &out->charges[out->charge_count++];
 	ch->order_no = order_no;
 	ch->amount_cents = o->amount_cents;
@@ -1279,12 +1277,7 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 		o->status = FS_ORDER_FAILED;
 		o->reason = c->pay;
 	}
-	c->err = FS_OK;
-	c->out_status = r->status;
-	memcpy(c->sku, k->name, k->name_len);
-	c->sku_len = k->name_len;
-	sku_touch(st, out, r->sku);
-	record_emit(out, c);
+	record_res_change(st, c, r, out);
 	if (c->pay != FS_PAY_OK)
 		waitlist_serve(st, r->sku, t_ms, out);
 	for (uint32_t i = 0; i < o->waiter_count; i++) {
@@ -1604,6 +1597,12 @@ int64_t wr_next_deadline(const struct wr_state *st)
 /* ---- views -------------------------------------------------------------------- */
 
 uint32_t wr_sku_count(const struct wr_state *st) { return st->sku_count; }
+
+int wr_sku_default_tier(const struct wr_state *st, const char *name, size_t len)
+{
+	int idx = wr_sku_find(st, name, len);
+	return idx < 0 ? -1 : (int)st->skus[idx].args.default_tier;
+}
 
 void wr_sku_view(const struct wr_state *st, uint32_t idx, struct wr_sku_view *v)
 {

@@ -130,6 +130,8 @@ uint32_t wr_ip_rules(const struct wr_state *st, struct fs_cidr *rules, uint8_t *
 void wr_draw_shuffle(uint32_t *v, uint32_t n, const uint8_t seed[32]);
 
 uint32_t wr_sku_count(const struct wr_state *st);
+/* The sale's default tier (API.md), or -1 when there is no such SKU. */
+int wr_sku_default_tier(const struct wr_state *st, const char *name, size_t len);
 void wr_sku_view(const struct wr_state *st, uint32_t sku_idx, struct wr_sku_view *v);
 int wr_sku_find(const struct wr_state *st, const char *name, size_t len); /* -1 when absent */
 

@@ -400,12 +400,9 @@ static int effective_tier(struct writer *w, const struct fs_cmd *c)
 	} else if (table >= 0) {
 		tier = table;
 	} else {
-		int idx = wr_sku_find(w->st, c->sku, c->sku_len);
-		if (idx >= 0) {
-			struct wr_sku_view sv;
-			wr_sku_view(w->st, (uint32_t)idx, &sv);
-			tier = (int)sv.default_tier;
-		}
+		int d = wr_sku_default_tier(w->st, c->sku, c->sku_len);
+		if (d >= 0)
+			tier = d;
 	}
 	if (tier < 0 || tier > 4)
 		tier = 1;
