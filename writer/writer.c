@@ -62,6 +62,8 @@ struct writer {
 	size_t mem_bytes;
 	void (*on_durable)(void *);
 	void *on_durable_arg;
+	uint64_t recharge_after;          /* PENDING orders of the last stop handed up to here */
+	uint64_t recharge_max;            /* ... and up to this order number */
 	struct fr_table *user_buckets;
 	struct fr_table *device_buckets;
 	struct fr_table *ip_buckets;      /* risk: users per IP */
@@ -174,6 +176,37 @@ static void publish_ip_rules(struct writer *w)
 	fs_snap_ip_publish(w->snap, net, mask, actions, n);
 }
 
+/* Hands charges of orders left PENDING by the last stop to the payment
+ * thread, as far as its ring has room; returns how many. Orders created
+ * since the start are charged by their checkout, never here. */
+static uint32_t recharge(struct writer *w)
+{
+	uint32_t handed = 0;
+	while (w->recharge_after < w->recharge_max) {
+		uint32_t room = fs_ring_capacity(&w->charges) - fs_ring_count(&w->charges);
+		struct wr_charge ch[64];
+		uint32_t got = wr_pending_charges(w->st, w->recharge_after, ch, room < 64 ? room : 64);
+		if (got == 0) {
+			if (room > 0)
+				w->recharge_after = w->recharge_max;   /* none left */
+			break;
+		}
+		for (uint32_t i = 0; i < got && ch[i].order_no <= w->recharge_max; i++) {
+			uint32_t ok = fs_ring_enqueue_burst(&w->charges, &ch[i], 1);
+			assert(ok == 1);
+			(void)ok;
+			atomic_fetch_add(&w->m.charges_outstanding, 1);
+			w->recharge_after = ch[i].order_no;
+			handed++;
+		}
+		if (ch[got - 1].order_no > w->recharge_max)
+			w->recharge_after = w->recharge_max;
+	}
+	if (handed)
+		fs_wake(&w->charge_waker);
+	return handed;
+}
+
 static int eventfd_new(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 static int alloc_buffers(struct writer *w)
@@ -271,20 +304,14 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	for (uint32_t i = 0; i < wr_sku_count(w->st); i++)
 		publish_sku(w, i);
 	publish_ip_rules(w);
-	/* orders PENDING at the crash: charge again with the same idempotency key */
-	struct wr_charge ch[64];
-	uint32_t pending = 0, got;
-	uint64_t after = 0;
-	while ((got = wr_pending_charges(w->st, after, ch, 64)) > 0) {
-		for (uint32_t i = 0; i < got; i++) {
-			if (fs_ring_enqueue_burst(&w->charges, &ch[i], 1) == 1)
-				pending++;   /* beyond the ring: retried at the next start */
-			after = ch[i].order_no;
-		}
-	}
-	atomic_store(&w->m.charges_outstanding, pending);
+	/* orders PENDING at the last stop: charge again with the same idempotency
+	 * key (the ring takes what fits now; the loop hands over the rest) */
+	struct wr_usage u;
+	wr_usage(w->st, &u);
+	w->recharge_max = u.orders;
+	uint32_t pending = recharge(w);
 	if (pending && !cfg->quiet)
-		printf("flashsaled: %u payment(s) in flight at the last stop: retrying them\n", pending);
+		printf("flashsaled: payments in flight at the last stop: retrying them\n");
 	atomic_store(&snap->payments_open, 1);
 	atomic_store(&w->m.journal_bytes, jr_bytes(w->j));
 	atomic_store(&w->m.durable_seq, jr_last_seq(w->j));
@@ -683,6 +710,8 @@ static void *writer_main(void *arg)
 		idle_rounds = 0;
 		w->last_t_ms = t;
 		process_batch(w, n, t);
+		if (w->recharge_after < w->recharge_max)
+			recharge(w);
 	}
 	return NULL;
 }
