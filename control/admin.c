@@ -232,6 +232,12 @@ static size_t put(char *b, size_t n, const char *fmt, ...)
 	return k > 0 ? n + (size_t)k : n;
 }
 
+/* One Prometheus sample with its TYPE line. */
+static size_t put_scalar(char *b, size_t n, const char *name, const char *type, uint64_t v)
+{
+	return put(b, n, "# TYPE %s %s\n%s %llu\n", name, type, name, (unsigned long long)v);
+}
+
 static const char *route_names[DP_R_COUNT] = { "sku_get", "reserve", "reservation_get", "cancel",
                                                "checkout", "order_get", "health", "other" };
 
@@ -256,11 +262,11 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 		ring_full += atomic_load(&((struct dp_stats *)st)->ring_full);
 		timeouts += atomic_load(&((struct dp_stats *)st)->conns_timed_out);
 	}
-	n = put(b, n, "# TYPE flashsale_connections_open gauge\nflashsale_connections_open %llu\n", (unsigned long long)conns);
-	n = put(b, n, "# TYPE flashsale_connections_accepted_total counter\nflashsale_connections_accepted_total %llu\n", (unsigned long long)accepted);
-	n = put(b, n, "# TYPE flashsale_connections_refused_total counter\nflashsale_connections_refused_total %llu\n", (unsigned long long)refused);
-	n = put(b, n, "# TYPE flashsale_connections_timed_out_total counter\nflashsale_connections_timed_out_total %llu\n", (unsigned long long)timeouts);
-	n = put(b, n, "# TYPE flashsale_ring_full_total counter\nflashsale_ring_full_total %llu\n", (unsigned long long)ring_full);
+	n = put_scalar(b, n, "flashsale_connections_open", "gauge", conns);
+	n = put_scalar(b, n, "flashsale_connections_accepted_total", "counter", accepted);
+	n = put_scalar(b, n, "flashsale_connections_refused_total", "counter", refused);
+	n = put_scalar(b, n, "flashsale_connections_timed_out_total", "counter", timeouts);
+	n = put_scalar(b, n, "flashsale_ring_full_total", "counter", ring_full);
 	n = put(b, n, "# TYPE flashsale_ring_depth gauge\n");
 	for (uint32_t i = 0; i < a->cfg.worker_count; i++)
 		n = put(b, n, "flashsale_ring_depth{worker=\"%u\"} %u\n", i,
@@ -271,20 +277,13 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 {
 	struct wr_metrics *m = (struct wr_metrics *)wr_metrics(a->cfg.writer);
-	n = put(b, n, "# TYPE flashsale_writer_batches_total counter\nflashsale_writer_batches_total %llu\n",
-	        (unsigned long long)atomic_load(&m->batches));
-	n = put(b, n, "# TYPE flashsale_writer_commands_total counter\nflashsale_writer_commands_total %llu\n",
-	        (unsigned long long)atomic_load(&m->commands));
-	n = put(b, n, "# TYPE flashsale_journal_records_total counter\nflashsale_journal_records_total %llu\n",
-	        (unsigned long long)atomic_load(&m->records));
-	n = put(b, n, "# TYPE flashsale_journal_bytes gauge\nflashsale_journal_bytes %llu\n",
-	        (unsigned long long)atomic_load(&m->journal_bytes));
-	n = put(b, n, "# TYPE flashsale_journal_seq gauge\nflashsale_journal_seq %llu\n",
-	        (unsigned long long)atomic_load(&m->durable_seq));
-	n = put(b, n, "# TYPE flashsale_payments_outstanding gauge\nflashsale_payments_outstanding %llu\n",
-	        (unsigned long long)atomic_load(&m->charges_outstanding));
-	n = put(b, n, "# TYPE flashsale_risk_flags_total counter\nflashsale_risk_flags_total %llu\n",
-	        (unsigned long long)atomic_load(&m->risk_flags));
+	n = put_scalar(b, n, "flashsale_writer_batches_total", "counter", atomic_load(&m->batches));
+	n = put_scalar(b, n, "flashsale_writer_commands_total", "counter", atomic_load(&m->commands));
+	n = put_scalar(b, n, "flashsale_journal_records_total", "counter", atomic_load(&m->records));
+	n = put_scalar(b, n, "flashsale_journal_bytes", "gauge", atomic_load(&m->journal_bytes));
+	n = put_scalar(b, n, "flashsale_journal_seq", "gauge", atomic_load(&m->durable_seq));
+	n = put_scalar(b, n, "flashsale_payments_outstanding", "gauge", atomic_load(&m->charges_outstanding));
+	n = put_scalar(b, n, "flashsale_risk_flags_total", "counter", atomic_load(&m->risk_flags));
 	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
 	uint64_t cum = 0;
 	for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {

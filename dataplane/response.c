@@ -357,22 +357,26 @@ static void body_res(struct out_buf *b, const struct fs_ans *a)
 	put(b, "}", 1);
 }
 
-static const char *pay_reason(uint8_t reason) { return fs_pay_reason_name(reason); }
-
-static void body_checkout(struct out_buf *b, const struct fs_ans *a)
+/* Opens an order body: "order_id" and "reservation_id". */
+static void put_order_ids(struct out_buf *b, const struct fs_ans *a)
 {
-	const char *status = fs_order_status_name((enum fs_order_status)a->order_status);
 	put_key(b, "order_id", 1);
 	put_pubid(b, 'o', a->order_no);
 	put_key(b, "reservation_id", 0);
 	put_pubid(b, 'r', a->res_no);
+}
+
+static void body_checkout(struct out_buf *b, const struct fs_ans *a)
+{
+	const char *status = fs_order_status_name((enum fs_order_status)a->order_status);
+	put_order_ids(b, a);
 	put_key(b, "status", 0);
 	put_json_str(b, status, strlen(status));
 	if (a->order_status == FS_ORDER_PAID) {
 		put_key(b, "amount", 0);
 		put_i64(b, a->amount_cents);
 	} else if (a->order_status == FS_ORDER_FAILED) {
-		const char *reason = pay_reason(a->reason);
+		const char *reason = fs_pay_reason_name(a->reason);
 		put_key(b, "reason", 0);
 		put_json_str(b, reason, strlen(reason));
 	}
@@ -382,10 +386,7 @@ static void body_checkout(struct out_buf *b, const struct fs_ans *a)
 static void body_order(struct out_buf *b, const struct fs_ans *a)
 {
 	const char *status = fs_order_status_name((enum fs_order_status)a->order_status);
-	put_key(b, "order_id", 1);
-	put_pubid(b, 'o', a->order_no);
-	put_key(b, "reservation_id", 0);
-	put_pubid(b, 'r', a->res_no);
+	put_order_ids(b, a);
 	put_key(b, "sku", 0);
 	put_sku(b, a);
 	put_key(b, "quantity", 0);

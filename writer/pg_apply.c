@@ -790,11 +790,32 @@ static int arr_close(struct pg_apply *a, int count, char *err, size_t err_len)
 	return 0;
 }
 
-static int write_res(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
+static void rows_reset(struct pg_apply *a)
 {
 	a->buf.len = 0;
 	for (int i = 0; i < 4; i++)
 		a->arr[i].len = 0;
+}
+
+/* Writes what rows_reset() began: the new rows in a->buf with COPY, the
+ * changed ones from the four arrays with one UPDATE ... FROM unnest(). */
+static int rows_flush(struct pg_apply *a, PGconn *c, size_t fresh, const char *copy_sql, size_t changed,
+                      const char *update_sql, const char *what, char *err, size_t err_len)
+{
+	a->last_rows += fresh + changed;
+	if (fresh && copy_in(c, copy_sql, &a->buf, err, err_len) != 0)
+		return -1;
+	if (!changed)
+		return 0;
+	if (arr_close(a, 4, err, err_len) != 0)
+		return -1;
+	const char *v[4] = {a->arr[0].p, a->arr[1].p, a->arr[2].p, a->arr[3].p};
+	return exec_params(c, update_sql, 4, v, what, err, err_len);
+}
+
+static int write_res(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
+{
+	rows_reset(a);
 	size_t fresh = 0, changed = 0;
 	for (size_t i = 0; i < a->res.cap; i++) {
 		const struct pa_res *r = sm_tab_slot(&a->res, i);
@@ -813,19 +834,12 @@ static int write_res(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
 			changed++;
 		}
 	}
-	a->last_rows += fresh + changed;
-	if (fresh && copy_in(c, "COPY reservations (reservation_id, sku, user_id, quantity, status, expires_at, "
-	                        "idempotency_key, order_id, created_seq) FROM STDIN", &a->buf, err, err_len) != 0)
-		return -1;
-	if (!changed)
-		return 0;
-	if (arr_close(a, 4, err, err_len) != 0)
-		return -1;
-	const char *v[4] = {a->arr[0].p, a->arr[1].p, a->arr[2].p, a->arr[3].p};
-	return exec_params(c, "UPDATE reservations r SET status = u.st, order_id = u.oid, "
-	                      "expires_at = timestamptz 'epoch' + u.exp * interval '1 millisecond' "
-	                      "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, oid, exp) "
-	                      "WHERE r.reservation_id = u.id", 4, v, "update reservations", err, err_len);
+	return rows_flush(a, c, fresh, "COPY reservations (reservation_id, sku, user_id, quantity, status, "
+	                  "expires_at, idempotency_key, order_id, created_seq) FROM STDIN", changed,
+	                  "UPDATE reservations r SET status = u.st, order_id = u.oid, "
+	                  "expires_at = timestamptz 'epoch' + u.exp * interval '1 millisecond' "
+	                  "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, oid, exp) "
+	                  "WHERE r.reservation_id = u.id", "update reservations", err, err_len);
 }
 
 static void order_row(struct pg_apply *a, struct pa_buf *b, const struct pa_order *o)
@@ -857,9 +871,7 @@ static void order_row(struct pg_apply *a, struct pa_buf *b, const struct pa_orde
 
 static int write_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
 {
-	a->buf.len = 0;
-	for (int i = 0; i < 4; i++)
-		a->arr[i].len = 0;
+	rows_reset(a);
 	size_t fresh = 0, changed = 0;
 	for (size_t i = 0; i < a->orders.cap; i++) {
 		const struct pa_order *o = sm_tab_slot(&a->orders, i);
@@ -878,20 +890,12 @@ static int write_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len
 			changed++;
 		}
 	}
-	a->last_rows += fresh + changed;
-	if (fresh && copy_in(c, "COPY orders (order_id, reservation_id, sku, user_id, quantity, amount_cents, "
-	                        "status, reason, paid_at, idempotency_key, created_seq) FROM STDIN",
-	                     &a->buf, err, err_len) != 0)
-		return -1;
-	if (!changed)
-		return 0;
-	if (arr_close(a, 4, err, err_len) != 0)
-		return -1;
-	const char *v[4] = {a->arr[0].p, a->arr[1].p, a->arr[2].p, a->arr[3].p};
-	return exec_params(c, "UPDATE orders o SET status = u.st, reason = u.reason, "
-	                      "paid_at = timestamptz 'epoch' + u.paid * interval '1 millisecond' "
-	                      "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, reason, paid) "
-	                      "WHERE o.order_id = u.id", 4, v, "update orders", err, err_len);
+	return rows_flush(a, c, fresh, "COPY orders (order_id, reservation_id, sku, user_id, quantity, "
+	                  "amount_cents, status, reason, paid_at, idempotency_key, created_seq) FROM STDIN", changed,
+	                  "UPDATE orders o SET status = u.st, reason = u.reason, "
+	                  "paid_at = timestamptz 'epoch' + u.paid * interval '1 millisecond' "
+	                  "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, reason, paid) "
+	                  "WHERE o.order_id = u.id", "update orders", err, err_len);
 }
 
 static int cursor_advance(PGconn *c, const char *name, uint64_t seq, char *err, size_t err_len)
