@@ -417,10 +417,11 @@ static uint32_t gather(struct writer *w, int64_t t_ms)
 /* The tier a reservation attempt is admitted at: the token's claim, else
  * the operator's table, else the sale's default; a risk flag lowers it to 1
  * (never raises it; tier 0, exempt, is for trusted clients and stays). */
-static int effective_tier(struct writer *w, const struct fs_cmd *c)
+static int effective_tier(struct writer *w, const struct fs_cmd *c, int *flagged_out)
 {
 	int flagged;
 	int table = wr_user_tier(w->st, c->user, c->user_len, &flagged);
+	*flagged_out = flagged;
 	int tier = 4;
 	if (c->claim_tier != 0) {
 		tier = c->claim_tier - 1;
@@ -481,10 +482,9 @@ static void risk_flag(struct writer *w, const struct fs_cmd *c, const char *why)
  * quota (verdict filled), -1 when a bucket table is full. */
 static int rate_admit(struct writer *w, const struct fs_cmd *c, int64_t t_ms, struct fr_verdict *v)
 {
-	int tier = effective_tier(w, c);
+	int flagged;
+	int tier = effective_tier(w, c, &flagged);
 	if (tier != 0) {
-		int flagged;
-		wr_user_tier(w->st, c->user, c->user_len, &flagged);
 		const char *why = flagged ? NULL : risk_reason(w, c, t_ms);
 		if (why != NULL) {
 			risk_flag(w, c, why);
