@@ -378,10 +378,16 @@ static uint64_t torn_build(const struct jr_config *cfg, struct expect *e, uint64
 	uint64_t total = JR_HEADER_BYTES + TORN_LAST_LEN;
 	uint64_t end = garbage ? total + TORN_GARBAGE_EXTRA : total;
 	uint8_t junk[JR_HEADER_BYTES + TORN_LAST_LEN + TORN_GARBAGE_EXTRA];
-	for (uint64_t i = 0; i < end - k; i++)
-		junk[i] = garbage ? (uint8_t)mix64(test_seed ^ (k << 20) ^ i) : 0;
+	uint8_t orig[JR_HEADER_BYTES + TORN_LAST_LEN];
 	char path[PATH_BYTES];
 	seg_name(path, cfg->dir, 1);
+	file_rw(path, off + k, orig, total - k, 0);
+	for (uint64_t i = 0; i < end - k; i++)
+		junk[i] = garbage ? (uint8_t)mix64(test_seed ^ (k << 20) ^ i) : 0;
+	/* Random garbage may repeat the byte it overwrites (1 in 256): then the
+	 * batch would not be torn at k. The first torn byte always differs. */
+	if (garbage && junk[0] == orig[0])
+		junk[0] ^= 0x5a;
 	file_rw(path, off + k, junk, end - k, 1);
 	return off;
 }
