@@ -7,8 +7,8 @@
 #include "control/admin.h"
 #include "dataplane/worker.h"
 #include "dataplane/dpdk.h"
-#include "writer/payment.h"
-#include "writer/sink.h"
+#include "writer/pay/payment.h"
+#include "writer/sink/sink.h"
 #include "common/fs_cidr.h"
 #include "writer/writer.h"
 

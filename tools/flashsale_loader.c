@@ -20,8 +20,8 @@
 #include <unistd.h>
 #include <librdkafka/rdkafka.h>
 
-#include "writer/pg_apply.h"
-#include "writer/sink_model.h"
+#include "writer/sink/pg_apply.h"
+#include "writer/sink/sink_model.h"
 
 #define LD_TOKENS_MAX 64
 

@@ -18,7 +18,7 @@
 
 #include "writer/journal.h"
 #include "writer/record.h"
-#include "writer/sink_model.h"
+#include "writer/sink/sink_model.h"
 
 #define DIFF_PRINT_MAX 200
 

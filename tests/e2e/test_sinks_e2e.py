@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsclient  # noqa: E402
 
 BUILD = fsclient.BUILD
-RECONCILE = os.path.join(BUILD, "writer", "sink_build", "flashsale-reconcile")
+RECONCILE = os.path.join(BUILD, "tools", "flashsale-reconcile")
 JOURNAL_TOOL = os.path.join(BUILD, "tools", "flashsale-journal")
 LAG_WAIT_S = 30.0
 STALL_S = 2.0

@@ -11,7 +11,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "sink_testlib.h"
-#include "writer/sink.h"
+#include "writer/sink/sink.h"
 
 #define TOPIC      "fs.test.journal"
 #define PARTITIONS 4

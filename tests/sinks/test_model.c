@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "sink_testlib.h"
-#include "writer/sink_model.h"
+#include "writer/sink/sink_model.h"
 
 static void test_tab(void)
 {

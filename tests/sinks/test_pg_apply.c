@@ -9,8 +9,8 @@
 #include <time.h>
 
 #include "sink_testlib.h"
-#include "writer/pg_apply.h"
-#include "writer/sink_model.h"
+#include "writer/sink/pg_apply.h"
+#include "writer/sink/sink_model.h"
 
 #define BATCHES   300
 #define PER_BATCH 1024

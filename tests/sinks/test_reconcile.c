@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "sink_testlib.h"
-#include "writer/sink.h"
+#include "writer/sink/sink.h"
 
 static _Atomic uint64_t durable;
 static char journal_dir[256], conninfo[512];

@@ -12,7 +12,7 @@
 #include "sink_testlib.h"
 #include "writer/journal.h"
 #include "writer/record.h"
-#include "writer/sink.h"
+#include "writer/sink/sink.h"
 
 static char host[128];
 static int port;

@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "writer/payment.h"
+#include "writer/pay/payment.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* sink_pg.c - the PostgreSQL sink backend: one libpq connection, schema
  * migrations at open, every batch through pg_apply_batch (exactly once by
  * the sink_cursor row named cfg->name). */
-#include "writer/sink.h"
+#include "writer/sink/sink.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <libpq-fe.h>
 
-#include "writer/pg_apply.h"
+#include "writer/sink/pg_apply.h"
 
 struct pg_sink {
 	PGconn *conn;

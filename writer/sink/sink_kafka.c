@@ -14,7 +14,7 @@
  * sink resends from the cursor, so consumers see each (seq, idx) at least
  * once and drop any (seq, idx) <= the last one they applied.
  */
-#include "writer/sink.h"
+#include "writer/sink/sink.h"
 
 #include <assert.h>
 #include <errno.h>

@@ -13,7 +13,7 @@
  * connection is re-opened with backoff (100 ms .. 5 s); nothing is lost
  * because the state, not the events, is what gets sent.
  */
-#include "writer/sink.h"
+#include "writer/sink/sink.h"
 
 #include <assert.h>
 #include <inttypes.h>

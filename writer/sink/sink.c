@@ -1,7 +1,7 @@
 /* sink.c - the generic sink thread (contract in sink.h): tail the journal up
  * to the writer's durable sequence, decode, hand batches to the backend,
  * retry with backoff, sleep when caught up, count everything. */
-#include "writer/sink.h"
+#include "writer/sink/sink.h"
 
 #include <assert.h>
 #include <errno.h>

@@ -13,7 +13,7 @@
  * Strings from the journal are byte strings: bytes that are not valid UTF-8
  * (and NUL) are stored as '?', since PostgreSQL text must be UTF-8.
  */
-#include "writer/pg_apply.h"
+#include "writer/sink/pg_apply.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "writer/sink_model.h"   /* sm_tab only: the apply logic is independent */
+#include "writer/sink/sink_model.h"   /* sm_tab only: the apply logic is independent */
 
 #define PA_SKUS_MAX 4096u       /* distinct SKUs in one batch */
 

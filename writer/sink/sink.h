@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include "common/fs_cmd.h"
 #include "writer/journal.h"
-#include "writer/sink_model.h"
+#include "writer/sink/sink_model.h"
 
 enum sink_kind { SINK_POSTGRES = 1, SINK_KAFKA = 2, SINK_REDIS = 3 };
 

@@ -60,7 +60,7 @@
 #define JSMN_STRICT
 #include <jsmn.h>
 
-#include "writer/payment.h"
+#include "writer/pay/payment.h"
 
 #include <assert.h>
 #include <ctype.h>

@@ -19,7 +19,7 @@
  * order fails as unavailable only after the provider was asked
  * retry_count_max times.
  */
-#include "writer/payment.h"
+#include "writer/pay/payment.h"
 
 #include <assert.h>
 #include <poll.h>

@@ -1,6 +1,6 @@
 /* sink_model.c - in-memory projection of the journal per writer/EVENTS.md
  * (see sink_model.h). Used by sink threads and flashsale-reconcile. */
-#include "writer/sink_model.h"
+#include "writer/sink/sink_model.h"
 
 #include <assert.h>
 #include <stdio.h>
