@@ -49,6 +49,10 @@ struct wr_state;
 struct wr_state *wr_state_new(const struct wr_limits *l);
 void wr_state_free(struct wr_state *st);
 
+/* The origin of a command no port sent (timers, derived records, risk
+ * flags): its answer, if any, goes nowhere. */
+#define WR_ORIGIN_NONE 0xffu
+
 /* An answer the writer must route: `origin` is the producer's ring index. */
 struct wr_answer {
 	uint8_t origin;
@@ -123,11 +127,6 @@ int wr_user_tier(const struct wr_state *st, const char *user, size_t len, int *f
 struct fs_cidr;
 /* The operator's IP rules (action 1 deny, 2 allow), up to max; returns n. */
 uint32_t wr_ip_rules(const struct wr_state *st, struct fs_cidr *rules, uint8_t *actions, uint32_t max);
-
-/* The waiting room's draw (EVENTS.md): Fisher-Yates from the end over v[],
- * driven by xoshiro256** seeded with SHA-256(seed). Pure; the journal tool
- * uses it to re-derive an opening's order. */
-void wr_draw_shuffle(uint32_t *v, uint32_t n, const uint8_t seed[32]);
 
 uint32_t wr_sku_count(const struct wr_state *st);
 /* The sale's default tier (API.md), or -1 when there is no such SKU. */
