@@ -9,6 +9,7 @@
  * generation so a late completion never touches a reused slot's buffers.
  */
 #include "dataplane/conn.h"
+#include "common/fs_clock.h"
 #include "dataplane/response.h"
 
 #include <arpa/inet.h>
@@ -54,13 +55,6 @@ struct dp_worker {
 static inline uint64_t ud_make(int op, uint32_t idx, uint32_t gen)
 {
 	return (uint64_t)op << 56 | (uint64_t)(gen & 0xffffff) << 32 | idx;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 uint64_t dp_conn_bytes(uint32_t conn_max) { return (uint64_t)conn_max * sizeof(struct dp_conn); }
@@ -321,7 +315,7 @@ static void *worker_main(void *arg)
 	arm_event(w);
 	arm_timer(w);
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
-		w->proto.route.now_ms = now_ms();
+		w->proto.route.now_ms = fs_wall_ms();
 		w->proto.route.ready = atomic_load_explicit(w->cfg.ready, memory_order_relaxed);
 		uint32_t work = reap(w);
 		work += drain_answers(w);

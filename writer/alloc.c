@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <openssl/sha.h>
@@ -148,6 +149,45 @@ struct wr_state {
 };
 
 /* ---- set-up ------------------------------------------------------------ */
+
+uint32_t wr_batch_records_cap(uint32_t cmd_count, uint32_t sku_count_max)
+{
+	/* a promotion record carries a SKU and no user, key or text */
+	uint64_t per_cmd = WR_REC_BYTES_MAX + PROMOTE_PER_CMD * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8);
+	uint64_t bytes = cmd_count * per_cmd + (uint64_t)WR_REC_BYTES_MAX * (sku_count_max + 1);
+	assert(bytes <= UINT32_MAX);
+	return (uint32_t)bytes;
+}
+
+uint32_t wr_replay_records_cap(uint32_t body_bytes, uint32_t sku_count_max)
+{
+	uint64_t bytes = body_bytes + (uint64_t)WR_REC_BYTES_MAX * (sku_count_max + 4);
+	assert(bytes <= UINT32_MAX);
+	return (uint32_t)bytes;
+}
+
+int wr_batch_out_alloc(struct wr_batch_out *out, uint32_t cmd_count, uint32_t records_cap,
+                       uint32_t sku_count_max)
+{
+	assert(cmd_count > 0 && sku_count_max > 0);
+	memset(out, 0, sizeof *out);
+	out->answer_count_max = 5 * cmd_count;
+	out->answers = calloc(out->answer_count_max, sizeof *out->answers);
+	out->records_cap = records_cap;
+	out->records = malloc(records_cap);
+	out->charges = calloc(cmd_count, sizeof *out->charges);
+	out->sku_touched = calloc(sku_count_max, sizeof(uint32_t));
+	return out->answers && out->records && out->charges && out->sku_touched ? 0 : -1;
+}
+
+void wr_batch_out_free(struct wr_batch_out *out)
+{
+	free(out->answers);
+	free(out->records);
+	free(out->charges);
+	free(out->sku_touched);
+	memset(out, 0, sizeof *out);
+}
 
 void wr_limits_default(struct wr_limits *l)
 {

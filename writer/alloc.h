@@ -86,6 +86,23 @@ struct wr_batch_out {
 	uint32_t *sku_touched;      /* room for sku_count_max indexes */
 };
 
+/* The one sizing rule of a decide step's output. A batch of cmd_count
+ * commands over sku_count_max SKUs writes at most
+ * wr_batch_records_cap(cmd_count, sku_count_max) bytes of records (each
+ * command's record and its promotions, one freeze per SKU). A batch
+ * replayed from a journal body of body_bytes regenerates that body, with
+ * room for the freezes: wr_replay_records_cap(). */
+uint32_t wr_batch_records_cap(uint32_t cmd_count, uint32_t sku_count_max);
+uint32_t wr_replay_records_cap(uint32_t body_bytes, uint32_t sku_count_max);
+
+/* Allocates out for batches of up to cmd_count commands: 5 answers per
+ * command, records_cap bytes of records (one of the rules above), one
+ * charge per command, sku_count_max touched SKUs. Returns 0, or -1 when out
+ * of memory (out is then safe to pass to wr_batch_out_free). */
+int wr_batch_out_alloc(struct wr_batch_out *out, uint32_t cmd_count, uint32_t records_cap,
+                       uint32_t sku_count_max);
+void wr_batch_out_free(struct wr_batch_out *out);
+
 /* Decides cmds[0..n) at batch time t_ms (must be >= every earlier batch
  * time). When `replay` is non-zero the commands come from the journal:
  * derived records in the input are skipped (they are regenerated), and

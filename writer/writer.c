@@ -15,6 +15,7 @@
  * hold deadline wakes it.
  */
 #include "writer/writer.h"
+#include "common/fs_clock.h"
 #include "common/fs_cidr.h"
 #include "writer/admission.h"
 #include "writer/draw.h"
@@ -67,13 +68,6 @@ struct writer {
 	_Atomic uint32_t usage[5];
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- replay --------------------------------------------------------------- */
 
 struct replay_ctx {
@@ -88,18 +82,10 @@ struct replay_ctx {
 static int replay_batch(void *arg, const struct jr_batch *b)
 {
 	struct replay_ctx *rc = arg;
-	uint32_t n = 0, off = 0;
-	while (off < b->body_len) {
-		if (n >= rc->cmd_cap)
-			goto bad;
-		uint32_t used = wr_rec_decode(b->body + off, b->body_len - off, &rc->cmds[n]);
-		if (used == 0)
-			goto bad;
-		off += used;
-		n++;
-	}
-	if (n != b->record_count)
+	int decoded = wr_rec_decode_batch(b->body, b->body_len, b->record_count, rc->cmds, rc->cmd_cap);
+	if (decoded < 0)
 		goto bad;
+	uint32_t n = (uint32_t)decoded;
 	wr_decide(rc->w->st, rc->cmds, n, b->time_ms, 1, &rc->out);
 	/* invariant 4: the decide step regenerates exactly the journaled records */
 	if (rc->out.records_len != b->body_len || memcmp(rc->out.records, b->body, b->body_len) != 0) {
@@ -124,25 +110,18 @@ bad:
 /* Buffers for decoding and re-deciding the largest possible batch. */
 static int replay_ctx_init(struct replay_ctx *rc, struct writer *w)
 {
+	uint32_t skus = w->cfg.limits.sku_count_max;
 	rc->w = w;
-	rc->cmd_cap = JR_BODY_BYTES_MAX / WR_REC_FIXED_BYTES + 1;
+	rc->cmd_cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
 	rc->cmds = calloc(rc->cmd_cap, sizeof *rc->cmds);
-	rc->out.answer_count_max = 5 * rc->cmd_cap;
-	rc->out.answers = calloc(rc->out.answer_count_max, sizeof *rc->out.answers);
-	rc->out.records_cap = JR_BODY_BYTES_MAX + (uint32_t)(WR_REC_BYTES_MAX * (FS_SNAP_SKU_MAX + 4));
-	rc->out.records = malloc(rc->out.records_cap);
-	rc->out.charges = calloc(rc->cmd_cap, sizeof *rc->out.charges);
-	rc->out.sku_touched = calloc(w->cfg.limits.sku_count_max, sizeof(uint32_t));
-	return rc->cmds && rc->out.answers && rc->out.records && rc->out.charges && rc->out.sku_touched ? 0 : -1;
+	int out = wr_batch_out_alloc(&rc->out, rc->cmd_cap, wr_replay_records_cap(JR_BODY_BYTES_MAX, skus), skus);
+	return rc->cmds && out == 0 ? 0 : -1;
 }
 
 static void replay_ctx_free(struct replay_ctx *rc)
 {
 	free(rc->cmds);
-	free(rc->out.answers);
-	free(rc->out.records);
-	free(rc->out.charges);
-	free(rc->out.sku_touched);
+	wr_batch_out_free(&rc->out);
 }
 
 /* ---- set-up ---------------------------------------------------------------- */
@@ -231,14 +210,8 @@ static int alloc_buffers(struct writer *w)
 	}
 	fs_ring_init(&w->charges, p, c->charge_slots, sizeof(struct wr_charge));
 	w->cmds = calloc(c->batch_count_max, sizeof *w->cmds);
-	w->out.answer_count_max = 5 * c->batch_count_max;
-	w->out.answers = calloc(w->out.answer_count_max, sizeof *w->out.answers);
-	w->out.records_cap = c->batch_count_max * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
-	                     WR_REC_BYTES_MAX * (c->limits.sku_count_max + 1);
-	w->out.records = malloc(w->out.records_cap);
-	w->out.charges = calloc(c->batch_count_max, sizeof *w->out.charges);
-	w->out.sku_touched = calloc(c->limits.sku_count_max, sizeof(uint32_t));
-	if (!w->cmds || !w->out.answers || !w->out.records || !w->out.charges || !w->out.sku_touched)
+	uint32_t records_cap = wr_batch_records_cap(c->batch_count_max, c->limits.sku_count_max);
+	if (!w->cmds || wr_batch_out_alloc(&w->out, c->batch_count_max, records_cap, c->limits.sku_count_max) != 0)
 		return -1;
 	assert(w->out.records_cap <= JR_BODY_BYTES_MAX);
 	return 0;
@@ -556,7 +529,7 @@ static void idle_wait(struct writer *w)
 		int64_t next = wr_next_deadline(w->st);
 		int64_t wait_ms = IDLE_WAIT_MS_MAX;
 		if (next != INT64_MAX) {
-			int64_t d = next - now_ms() + 1;
+			int64_t d = next - fs_wall_ms() + 1;
 			wait_ms = d < 0 ? 0 : (d < wait_ms ? d : wait_ms);
 		}
 		struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
@@ -574,7 +547,7 @@ static void *writer_main(void *arg)
 	struct writer *w = arg;
 	uint32_t idle_rounds = 0;
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
-		int64_t t = now_ms();
+		int64_t t = fs_wall_ms();
 		if (t < w->last_t_ms)
 			t = w->last_t_ms;   /* batch time never goes backwards */
 		uint32_t n = gather(w, t);
@@ -632,10 +605,7 @@ void wr_close(struct writer *w)
 	wr_state_free(w->st);
 	wr_admission_free(w->admission);
 	free(w->cmds);
-	free(w->out.answers);
-	free(w->out.records);
-	free(w->out.charges);
-	free(w->out.sku_touched);
+	wr_batch_out_free(&w->out);
 	if (w->mem && w->mem != MAP_FAILED)
 		munmap(w->mem, w->mem_bytes);
 	free(w);
