@@ -4,7 +4,7 @@
 #include "control/admin.h"
 #include "dataplane/http.h"
 #include "dataplane/response.h"
-#include "dataplane/worker.h"
+#include "dataplane/backend.h"
 #include "common/fs_cidr.h"
 #include "writer/draw.h"
 #include "writer/writer.h"
@@ -241,21 +241,26 @@ static size_t put_scalar(char *b, size_t n, const char *name, const char *type, 
 static const char *route_names[DP_R_COUNT] = { "sku_get", "reserve", "reservation_get", "cancel",
                                                "checkout", "order_get", "health", "other" };
 
+/* The HTTP counters of every worker, the same for either backend. */
 static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 {
+	const struct dp_stats *workers[DP_WORKERS_MAX];
+	const struct dp_backend *dp = a->cfg.dataplane;
+	uint32_t worker_count = dp ? dp->ops->stats(dp, workers, DP_WORKERS_MAX) : 0;
+	assert(worker_count <= DP_WORKERS_MAX);
 	n = put(b, n, "# TYPE flashsale_http_answers_total counter\n");
 	uint64_t conns = 0, accepted = 0, refused = 0, ring_full = 0, timeouts = 0;
 	for (int r = 0; r < DP_R_COUNT; r++)
 		for (int s = 0; s < DP_ST_COUNT; s++) {
 			uint64_t v = 0;
-			for (uint32_t i = 0; i < a->cfg.worker_count; i++)
-				v += atomic_load(&((struct dp_stats *)dp_worker_stats(a->cfg.workers[i]))->answers[r][s]);
+			for (uint32_t i = 0; i < worker_count; i++)
+				v += atomic_load(&((struct dp_stats *)workers[i])->answers[r][s]);
 			if (v)
 				n = put(b, n, "flashsale_http_answers_total{route=\"%s\",status=\"%d\"} %llu\n",
 				        route_names[r], dp_status_of_slot(s), (unsigned long long)v);
 		}
-	for (uint32_t i = 0; i < a->cfg.worker_count; i++) {
-		const struct dp_stats *st = dp_worker_stats(a->cfg.workers[i]);
+	for (uint32_t i = 0; i < worker_count; i++) {
+		const struct dp_stats *st = workers[i];
 		conns += atomic_load(&((struct dp_stats *)st)->conns_open);
 		accepted += atomic_load(&((struct dp_stats *)st)->conns_accepted);
 		refused += atomic_load(&((struct dp_stats *)st)->conns_refused);
@@ -268,9 +273,11 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_connections_timed_out_total", "counter", timeouts);
 	n = put_scalar(b, n, "flashsale_ring_full_total", "counter", ring_full);
 	n = put(b, n, "# TYPE flashsale_ring_depth gauge\n");
-	for (uint32_t i = 0; i < a->cfg.worker_count; i++)
+	for (uint32_t i = 0; i < worker_count; i++)
 		n = put(b, n, "flashsale_ring_depth{worker=\"%u\"} %u\n", i,
 		        fs_ring_count(&wr_port(a->cfg.writer, i)->cmds));
+	if (dp && dp->ops->metrics && n < ADMIN_OUT_BYTES)
+		n += dp->ops->metrics(dp, b + n, ADMIN_OUT_BYTES - n);   /* the backend's own (DPDK port, TCP) */
 	return n;
 }
 
@@ -346,8 +353,6 @@ static int metrics(struct ctl_admin *a)
 {
 	size_t n = metrics_writer(a, a->body, 0);
 	n = metrics_dataplane(a, a->body, n);
-	if (a->cfg.extra_metrics && n < ADMIN_OUT_BYTES)
-		n += a->cfg.extra_metrics(a->cfg.extra_metrics_ctx, a->body + n, ADMIN_OUT_BYTES - n);
 	n = metrics_skus(a, a->body, n);
 	return respond(a, 200, "text/plain; version=0.0.4", a->body, n);
 }

@@ -20,7 +20,7 @@
 #include "common/fs_snapshot.h"
 
 struct writer;
-struct dp_worker;
+struct dp_backend;
 
 struct ctl_admin_config {
 	const char *unix_path;          /* NULL: none */
@@ -30,16 +30,13 @@ struct ctl_admin_config {
 	struct writer *writer;
 	struct fs_port *port;           /* the admin's port to the writer */
 	struct fs_snapshot *snap;
-	struct dp_worker **workers;
-	uint32_t worker_count;
+	const struct dp_backend *dataplane;   /* its HTTP counters, whichever backend runs */
 	_Atomic int *ready;
 	const char *data_dir;           /* draw seed files live under it */
 	uint32_t sink_count;
 	const char *const *sink_names;
 	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */
 	void **sinks;
-	size_t (*extra_metrics)(void *ctx, char *buf, size_t cap);   /* appended to /metrics (DPDK port) */
-	void *extra_metrics_ctx;
 };
 
 struct ctl_admin;

@@ -5,8 +5,7 @@
 #include "common/fs_jwt.h"
 #include "common/fs_snapshot.h"
 #include "control/admin.h"
-#include "dataplane/worker.h"
-#include "dataplane/dpdk.h"
+#include "dataplane/backend.h"
 #include "writer/pay/payment.h"
 #include "writer/sink/sink.h"
 #include "common/fs_cidr.h"
@@ -24,7 +23,6 @@
 #include <unistd.h>
 #include <fcntl.h>
 
-#define WORKERS_MAX 60
 
 struct options {
 	char listen_host[64];
@@ -186,7 +184,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_SECRET:  o->jwt_secret_file = strdup(v); break;
 	case O_ADMIN:   o->admin = strdup(v); break;
 	case O_ADMIN_TOKEN: o->admin_token_file = strdup(v); break;
-	case O_WORKERS: o->workers = (uint32_t)parse_u64("workers", v, 1, WORKERS_MAX); break;
+	case O_WORKERS: o->workers = (uint32_t)parse_u64("workers", v, 1, DP_WORKERS_MAX); break;
 	case O_CONNS:   o->conn_max = (uint32_t)parse_u64("connections", v, 1, 1000000); break;
 	case O_USERS:   o->limits.user_count_max = (uint32_t)parse_u64("users-max", v, 1, 100000000); break;
 	case O_RES:     o->limits.reservation_count_max = (uint32_t)parse_u64("reservations-max", v, 1, 200000000); break;
@@ -355,8 +353,8 @@ static void defaults(struct options *o)
 	o->data_dir = "./var";
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	o->workers = cores > 1 ? (uint32_t)(cores - 1) : 1;
-	if (o->workers > WORKERS_MAX)
-		o->workers = WORKERS_MAX;
+	if (o->workers > DP_WORKERS_MAX)
+		o->workers = DP_WORKERS_MAX;
 	o->conn_max = 10000;
 	wr_limits_default(&o->limits);
 	o->segment_mb = 64;
@@ -367,168 +365,263 @@ static void defaults(struct options *o)
 	o->pin = 1;
 }
 
-int main(int argc, char **argv)
-{
+/* ---- start-up: one function per step, run in the order of start_steps[] --- */
+
+/* Everything the process starts; each step fills its part. */
+struct daemon {
 	struct options o;
-	defaults(&o);
+	uint8_t jwt_key[FS_SECRET_LEN_MAX];
+	int jwt_key_len;
+	const char *unix_path;            /* the admin socket (always) */
+	const char *tcp_host;             /* the admin TCP port's host, or NULL */
+	uint16_t tcp_port;
+	char admin_host[64];
+	const char *admin_token;          /* required on the admin TCP port */
+	struct dp_backend dataplane;
+	struct fs_snapshot *snap;
+	struct wr_config wc;
+	struct writer *w;
+	struct sinks sk;
+	struct payments *pay;
+	struct ctl_admin *admin;
+	_Atomic int ready;                /* 0 while recovering or draining */
+};
+
+static void parse_args(struct daemon *d, int argc, char **argv)
+{
+	struct options *o = &d->o;
+	defaults(o);
 	int opt;
 	opterr = 0;   /* our own one-line reasons */
 	while ((opt = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
 		if (opt == '?' || opt == ':')
 			die(opt == ':' ? "option %s needs a value (see --help)" : "unknown option %s (see --help)",
 			    argv[optind - 1]);
-		apply(&o, opt == 'h' ? O_HELP : opt, optarg);
+		apply(o, opt == 'h' ? O_HELP : opt, optarg);
 	}
 	if (optind < argc)
 		die("unexpected argument '%s' (see --help)", argv[optind]);
-	if (o.trusted_count == 0) {
-		fs_cidr_parse("127.0.0.0/8", 11, &o.trusted[0]);
-		o.trusted_count = 1;
+}
+
+/* Option defaults that depend on other options, and combinations refused. */
+static void check_options(struct daemon *d)
+{
+	struct options *o = &d->o;
+	if (o->trusted_count == 0) {
+		fs_cidr_parse("127.0.0.0/8", 11, &o->trusted[0]);
+		o->trusted_count = 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
-#ifndef FS_HAVE_DPDK
-	if (o.dpdk)
-		die("--dpdk: this flashsaled was built without the DPDK backend (%s)", "apt-get install libdpdk-dev liblwip-dev, rebuild");
-#endif
-	if (o.dpdk && o.dpdk_ip == NULL)
+	if (o->dpdk && o->dpdk_ip == NULL)
 		die("--dpdk needs --ip A.B.C.D/N (the stack's own address on the DPDK port)%s", "");
-	if (!o.dpdk && (o.dpdk_ip || o.dpdk_gateway || o.busy_poll))
+	if (!o->dpdk && (o->dpdk_ip || o->dpdk_gateway || o->busy_poll))
 		die("--ip, --gateway and --busy-poll go with --dpdk%s", "");
-	if (o.dpdk)
-		o.workers = 1;   /* one lwIP stack per process: one stack lcore (dataplane/dpdk.h) */
-	if (mkdir(o.data_dir, 0700) != 0 && errno != EEXIST)
-		die("cannot create --data-dir '%s'", o.data_dir);
-	if (o.jwt_secret_file == NULL) {
-		o.jwt_secret_file = path_in(o.data_dir, "jwt.secret");
-		if (access(o.jwt_secret_file, F_OK) != 0 && fs_secret_create(o.jwt_secret_file) != 0)
-			die("cannot create '%s'", o.jwt_secret_file);
-	}
-	static uint8_t jwt_key[FS_SECRET_LEN_MAX];
-	char err[512];
-	int key_len = fs_secret_load(o.jwt_secret_file, jwt_key, err, sizeof err);
-	if (key_len <= 0)
-		die("%s", err);
-	const char *unix_path = NULL, *tcp_host = NULL;
-	uint16_t tcp_port = 0;
-	char admin_host[64];
-	if (o.admin == NULL)
-		unix_path = path_in(o.data_dir, "admin.sock");
-	else if (strncmp(o.admin, "unix:", 5) == 0)
-		unix_path = o.admin + 5;
-	else {
-		const char *colon = strrchr(o.admin, ':');
-		if (colon == NULL || (size_t)(colon - o.admin) >= sizeof admin_host)
-			die("--admin: '%s' is neither unix:PATH nor HOST:PORT", o.admin);
-		memcpy(admin_host, o.admin, (size_t)(colon - o.admin));
-		admin_host[colon - o.admin] = 0;
-		tcp_host = admin_host;
-		tcp_port = (uint16_t)parse_u64("admin", colon + 1, 1, 65535);
-		unix_path = path_in(o.data_dir, "admin.sock");   /* the local socket stays */
-	}
-	const char *admin_token = NULL;
-	if (tcp_host)
-		admin_token = admin_token_load(o.admin_token_file ? o.admin_token_file : path_in(o.data_dir, "admin.token"));
+	if (o->dpdk)
+		o->workers = 1;   /* one lwIP stack per process: one stack lcore (dataplane/dpdk.h) */
+}
 
-	int listen_fds[WORKERS_MAX];
-	if (!o.dpdk && dp_listen_group(o.listen_host, o.listen_port, o.workers, listen_fds, err, sizeof err) != 0)
+/* The dataplane backend --dpdk chooses, and what it must hold before the
+ * journal replays (io_uring: the listeners, so a taken port fails fast). */
+static void claim_dataplane(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	struct dp_backend *b = &d->dataplane;
+	b->ops = o->dpdk ? &dp_dpdk_ops : &dp_io_uring_ops;
+	b->cfg.listen_host = o->listen_host;
+	b->cfg.listen_port = o->listen_port;
+	b->cfg.worker_count = o->workers;
+	b->cfg.pin = o->pin;
+	b->cfg.eal_args = o->dpdk;
+	b->cfg.ip = o->dpdk_ip;
+	b->cfg.gateway = o->dpdk_gateway;
+	b->cfg.busy_poll = o->busy_poll;
+	char err[512];
+	if (b->ops->claim(b, err, sizeof err) != 0)
 		die("%s", err);
-	struct fs_snapshot *snap = mmap(NULL, sizeof *snap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (snap == MAP_FAILED)
+}
+
+static void load_secrets(struct daemon *d)
+{
+	struct options *o = &d->o;
+	if (mkdir(o->data_dir, 0700) != 0 && errno != EEXIST)
+		die("cannot create --data-dir '%s'", o->data_dir);
+	if (o->jwt_secret_file == NULL) {
+		o->jwt_secret_file = path_in(o->data_dir, "jwt.secret");
+		if (access(o->jwt_secret_file, F_OK) != 0 && fs_secret_create(o->jwt_secret_file) != 0)
+			die("cannot create '%s'", o->jwt_secret_file);
+	}
+	char err[512];
+	d->jwt_key_len = fs_secret_load(o->jwt_secret_file, d->jwt_key, err, sizeof err);
+	if (d->jwt_key_len <= 0)
+		die("%s", err);
+}
+
+/* --admin: the local socket always, a TCP port (with its token) when asked. */
+static void resolve_admin(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	if (o->admin == NULL) {
+		d->unix_path = path_in(o->data_dir, "admin.sock");
+	} else if (strncmp(o->admin, "unix:", 5) == 0) {
+		d->unix_path = o->admin + 5;
+	} else {
+		const char *colon = strrchr(o->admin, ':');
+		if (colon == NULL || (size_t)(colon - o->admin) >= sizeof d->admin_host)
+			die("--admin: '%s' is neither unix:PATH nor HOST:PORT", o->admin);
+		memcpy(d->admin_host, o->admin, (size_t)(colon - o->admin));
+		d->admin_host[colon - o->admin] = 0;
+		d->tcp_host = d->admin_host;
+		d->tcp_port = (uint16_t)parse_u64("admin", colon + 1, 1, 65535);
+		d->unix_path = path_in(o->data_dir, "admin.sock");   /* the local socket stays */
+	}
+	if (d->tcp_host)
+		d->admin_token = admin_token_load(o->admin_token_file ? o->admin_token_file
+		                                                     : path_in(o->data_dir, "admin.token"));
+}
+
+/* The snapshot, then the writer: opens the journal and replays it. */
+static void open_writer(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	d->snap = mmap(NULL, sizeof *d->snap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (d->snap == MAP_FAILED)
 		die("%s", "out of memory");
-	struct wr_config wc = {
-		.data_dir = o.data_dir, .limits = o.limits, .batch_count_max = o.batch_max,
-		.port_count = o.workers + 2, .ring_slots = 4096, .segment_bytes = o.segment_mb << 20,
-		.journal_budget_bytes = o.journal_budget_mb << 20, .charge_slots = 4096, .no_sync = o.no_sync,
-		.ip_rate_per_min = o.ip_rate, .risk_ip_users = o.risk_ip_users,
+	d->wc = (struct wr_config){
+		.data_dir = o->data_dir, .limits = o->limits, .batch_count_max = o->batch_max,
+		.port_count = o->workers + 2, .ring_slots = 4096, .segment_bytes = o->segment_mb << 20,
+		.journal_budget_bytes = o->journal_budget_mb << 20, .charge_slots = 4096, .no_sync = o->no_sync,
+		.ip_rate_per_min = o->ip_rate, .risk_ip_users = o->risk_ip_users,
 	};
-	_Atomic int ready = 0;
-	printf("flashsaled: recovering from %s/journal ...\n", o.data_dir);
-	struct writer *w = wr_open(&wc, snap, err, sizeof err);
-	if (w == NULL)
+	printf("flashsaled: recovering from %s/journal ...\n", o->data_dir);
+	char err[512];
+	d->w = wr_open(&d->wc, d->snap, err, sizeof err);
+	if (d->w == NULL)
 		die("%s", err);
-	const struct wr_metrics *m = wr_metrics(w);
+	const struct wr_metrics *m = wr_metrics(d->w);
 	printf("flashsaled: journal replayed: %llu batches, last sequence %llu\n",
 	       (unsigned long long)atomic_load(&((struct wr_metrics *)m)->replayed_batches),
-	       (unsigned long long)atomic_load(wr_durable_seq(w)));
-	wr_print_budget(&wc);
-	printf("flashsaled: connections: %u workers x %u (%.0f MiB reserved)\n", o.workers, o.conn_max,
-	       (double)dp_conn_bytes(o.conn_max) * o.workers / (1024.0 * 1024.0));
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	struct sinks sk = { 0 };
-	start_sinks(&o, w, &sk);
-	if (wr_start(w, o.pin ? 0 : -1) != 0)
+	       (unsigned long long)atomic_load(wr_durable_seq(d->w)));
+	wr_print_budget(&d->wc);
+	printf("flashsaled: connections: %u workers x %u (%.0f MiB reserved)\n", o->workers, o->conn_max,
+	       (double)dp_conn_bytes(o->conn_max) * o->workers / (1024.0 * 1024.0));
+}
+
+static void start_sinks_step(struct daemon *d) { start_sinks(&d->o, d->w, &d->sk); }
+
+static void start_writer(struct daemon *d)
+{
+	if (wr_start(d->w, d->o.pin ? 0 : -1) != 0)
 		die("%s", "cannot start the writer thread");
-	struct fs_port *admin_port = wr_port(w, o.workers);
-	struct fs_port *pay_port = wr_port(w, o.workers + 1);
-	struct pay_config pc = { .charges = wr_charge_ring(w), .waker = wr_charge_waker(w), .port = pay_port,
-	                         .outstanding = &((struct wr_metrics *)m)->charges_outstanding,
-	                         .payments_open = &snap->payments_open, .provider_url = o.payment_provider };
-	struct payments *pay = pay_start(&pc);
-	if (pay == NULL)
+}
+
+/* Port o.workers is the admin's, o.workers + 1 the payment thread's. */
+static void start_payments(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	struct wr_metrics *m = (struct wr_metrics *)wr_metrics(d->w);
+	struct pay_config pc = { .charges = wr_charge_ring(d->w), .waker = wr_charge_waker(d->w),
+	                         .port = wr_port(d->w, o->workers + 1), .outstanding = &m->charges_outstanding,
+	                         .payments_open = &d->snap->payments_open, .provider_url = o->payment_provider };
+	d->pay = pay_start(&pc);
+	if (d->pay == NULL)
 		die("%s", "cannot start the payment thread");
-	printf("flashsaled: payments: %s%s\n", o.payment_provider ? "HTTP provider " : "built-in test provider",
-	       o.payment_provider ? o.payment_provider : " (tokens tok_ok, tok_decline, tok_slow_<ms>, tok_down)");
-	if (o.demo)
-		create_demo(admin_port);
-	struct dp_worker *workers[WORKERS_MAX];
-	struct dp_dpdk *dpdk = NULL;
-	for (uint32_t i = 0; i < o.workers; i++) {
-		struct dp_worker_config dc = {
-			.index = i, .cpu = o.pin && cores > 1 ? (int)(1 + i % (uint32_t)(cores - 1)) : -1,
-			.listen_fd = o.dpdk ? -1 : listen_fds[i], .conn_max = o.conn_max,
-			.wport = wr_port(w, i), .snap = snap, .jwt_key = jwt_key, .jwt_key_len = (size_t)key_len,
-			.limits = { .request_line_max = 2048, .header_count_max = 32, .header_bytes_max = 8192,
-			            .body_bytes_max = 4096 },
-			.idle_timeout_ms = o.idle_timeout_ms, .request_timeout_ms = o.request_timeout_ms,
-			.quantity_max = o.limits.quantity_max, .ready = &ready,
-			.trusted = o.trusted, .trusted_count = o.trusted_count,
-		};
-		if (o.dpdk) {
-			struct dp_dpdk_config ddc = { .eal_args = o.dpdk, .ip = o.dpdk_ip, .gateway = o.dpdk_gateway,
-			                              .tcp_port = o.listen_port, .busy_poll = o.busy_poll, .worker = dc };
-			dpdk = dp_dpdk_start(&ddc, err, sizeof err);
-			if (dpdk == NULL)
-				die("%s", err);
-			break;
-		}
-		workers[i] = dp_worker_start(&dc, err, sizeof err);
-		if (workers[i] == NULL)
-			die("%s", err);
-	}
-	struct ctl_admin_config ac = { .unix_path = unix_path, .tcp_host = tcp_host, .tcp_port = tcp_port,
-	                               .admin_token = admin_token, .writer = w, .port = admin_port, .snap = snap,
-	                               .workers = workers, .worker_count = dpdk ? 0 : o.workers, .ready = &ready,
-	                               .data_dir = o.data_dir,
-	                               .sink_count = sk.count, .sink_names = sk.names,
-	                               .sink_applied = sink_applied, .sinks = sk.ptrs,
-	                               .extra_metrics = dpdk ? dp_dpdk_metrics_cb : NULL, .extra_metrics_ctx = dpdk };
-	struct ctl_admin *admin = ctl_admin_start(&ac, err, sizeof err);
-	if (admin == NULL)
+	printf("flashsaled: payments: %s%s\n", o->payment_provider ? "HTTP provider " : "built-in test provider",
+	       o->payment_provider ? o->payment_provider : " (tokens tok_ok, tok_decline, tok_slow_<ms>, tok_down)");
+}
+
+static void create_demo_step(struct daemon *d)
+{
+	if (d->o.demo)
+		create_demo(wr_port(d->w, d->o.workers));
+}
+
+static void start_dataplane(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	struct dp_backend *b = &d->dataplane;
+	for (uint32_t i = 0; i < o->workers; i++)
+		b->cfg.wports[i] = wr_port(d->w, i);
+	b->cfg.worker = (struct dp_worker_config){
+		.listen_fd = -1, .cpu = -1, .conn_max = o->conn_max, .snap = d->snap,
+		.jwt_key = d->jwt_key, .jwt_key_len = (size_t)d->jwt_key_len,
+		.limits = { .request_line_max = 2048, .header_count_max = 32, .header_bytes_max = 8192,
+		            .body_bytes_max = 4096 },
+		.idle_timeout_ms = o->idle_timeout_ms, .request_timeout_ms = o->request_timeout_ms,
+		.quantity_max = o->limits.quantity_max, .ready = &d->ready,
+		.trusted = o->trusted, .trusted_count = o->trusted_count,
+	};
+	char err[512];
+	if (b->ops->start(b, err, sizeof err) != 0)
 		die("%s", err);
+}
+
+static void start_admin(struct daemon *d)
+{
+	struct ctl_admin_config ac = { .unix_path = d->unix_path, .tcp_host = d->tcp_host, .tcp_port = d->tcp_port,
+	                               .admin_token = d->admin_token, .writer = d->w,
+	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
+	                               .dataplane = &d->dataplane, .ready = &d->ready, .data_dir = d->o.data_dir,
+	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
+	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs };
+	char err[512];
+	d->admin = ctl_admin_start(&ac, err, sizeof err);
+	if (d->admin == NULL)
+		die("%s", err);
+}
+
+static void install_signals(struct daemon *d)
+{
+	(void)d;
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);
-	atomic_store(&ready, 1);
+}
+
+/* Start-up, in order. A step that fails says why and exits 2 (die). */
+static const struct { const char *name; void (*run)(struct daemon *d); } start_steps[] = {
+	{ "check options", check_options },
+	{ "claim the dataplane", claim_dataplane },
+	{ "load secrets", load_secrets },
+	{ "resolve the admin address", resolve_admin },
+	{ "open the writer (replay)", open_writer },
+	{ "start the sinks", start_sinks_step },
+	{ "start the writer", start_writer },
+	{ "start payments", start_payments },
+	{ "create the demo sale", create_demo_step },
+	{ "start the dataplane", start_dataplane },
+	{ "start the admin socket", start_admin },
+	{ "install signal handlers", install_signals },
+};
+
+/* Stop, in order: no new requests, then the producers of commands, then
+ * the writer, then the readers of its journal. */
+static void stop_all(struct daemon *d)
+{
+	atomic_store(&d->ready, 0);
+	d->dataplane.ops->stop(&d->dataplane);
+	ctl_admin_stop(d->admin);
+	pay_stop(d->pay);
+	wr_stop(d->w);
+	for (uint32_t i = 0; i < d->sk.count; i++)
+		sink_stop(d->sk.s[i]);
+	wr_close(d->w);
+}
+
+int main(int argc, char **argv)
+{
+	static struct daemon d;
+	parse_args(&d, argc, argv);
+	for (size_t i = 0; i < sizeof start_steps / sizeof start_steps[0]; i++)
+		start_steps[i].run(&d);
+	atomic_store(&d.ready, 1);
+	const struct options *o = &d.o;
 	printf("flashsaled: ready: http://%s:%u (workers %u), admin unix:%s%s%s, journal %s%s\n",
-	       o.listen_host, o.listen_port, o.workers, unix_path, tcp_host ? " and tcp " : "",
-	       tcp_host ? o.admin : "", wr_journal_dir(w), o.no_sync ? " (NO fdatasync: not durable)" : "");
+	       o->listen_host, o->listen_port, o->workers, d.unix_path, d.tcp_host ? " and tcp " : "",
+	       d.tcp_host ? o->admin : "", wr_journal_dir(d.w), o->no_sync ? " (NO fdatasync: not durable)" : "");
 	while (!stop_signal)
 		pause();
 	printf("flashsaled: stopping (signal %d)\n", (int)stop_signal);
-	atomic_store(&ready, 0);
-	if (dpdk)
-		dp_dpdk_stop(dpdk);
-	else
-		for (uint32_t i = 0; i < o.workers; i++)
-			dp_worker_stop(workers[i]);
-	for (uint32_t i = 0; !o.dpdk && i < o.workers; i++)
-		close(listen_fds[i]);
-	ctl_admin_stop(admin);
-	pay_stop(pay);
-	wr_stop(w);
-	for (uint32_t i = 0; i < sk.count; i++)
-		sink_stop(sk.s[i]);
-	wr_close(w);
+	stop_all(&d);
 	printf("flashsaled: stopped\n");
 	return 0;
 }

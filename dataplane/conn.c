@@ -29,6 +29,8 @@ static void count(struct dp_proto *p, int route, int http)
 
 static int out_room(const struct dp_conn *c) { return DP_OUT_BYTES - c->out_len >= DP_ANSWER_BYTES_MAX; }
 
+uint64_t dp_conn_bytes(uint32_t conn_max) { return (uint64_t)conn_max * sizeof(struct dp_conn); }
+
 static void consume(struct dp_conn *c, uint32_t n, int64_t now_ms)
 {
 	assert(n <= c->in_len);

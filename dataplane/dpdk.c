@@ -9,6 +9,7 @@
  * tcp_write) -> one tx burst of every frame lwIP produced during the loop.
  */
 #include "dataplane/dpdk.h"
+#include "dataplane/backend.h"
 #include "dataplane/lwip_glue.h"
 
 #include <arpa/inet.h>
@@ -527,8 +528,6 @@ void dp_dpdk_stop(struct dp_dpdk *d)
 	rte_eal_cleanup();
 }
 
-void dp_dpdk_free(struct dp_dpdk *d) { free(d); }
-
 const struct dp_stats *dp_dpdk_worker_stats(const struct dp_dpdk *d) { return dp_lwip_stats(d->stack); }
 
 /* ------------------------------------------------------------ metrics */
@@ -615,4 +614,49 @@ size_t dp_dpdk_metrics(const struct dp_dpdk *d, char *buf, size_t cap)
 	return (size_t)n;
 }
 
-size_t dp_dpdk_metrics_cb(void *d, char *buf, size_t cap) { return dp_dpdk_metrics(d, buf, cap); }
+/* ---- the DPDK backend (backend.h): one stack lcore, one worker's counters */
+
+/* Nothing to claim before recovery: the port is taken by the EAL at start. */
+static int dpdk_claim(struct dp_backend *b, char *err, size_t err_len)
+{
+	assert(b->self == NULL);
+	if (b->cfg.worker_count != 1 || b->cfg.ip == NULL) {
+		snprintf(err, err_len, "--dpdk: one stack lcore (--workers 1) and --ip are required");
+		return -1;
+	}
+	return 0;
+}
+
+static int dpdk_start(struct dp_backend *b, char *err, size_t err_len)
+{
+	assert(b->self == NULL && b->cfg.worker_count == 1);
+	struct dp_dpdk_config ddc = { .eal_args = b->cfg.eal_args, .ip = b->cfg.ip, .gateway = b->cfg.gateway,
+	                              .tcp_port = b->cfg.listen_port, .busy_poll = b->cfg.busy_poll,
+	                              .worker = b->cfg.worker };
+	ddc.worker.index = 0;
+	ddc.worker.cpu = -1;
+	ddc.worker.listen_fd = -1;
+	ddc.worker.wport = b->cfg.wports[0];
+	b->self = dp_dpdk_start(&ddc, err, err_len);
+	return b->self ? 0 : -1;
+}
+
+static void dpdk_stop(struct dp_backend *b) { dp_dpdk_stop(b->self); }
+
+static uint32_t dpdk_stats(const struct dp_backend *b, const struct dp_stats **out, uint32_t max)
+{
+	if (b->self == NULL || max == 0)
+		return 0;
+	out[0] = dp_dpdk_worker_stats(b->self);
+	return 1;
+}
+
+static size_t dpdk_metrics(const struct dp_backend *b, char *buf, size_t cap)
+{
+	return b->self ? dp_dpdk_metrics(b->self, buf, cap) : 0;
+}
+
+const struct dp_backend_ops dp_dpdk_ops = {
+	.name = "dpdk", .claim = dpdk_claim, .start = dpdk_start, .stop = dpdk_stop,
+	.stats = dpdk_stats, .metrics = dpdk_metrics,
+};

@@ -48,9 +48,8 @@ struct dp_dpdk *dp_dpdk_start(const struct dp_dpdk_config *cfg, char *err, size_
 
 /* Stops the lcore (connections are reset), stops and closes the port and
  * cleans up the EAL (hugepage files deleted): DPDK cannot be started again
- * in this process. The counters stay readable until dp_dpdk_free. */
+ * in this process. The counters stay readable for the rest of the process. */
 void dp_dpdk_stop(struct dp_dpdk *d);
-void dp_dpdk_free(struct dp_dpdk *d);
 
 /* The HTTP-level counters, same struct as dp_worker_stats (for /metrics). */
 const struct dp_stats *dp_dpdk_worker_stats(const struct dp_dpdk *d);
@@ -71,7 +70,5 @@ int dp_dpdk_stats(const struct dp_dpdk *d, struct dp_dpdk_port_stats *s);
 /* Appends Prometheus text (flashsale_dpdk_* port and TCP counters) to buf.
  * Returns the bytes written (< cap, NUL-terminated), 0 when cap is small. */
 size_t dp_dpdk_metrics(const struct dp_dpdk *d, char *buf, size_t cap);
-/* The same with an untyped context, for a metrics callback (admin). */
-size_t dp_dpdk_metrics_cb(void *d, char *buf, size_t cap);
 
 #endif

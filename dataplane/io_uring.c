@@ -9,6 +9,8 @@
  * generation so a late completion never touches a reused slot's buffers.
  */
 #include "dataplane/conn.h"
+#include "common/fs_clock.h"
+#include "dataplane/backend.h"
 #include "dataplane/response.h"
 
 #include <arpa/inet.h>
@@ -55,15 +57,6 @@ static inline uint64_t ud_make(int op, uint32_t idx, uint32_t gen)
 {
 	return (uint64_t)op << 56 | (uint64_t)(gen & 0xffffff) << 32 | idx;
 }
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-uint64_t dp_conn_bytes(uint32_t conn_max) { return (uint64_t)conn_max * sizeof(struct dp_conn); }
 
 static struct io_uring_sqe *sqe_get(struct dp_worker *w)
 {
@@ -321,7 +314,7 @@ static void *worker_main(void *arg)
 	arm_event(w);
 	arm_timer(w);
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
-		w->proto.route.now_ms = now_ms();
+		w->proto.route.now_ms = fs_wall_ms();
 		w->proto.route.ready = atomic_load_explicit(w->cfg.ready, memory_order_relaxed);
 		uint32_t work = reap(w);
 		work += drain_answers(w);
@@ -470,3 +463,77 @@ void dp_worker_stop(struct dp_worker *w)
 }
 
 const struct dp_stats *dp_worker_stats(const struct dp_worker *w) { return &w->stats; }
+
+/* ---- the io_uring backend (backend.h): SO_REUSEPORT listeners, one worker per listener */
+
+struct uring_group {
+	uint32_t count;               /* listeners bound */
+	uint32_t started;             /* workers running */
+	int listen_fds[DP_WORKERS_MAX];
+	struct dp_worker *workers[DP_WORKERS_MAX];
+};
+
+static int uring_claim(struct dp_backend *b, char *err, size_t err_len)
+{
+	assert(b->self == NULL);
+	assert(b->cfg.worker_count > 0 && b->cfg.worker_count <= DP_WORKERS_MAX);
+	struct uring_group *g = calloc(1, sizeof *g);
+	if (g == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return -1;
+	}
+	if (dp_listen_group(b->cfg.listen_host, b->cfg.listen_port, b->cfg.worker_count, g->listen_fds,
+	                    err, err_len) != 0) {
+		free(g);
+		return -1;
+	}
+	g->count = b->cfg.worker_count;
+	b->self = g;
+	return 0;
+}
+
+static int uring_start(struct dp_backend *b, char *err, size_t err_len)
+{
+	struct uring_group *g = b->self;
+	assert(g != NULL && g->started == 0);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	for (uint32_t i = 0; i < g->count; i++) {
+		struct dp_worker_config dc = b->cfg.worker;
+		dc.index = i;
+		dc.cpu = b->cfg.pin && cores > 1 ? (int)(1 + i % (uint32_t)(cores - 1)) : -1;
+		dc.listen_fd = g->listen_fds[i];
+		dc.wport = b->cfg.wports[i];
+		g->workers[i] = dp_worker_start(&dc, err, err_len);
+		if (g->workers[i] == NULL)
+			return -1;
+		g->started++;
+	}
+	assert(g->started == g->count);
+	return 0;
+}
+
+static void uring_stop(struct dp_backend *b)
+{
+	struct uring_group *g = b->self;
+	if (g == NULL)
+		return;
+	for (uint32_t i = 0; i < g->started; i++)
+		dp_worker_stop(g->workers[i]);
+	for (uint32_t i = 0; i < g->count; i++)
+		close(g->listen_fds[i]);
+	g->count = 0;   /* the workers' counters stay readable */
+}
+
+static uint32_t uring_stats(const struct dp_backend *b, const struct dp_stats **out, uint32_t max)
+{
+	const struct uring_group *g = b->self;
+	uint32_t n = 0;
+	for (; g != NULL && n < g->started && n < max; n++)
+		out[n] = dp_worker_stats(g->workers[n]);
+	return n;
+}
+
+const struct dp_backend_ops dp_io_uring_ops = {
+	.name = "io_uring", .claim = uring_claim, .start = uring_start, .stop = uring_stop,
+	.stats = uring_stats, .metrics = NULL,
+};

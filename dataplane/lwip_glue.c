@@ -24,6 +24,7 @@
  * allocates after start-up; our own tables are fixed.
  */
 #include "dataplane/lwip_glue.h"
+#include "common/fs_clock.h"
 #include "dataplane/conn.h"
 #include "dataplane/response.h"
 
@@ -77,13 +78,6 @@ static int lwip_initialised;
 
 static inline void bump(_Atomic uint64_t *v, uint64_t n) { atomic_fetch_add_explicit(v, n, memory_order_relaxed); }
 static inline void drop(_Atomic uint64_t *v, uint64_t n) { atomic_fetch_sub_explicit(v, n, memory_order_relaxed); }
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------ link layer */
 
@@ -482,7 +476,7 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 	g->proto.stats = &g->stats;
 	g->proto.route.snap = wc->snap;
 	g->proto.route.quantity_max = wc->quantity_max;
-	g->proto.route.now_ms = wall_ms();
+	g->proto.route.now_ms = fs_wall_ms();
 	if (fs_jwt_key_init(&g->jwt, wc->jwt_key, wc->jwt_key_len) != 0) {
 		snprintf(err, err_len, "OpenSSL cannot provide HMAC-SHA256");
 		return NULL;

@@ -280,29 +280,6 @@ int dp_resp_error(char *out, size_t cap, int http, const char *error,
 	return resp_write(out, cap, &h, body_error, &e);
 }
 
-struct limited_arg { uint64_t retry_after_ms; uint64_t queue_position; };
-
-static void body_rate_limited(struct out_buf *b, const void *arg)
-{
-	const struct limited_arg *l = arg;
-	put_key(b, "error", 1);
-	put_str(b, "\"rate_limited\"");
-	put_key(b, "retry_after_ms", 0);
-	put_u64(b, l->retry_after_ms);
-	put_key(b, "queue_position", 0);
-	put_u64(b, l->queue_position);
-	put(b, "}", 1);
-}
-
-int dp_resp_rate_limited(char *out, size_t cap, uint32_t retry_after_ms,
-                         uint32_t queue_position, int keep_alive)
-{
-	struct head h = { 429, "application/json", keep_alive,
-	                  ((int64_t)retry_after_ms + 999) / 1000 };
-	struct limited_arg l = { retry_after_ms, queue_position };
-	return resp_write(out, cap, &h, body_rate_limited, &l);
-}
-
 static void put_sku(struct out_buf *b, const struct fs_ans *a)
 {
 	size_t len = a->sku_len <= FS_SKU_LEN_MAX ? a->sku_len : FS_SKU_LEN_MAX;

@@ -33,11 +33,4 @@ int dp_resp_raw(char *out, size_t cap, int http, const char *content_type,
 /* RFC 3339 UTC with milliseconds; returns length (24). */
 int dp_fmt_time_ms(char out[32], int64_t ms);
 
-/* 429 {"error":"rate_limited","retry_after_ms":N,"queue_position":P} with
- * a Retry-After header of N/1000 seconds rounded up: the dataplane's own
- * token-bucket refusal, which never goes through the writer. Returns bytes
- * written, or -1 when cap is too small. */
-int dp_resp_rate_limited(char *out, size_t cap, uint32_t retry_after_ms,
-                         uint32_t queue_position, int keep_alive);
-
 #endif

@@ -138,14 +138,8 @@ int main(int argc, char **argv)
 	l.holding_count_max = (uint32_t)(2 * (uint64_t)b.users + 16);
 	b.st = wr_state_new(&l);
 	b.cmds = calloc(BATCH, sizeof *b.cmds);
-	b.out.answer_count_max = 5 * BATCH;
-	b.out.answers = calloc(b.out.answer_count_max, sizeof *b.out.answers);
-	b.out.records_cap = BATCH * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
-	                    WR_REC_BYTES_MAX * (l.sku_count_max + 1);
-	b.out.records = malloc(b.out.records_cap);
-	b.out.charges = calloc(BATCH, sizeof *b.out.charges);
-	b.out.sku_touched = calloc(l.sku_count_max, sizeof(uint32_t));
-	if (!b.st || !b.cmds || !b.out.answers || !b.out.records || !b.out.charges || !b.out.sku_touched) {
+	int out = wr_batch_out_alloc(&b.out, BATCH, wr_batch_records_cap(BATCH, l.sku_count_max), l.sku_count_max);
+	if (!b.st || !b.cmds || out != 0) {
 		fprintf(stderr, "alloc_bench: out of memory (state %.0f MiB)\n", (double)wr_state_bytes(&l) / 1048576.0);
 		return 1;
 	}

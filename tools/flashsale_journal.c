@@ -54,31 +54,17 @@ static int replay_init(struct replay *r)
 	struct wr_limits l;
 	wr_limits_default(&l);
 	r->st = wr_state_new(&l);
-	r->cmd_cap = JR_BODY_BYTES_MAX / WR_REC_FIXED_BYTES + 1;
+	r->cmd_cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
 	r->cmds = calloc(r->cmd_cap, sizeof *r->cmds);
-	r->out.answer_count_max = 5 * r->cmd_cap;
-	r->out.answers = calloc(r->out.answer_count_max, sizeof *r->out.answers);
-	r->out.records_cap = JR_BODY_BYTES_MAX + WR_REC_BYTES_MAX * 1100;
-	r->out.records = malloc(r->out.records_cap);
-	r->out.charges = calloc(r->cmd_cap, sizeof *r->out.charges);
-	r->out.sku_touched = calloc(l.sku_count_max, sizeof(uint32_t));
-	return r->st && r->cmds && r->out.answers && r->out.records && r->out.charges && r->out.sku_touched ? 0 : -1;
+	int out = wr_batch_out_alloc(&r->out, r->cmd_cap, wr_replay_records_cap(JR_BODY_BYTES_MAX, l.sku_count_max),
+	                             l.sku_count_max);
+	return r->st && r->cmds && out == 0 ? 0 : -1;
 }
 
 /* Decodes one batch into r->cmds; returns the count, or -1 if malformed. */
 static int decode(struct replay *r, const struct jr_batch *b)
 {
-	uint32_t n = 0, off = 0;
-	while (off < b->body_len) {
-		if (n >= r->cmd_cap)
-			return -1;
-		uint32_t used = wr_rec_decode(b->body + off, b->body_len - off, &r->cmds[n]);
-		if (used == 0)
-			return -1;
-		off += used;
-		n++;
-	}
-	return n == b->record_count ? (int)n : -1;
+	return wr_rec_decode_batch(b->body, b->body_len, b->record_count, r->cmds, r->cmd_cap);
 }
 
 static void print_record(const struct fs_cmd *c)
@@ -265,16 +251,24 @@ static int run_draw(const char *dir, const char *sku)
 	struct draw_check d = { .sku = sku, .sku_len = strlen(sku), .cap = 4000000 };
 	d.queued = calloc(d.cap, sizeof(uint32_t));
 	d.expected = calloc(d.cap, sizeof(uint32_t));
-	static struct fs_cmd c;
+	uint32_t cmd_cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
+	struct fs_cmd *cmds = calloc(cmd_cap, sizeof *cmds);
+	if (!d.queued || !d.expected || !cmds) {
+		fprintf(stderr, "flashsale-journal: out of memory\n");
+		return 1;
+	}
 	struct jr_batch b;
 	int rc;
 	while ((rc = jr_reader_next(rd, UINT64_MAX, &b, err, sizeof err)) == 1) {
-		uint32_t off = 0, used;
-		while (off < b.body_len && (used = wr_rec_decode(b.body + off, b.body_len - off, &c)) > 0) {
-			if (draw_follow(&d, &c) != 0)
-				return 1;
-			off += used;
+		int n = wr_rec_decode_batch(b.body, b.body_len, b.record_count, cmds, cmd_cap);
+		if (n < 0) {
+			printf("DAMAGED: %s offset %" PRIu64 ": malformed record in batch %" PRIu64 "\n",
+			       b.file, b.offset, b.seq);
+			return 1;
 		}
+		for (int i = 0; i < n; i++)
+			if (draw_follow(&d, &cmds[i]) != 0)
+				return 1;
 	}
 	if (rc < 0) {
 		printf("DAMAGED: %s\n", err);

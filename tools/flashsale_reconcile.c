@@ -90,25 +90,21 @@ static int replay(struct rc_state *st, const char *dir)
 		fprintf(stderr, "flashsale-reconcile: %s\n", err);
 		return -1;
 	}
-	struct fs_cmd *recs = malloc((JR_BODY_BYTES_MAX / WR_REC_FIXED_BYTES + 1) * sizeof *recs);
+	uint32_t rec_cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
+	struct fs_cmd *recs = malloc(rec_cap * sizeof *recs);
 	struct jr_batch b;
 	int rc;
 	while (recs && (rc = jr_reader_next(rd, UINT64_MAX, &b, err, sizeof err)) == 1) {
 		st->journal_last = b.seq;
 		if (b.seq > st->cursor)
 			continue;
-		uint32_t off = 0, n = 0;
-		for (; n < b.record_count; n++) {
-			uint32_t len = wr_rec_decode(b.body + off, b.body_len - off, &recs[n]);
-			if (len == 0)
-				break;
-			off += len;
-		}
-		if (n != b.record_count || off != b.body_len) {
-			diff(st, "journal: batch %" PRIu64 " (%s offset %" PRIu64 "): record %u does not decode",
-			     b.seq, b.file, b.offset, n);
+		int decoded = wr_rec_decode_batch(b.body, b.body_len, b.record_count, recs, rec_cap);
+		if (decoded < 0) {
+			diff(st, "journal: batch %" PRIu64 " (%s offset %" PRIu64 "): its records do not decode",
+			     b.seq, b.file, b.offset);
 			break;
 		}
+		uint32_t n = (uint32_t)decoded;
 		if (sm_apply_batch(&st->m, b.seq, b.time_ms, recs, n, NULL) < 0) {
 			fprintf(stderr, "flashsale-reconcile: out of memory\n");
 			rc = -1;

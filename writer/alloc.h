@@ -49,6 +49,10 @@ struct wr_state;
 struct wr_state *wr_state_new(const struct wr_limits *l);
 void wr_state_free(struct wr_state *st);
 
+/* The origin of a command no port sent (timers, derived records, risk
+ * flags): its answer, if any, goes nowhere. */
+#define WR_ORIGIN_NONE 0xffu
+
 /* An answer the writer must route: `origin` is the producer's ring index. */
 struct wr_answer {
 	uint8_t origin;
@@ -81,6 +85,23 @@ struct wr_batch_out {
 	uint32_t sku_touched_count; /* SKUs whose counters/state changed */
 	uint32_t *sku_touched;      /* room for sku_count_max indexes */
 };
+
+/* The one sizing rule of a decide step's output. A batch of cmd_count
+ * commands over sku_count_max SKUs writes at most
+ * wr_batch_records_cap(cmd_count, sku_count_max) bytes of records (each
+ * command's record and its promotions, one freeze per SKU). A batch
+ * replayed from a journal body of body_bytes regenerates that body, with
+ * room for the freezes: wr_replay_records_cap(). */
+uint32_t wr_batch_records_cap(uint32_t cmd_count, uint32_t sku_count_max);
+uint32_t wr_replay_records_cap(uint32_t body_bytes, uint32_t sku_count_max);
+
+/* Allocates out for batches of up to cmd_count commands: 5 answers per
+ * command, records_cap bytes of records (one of the rules above), one
+ * charge per command, sku_count_max touched SKUs. Returns 0, or -1 when out
+ * of memory (out is then safe to pass to wr_batch_out_free). */
+int wr_batch_out_alloc(struct wr_batch_out *out, uint32_t cmd_count, uint32_t records_cap,
+                       uint32_t sku_count_max);
+void wr_batch_out_free(struct wr_batch_out *out);
 
 /* Decides cmds[0..n) at batch time t_ms (must be >= every earlier batch
  * time). When `replay` is non-zero the commands come from the journal:
@@ -123,11 +144,6 @@ int wr_user_tier(const struct wr_state *st, const char *user, size_t len, int *f
 struct fs_cidr;
 /* The operator's IP rules (action 1 deny, 2 allow), up to max; returns n. */
 uint32_t wr_ip_rules(const struct wr_state *st, struct fs_cidr *rules, uint8_t *actions, uint32_t max);
-
-/* The waiting room's draw (EVENTS.md): Fisher-Yates from the end over v[],
- * driven by xoshiro256** seeded with SHA-256(seed). Pure; the journal tool
- * uses it to re-derive an opening's order. */
-void wr_draw_shuffle(uint32_t *v, uint32_t n, const uint8_t seed[32]);
 
 uint32_t wr_sku_count(const struct wr_state *st);
 /* The sale's default tier (API.md), or -1 when there is no such SKU. */

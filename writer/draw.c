@@ -1,4 +1,5 @@
-/* draw.c - seed files for the waiting room's draw (see draw.h). */
+/* draw.c - the waiting room's draw (see draw.h): seed files, and the
+ * generator that shuffles the queue with a revealed seed. */
 #include "writer/draw.h"
 
 #include <errno.h>
@@ -18,6 +19,47 @@ void wr_hex(const uint8_t *bytes, size_t n, char *out)
 		out[2 * i + 1] = digits[bytes[i] & 15];
 	}
 	out[2 * n] = 0;
+}
+
+static uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+/* xoshiro256** seeded with SHA-256(seed): the documented draw generator
+ * (see EVENTS.md), so anyone can re-derive the order from the journal. */
+struct draw_rng { uint64_t s[4]; };
+
+static void draw_rng_init(struct draw_rng *g, const uint8_t seed[32])
+{
+	uint8_t key[32];
+	SHA256(seed, 32, key);
+	memcpy(g->s, key, sizeof g->s);
+	if ((g->s[0] | g->s[1] | g->s[2] | g->s[3]) == 0)
+		g->s[0] = 1;
+}
+
+static uint64_t draw_rng_next(struct draw_rng *g)
+{
+	uint64_t *s = g->s;
+	uint64_t result = rotl64(s[1] * 5, 7) * 9;
+	uint64_t t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl64(s[3], 45);
+	return result;
+}
+
+void wr_draw_shuffle(uint32_t *v, uint32_t n, const uint8_t seed[32])
+{
+	struct draw_rng g;
+	draw_rng_init(&g, seed);
+	for (uint32_t i = n; i > 1; i--) {   /* Fisher-Yates, from the end */
+		uint32_t j = (uint32_t)(draw_rng_next(&g) % i);
+		uint32_t tmp = v[i - 1];
+		v[i - 1] = v[j];
+		v[j] = tmp;
+	}
 }
 
 static int seed_path(char *out, size_t cap, const char *data_dir, const char *sku, size_t sku_len,

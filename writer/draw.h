@@ -1,5 +1,6 @@
-/* draw.h - the waiting room's seed: commit before the sale opens, reveal at
- * the opening (API.md fairness; EVENTS.md says how to verify a draw).
+/* draw.h - the waiting room's draw: its seed (commit before the sale
+ * opens, reveal at the opening) and its random generator (API.md fairness;
+ * EVENTS.md says how to verify a draw).
  *
  * The seed is 32 random bytes kept in DATA/draws/<sku>-<commit prefix>.seed
  * (mode 0600) from the sale's creation until its opening. The creation
@@ -25,5 +26,11 @@ int wr_draw_seed_load(const char *data_dir, const char *sku, size_t sku_len,
                       const uint8_t commit[32], char seed_hex[65]);
 
 void wr_hex(const uint8_t *bytes, size_t n, char *out);   /* 2n chars + NUL */
+
+/* The waiting room's draw (EVENTS.md): Fisher-Yates from the end over v[],
+ * driven by xoshiro256** seeded with SHA-256(seed). Pure (no I/O, no
+ * clock): the decide step draws with it at the opening and the journal
+ * tool re-derives an opening's order with it. */
+void wr_draw_shuffle(uint32_t *v, uint32_t n, const uint8_t seed[32]);
 
 #endif

@@ -97,3 +97,21 @@ uint32_t wr_rec_decode(const uint8_t *buf, uint32_t len, struct fs_cmd *c)
 	memcpy(c->text, p, c->text_len);
 	return rlen;
 }
+
+int wr_rec_decode_batch(const uint8_t *body, uint32_t body_len, uint32_t record_count,
+                        struct fs_cmd *cmds, uint32_t cap)
+{
+	uint32_t n = 0, off = 0;
+	while (off < body_len) {
+		if (n >= cap)
+			return -1;
+		uint32_t used = wr_rec_decode(body + off, body_len - off, &cmds[n]);
+		if (used == 0)
+			return -1;
+		assert(used <= body_len - off && used % 8 == 0);
+		off += used;
+		n++;
+	}
+	assert(off == body_len);
+	return n == record_count ? (int)n : -1;
+}

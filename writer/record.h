@@ -40,4 +40,14 @@ uint32_t wr_rec_encode(const struct fs_cmd *c, uint8_t *out);
  * bytes are not a well-formed record (bad length, type, string lengths). */
 uint32_t wr_rec_decode(const uint8_t *buf, uint32_t len, struct fs_cmd *c);
 
+/* Most records a batch body of `bytes` can hold (each is >= the fixed part). */
+#define WR_REC_COUNT_MAX(bytes) ((bytes) / WR_REC_FIXED_BYTES)
+
+/* Decodes a whole batch body into cmds[0..cap). Returns the number of
+ * records, or -1 when a record is malformed, the body holds more than cap
+ * records, or the count is not record_count (bytes left over included).
+ * On -1, cmds[] holds whatever decoded before the fault. */
+int wr_rec_decode_batch(const uint8_t *body, uint32_t body_len, uint32_t record_count,
+                        struct fs_cmd *cmds, uint32_t cap);
+
 #endif

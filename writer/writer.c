@@ -1,8 +1,9 @@
 /* writer.c - the writer thread and its batch loop.
  *
  *   drain every port's command ring (<= batch_count_max, due timers first)
+ *   -> admit: refuse at once what must not reach the decide step (admission.c)
  *   -> decide the whole batch in memory (alloc.c, pure)
- *   -> append ONE journal batch: io_uring write + fdatasync (journal.c)
+ *   -> journal: append ONE batch, io_uring write + fdatasync (journal.c)
  *   -> publish the snapshot of the SKUs it touched
  *   -> release the answers to the ports' answer rings, hand charges to the
  *      payment thread
@@ -14,9 +15,10 @@
  * hold deadline wakes it.
  */
 #include "writer/writer.h"
+#include "common/fs_clock.h"
 #include "common/fs_cidr.h"
+#include "writer/admission.h"
 #include "writer/draw.h"
-#include "writer/fairness.h"
 #include "writer/journal.h"
 #include "writer/record.h"
 
@@ -32,9 +34,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
-#define ORIGIN_NONE 0xffu
 #define IDLE_WAIT_MS_MAX 1000
 #ifndef WR_IDLE_YIELDS
 #define WR_IDLE_YIELDS 16   /* yields before an idle writer sleeps */
@@ -64,21 +64,9 @@ struct writer {
 	void *on_durable_arg;
 	uint64_t recharge_after;          /* PENDING orders of the last stop handed up to here */
 	uint64_t recharge_max;            /* ... and up to this order number */
-	struct fr_table *user_buckets;
-	struct fr_table *device_buckets;
-	struct fr_table *ip_buckets;      /* risk: users per IP */
-	struct fr_table *ip_rate_buckets; /* --ip-rate */
-	struct fs_cmd flags[WR_FLAGS_PER_BATCH];
-	uint32_t flag_count;
+	struct wr_admission *admission;
 	_Atomic uint32_t usage[5];
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- replay --------------------------------------------------------------- */
 
@@ -94,18 +82,10 @@ struct replay_ctx {
 static int replay_batch(void *arg, const struct jr_batch *b)
 {
 	struct replay_ctx *rc = arg;
-	uint32_t n = 0, off = 0;
-	while (off < b->body_len) {
-		if (n >= rc->cmd_cap)
-			goto bad;
-		uint32_t used = wr_rec_decode(b->body + off, b->body_len - off, &rc->cmds[n]);
-		if (used == 0)
-			goto bad;
-		off += used;
-		n++;
-	}
-	if (n != b->record_count)
+	int decoded = wr_rec_decode_batch(b->body, b->body_len, b->record_count, rc->cmds, rc->cmd_cap);
+	if (decoded < 0)
 		goto bad;
+	uint32_t n = (uint32_t)decoded;
 	wr_decide(rc->w->st, rc->cmds, n, b->time_ms, 1, &rc->out);
 	/* invariant 4: the decide step regenerates exactly the journaled records */
 	if (rc->out.records_len != b->body_len || memcmp(rc->out.records, b->body, b->body_len) != 0) {
@@ -130,25 +110,18 @@ bad:
 /* Buffers for decoding and re-deciding the largest possible batch. */
 static int replay_ctx_init(struct replay_ctx *rc, struct writer *w)
 {
+	uint32_t skus = w->cfg.limits.sku_count_max;
 	rc->w = w;
-	rc->cmd_cap = JR_BODY_BYTES_MAX / WR_REC_FIXED_BYTES + 1;
+	rc->cmd_cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
 	rc->cmds = calloc(rc->cmd_cap, sizeof *rc->cmds);
-	rc->out.answer_count_max = 5 * rc->cmd_cap;
-	rc->out.answers = calloc(rc->out.answer_count_max, sizeof *rc->out.answers);
-	rc->out.records_cap = JR_BODY_BYTES_MAX + (uint32_t)(WR_REC_BYTES_MAX * (FS_SNAP_SKU_MAX + 4));
-	rc->out.records = malloc(rc->out.records_cap);
-	rc->out.charges = calloc(rc->cmd_cap, sizeof *rc->out.charges);
-	rc->out.sku_touched = calloc(w->cfg.limits.sku_count_max, sizeof(uint32_t));
-	return rc->cmds && rc->out.answers && rc->out.records && rc->out.charges && rc->out.sku_touched ? 0 : -1;
+	int out = wr_batch_out_alloc(&rc->out, rc->cmd_cap, wr_replay_records_cap(JR_BODY_BYTES_MAX, skus), skus);
+	return rc->cmds && out == 0 ? 0 : -1;
 }
 
 static void replay_ctx_free(struct replay_ctx *rc)
 {
 	free(rc->cmds);
-	free(rc->out.answers);
-	free(rc->out.records);
-	free(rc->out.charges);
-	free(rc->out.sku_touched);
+	wr_batch_out_free(&rc->out);
 }
 
 /* ---- set-up ---------------------------------------------------------------- */
@@ -237,14 +210,8 @@ static int alloc_buffers(struct writer *w)
 	}
 	fs_ring_init(&w->charges, p, c->charge_slots, sizeof(struct wr_charge));
 	w->cmds = calloc(c->batch_count_max, sizeof *w->cmds);
-	w->out.answer_count_max = 5 * c->batch_count_max;
-	w->out.answers = calloc(w->out.answer_count_max, sizeof *w->out.answers);
-	w->out.records_cap = c->batch_count_max * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
-	                     WR_REC_BYTES_MAX * (c->limits.sku_count_max + 1);
-	w->out.records = malloc(w->out.records_cap);
-	w->out.charges = calloc(c->batch_count_max, sizeof *w->out.charges);
-	w->out.sku_touched = calloc(c->limits.sku_count_max, sizeof(uint32_t));
-	if (!w->cmds || !w->out.answers || !w->out.records || !w->out.charges || !w->out.sku_touched)
+	uint32_t records_cap = wr_batch_records_cap(c->batch_count_max, c->limits.sku_count_max);
+	if (!w->cmds || wr_batch_out_alloc(&w->out, c->batch_count_max, records_cap, c->limits.sku_count_max) != 0)
 		return -1;
 	assert(w->out.records_cap <= JR_BODY_BYTES_MAX);
 	return 0;
@@ -265,18 +232,14 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	w->port_count = cfg->port_count;
 	snprintf(w->journal_dir, sizeof w->journal_dir, "%s/journal", cfg->data_dir);
 	w->st = wr_state_new(&cfg->limits);
-	w->user_buckets = fr_new(cfg->limits.user_count_max);
-	w->device_buckets = fr_new(cfg->limits.user_count_max);
-	w->ip_buckets = fr_new(cfg->limits.user_count_max);
-	w->ip_rate_buckets = fr_new(cfg->limits.user_count_max);
-	if (w->cfg.risk_regular_streak == 0)
-		w->cfg.risk_regular_streak = 8;
-	if (w->cfg.risk_device_users == 0)
-		w->cfg.risk_device_users = 4;
-	if (w->cfg.risk_ip_users == 0)
-		w->cfg.risk_ip_users = 50;
-	if (w->st == NULL || alloc_buffers(w) != 0 || !w->user_buckets || !w->device_buckets ||
-	    !w->ip_buckets || !w->ip_rate_buckets) {
+	struct wr_admission_config ac = {
+		.user_count_max = cfg->limits.user_count_max, .journal_budget_bytes = cfg->journal_budget_bytes,
+		.charge_capacity = cfg->charge_slots, .ip_rate_per_min = cfg->ip_rate_per_min,
+		.risk_regular_streak = cfg->risk_regular_streak, .risk_device_users = cfg->risk_device_users,
+		.risk_ip_users = cfg->risk_ip_users,
+	};
+	w->admission = wr_admission_new(&ac, &w->m.risk_flags);
+	if (w->st == NULL || alloc_buffers(w) != 0 || w->admission == NULL) {
 		snprintf(err, err_len, "cannot reserve memory for the tables (%llu bytes)",
 		         (unsigned long long)wr_state_bytes(&cfg->limits));
 		wr_close(w);
@@ -414,101 +377,6 @@ static uint32_t gather(struct writer *w, int64_t t_ms)
 	return n;
 }
 
-/* The tier a reservation attempt is admitted at: the token's claim, else
- * the operator's table, else the sale's default; a risk flag lowers it to 1
- * (never raises it; tier 0, exempt, is for trusted clients and stays). */
-static int effective_tier(struct writer *w, const struct fs_cmd *c, int *flagged_out)
-{
-	int flagged;
-	int table = wr_user_tier(w->st, c->user, c->user_len, &flagged);
-	*flagged_out = flagged;
-	int tier = 4;
-	if (c->claim_tier != 0) {
-		tier = c->claim_tier - 1;
-	} else if (table >= 0) {
-		tier = table;
-	} else {
-		int d = wr_sku_default_tier(w->st, c->sku, c->sku_len);
-		if (d >= 0)
-			tier = d;
-	}
-	if (tier < 0 || tier > 4)
-		tier = 1;
-	if (flagged && tier > 1)
-		tier = 1;
-	return tier;
-}
-
-/* The risk signals of one attempt; returns the reason to flag the user, or
- * NULL. Only non-exempt clients are scored, and IP signals skip trusted
- * and allow-listed addresses. */
-static const char *risk_reason(struct writer *w, const struct fs_cmd *c, int64_t t_ms)
-{
-	uint64_t user_hash = XXH3_64bits(c->user, c->user_len);
-	if (fr_regularity(w->user_buckets, c->user, c->user_len, t_ms) >= w->cfg.risk_regular_streak)
-		return "regular_timing";
-	if (c->text_len != 0 &&
-	    fr_distinct(w->device_buckets, c->text, c->text_len, user_hash) > w->cfg.risk_device_users)
-		return "shared_device";
-	if (c->client_ip != 0 && !c->ip_trusted &&
-	    fr_distinct(w->ip_buckets, (const char *)&c->client_ip, sizeof c->client_ip, user_hash) >
-	        w->cfg.risk_ip_users)
-		return "many_users_one_ip";
-	return NULL;
-}
-
-/* Queues a journaled risk decision for this batch (bounded per batch; a
- * user not flagged now is flagged at the next attempt). */
-static void risk_flag(struct writer *w, const struct fs_cmd *c, const char *why)
-{
-	if (w->flag_count >= WR_FLAGS_PER_BATCH)
-		return;
-	for (uint32_t i = 0; i < w->flag_count; i++)
-		if (w->flags[i].user_len == c->user_len && memcmp(w->flags[i].user, c->user, c->user_len) == 0)
-			return;
-	struct fs_cmd *f = &w->flags[w->flag_count++];
-	memset(f, 0, sizeof *f);
-	f->type = FS_CMD_RISK_FLAG;
-	f->origin = ORIGIN_NONE;
-	f->quantity = 1;
-	memcpy(f->user, c->user, c->user_len);
-	f->user_len = c->user_len;
-	f->text_len = (uint8_t)strlen(why);
-	memcpy(f->text, why, f->text_len);
-	atomic_fetch_add_explicit(&w->m.risk_flags, 1, memory_order_relaxed);
-}
-
-/* Rate limits (fairness.h) for one reservation attempt: 1 admitted, 0 over
- * quota (verdict filled), -1 when a bucket table is full. */
-static int rate_admit(struct writer *w, const struct fs_cmd *c, int64_t t_ms, struct fr_verdict *v)
-{
-	int flagged;
-	int tier = effective_tier(w, c, &flagged);
-	if (tier != 0) {
-		const char *why = flagged ? NULL : risk_reason(w, c, t_ms);
-		if (why != NULL) {
-			risk_flag(w, c, why);
-			tier = 1;
-		}
-	}
-	int r = fr_take(w->user_buckets, c->user, c->user_len, tier, t_ms, v);
-	if (r == 1 && c->text_len != 0 && tier != 0) {
-		r = fr_take(w->device_buckets, c->text, c->text_len, tier, t_ms, v);
-		if (r != 1)
-			fr_refund(w->user_buckets, c->user, c->user_len);
-	}
-	if (r == 1 && w->cfg.ip_rate_per_min != 0 && c->client_ip != 0 && !c->ip_trusted && tier != 0) {
-		r = fr_take_rate(w->ip_rate_buckets, (const char *)&c->client_ip, sizeof c->client_ip,
-		                 w->cfg.ip_rate_per_min, t_ms, v);
-		if (r != 1) {
-			fr_refund(w->user_buckets, c->user, c->user_len);
-			if (c->text_len != 0)
-				fr_refund(w->device_buckets, c->text, c->text_len);
-		}
-	}
-	return r;
-}
-
 static void answer_now(struct writer *w, const struct fs_cmd *c, const struct fs_ans *a)
 {
 	assert(c->origin < w->port_count);
@@ -518,48 +386,31 @@ static void answer_now(struct writer *w, const struct fs_cmd *c, const struct fs
 	fs_wake(&w->ports[c->origin].producer);
 }
 
-/* Admission the state machine does not own: per-client rate limits, a
- * journal over its disk budget, a payment pipeline with no room. Refused
+/* admit: every command passes wr_admit() once (admission.c). Refused
  * commands are answered at once (not journaled: they change no sales
- * state) and removed from the batch; the rest keep their order. */
+ * state) and removed from the batch; the rest keep their order, followed by
+ * the risk flags admission raised (decided and journaled with the batch). */
 static uint32_t admit(struct writer *w, uint32_t n, int64_t t_ms)
 {
-	int journal_full = w->cfg.journal_budget_bytes != 0 &&
-	                   jr_bytes(w->j) >= w->cfg.journal_budget_bytes;
+	struct wr_admission_batch b;
+	int journal_full = wr_admission_batch(w->admission, &b, t_ms, jr_bytes(w->j),
+	                                      atomic_load_explicit(&w->m.charges_outstanding, memory_order_relaxed));
 	atomic_store_explicit(&w->snap->journal_full, (uint32_t)journal_full, memory_order_relaxed);
-	uint64_t charges = atomic_load_explicit(&w->m.charges_outstanding, memory_order_relaxed);
 	uint32_t kept = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_cmd *c = &w->cmds[i];
-		struct fs_ans a = { .tag = c->tag, .http = 503, .err = FS_ERR_OVERLOADED, .body = FS_BODY_ERROR };
-		int refuse = (journal_full && (c->type == FS_CMD_RESERVE || c->type == FS_CMD_CHECKOUT)) ||
-		             (c->type == FS_CMD_CHECKOUT && charges >= fs_ring_capacity(&w->charges));
-		if (c->type == FS_CMD_CHECKOUT)
-			charges++;
-		if (!refuse && c->type == FS_CMD_RESERVE && c->origin != ORIGIN_NONE) {
-			struct fr_verdict v;
-			int r = rate_admit(w, c, t_ms, &v);
-			if (r == 0) {
-				a.http = 429;
-				a.err = FS_ERR_RATE_LIMITED;
-				a.expires_at_ms = v.retry_after_ms;   /* response.c: retry_after_ms */
-				a.position = v.queue_position;
-			}
-			refuse = r != 1;
-		}
-		if (!refuse) {
+		struct fs_ans refusal;
+		if (wr_admit(w->admission, &b, w->st, c, &refusal)) {
 			if (kept != i)
 				w->cmds[kept] = *c;
 			kept++;
 			continue;
 		}
-		atomic_fetch_add_explicit(&w->m.outcomes[c->type][a.err], 1, memory_order_relaxed);
-		answer_now(w, c, &a);
+		atomic_fetch_add_explicit(&w->m.outcomes[c->type][refusal.err], 1, memory_order_relaxed);
+		answer_now(w, c, &refusal);
 	}
-	/* the batch's risk decisions are decided (and journaled) with it */
-	for (uint32_t i = 0; i < w->flag_count && kept < w->cfg.batch_count_max; i++)
-		w->cmds[kept++] = w->flags[i];
-	w->flag_count = 0;
+	assert(kept <= n && n <= w->cfg.batch_count_max);
+	kept += wr_admission_flags(w->admission, w->cmds + kept, w->cfg.batch_count_max - kept);
 	return kept;
 }
 
@@ -568,7 +419,7 @@ static void release(struct writer *w)
 	uint64_t woken[(WR_PORT_COUNT_MAX + 63) / 64] = { 0 };
 	for (uint32_t i = 0; i < w->out.answer_count; i++) {
 		const struct wr_answer *a = &w->out.answers[i];
-		if (a->origin == ORIGIN_NONE)
+		if (a->origin == WR_ORIGIN_NONE)
 			continue;
 		assert(a->origin < w->port_count);
 		/* flow control (fs_port.h) guarantees room: never wait on a producer */
@@ -640,6 +491,7 @@ void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg)
 	w->on_durable_arg = arg;
 }
 
+/* One batch: admit -> decide -> journal -> publish -> release. */
 static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
 {
 	n = admit(w, n, t_ms);
@@ -677,7 +529,7 @@ static void idle_wait(struct writer *w)
 		int64_t next = wr_next_deadline(w->st);
 		int64_t wait_ms = IDLE_WAIT_MS_MAX;
 		if (next != INT64_MAX) {
-			int64_t d = next - now_ms() + 1;
+			int64_t d = next - fs_wall_ms() + 1;
 			wait_ms = d < 0 ? 0 : (d < wait_ms ? d : wait_ms);
 		}
 		struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
@@ -695,7 +547,7 @@ static void *writer_main(void *arg)
 	struct writer *w = arg;
 	uint32_t idle_rounds = 0;
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
-		int64_t t = now_ms();
+		int64_t t = fs_wall_ms();
 		if (t < w->last_t_ms)
 			t = w->last_t_ms;   /* batch time never goes backwards */
 		uint32_t n = gather(w, t);
@@ -751,15 +603,9 @@ void wr_close(struct writer *w)
 	if (w->j)
 		jr_close(w->j);
 	wr_state_free(w->st);
-	fr_free(w->user_buckets);
-	fr_free(w->device_buckets);
-	fr_free(w->ip_buckets);
-	fr_free(w->ip_rate_buckets);
+	wr_admission_free(w->admission);
 	free(w->cmds);
-	free(w->out.answers);
-	free(w->out.records);
-	free(w->out.charges);
-	free(w->out.sku_touched);
+	wr_batch_out_free(&w->out);
 	if (w->mem && w->mem != MAP_FAILED)
 		munmap(w->mem, w->mem_bytes);
 	free(w);

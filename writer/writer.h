@@ -15,7 +15,6 @@
 #define WR_PORT_COUNT_MAX   64u
 #define WR_FSYNC_BUCKETS    20        /* 2^i microseconds, i = 0..19 */
 #define WR_BATCH_BUCKETS    14        /* 2^i commands, i = 0..13 */
-#define WR_FLAGS_PER_BATCH  64        /* risk decisions journaled per batch at most */
 
 struct wr_config {
 	const char *data_dir;             /* the journal lives in data_dir/journal */

@@ -306,14 +306,18 @@ static void test_rate_limited(void **state)
 	assert_non_null(strstr(p.head, "HTTP/1.1 429 Too Many Requests\r\n"));
 
 	char out[512];
-	int n = dp_resp_rate_limited(out, sizeof(out), 3000, 7, 0);
+	struct fs_ans limited = { .http = 429, .err = FS_ERR_RATE_LIMITED, .body = FS_BODY_ERROR,
+	                          .expires_at_ms = 3000, .position = 7 };
+	int n = dp_resp_answer(out, sizeof(out), &limited, 0);
 	parse_answer(out, n, &p);
 	assert_int_equal(p.http, 429);
 	keys_of(&p, keys);
 	assert_string_equal(keys, "error,retry_after_ms,queue_position");
 	assert_non_null(strstr(p.head, "\r\nRetry-After: 3\r\n"));
 	assert_non_null(strstr(p.head, "\r\nConnection: close\r\n"));
-	n = dp_resp_rate_limited(out, sizeof(out), 1, 0, 1);
+	limited.expires_at_ms = 1;
+	limited.position = 0;
+	n = dp_resp_answer(out, sizeof(out), &limited, 1);
 	parse_answer(out, n, &p);
 	assert_non_null(strstr(p.head, "\r\nRetry-After: 1\r\n"));
 }
@@ -398,7 +402,9 @@ static void test_cap_too_small(void **state)
 	assert_int_equal(dp_resp_error(out, (size_t)n - 1, 400, "bad_request", "x", 1), -1);
 	n = dp_resp_raw(out, sizeof(out), 200, "text/plain", "abc", 3, 1);
 	assert_int_equal(dp_resp_raw(out, (size_t)n - 1, 200, "text/plain", "abc", 3, 1), -1);
-	assert_int_equal(dp_resp_rate_limited(out, 10, 1, 1, 1), -1);
+	struct fs_ans limited = { .http = 429, .err = FS_ERR_RATE_LIMITED, .body = FS_BODY_ERROR,
+	                          .expires_at_ms = 1, .position = 1 };
+	assert_int_equal(dp_resp_answer(out, 10, &limited, 1), -1);
 }
 
 int main(void)

@@ -251,6 +251,25 @@ def t_vanishing_clients():
         assert c.request("GET", "/v1/skus/demo").status == 200
 
 
+def t_http_counters():
+    """/metrics carries the same HTTP counters under --dpdk as under io_uring
+    (dataplane/backend.h): answers by route and status, connections, ring
+    depth, besides the backend's own flashsale_dpdk_* samples."""
+    before = 0
+    for line in metrics_text().splitlines():
+        if line.startswith('flashsale_http_answers_total{route="sku_get",status="200"} '):
+            before = int(float(line.split()[1]))
+    with conn() as c:
+        assert c.request("GET", "/v1/skus/demo").status == 200
+    text = metrics_text()
+    for name in ("flashsale_connections_open ", "flashsale_connections_accepted_total ",
+                 'flashsale_ring_depth{worker="0"} ', "flashsale_dpdk_tcp_connections_open "):
+        assert any(line.startswith(name) for line in text.splitlines()), "no %s in /metrics" % name.strip()
+    after = [int(float(line.split()[1])) for line in text.splitlines()
+             if line.startswith('flashsale_http_answers_total{route="sku_get",status="200"} ')]
+    assert after and after[0] >= before + 1, (before, after)
+
+
 def main():
     global A, HOST, PORT
     ap = argparse.ArgumentParser()
@@ -269,6 +288,7 @@ def main():
     check("431 on oversized headers", t_large_request_431)
     check("400 concurrent keep-alive connections", t_many_connections)
     check("vanishing clients leak no connection", t_vanishing_clients)
+    check("HTTP counters in /metrics as with io_uring", t_http_counters)
     if FAILED:
         print("%d check(s) failed: %s" % (len(FAILED), ", ".join(FAILED)))
         return 1

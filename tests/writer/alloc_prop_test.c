@@ -140,8 +140,7 @@ static void out_init(struct wr_batch_out *o, uint32_t n, uint32_t sku_max)
 	memset(o, 0, sizeof *o);
 	o->answer_count_max = 5 * n;
 	o->answers = calloc(o->answer_count_max, sizeof *o->answers);
-	o->records_cap = n * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
-	                 WR_REC_BYTES_MAX * (sku_max + 1);
+	o->records_cap = wr_batch_records_cap(n, sku_max);   /* as writer.c sizes it */
 	o->records = malloc(o->records_cap);
 	o->charges = calloc(n, sizeof *o->charges);
 	o->sku_touched = calloc(sku_max, sizeof(uint32_t));

@@ -50,9 +50,7 @@ static struct h *H;
 
 static uint32_t records_cap_for(uint32_t n, uint32_t sku_max)
 {
-	/* as writer.c sizes it: a command's record, 4 promotions, freezes */
-	return n * (WR_REC_BYTES_MAX + 4 * (WR_REC_FIXED_BYTES + FS_SKU_LEN_MAX + 8)) +
-	       WR_REC_BYTES_MAX * (sku_max + 1);
+	return wr_batch_records_cap(n, sku_max);   /* as writer.c sizes it */
 }
 
 static void out_init(struct wr_batch_out *o, uint32_t n, uint32_t sku_max)
@@ -1726,16 +1724,9 @@ static void test_replay_determinism(void **state)
 	assert_non_null(cmds);
 	for (uint32_t i = 0; i < log_n; i++) {
 		const struct batch_log *e = &log[i];
-		uint32_t off = 0, k = 0;
-		while (off < e->len) {
-			assert_true(k < 1024);
-			uint32_t used = wr_rec_decode(e->bytes + off, e->len - off, &cmds[k]);
-			assert_int_not_equal(used, 0);
-			off += used;
-			k++;
-		}
+		int k = wr_rec_decode_batch(e->bytes, e->len, e->count, cmds, 1024);
 		assert_int_equal(k, e->count);
-		wr_decide(fresh, cmds, k, e->t, 1, &out);
+		wr_decide(fresh, cmds, (uint32_t)k, e->t, 1, &out);
 		if (out.records_len != e->len || memcmp(out.records, e->bytes, e->len) != 0)
 			fail_msg("seed=%llu: replay of batch %u (t=%lld) regenerated different records",
 			         (unsigned long long)seed, i, (long long)e->t);

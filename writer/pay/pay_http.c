@@ -1,6 +1,6 @@
 /* pay_http.c - the HTTP payment provider: a small non-blocking HTTP/1.1
  * client with a fixed pool of keep-alive connections, driven by the payment
- * thread's poll() loop (payment.h). Plain http:// only: the provider (or a
+ * thread's poll() loop (pay_provider.h). Plain http:// only: the provider (or a
  * TLS-terminating proxy in front of it) is on loopback or a private network.
  *
  * THE CONTRACT (flashsaled --payment-provider URL)
@@ -60,7 +60,7 @@
 #define JSMN_STRICT
 #include <jsmn.h>
 
-#include "writer/pay/payment.h"
+#include "writer/pay/pay_provider.h"
 
 #include <assert.h>
 #include <ctype.h>

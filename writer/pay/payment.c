@@ -1,4 +1,5 @@
-/* payment.c - the payment thread and the built-in test provider.
+/* payment.c - the payment thread (payment.h); its providers are in
+ * pay_test.c and pay_http.c (pay_provider.h).
  *
  * Charges wait in a fixed table (one slot per charge the ring can hold).
  * A slot is WAITING (for its first attempt or a retry at due_ms), IN FLIGHT
@@ -20,6 +21,7 @@
  * retry_count_max times.
  */
 #include "writer/pay/payment.h"
+#include "common/fs_clock.h"
 
 #include <assert.h>
 #include <poll.h>
@@ -70,72 +72,7 @@ struct payments {
 	_Atomic int stop;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void bump(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
-
-/* ---- the built-in test provider ------------------------------------------ */
-
-static int has_prefix(const char *s, size_t len, const char *p)
-{
-	size_t n = strlen(p);
-	return len >= n && memcmp(s, p, n) == 0;
-}
-
-int pay_test_token(const char *token, size_t len, uint32_t *delay_ms)
-{
-	*delay_ms = 0;
-	if (has_prefix(token, len, "tok_ok"))
-		return FS_PAY_OK;
-	if (has_prefix(token, len, "tok_decline"))
-		return FS_PAY_DECLINED;
-	if (has_prefix(token, len, "tok_down"))
-		return FS_PAY_ERROR;
-	if (has_prefix(token, len, "tok_slow_")) {
-		uint32_t ms = 0;
-		size_t i = 9;
-		for (; i < len && token[i] >= '0' && token[i] <= '9' && ms < 600000; i++)
-			ms = ms * 10 + (uint32_t)(token[i] - '0');
-		if (i == 9)
-			return FS_PAY_INVALID;
-		*delay_ms = ms;
-		return 0;
-	}
-	return FS_PAY_INVALID;
-}
-
-/* Every attempt is decided at once from the token; tok_slow_<ms> is charged
- * and known <ms> later. Nothing is ever in flight inside the provider. */
-static int test_start(void *self, uint32_t slot, const struct wr_charge *c, int64_t t, int64_t *due_ms)
-{
-	uint32_t delay_ms;
-	int out = pay_test_token(c->token, c->token_len, &delay_ms);
-	*due_ms = t + delay_ms;
-	return out == 0 ? FS_PAY_OK : out;
-}
-
-static uint32_t test_pollfds(void *self, struct pollfd *pfd, uint32_t max) { return 0; }
-
-static int64_t test_advance(void *self, const struct pollfd *pfd, uint32_t n, int64_t t,
-                            pay_done_fn *done, void *ctx)
-{
-	return INT64_MAX;
-}
-
-static void test_close(void *self) { }
-
-int pay_test_provider_open(struct pay_provider_ops *ops, uint32_t slot_count, char *err, size_t err_len)
-{
-	assert(ops != NULL && slot_count > 0);
-	*ops = (struct pay_provider_ops){ .name = "test", .start = test_start, .pollfds = test_pollfds,
-	                                  .advance = test_advance, .close = test_close, .self = NULL };
-	return 0;
-}
 
 /* ---- the circuit breaker ------------------------------------------------- */
 
@@ -208,7 +145,7 @@ static void on_done(void *ctx, uint32_t slot, int outcome)
 	assert(slot < p->slot_count);
 	struct pay_slot *s = &p->slots[slot];
 	assert(s->state == SLOT_IN_FLIGHT);
-	int64_t t = now_ms();
+	int64_t t = fs_mono_ms();
 	attempt_done(p, s, outcome, t, t);
 }
 
@@ -330,7 +267,7 @@ static void *pay_main(void *arg)
 	struct payments *p = arg;
 	int64_t prov_next = INT64_MAX;
 	while (!atomic_load(&p->stop)) {
-		int64_t t = now_ms();
+		int64_t t = fs_mono_ms();
 		breaker_tick(p, t);
 		take_new(p, t);
 		int busy = start_due(p, t);
@@ -341,7 +278,7 @@ static void *pay_main(void *arg)
 		uint32_t nfd = 1 + p->prov.pollfds(p->prov.self, p->pfd + 1, p->pfd_max - 1);
 		assert(nfd <= p->pfd_max);
 		p->pfd[0] = (struct pollfd){ .fd = p->cfg.waker->fd, .events = POLLIN };
-		int64_t wait = next == INT64_MAX ? PAY_WAIT_MS_MAX : next - now_ms();
+		int64_t wait = next == INT64_MAX ? PAY_WAIT_MS_MAX : next - fs_mono_ms();
 		if (fs_ring_count(p->cfg.charges) != 0 && p->used_count < p->slot_count)
 			wait = 0;
 		if (wait > PAY_WAIT_MS_MAX)
@@ -355,7 +292,7 @@ static void *pay_main(void *arg)
 			ssize_t got = read(p->cfg.waker->fd, &v, sizeof v);
 			(void)got;
 		}
-		prov_next = p->prov.advance(p->prov.self, p->pfd + 1, nfd - 1, now_ms(), on_done, p);
+		prov_next = p->prov.advance(p->prov.self, p->pfd + 1, nfd - 1, fs_mono_ms(), on_done, p);
 	}
 	return NULL;
 }

@@ -2,6 +2,7 @@
  * to the writer's durable sequence, decode, hand batches to the backend,
  * retry with backoff, sleep when caught up, count everything. */
 #include "writer/sink/sink.h"
+#include "common/fs_clock.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -52,13 +53,6 @@ struct sink {
 	pthread_mutex_t err_lock;      /* guards last_error only (never taken by the writer) */
 	char last_error[160];
 };
-
-int64_t sink_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 enum sink_kind sink_kind_parse(const char *word)
 {
@@ -159,7 +153,7 @@ static int backend_open(struct sink *s)
 static void tick(struct sink *s)
 {
 	char err[256] = "";
-	if (s->st && s->ops->tick && s->ops->tick(s->st, sink_now_ms(), err, sizeof err) < 0)
+	if (s->st && s->ops->tick && s->ops->tick(s->st, fs_wall_ms(), err, sizeof err) < 0)
 		note_error(s, "tick", err[0] ? err : "failed");
 }
 
@@ -177,14 +171,7 @@ static int decode_batch(struct sink *s, const struct jr_batch *b)
 			return -1;
 		s->rec_cap = b->record_count;
 	}
-	uint32_t off = 0;
-	for (uint32_t i = 0; i < b->record_count; i++) {
-		uint32_t len = wr_rec_decode(b->body + off, b->body_len - off, &s->recs[i]);
-		if (len == 0)
-			return -1;
-		off += len;
-	}
-	return off == b->body_len ? 0 : -1;
+	return wr_rec_decode_batch(b->body, b->body_len, b->record_count, s->recs, s->rec_cap) < 0 ? -1 : 0;
 }
 
 /* Reads the next batch into hand. 1 = have one, 0 = caught up, -1 = error. */

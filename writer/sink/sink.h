@@ -103,6 +103,5 @@ void sink_stop(struct sink *s);
 /* Reads the kind from a word: "postgres", "kafka", "redis"; 0 if unknown. */
 enum sink_kind sink_kind_parse(const char *word);
 
-int64_t sink_now_ms(void);    /* CLOCK_REALTIME in ms (for ticks and TTLs) */
 
 #endif

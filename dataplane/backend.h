@@ -1,0 +1,65 @@
+/* backend.h - the dataplane's I/O backends behind one ops struct, as Redis
+ * puts ae_epoll.c and ae_kqueue.c behind aeApi*: the process (control/
+ * flashsaled.c) picks one by name and drives it the same way, and the admin
+ * socket reads the same HTTP counters (dp_stats) from either.
+ *
+ *   io_uring (io_uring.c): one worker thread per core, kernel sockets,
+ *     SO_REUSEPORT listeners bound by claim() before recovery starts;
+ *   dpdk (dpdk.c): one lcore runs the NIC, lwIP and the same connection
+ *     protocol (conn.c); dpdk_none.c stands in where DPDK is not built.
+ *
+ * Lifetime: claim (before the journal is replayed: fail fast on a taken
+ * port) -> start (the writer is running) -> stop (connections closed; the
+ * counters stay readable for the rest of the process).
+ */
+#ifndef DP_BACKEND_H
+#define DP_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "dataplane/worker.h"
+
+#define DP_WORKERS_MAX 60
+
+struct dp_backend_config {
+	const char *listen_host;          /* io_uring: the public API's address */
+	uint16_t listen_port;             /* both: the public API's TCP port */
+	uint32_t worker_count;            /* io_uring: threads; dpdk: must be 1 */
+	int pin;                          /* io_uring: worker i on CPU 1 + i % (cores - 1) */
+	struct fs_port *wports[DP_WORKERS_MAX];   /* worker i's port to the writer */
+	struct dp_worker_config worker;   /* the rest of every worker's config */
+	const char *eal_args;             /* dpdk: EAL arguments */
+	const char *ip;                   /* dpdk: A.B.C.D/N of the stack */
+	const char *gateway;              /* dpdk: A.B.C.D or NULL */
+	int busy_poll;                    /* dpdk: never sleep when idle */
+};
+
+struct dp_backend;
+
+struct dp_backend_ops {
+	const char *name;
+	/* Claims what others could take while the journal replays (io_uring:
+	 * binds the listeners). Returns 0, or -1 with a one-line reason. */
+	int (*claim)(struct dp_backend *b, char *err, size_t err_len);
+	/* Starts serving. Returns 0, or -1 with a one-line reason and the fix. */
+	int (*start)(struct dp_backend *b, char *err, size_t err_len);
+	/* Stops serving: connections closed, threads joined. */
+	void (*stop)(struct dp_backend *b);
+	/* The HTTP counters of each worker (same struct for every backend),
+	 * at most max; returns how many. Any thread, after start. */
+	uint32_t (*stats)(const struct dp_backend *b, const struct dp_stats **out, uint32_t max);
+	/* Prometheus samples of the backend's own (port, TCP stack) appended
+	 * to buf; returns the bytes written (< cap). NULL: none. */
+	size_t (*metrics)(const struct dp_backend *b, char *buf, size_t cap);
+};
+
+extern const struct dp_backend_ops dp_io_uring_ops;
+extern const struct dp_backend_ops dp_dpdk_ops;
+
+struct dp_backend {
+	const struct dp_backend_ops *ops;
+	struct dp_backend_config cfg;
+	void *self;                       /* the backend's own state */
+};
+
+#endif
