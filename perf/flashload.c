@@ -39,6 +39,7 @@ struct options {
 	const char *secret_path;
 	int tier;
 	uint32_t users;
+	uint32_t user_base;           /* first user number (fl-user-<base+u>) */
 	int pids[FL_PIDS_MAX];
 	size_t pid_count;
 	bool quiet;
@@ -63,6 +64,8 @@ static void usage(FILE *f)
 	  "                          send time (no coordinated omission); default closed loop\n"
 	  "  --pipeline K            requests in flight per connection (default 1, max 32)\n"
 	  "  --users N               users to mint tokens for (default 1000)\n"
+  "  --user-base B           name them fl-user-B.. (default 0): a second run\n"
+  "                          with another base meets users the server never saw\n"
 	  "  --jwt-secret-file F     secret to mint HS256 tokens with\n"
 	  "  --tier T                token tier claim (default 0: exempt from rate limits)\n"
 	  "  --payment-token T       checkout payment token (default tok_slow_200)\n"
@@ -209,6 +212,7 @@ static const char *apply_option(struct options *o, const char *name, const char 
 	else if (strcmp(name, "duration") == 0 && !(e = parse_number(val, 0.001, FL_DURATION_S_MAX, &v))) c->duration_s = v;
 	else if (strcmp(name, "rate") == 0 && !(e = parse_number(val, 0, 1e8, &v))) c->rate_per_s = v;
 	else if (strcmp(name, "users") == 0 && !(e = parse_number(val, 1, FL_USERS_MAX, &v))) o->users = (uint32_t)v;
+	else if (strcmp(name, "user-base") == 0 && !(e = parse_number(val, 0, 1e9, &v))) o->user_base = (uint32_t)v;
 	else if (strcmp(name, "tier") == 0 && !(e = parse_number(val, 0, 4, &v))) o->tier = (int)v;
 	else if (strcmp(name, "mixed-reserve-pct") == 0 && !(e = parse_number(val, 0, 100, &v))) c->mixed_reserve_pct = (unsigned)v;
 	else if (strcmp(name, "timeout") == 0 && !(e = parse_number(val, 0.01, 600, &v))) c->timeout_ns = (uint64_t)(v * 1e9);
@@ -221,7 +225,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"url", 1, 0, 0}, {"scenario", 1, 0, 0}, {"sku", 1, 0, 0},
 		{"connections", 1, 0, 0}, {"threads", 1, 0, 0}, {"cpu", 1, 0, 0},
 		{"duration", 1, 0, 0}, {"rate", 1, 0, 0}, {"pipeline", 1, 0, 0},
-		{"users", 1, 0, 0}, {"jwt-secret-file", 1, 0, 0}, {"tier", 1, 0, 0},
+		{"users", 1, 0, 0}, {"user-base", 1, 0, 0}, {"jwt-secret-file", 1, 0, 0}, {"tier", 1, 0, 0},
 		{"payment-token", 1, 0, 0}, {"mixed-reserve-pct", 1, 0, 0},
 		{"timeout", 1, 0, 0}, {"server-pid", 1, 0, 0}, {"json", 1, 0, 0},
 		{"label", 1, 0, 0}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}
@@ -281,7 +285,7 @@ static int mint_tokens(struct options *o)
 	for (uint32_t u = 0; u < o->users; u++) {
 		struct fs_claims c = { .tier = (int8_t)o->tier, .dev_len = 0,
 		                       .exp_s = (int64_t)time(NULL) + 86400 };
-		c.sub_len = (uint8_t)snprintf(c.sub, sizeof(c.sub), "fl-user-%u", u);
+		c.sub_len = (uint8_t)snprintf(c.sub, sizeof(c.sub), "fl-user-%u", o->user_base + u);
 		int n = fs_jwt_mint(key, (size_t)key_len, &c, g_tokens + used, FL_TOKEN_LEN_MAX);
 		if (n <= 0)
 			return die("fs_jwt_mint failed");
