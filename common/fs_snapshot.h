@@ -139,8 +139,10 @@ static inline int fs_snap_find(const struct fs_snapshot *s, const char *name, si
 	return -1;
 }
 
-/* Copies a consistent view of SKU idx into *out. */
-static inline void fs_snap_read(const struct fs_snapshot *s, int idx, struct fs_sku_read *out)
+/* Copies a consistent view of SKU idx into *out; returns the entry's
+ * (even) seqlock count it was read at: the same count later means the same
+ * view (every publish moves it on by 2). */
+static inline uint64_t fs_snap_read_seq(const struct fs_snapshot *s, int idx, struct fs_sku_read *out)
 {
 	struct fs_snap_sku *k = (struct fs_snap_sku *)&s->skus[idx];
 	for (;;) {
@@ -156,8 +158,20 @@ static inline void fs_snap_read(const struct fs_snapshot *s, int idx, struct fs_
 		out->waitlist_open = atomic_load_explicit(&k->waitlist_open, memory_order_relaxed);
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&k->seq, memory_order_relaxed) == s1)
-			return;
+			return s1;
 	}
+}
+
+static inline void fs_snap_read(const struct fs_snapshot *s, int idx, struct fs_sku_read *out)
+{
+	(void)fs_snap_read_seq(s, idx, out);
+}
+
+/* The entry's seqlock count now (odd while the writer is mid-publish, so it
+ * never equals a count returned by fs_snap_read_seq then). */
+static inline uint64_t fs_snap_seq(const struct fs_snapshot *s, int idx)
+{
+	return atomic_load_explicit(&((struct fs_snapshot *)s)->skus[idx].seq, memory_order_acquire);
 }
 
 /* Writer only: publishes (adding if new) one SKU's view. Returns -1 when

@@ -456,6 +456,7 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 	w->proto.cfg = &w->cfg;
 	w->proto.stats = &w->stats;
 	w->proto.route.snap = cfg->snap;
+	w->proto.route.sku_cache = calloc(1, sizeof *w->proto.route.sku_cache);   /* NULL: no cache */
 	if (fs_jwt_key_init(&w->jwt, cfg->jwt_key, cfg->jwt_key_len) != 0) {
 		snprintf(err, err_len, "worker %u: OpenSSL cannot provide HMAC-SHA256", cfg->index);
 		return NULL;

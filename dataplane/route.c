@@ -106,14 +106,13 @@ static void cmd_user(struct fs_cmd *cmd, const struct dp_auth_cache *auth)
 	cmd->user_len = auth->claims.sub_len;
 }
 
-static void route_sku_get(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice sku,
-                          char *out, size_t cap, struct dp_route_result *res)
+/* Renders SKU idx's answer into out from a consistent read; returns bytes
+ * and, in *seq, the entry's seqlock count the read was taken at. */
+static int render_sku(const struct fs_snapshot *snap, int idx, struct dp_slice sku, int keep_alive,
+                      char *out, size_t cap, uint64_t *seq)
 {
-	int idx = fs_snap_find(ctx->snap, sku.p, sku.len);
-	if (idx < 0)
-		{ respond_error(res, out, cap, req->keep_alive, 404, "unknown_sku", NULL); return; }
 	struct fs_sku_read v;
-	fs_snap_read(ctx->snap, idx, &v);
+	*seq = fs_snap_read_seq(snap, idx, &v);
 	struct fs_ans a;
 	memset(&a, 0, sizeof a);
 	a.http = 200;
@@ -126,11 +125,34 @@ static void route_sku_get(const struct dp_route_ctx *ctx, const struct dp_reques
 	a.reserved = v.reserved;
 	a.sold = v.sold;
 	a.version = v.version;
-	int n = dp_resp_answer(out, cap, &a, req->keep_alive);
-	assert(n > 0);
+	return dp_resp_answer(out, cap, &a, keep_alive);
+}
+
+static void route_sku_get(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice sku,
+                          char *out, size_t cap, struct dp_route_result *res)
+{
+	int idx = fs_snap_find(ctx->snap, sku.p, sku.len);
+	if (idx < 0)
+		{ respond_error(res, out, cap, req->keep_alive, 404, "unknown_sku", NULL); return; }
 	res->kind = DP_ROUTE_RESPOND;
 	res->http = 200;
+	struct dp_sku_cache_entry *e = ctx->sku_cache && req->keep_alive ?
+	        &ctx->sku_cache->e[(uint32_t)idx & (DP_SKU_CACHE_SLOTS - 1)] : NULL;
+	if (e != NULL && e->idx == idx && e->seq == fs_snap_seq(ctx->snap, idx) && e->len <= cap) {
+		memcpy(out, e->bytes, e->len);   /* nothing published since it was rendered */
+		res->out_len = e->len;
+		return;
+	}
+	uint64_t seq;
+	int n = render_sku(ctx->snap, idx, sku, req->keep_alive, out, cap, &seq);
+	assert(n > 0);
 	res->out_len = (uint32_t)n;
+	if (e != NULL && (size_t)n <= sizeof e->bytes) {
+		memcpy(e->bytes, out, (size_t)n);
+		e->len = (uint32_t)n;
+		e->idx = idx;
+		e->seq = seq;
+	}
 }
 
 static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice sku,

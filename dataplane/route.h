@@ -18,8 +18,24 @@ enum dp_route_id {
 	DP_R_ORDER_GET, DP_R_HEALTH, DP_R_OTHER, DP_R_COUNT
 };
 
+/* A worker's rendered GET /v1/skus/{sku} answers (keep-alive form, headers
+ * included), one per SKU slot, each valid while the SKU's snapshot entry
+ * still has the seqlock count it was rendered from: a read costs one load
+ * and one copy instead of formatting. Owned by one thread; fixed size. */
+#define DP_SKU_CACHE_SLOTS 64           /* power of two; SKU index modulo */
+#define DP_SKU_CACHE_BYTES 512          /* longest answer kept (else rendered) */
+struct dp_sku_cache {
+	struct dp_sku_cache_entry {
+		uint64_t seq;                   /* 0 = empty (published counts are >= 2) */
+		int32_t idx;
+		uint32_t len;
+		char bytes[DP_SKU_CACHE_BYTES];
+	} e[DP_SKU_CACHE_SLOTS];
+};
+
 struct dp_route_ctx {
 	const struct fs_snapshot *snap;
+	struct dp_sku_cache *sku_cache; /* NULL: render every GET; else this thread's */
 	struct fs_jwt_key *jwt;         /* prepared once per worker thread */
 	int64_t now_ms;
 	uint32_t quantity_max;

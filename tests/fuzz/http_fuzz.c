@@ -111,6 +111,26 @@ static void fuzz_route(const struct dp_request *req)
 	char out[2048];
 	dp_route(&ctx, req, &fuzz_auth, &cmd, out, sizeof out, &res);
 	CHECK(res.route < DP_R_COUNT);
+	if (res.route == DP_R_SKU_GET) {
+		/* the worker's rendered-answer cache gives the same bytes, first
+		 * and second time (and after a publish changed the SKU) */
+		static struct dp_sku_cache cache;
+		static uint64_t round;
+		struct dp_route_ctx cached = ctx;
+		cached.sku_cache = &cache;
+		if (++round % 64 == 0) {
+			struct fs_sku_read v = { 10, 5 - round % 4, 3 + round % 4, 2, 7 + round, FS_SALE_OPEN, 0 };
+			CHECK(fs_snap_publish(&fuzz_snap, "demo", 4, &v) == 0);
+			dp_route(&ctx, req, &fuzz_auth, &cmd, out, sizeof out, &res);
+		}
+		for (int i = 0; i < 2; i++) {
+			char again[2048];
+			struct dp_route_result res2;
+			dp_route(&cached, req, &fuzz_auth, &cmd, again, sizeof again, &res2);
+			CHECK(res2.kind == res.kind && res2.out_len == res.out_len &&
+			      memcmp(again, out, res.out_len) == 0);
+		}
+	}
 	if (res.kind == DP_ROUTE_RESPOND) {
 		check_answer(out, (int)res.out_len, sizeof out);
 		return;
