@@ -502,6 +502,8 @@ static void open_writer(struct daemon *d)
 	       (unsigned long long)atomic_load(&((struct wr_metrics *)m)->replayed_batches),
 	       (unsigned long long)atomic_load(wr_durable_seq(d->w)));
 	wr_print_budget(&d->wc);
+	printf("flashsaled: writer tables faulted in at start-up in %llu ms\n",
+	       (unsigned long long)m->tables_fault_ms);
 	printf("flashsaled: connections: %u workers x %u (%.0f MiB reserved)\n", o->workers, o->conn_max,
 	       (double)dp_conn_bytes(o->conn_max) * o->workers / (1024.0 * 1024.0));
 }

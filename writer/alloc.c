@@ -6,6 +6,7 @@
  * record means to the outside world.
  */
 #include "writer/alloc.h"
+#include "common/fs_prefault.h"
 #include "writer/draw.h"
 #include "writer/record.h"
 #include "common/fs_cidr.h"
@@ -253,6 +254,7 @@ struct wr_state *wr_state_new(const struct wr_limits *l)
 	/* The tables are hundreds of MiB probed at random: 2 MiB pages cut the
 	 * TLB misses of every lookup (a hint; ignored where THP is off). */
 	madvise(mem, bytes, MADV_HUGEPAGE);
+	fs_prefault(mem, bytes);
 	struct wr_state *st = (struct wr_state *)mem;
 	uint8_t *base = mem + align64(sizeof(struct wr_state));
 	st->lim = *l;

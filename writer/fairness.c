@@ -1,5 +1,6 @@
 /* fairness.c - per-client token buckets with queue tickets (fairness.h). */
 #include "writer/fairness.h"
+#include "common/fs_prefault.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@ struct fr_table *fr_new(uint32_t count_max)
 		free(t);
 		return NULL;
 	}
+	fs_prefault(t->b, t->bytes);
 	t->mask = slots - 1;
 	t->count_max = count_max;
 	return t;

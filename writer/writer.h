@@ -40,6 +40,7 @@ struct wr_metrics {
 	_Atomic uint64_t batch_hist[WR_BATCH_BUCKETS];
 	_Atomic uint64_t outcomes[FS_CMD_TYPE_COUNT][FS_ERR_COUNT];
 	_Atomic uint64_t charges_outstanding;
+	uint64_t tables_fault_ms;     /* start-up: faulting every table in took this long */
 	_Atomic uint64_t replayed_batches;
 	_Atomic uint64_t risk_flags;
 };
