@@ -29,6 +29,7 @@
 #define ADMIN_REQ_BYTES   8192
 #define ADMIN_OUT_BYTES   (256 * 1024)
 #define ADMIN_IO_TIMEOUT_MS 2000
+#define METRICS_SKUS_ASKED 64      /* SKUs whose waiting room /metrics asks the writer about */
 
 struct ctl_admin {
 	struct ctl_admin_config cfg;
@@ -340,11 +341,51 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 			n = put(b, n, "flashsale_sku_units{sku=\"%.*s\",kind=\"%s\"} %llu\n", s->skus[i].name_len,
 			        s->skus[i].name, fields[f], (unsigned long long)vals[f]);
 	}
+	n = put(b, n, "# TYPE flashsale_sku_version gauge\n");
+	for (uint32_t i = 0; i < count; i++) {
+		struct fs_sku_read v;
+		fs_snap_read(s, (int)i, &v);
+		n = put(b, n, "flashsale_sku_version{sku=\"%.*s\"} %llu\n", s->skus[i].name_len, s->skus[i].name,
+		        (unsigned long long)v.version);
+	}
+	/* one series per SKU with value 1 for its state (an "info" gauge) */
+	n = put(b, n, "# TYPE flashsale_sku_state gauge\n");
+	for (uint32_t i = 0; i < count; i++) {
+		struct fs_sku_read v;
+		fs_snap_read(s, (int)i, &v);
+		n = put(b, n, "flashsale_sku_state{sku=\"%.*s\",state=\"%s\"} 1\n", s->skus[i].name_len,
+		        s->skus[i].name, fs_sale_state_name((enum fs_sale_state)v.state));
+	}
+	/* waiting-room depth: one writer read per SKU, the first METRICS_SKUS_ASKED */
+	n = put(b, n, "# TYPE flashsale_waiting_room_queued gauge\n");
+	for (uint32_t i = 0; i < count && i < METRICS_SKUS_ASKED; i++) {
+		struct fs_cmd cmd;
+		struct fs_ans ans;
+		memset(&cmd, 0, sizeof cmd);
+		cmd.type = FS_CMD_SALE_GET;
+		memcpy(cmd.sku, s->skus[i].name, s->skus[i].name_len);
+		cmd.sku_len = s->skus[i].name_len;
+		if (ctl_admin_call(a->cfg.port, &cmd, &ans, 1000) == 0 && ans.http == 200 && ans.has_draw)
+			n = put(b, n, "flashsale_waiting_room_queued{sku=\"%.*s\"} %u\n", s->skus[i].name_len,
+			        s->skus[i].name, ans.queued);
+	}
+	n = put_scalar(b, n, "flashsale_payments_breaker_open", "gauge",
+	               atomic_load(&((struct fs_snapshot *)s)->payments_open) ? 0 : 1);
+	uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
+	n = put(b, n, "# TYPE flashsale_sink_lag_batches gauge\n");
 	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
-		uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
 		n = put(b, n, "flashsale_sink_lag_batches{sink=\"%s\"} %llu\n", a->cfg.sink_names[i],
 		        (unsigned long long)(applied < durable ? durable - applied : 0));
+	}
+	if (a->cfg.sink_connected != NULL) {
+		n = put(b, n, "# TYPE flashsale_sink_connected gauge\n# TYPE flashsale_sink_errors_total counter\n");
+		for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+			uint64_t errors = 0;
+			int up = a->cfg.sink_connected(a->cfg.sinks[i], &errors);
+			n = put(b, n, "flashsale_sink_connected{sink=\"%s\"} %d\nflashsale_sink_errors_total{sink=\"%s\"} %llu\n",
+			        a->cfg.sink_names[i], up, a->cfg.sink_names[i], (unsigned long long)errors);
+		}
 	}
 	return n;
 }

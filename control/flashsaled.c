@@ -325,6 +325,14 @@ static uint64_t sink_applied(void *p)
 	return st.applied_seq;
 }
 
+static int sink_connected(void *p, uint64_t *errors)
+{
+	struct sink_stats st;
+	sink_stats(p, &st);
+	*errors = st.errors;
+	return st.connected;
+}
+
 /* Sink threads tail the durable journal; each is off unless configured. */
 static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk)
 {
@@ -577,7 +585,8 @@ static void start_admin(struct daemon *d)
 	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
 	                               .dataplane = &d->dataplane, .ready = &d->ready, .data_dir = d->o.data_dir,
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
-	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs };
+	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
+	                               .sink_connected = sink_connected };
 	char err[512];
 	d->admin = ctl_admin_start(&ac, err, sizeof err);
 	if (d->admin == NULL)
