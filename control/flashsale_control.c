@@ -623,7 +623,7 @@ static void answer(int fd, int status, const char *ctype, const char *body, size
 {
 	char head[512];
 	const char *text = status == 200 ? "OK" : status == 401 ? "Unauthorized" : status == 404 ? "Not Found" :
-	                   status == 405 ? "Method Not Allowed" : "Internal Server Error";
+	                   status == 405 ? "Method Not Allowed" : status == 503 ? "Service Unavailable" : "Internal Server Error";
 	int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 	                 "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
 	                 "Content-Security-Policy: default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'\r\n"
@@ -678,6 +678,16 @@ static void serve_dashboard(struct control *c, int fd)
 		*q = 0;
 	if (c->dash_needs_token && strcmp(target, "/") != 0) {
 		/* the page itself holds no data; everything else needs the token */
+		char err[512];
+		if (ctl_client_token(c->o.token_file, c->token, sizeof c->token, err, sizeof err) != 0) {
+			/* read per request: flashsaled may create the file after we start */
+			char b[700];
+			int n = snprintf(b, sizeof b, "{\"error\":\"unavailable\",\"detail\":\"no admin token to check against\"}");
+			say("dashboard request refused: %s", err);
+			answer(fd, 503, "application/json", b, (size_t)n);
+			close(fd);
+			return;
+		}
 		const char *h = strcasestr(req, "\r\nAuthorization: Bearer ");
 		int ok = 0;
 		if (h) {
@@ -750,13 +760,6 @@ int main(int argc, char **argv)
 	pid_file_write(c.o.pid_file);
 	if (c.o.dash_port) {
 		c.dash_fd = dash_listen(&c);
-		if (c.dash_needs_token) {
-			char err[512];
-			if (ctl_client_token(c.o.token_file, c.token, sizeof c.token, err, sizeof err) != 0) {
-				unlink(c.o.pid_file);
-				die("--dashboard off loopback needs the admin token: %s", err);
-			}
-		}
 		say("dashboard on http://%s:%u/%s", c.o.dash_host, c.o.dash_port,
 		    c.dash_needs_token ? " (admin token required)" : "");
 	}

@@ -62,6 +62,10 @@ class Control:
 
     def state(self, token=None):
         req = urllib.request.Request("http://127.0.0.1:%d/api/state" % self.dash_port)
+        tf = os.path.join(self.data_dir, "admin.token")
+        if token is None and self.dash_host != "127.0.0.1" and os.path.exists(tf):
+            with open(tf) as f:
+                token = f.read().strip()
         if token:
             req.add_header("Authorization", "Bearer " + token)
         with urllib.request.urlopen(req, timeout=5) as r:
