@@ -242,6 +242,39 @@ static size_t put_scalar(char *b, size_t n, const char *name, const char *type, 
 static const char *route_names[DP_R_COUNT] = { "sku_get", "reserve", "reservation_get", "cancel",
                                                "checkout", "order_get", "health", "other" };
 
+/* Request latency per route and status class (only the pairs that answered). */
+static size_t metrics_latency(const struct dp_stats *const *workers, uint32_t worker_count, char *b, size_t n)
+{
+	n = put(b, n, "# TYPE flashsale_http_request_seconds histogram\n");
+	static const char *const classes[DP_CLASSES] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
+	for (int r = 0; r < DP_R_COUNT; r++)
+		for (int k = 0; k < DP_CLASSES; k++) {
+			uint64_t bucket[DP_LAT_BUCKETS] = { 0 }, sum_us = 0, total = 0;
+			for (uint32_t i = 0; i < worker_count; i++) {
+				struct dp_stats *st = (struct dp_stats *)workers[i];
+				for (int q = 0; q < DP_LAT_BUCKETS; q++)
+					bucket[q] += atomic_load_explicit(&st->lat[r][k][q], memory_order_relaxed);
+				sum_us += atomic_load_explicit(&st->lat_sum_us[r][k], memory_order_relaxed);
+			}
+			for (int q = 0; q < DP_LAT_BUCKETS; q++)
+				total += bucket[q];
+			if (total == 0)
+				continue;
+			uint64_t cum = 0;
+			for (int q = 0; q < DP_LAT_BUCKETS - 1; q++) {
+				cum += bucket[q];
+				n = put(b, n, "flashsale_http_request_seconds_bucket{route=\"%s\",class=\"%s\",le=\"%g\"} %llu\n",
+				        route_names[r], classes[k], dp_lat_bound_us[q] / 1e6, (unsigned long long)cum);
+			}
+			n = put(b, n, "flashsale_http_request_seconds_bucket{route=\"%s\",class=\"%s\",le=\"+Inf\"} %llu\n"
+			        "flashsale_http_request_seconds_sum{route=\"%s\",class=\"%s\"} %g\n"
+			        "flashsale_http_request_seconds_count{route=\"%s\",class=\"%s\"} %llu\n",
+			        route_names[r], classes[k], (unsigned long long)total, route_names[r], classes[k],
+			        (double)sum_us / 1e6, route_names[r], classes[k], (unsigned long long)total);
+		}
+	return n;
+}
+
 /* The HTTP counters of every worker, the same for either backend. */
 static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 {
@@ -268,6 +301,7 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 		ring_full += atomic_load(&((struct dp_stats *)st)->ring_full);
 		timeouts += atomic_load(&((struct dp_stats *)st)->conns_timed_out);
 	}
+	n = metrics_latency(workers, worker_count, b, n);
 	n = put_scalar(b, n, "flashsale_connections_open", "gauge", conns);
 	n = put_scalar(b, n, "flashsale_connections_accepted_total", "counter", accepted);
 	n = put_scalar(b, n, "flashsale_connections_refused_total", "counter", refused);

@@ -59,11 +59,18 @@ static struct ctl_sku *sku_slot(struct ctl_scrape *s, const char *name)
 	return k;
 }
 
+/* Adds a cumulative bucket: to the bucket with the same bound when there is
+ * one (series of one histogram summed), else appended in ascending order. */
 static void hist_add(struct ctl_hist *h, const char *le, double v)
 {
+	double bound = strcmp(le, "+Inf") == 0 ? HUGE_VAL : strtod(le, NULL);
+	for (uint32_t i = 0; i < h->n; i++)
+		if (h->le[i] == bound) {
+			h->cum[i] += v;
+			return;
+		}
 	if (h->n == CTL_LE_MAX)
 		return;
-	double bound = strcmp(le, "+Inf") == 0 ? HUGE_VAL : strtod(le, NULL);
 	if (h->n > 0 && !(bound > h->le[h->n - 1]))
 		return;   /* out of order: not ours */
 	h->le[h->n] = bound;
@@ -81,12 +88,8 @@ static void sample(struct ctl_scrape *s, const char *name, const char *lab, size
 		if (r >= 0)
 			s->answers[r][st >= 100 && st < 600 ? st / 100 : 0] += v;
 	} else if (strcmp(name, "flashsale_http_request_seconds_bucket") == 0) {
-		/* per route and class; the view shows all classes of a route together,
-		 * so only the class="all" series is read */
+		/* per route and class; the view sums the classes of a route */
 		if (label(lab, lab_len, "route", a, sizeof a) || label(lab, lab_len, "le", b, sizeof b))
-			return;
-		char cls[16];
-		if (label(lab, lab_len, "class", cls, sizeof cls) == 0 && strcmp(cls, "all") != 0)
 			return;
 		int r = route_index(a);
 		if (r >= 0)
