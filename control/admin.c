@@ -29,7 +29,6 @@
 #define ADMIN_REQ_BYTES   8192
 #define ADMIN_OUT_BYTES   (256 * 1024)
 #define ADMIN_IO_TIMEOUT_MS 2000
-#define METRICS_SKUS_ASKED 64      /* SKUs whose waiting room /metrics asks the writer about */
 
 struct ctl_admin {
 	struct ctl_admin_config cfg;
@@ -390,18 +389,14 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 		n = put(b, n, "flashsale_sku_state{sku=\"%.*s\",state=\"%s\"} 1\n", s->skus[i].name_len,
 		        s->skus[i].name, fs_sale_state_name((enum fs_sale_state)v.state));
 	}
-	/* waiting-room depth: one writer read per SKU, the first METRICS_SKUS_ASKED */
-	n = put(b, n, "# TYPE flashsale_waiting_room_queued gauge\n");
-	for (uint32_t i = 0; i < count && i < METRICS_SKUS_ASKED; i++) {
-		struct fs_cmd cmd;
-		struct fs_ans ans;
-		memset(&cmd, 0, sizeof cmd);
-		cmd.type = FS_CMD_SALE_GET;
-		memcpy(cmd.sku, s->skus[i].name, s->skus[i].name_len);
-		cmd.sku_len = s->skus[i].name_len;
-		if (ctl_admin_call(a->cfg.port, &cmd, &ans, 1000) == 0 && ans.http == 200 && ans.has_draw)
-			n = put(b, n, "flashsale_waiting_room_queued{sku=\"%.*s\"} %u\n", s->skus[i].name_len,
-			        s->skus[i].name, ans.queued);
+	/* waitlist and waiting-room depth, as the writer last published them */
+	n = put(b, n, "# TYPE flashsale_waitlist_depth gauge\n# TYPE flashsale_waiting_room_queued gauge\n");
+	for (uint32_t i = 0; i < count; i++) {
+		struct fs_sku_read v;
+		fs_snap_read(s, (int)i, &v);
+		n = put(b, n, "flashsale_waitlist_depth{sku=\"%.*s\"} %u\nflashsale_waiting_room_queued{sku=\"%.*s\"} %u\n",
+		        s->skus[i].name_len, s->skus[i].name, v.waitlist_count, s->skus[i].name_len, s->skus[i].name,
+		        v.queued);
 	}
 	n = put_scalar(b, n, "flashsale_payments_breaker_open", "gauge",
 	               atomic_load(&((struct fs_snapshot *)s)->payments_open) ? 0 : 1);

@@ -110,6 +110,7 @@ static void sample(struct ctl_scrape *s, const char *name, const char *lab, size
 		else if (strcmp(b, "reserved") == 0) k->reserved = v;
 		else if (strcmp(b, "sold") == 0) k->sold = v;
 	} else if (strcmp(name, "flashsale_sku_version") == 0 || strcmp(name, "flashsale_waiting_room_queued") == 0 ||
+	           strcmp(name, "flashsale_waitlist_depth") == 0 ||
 	           strcmp(name, "flashsale_sku_state") == 0 || strcmp(name, "flashsale_sku_reservations_total") == 0) {
 		struct ctl_sku *k;
 		if (label(lab, lab_len, "sku", a, sizeof a) || (k = sku_slot(s, a)) == NULL)
@@ -118,6 +119,8 @@ static void sample(struct ctl_scrape *s, const char *name, const char *lab, size
 			k->version = v;
 		else if (strcmp(name, "flashsale_waiting_room_queued") == 0)
 			k->queued = v;
+		else if (strcmp(name, "flashsale_waitlist_depth") == 0)
+			k->waitlist = v;
 		else if (strcmp(name, "flashsale_sku_state") == 0) {
 			if (v > 0 && label(lab, lab_len, "state", b, sizeof b) == 0)
 				copy(k->state, sizeof k->state, b);
@@ -312,9 +315,9 @@ int ctl_view_json(const struct ctl_view *v, char *buf, size_t cap)
 	for (uint32_t i = 0; i < s->sku_count; i++) {
 		const struct ctl_sku *k = &s->sku[i];
 		put(buf, cap, &n, "%s{\"sku\":\"%s\",\"state\":\"%s\",\"total\":%.0f,\"available\":%.0f,\"reserved\":%.0f,"
-		    "\"sold\":%.0f,\"version\":%.0f,\"waiting_room\":%.0f,\"granted_total\":%.0f,\"refused_total\":%.0f,"
+		    "\"sold\":%.0f,\"version\":%.0f,\"waiting_room\":%.0f,\"waitlist\":%.0f,\"granted_total\":%.0f,\"refused_total\":%.0f,"
 		    "\"granted_per_s\":%.1f,\"refused_per_s\":%.1f}", i ? "," : "", k->name, k->state, k->total,
-		    k->available, k->reserved, k->sold, k->version, k->queued, k->granted, k->refused,
+		    k->available, k->reserved, k->sold, k->version, k->queued, k->waitlist, k->granted, k->refused,
 		    v->granted_rate[i], v->refused_rate[i]);
 	}
 	put(buf, cap, &n, "],\"refusals\":[");

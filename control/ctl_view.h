@@ -31,7 +31,7 @@ struct ctl_hist {
 struct ctl_sku {
 	char name[33];
 	char state[16];
-	double total, available, reserved, sold, version, queued;
+	double total, available, reserved, sold, version, queued, waitlist;
 	double granted, refused;   /* reservations, counters */
 };
 

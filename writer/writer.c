@@ -130,7 +130,8 @@ static void publish_sku(struct writer *w, uint32_t idx)
 {
 	struct wr_sku_view v;
 	wr_sku_view(w->st, idx, &v);
-	struct fs_sku_read r = { v.total, v.available, v.reserved, v.sold, v.version, v.state, v.waitlist_open };
+	struct fs_sku_read r = { v.total, v.available, v.reserved, v.sold, v.version, v.state, v.waitlist_open,
+	                         v.waitlist_count, v.queued };
 	int rc = fs_snap_publish(w->snap, v.name, v.name_len, &r);
 	assert(rc >= 0);
 	(void)rc;

@@ -311,5 +311,33 @@ class ControlTest(unittest.TestCase):
         self.assertEqual(ctl.stop(), 0)
 
 
+class TopTest(unittest.TestCase):
+    def test_top_renders_a_frame_against_a_live_server(self):
+        import re
+        with fc.Server() as srv:
+            srv.create_sale("topsku", 50)
+            for i in range(7):
+                self.assertEqual(srv.reserve(srv.py_token("t%d" % i), "topsku", "k%d" % i, 1).status, 201)
+            srv.admin_ok("sale", "freeze", "topsku")
+            p = srv.admin("top", "--frames", "3", "--interval-ms", "200")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            frames = [f for f in p.stdout.split("--\n") if f.strip()]
+            self.assertEqual(len(frames), 3, p.stdout)
+            frame = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", frames[-1])
+            fc.log("test_control: flashctl top frame:\n" + frame)
+            c = srv.counters("topsku")
+            row = [ln for ln in frame.splitlines() if ln.startswith("topsku ")]
+            self.assertEqual(len(row), 1, frame)
+            f = row[0].split()
+            self.assertEqual(f[1], "frozen")
+            self.assertEqual([int(x) for x in f[2:6]], [c["total"], c["available"], c["reserved"], c["sold"]])
+            self.assertEqual(f[-1], "\u2587\u2587\u2587")   # the sparkline: 3 samples of 43/50 available
+            self.assertTrue(any(ln.startswith("reserve ") for ln in frame.splitlines()), frame)
+            self.assertIn("fdatasync p50", frame)
+            self.assertIn("payments: breaker closed", frame)
+            bad = srv.admin("top", "--frames", "x")
+            self.assertEqual(bad.returncode, 2)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
