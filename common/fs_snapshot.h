@@ -28,6 +28,8 @@ struct fs_snap_sku {
 	_Atomic uint32_t waitlist_open;
 	_Atomic uint32_t waitlist_count;      /* for /metrics: waitlist depth */
 	_Atomic uint32_t queued;              /* for /metrics: waiting-room depth */
+	_Atomic uint64_t granted, refused;    /* for /metrics: reservation attempts (writer's counters,
+	                                       * outside the seqlock: since start, not replayed) */
 	char name[FS_SKU_LEN_MAX];
 	uint8_t name_len;
 };
@@ -39,6 +41,8 @@ struct fs_snapshot {
 	/* edge flags the writer and payment thread publish */
 	_Atomic uint32_t payments_open;         /* 0 while the payment circuit breaker is open */
 	_Atomic uint32_t journal_full;          /* 1 while the journal is over its disk budget */
+	_Atomic int64_t writer_busy_since_ms;   /* wall ms the batch in progress began; 0 when idle
+	                                         * (/healthz: 503 past 2 s, a stalled writer) */
 	/* Bit hash(user) is set (never cleared) once the user got a reservation:
 	 * the edge may answer sold_out itself only for users whose bit is clear,
 	 * so a retried request of a real holder always reaches the writer. */

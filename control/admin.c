@@ -6,6 +6,8 @@
 #include "dataplane/response.h"
 #include "dataplane/backend.h"
 #include "common/fs_cidr.h"
+#include "common/fs_clock.h"
+#include "common/fs_fault.h"
 #include "writer/draw.h"
 #include "writer/writer.h"
 
@@ -325,6 +327,9 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_journal_seq", "gauge", atomic_load(&m->durable_seq));
 	n = put_scalar(b, n, "flashsale_payments_outstanding", "gauge", atomic_load(&m->charges_outstanding));
 	n = put_scalar(b, n, "flashsale_risk_flags_total", "counter", atomic_load(&m->risk_flags));
+	int64_t busy = atomic_load(&a->cfg.snap->writer_busy_since_ms);
+	int64_t now_ms = fs_wall_ms();
+	n = put_scalar(b, n, "flashsale_writer_owed_ms", "gauge", busy && now_ms > busy ? (uint64_t)(now_ms - busy) : 0);
 	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
 	uint64_t cum = 0;
 	for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {
@@ -389,6 +394,12 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 		n = put(b, n, "flashsale_sku_state{sku=\"%.*s\",state=\"%s\"} 1\n", s->skus[i].name_len,
 		        s->skus[i].name, fs_sale_state_name((enum fs_sale_state)v.state));
 	}
+	n = put(b, n, "# TYPE flashsale_sku_reservations_total counter\n");
+	for (uint32_t i = 0; i < count; i++)
+		n = put(b, n, "flashsale_sku_reservations_total{sku=\"%.*s\",outcome=\"granted\"} %llu\n"
+		        "flashsale_sku_reservations_total{sku=\"%.*s\",outcome=\"refused\"} %llu\n",
+		        s->skus[i].name_len, s->skus[i].name, (unsigned long long)atomic_load(&s->skus[i].granted),
+		        s->skus[i].name_len, s->skus[i].name, (unsigned long long)atomic_load(&s->skus[i].refused));
 	/* waitlist and waiting-room depth, as the writer last published them */
 	n = put(b, n, "# TYPE flashsale_waitlist_depth gauge\n# TYPE flashsale_waiting_room_queued gauge\n");
 	for (uint32_t i = 0; i < count; i++) {
@@ -527,6 +538,25 @@ static int route_tier(struct ctl_admin *a, const char *req, size_t len)
 	return call_writer(a, &cmd);
 }
 
+#ifdef FS_FAULTS
+/* POST /admin/fault?writer_stall_ms=N | ?skew_sku=S (debug build only; fs_fault.h) */
+static int route_fault(struct ctl_admin *a, const char *req, size_t len)
+{
+	uint64_t ms;
+	char sku[FS_SKU_LEN_MAX + 1];
+	if (query_get(req, len, "skew_sku", sku, sizeof sku) == 0 && sku[0]) {
+		memcpy(fs_fault_skew_sku, sku, strlen(sku));
+		atomic_store(&fs_fault_skew_len, (uint32_t)strlen(sku));
+	} else if (query_u64(req, len, "writer_stall_ms", 0, &ms) == 0 && ms > 0 && ms <= 60000) {
+		atomic_store(&fs_fault_writer_stall_ms, (uint32_t)ms);
+	} else {
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "writer_stall_ms=1..60000 or skew_sku=S", 0);
+	}
+	fprintf(stderr, "admin: TEST FAULT armed (debug build)\n");
+	return respond(a, 200, "application/json", "{\"ok\":true}", 11);
+}
+#endif
+
 static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp)
 {
 	static const struct dp_http_limits lim = { 2048, 32, ADMIN_REQ_BYTES, 1024 };
@@ -552,6 +582,10 @@ static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp
 		return route_ip(a, &r, req, len);
 	if (r.path.len == 12 && memcmp(r.path.p, "/admin/tiers", 12) == 0 && r.method == DP_M_POST)
 		return route_tier(a, req, len);
+#ifdef FS_FAULTS
+	if (r.path.len == 12 && memcmp(r.path.p, "/admin/fault", 12) == 0 && r.method == DP_M_POST)
+		return route_fault(a, req, len);
+#endif
 	return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
 }
 
