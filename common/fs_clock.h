@@ -22,4 +22,12 @@ static inline int64_t fs_clock_ms(clockid_t id)
 static inline int64_t fs_wall_ms(void) { return fs_clock_ms(CLOCK_REALTIME); }
 static inline int64_t fs_mono_ms(void) { return fs_clock_ms(CLOCK_MONOTONIC); }
 
+/* CLOCK_MONOTONIC in microseconds: request latency (stamped once per loop). */
+static inline int64_t fs_mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 #endif

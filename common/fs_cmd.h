@@ -145,7 +145,8 @@ struct fs_cmd {
 	                         * cancel, expire, checkout, pay_result, promote), or
 	                         * enum fs_sale_state after an admin command */
 	uint8_t  claim_tier;    /* RESERVE: the token's tier + 1; 0 = no tier claim */
-	uint8_t  _pad[2];
+	uint16_t out_sku;       /* OUT (RESERVE): the writer's SKU index + 1, 0 = unknown SKU;
+	                         * per-SKU counters only, never journaled */
 	uint32_t client_ip;     /* RESERVE: the client's IPv4 address (host order), 0 = unknown */
 	uint8_t  ip_trusted;    /* RESERVE: the client is a trusted address (no IP-based limits) */
 	uint8_t  _pad2[3];

@@ -26,6 +26,10 @@ struct fs_snap_sku {
 	_Atomic uint64_t total, available, reserved, sold, version;
 	_Atomic uint32_t state;               /* published enum fs_sale_state */
 	_Atomic uint32_t waitlist_open;
+	_Atomic uint32_t waitlist_count;      /* for /metrics: waitlist depth */
+	_Atomic uint32_t queued;              /* for /metrics: waiting-room depth */
+	_Atomic uint64_t granted, refused;    /* for /metrics: reservation attempts (writer's counters,
+	                                       * outside the seqlock: since start, not replayed) */
 	char name[FS_SKU_LEN_MAX];
 	uint8_t name_len;
 };
@@ -37,6 +41,8 @@ struct fs_snapshot {
 	/* edge flags the writer and payment thread publish */
 	_Atomic uint32_t payments_open;         /* 0 while the payment circuit breaker is open */
 	_Atomic uint32_t journal_full;          /* 1 while the journal is over its disk budget */
+	_Atomic int64_t writer_busy_since_ms;   /* wall ms the batch in progress began; 0 when idle
+	                                         * (/healthz: 503 past 2 s, a stalled writer) */
 	/* Bit hash(user) is set (never cleared) once the user got a reservation:
 	 * the edge may answer sold_out itself only for users whose bit is clear,
 	 * so a retried request of a real holder always reaches the writer. */
@@ -92,6 +98,7 @@ struct fs_sku_read {
 	uint64_t total, available, reserved, sold, version;
 	uint32_t state;
 	uint32_t waitlist_open;
+	uint32_t waitlist_count, queued;
 };
 
 static inline uint32_t fs_snap_hash(const char *s, size_t len)
@@ -156,6 +163,8 @@ static inline uint64_t fs_snap_read_seq(const struct fs_snapshot *s, int idx, st
 		out->version = atomic_load_explicit(&k->version, memory_order_relaxed);
 		out->state = atomic_load_explicit(&k->state, memory_order_relaxed);
 		out->waitlist_open = atomic_load_explicit(&k->waitlist_open, memory_order_relaxed);
+		out->waitlist_count = atomic_load_explicit(&k->waitlist_count, memory_order_relaxed);
+		out->queued = atomic_load_explicit(&k->queued, memory_order_relaxed);
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&k->seq, memory_order_relaxed) == s1)
 			return s1;
@@ -207,6 +216,8 @@ static inline int fs_snap_publish(struct fs_snapshot *s, const char *name, size_
 	atomic_store_explicit(&k->version, v->version, memory_order_relaxed);
 	atomic_store_explicit(&k->state, v->state, memory_order_relaxed);
 	atomic_store_explicit(&k->waitlist_open, v->waitlist_open, memory_order_relaxed);
+	atomic_store_explicit(&k->waitlist_count, v->waitlist_count, memory_order_relaxed);
+	atomic_store_explicit(&k->queued, v->queued, memory_order_relaxed);
 	atomic_store_explicit(&k->seq, seq + 2, memory_order_release);
 	if (new_slot >= 0)
 		atomic_store_explicit(&s->slots[new_slot], (uint16_t)(idx + 1), memory_order_release);

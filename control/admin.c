@@ -6,6 +6,8 @@
 #include "dataplane/response.h"
 #include "dataplane/backend.h"
 #include "common/fs_cidr.h"
+#include "common/fs_clock.h"
+#include "common/fs_fault.h"
 #include "writer/draw.h"
 #include "writer/writer.h"
 
@@ -241,6 +243,39 @@ static size_t put_scalar(char *b, size_t n, const char *name, const char *type, 
 static const char *route_names[DP_R_COUNT] = { "sku_get", "reserve", "reservation_get", "cancel",
                                                "checkout", "order_get", "health", "other" };
 
+/* Request latency per route and status class (only the pairs that answered). */
+static size_t metrics_latency(const struct dp_stats *const *workers, uint32_t worker_count, char *b, size_t n)
+{
+	n = put(b, n, "# TYPE flashsale_http_request_seconds histogram\n");
+	static const char *const classes[DP_CLASSES] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
+	for (int r = 0; r < DP_R_COUNT; r++)
+		for (int k = 0; k < DP_CLASSES; k++) {
+			uint64_t bucket[DP_LAT_BUCKETS] = { 0 }, sum_us = 0, total = 0;
+			for (uint32_t i = 0; i < worker_count; i++) {
+				struct dp_stats *st = (struct dp_stats *)workers[i];
+				for (int q = 0; q < DP_LAT_BUCKETS; q++)
+					bucket[q] += atomic_load_explicit(&st->lat[r][k][q], memory_order_relaxed);
+				sum_us += atomic_load_explicit(&st->lat_sum_us[r][k], memory_order_relaxed);
+			}
+			for (int q = 0; q < DP_LAT_BUCKETS; q++)
+				total += bucket[q];
+			if (total == 0)
+				continue;
+			uint64_t cum = 0;
+			for (int q = 0; q < DP_LAT_BUCKETS - 1; q++) {
+				cum += bucket[q];
+				n = put(b, n, "flashsale_http_request_seconds_bucket{route=\"%s\",class=\"%s\",le=\"%g\"} %llu\n",
+				        route_names[r], classes[k], dp_lat_bound_us[q] / 1e6, (unsigned long long)cum);
+			}
+			n = put(b, n, "flashsale_http_request_seconds_bucket{route=\"%s\",class=\"%s\",le=\"+Inf\"} %llu\n"
+			        "flashsale_http_request_seconds_sum{route=\"%s\",class=\"%s\"} %g\n"
+			        "flashsale_http_request_seconds_count{route=\"%s\",class=\"%s\"} %llu\n",
+			        route_names[r], classes[k], (unsigned long long)total, route_names[r], classes[k],
+			        (double)sum_us / 1e6, route_names[r], classes[k], (unsigned long long)total);
+		}
+	return n;
+}
+
 /* The HTTP counters of every worker, the same for either backend. */
 static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 {
@@ -267,6 +302,7 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 		ring_full += atomic_load(&((struct dp_stats *)st)->ring_full);
 		timeouts += atomic_load(&((struct dp_stats *)st)->conns_timed_out);
 	}
+	n = metrics_latency(workers, worker_count, b, n);
 	n = put_scalar(b, n, "flashsale_connections_open", "gauge", conns);
 	n = put_scalar(b, n, "flashsale_connections_accepted_total", "counter", accepted);
 	n = put_scalar(b, n, "flashsale_connections_refused_total", "counter", refused);
@@ -291,6 +327,9 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_journal_seq", "gauge", atomic_load(&m->durable_seq));
 	n = put_scalar(b, n, "flashsale_payments_outstanding", "gauge", atomic_load(&m->charges_outstanding));
 	n = put_scalar(b, n, "flashsale_risk_flags_total", "counter", atomic_load(&m->risk_flags));
+	int64_t busy = atomic_load(&a->cfg.snap->writer_busy_since_ms);
+	int64_t now_ms = fs_wall_ms();
+	n = put_scalar(b, n, "flashsale_writer_owed_ms", "gauge", busy && now_ms > busy ? (uint64_t)(now_ms - busy) : 0);
 	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
 	uint64_t cum = 0;
 	for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {
@@ -340,11 +379,53 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 			n = put(b, n, "flashsale_sku_units{sku=\"%.*s\",kind=\"%s\"} %llu\n", s->skus[i].name_len,
 			        s->skus[i].name, fields[f], (unsigned long long)vals[f]);
 	}
+	n = put(b, n, "# TYPE flashsale_sku_version gauge\n");
+	for (uint32_t i = 0; i < count; i++) {
+		struct fs_sku_read v;
+		fs_snap_read(s, (int)i, &v);
+		n = put(b, n, "flashsale_sku_version{sku=\"%.*s\"} %llu\n", s->skus[i].name_len, s->skus[i].name,
+		        (unsigned long long)v.version);
+	}
+	/* one series per SKU with value 1 for its state (an "info" gauge) */
+	n = put(b, n, "# TYPE flashsale_sku_state gauge\n");
+	for (uint32_t i = 0; i < count; i++) {
+		struct fs_sku_read v;
+		fs_snap_read(s, (int)i, &v);
+		n = put(b, n, "flashsale_sku_state{sku=\"%.*s\",state=\"%s\"} 1\n", s->skus[i].name_len,
+		        s->skus[i].name, fs_sale_state_name((enum fs_sale_state)v.state));
+	}
+	n = put(b, n, "# TYPE flashsale_sku_reservations_total counter\n");
+	for (uint32_t i = 0; i < count; i++)
+		n = put(b, n, "flashsale_sku_reservations_total{sku=\"%.*s\",outcome=\"granted\"} %llu\n"
+		        "flashsale_sku_reservations_total{sku=\"%.*s\",outcome=\"refused\"} %llu\n",
+		        s->skus[i].name_len, s->skus[i].name, (unsigned long long)atomic_load(&s->skus[i].granted),
+		        s->skus[i].name_len, s->skus[i].name, (unsigned long long)atomic_load(&s->skus[i].refused));
+	/* waitlist and waiting-room depth, as the writer last published them */
+	n = put(b, n, "# TYPE flashsale_waitlist_depth gauge\n# TYPE flashsale_waiting_room_queued gauge\n");
+	for (uint32_t i = 0; i < count; i++) {
+		struct fs_sku_read v;
+		fs_snap_read(s, (int)i, &v);
+		n = put(b, n, "flashsale_waitlist_depth{sku=\"%.*s\"} %u\nflashsale_waiting_room_queued{sku=\"%.*s\"} %u\n",
+		        s->skus[i].name_len, s->skus[i].name, v.waitlist_count, s->skus[i].name_len, s->skus[i].name,
+		        v.queued);
+	}
+	n = put_scalar(b, n, "flashsale_payments_breaker_open", "gauge",
+	               atomic_load(&((struct fs_snapshot *)s)->payments_open) ? 0 : 1);
+	uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
+	n = put(b, n, "# TYPE flashsale_sink_lag_batches gauge\n");
 	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
-		uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
 		n = put(b, n, "flashsale_sink_lag_batches{sink=\"%s\"} %llu\n", a->cfg.sink_names[i],
 		        (unsigned long long)(applied < durable ? durable - applied : 0));
+	}
+	if (a->cfg.sink_connected != NULL) {
+		n = put(b, n, "# TYPE flashsale_sink_connected gauge\n# TYPE flashsale_sink_errors_total counter\n");
+		for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+			uint64_t errors = 0;
+			int up = a->cfg.sink_connected(a->cfg.sinks[i], &errors);
+			n = put(b, n, "flashsale_sink_connected{sink=\"%s\"} %d\nflashsale_sink_errors_total{sink=\"%s\"} %llu\n",
+			        a->cfg.sink_names[i], up, a->cfg.sink_names[i], (unsigned long long)errors);
+		}
 	}
 	return n;
 }
@@ -457,6 +538,25 @@ static int route_tier(struct ctl_admin *a, const char *req, size_t len)
 	return call_writer(a, &cmd);
 }
 
+#ifdef FS_FAULTS
+/* POST /admin/fault?writer_stall_ms=N | ?skew_sku=S (debug build only; fs_fault.h) */
+static int route_fault(struct ctl_admin *a, const char *req, size_t len)
+{
+	uint64_t ms;
+	char sku[FS_SKU_LEN_MAX + 1];
+	if (query_get(req, len, "skew_sku", sku, sizeof sku) == 0 && sku[0]) {
+		memcpy(fs_fault_skew_sku, sku, strlen(sku));
+		atomic_store(&fs_fault_skew_len, (uint32_t)strlen(sku));
+	} else if (query_u64(req, len, "writer_stall_ms", 0, &ms) == 0 && ms > 0 && ms <= 60000) {
+		atomic_store(&fs_fault_writer_stall_ms, (uint32_t)ms);
+	} else {
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "writer_stall_ms=1..60000 or skew_sku=S", 0);
+	}
+	fprintf(stderr, "admin: TEST FAULT armed (debug build)\n");
+	return respond(a, 200, "application/json", "{\"ok\":true}", 11);
+}
+#endif
+
 static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp)
 {
 	static const struct dp_http_limits lim = { 2048, 32, ADMIN_REQ_BYTES, 1024 };
@@ -482,6 +582,10 @@ static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp
 		return route_ip(a, &r, req, len);
 	if (r.path.len == 12 && memcmp(r.path.p, "/admin/tiers", 12) == 0 && r.method == DP_M_POST)
 		return route_tier(a, req, len);
+#ifdef FS_FAULTS
+	if (r.path.len == 12 && memcmp(r.path.p, "/admin/fault", 12) == 0 && r.method == DP_M_POST)
+		return route_fault(a, req, len);
+#endif
 	return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
 }
 

@@ -37,6 +37,7 @@ struct ctl_admin_config {
 	const char *const *sink_names;
 	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */
 	void **sinks;
+	int (*sink_connected)(void *sink, uint64_t *errors);   /* 1 while open; NULL: not reported */
 };
 
 struct ctl_admin;

@@ -3,6 +3,8 @@
  * locally from the shared secret file.
  */
 #include "common/fs_jwt.h"
+#include "control/ctl_client.h"
+#include "control/ctl_view.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,6 +35,12 @@ static const char usage[] =
 "  tier set USER T            a user's tier (0..4) when the token has no tier claim\n"
 "  tier clear USER            remove the entry (and the user's risk flag)\n"
 "  metrics                    Prometheus text from the admin socket\n"
+"  top [--interval-ms 1000] [--frames N]\n"
+"                             live view in the terminal (plain ANSI, redrawn in place): per SKU\n"
+"                             units, state, grant/refusal rates and a stock sparkline; req/s and\n"
+"                             latency p50/p99 by route; batch size, fdatasync, rings, sinks,\n"
+"                             refusals by reason, payment breaker. --frames N: stop after N\n"
+"                             frames (no screen clearing when stdout is not a terminal)\n"
 "  drain                      /readyz answers 503 from now on (before a stop)\n"
 "  token --user U [--tier T] [--ttl 1h] [--device D] [--jwt-secret-file F]\n"
 "                             print an HS256 JWT (default secret ./var/jwt.secret)\n"
@@ -280,6 +288,151 @@ static int cmd_token(int argc, char **argv)
 	return 0;
 }
 
+/* ---- top ------------------------------------------------------------------ */
+
+#define TOP_SPARK 40   /* stock samples kept per SKU for the sparkline */
+
+struct top_spark {
+	char name[33];
+	uint32_t n;
+	double v[TOP_SPARK];   /* available, oldest first */
+};
+
+static double mono_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Eight-level sparkline of v[0..n) scaled to [0, top], UTF-8 blocks. */
+static void sparkline(FILE *f, const double *v, uint32_t n, double top)
+{
+	static const char *const bars[8] = { "\u2581", "\u2582", "\u2583", "\u2584", "\u2585", "\u2586",
+	                                     "\u2587", "\u2588" };
+	for (uint32_t i = 0; i < n; i++) {
+		int lvl = top > 0 ? (int)(v[i] / top * 7.0 + 0.5) : 0;
+		fputs(bars[lvl < 0 ? 0 : lvl > 7 ? 7 : lvl], f);
+	}
+}
+
+static void top_frame(FILE *f, const struct ctl_view *v, struct top_spark *sp, int tty)
+{
+	const char *eol = tty ? "\033[K\n" : "\n";
+	const struct ctl_scrape *s = &v->cur;
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof stamp, "%H:%M:%SZ", &tm);
+	if (tty)
+		fputs("\033[H", f);
+	fprintf(f, "\033[1mflashsale top\033[0m  %s  %s  journal seq %.0f  %.0f req/s%s", stamp, admin,
+	        s->journal_seq, v->rps_total, eol);
+	fprintf(f, "%s", eol);
+	fprintf(f, "\033[1m%-16s %-9s %9s %9s %9s %9s %9s %9s %9s  %s\033[0m%s", "SKU", "state", "total", "available",
+	        "reserved", "sold", "waiting", "granted/s", "refused/s", "available over time", eol);
+	for (uint32_t i = 0; i < s->sku_count; i++) {
+		const struct ctl_sku *k = &s->sku[i];
+		struct top_spark *p = &sp[i];
+		if (strcmp(p->name, k->name) != 0) {
+			memset(p, 0, sizeof *p);
+			snprintf(p->name, sizeof p->name, "%.32s", k->name);
+		}
+		if (p->n == TOP_SPARK)
+			memmove(p->v, p->v + 1, sizeof p->v[0] * (TOP_SPARK - 1)), p->n--;
+		p->v[p->n++] = k->available;
+		const char *color = strcmp(k->state, "frozen") == 0 ? "\033[1;36m" : strcmp(k->state, "open") == 0 ?
+		                    "\033[32m" : "\033[33m";
+		fprintf(f, "%-16s %s%-9s\033[0m %9.0f %9.0f %9.0f %9.0f %9.0f %9.1f %9.1f  ", k->name, color, k->state,
+		        k->total, k->available, k->reserved, k->sold, k->queued + k->waitlist, v->granted_rate[i],
+		        v->refused_rate[i]);
+		sparkline(f, p->v, p->n, k->total);
+		fputs(eol, f);
+	}
+	fprintf(f, "%s\033[1m%-16s %9s %9s %9s %9s %9s\033[0m%s", eol, "route", "2xx/s", "4xx/s", "5xx/s",
+	        "p50 ms", "p99 ms", eol);
+	for (int r = 0; r < CTL_ROUTES; r++) {
+		double any = 0;
+		for (int c = 0; c < CTL_CLASSES; c++)
+			any += s->answers[r][c];
+		if (any == 0)
+			continue;
+		fprintf(f, "%-16s %9.1f %9.1f %9.1f ", ctl_route_names[r], v->rps[r][2], v->rps[r][4], v->rps[r][5]);
+		if (v->p50_ms[r] < 0)
+			fprintf(f, "%9s %9s%s", "-", "-", eol);
+		else
+			fprintf(f, "%9.2f %9.2f%s", v->p50_ms[r], v->p99_ms[r], eol);
+	}
+	char b50[16] = "-", b99[16] = "-", f50[16] = "-", f99[16] = "-";
+	if (v->batch_p50 >= 0)
+		snprintf(b50, sizeof b50, "%.1f", v->batch_p50), snprintf(b99, sizeof b99, "%.1f", v->batch_p99);
+	if (v->fsync_p50_ms >= 0)
+		snprintf(f50, sizeof f50, "%.3f", v->fsync_p50_ms), snprintf(f99, sizeof f99, "%.3f", v->fsync_p99_ms);
+	fprintf(f, "%swriter: batch p50 %s p99 %s  fdatasync p50 %s ms p99 %s ms  ring depth %.0f  ring full %.0f%s",
+	        eol, b50, b99, f50, f99, s->ring_depth, s->ring_full, eol);
+	fprintf(f, "payments: breaker %s  in flight %.0f%s", s->breaker_open > 0 ? "\033[1;31mOPEN\033[0m" : "closed",
+	        s->payments_outstanding, eol);
+	fprintf(f, "sinks:");
+	for (uint32_t i = 0; i < s->sink_count; i++)
+		fprintf(f, "  %s lag %.0f%s", s->sink[i].name, s->sink[i].lag,
+		        s->sink[i].connected == 0 ? " \033[1;31mDISCONNECTED\033[0m" : "");
+	fprintf(f, "%s%srefusals:", s->sink_count ? "" : " none", eol);
+	for (uint32_t i = 0; i < s->reason_count; i++)
+		fprintf(f, "  %s %.1f/s (%.0f)", s->reason[i].name, v->reason_rate[i], s->reason[i].total);
+	fputs(eol, f);
+	if (tty)
+		fputs("\033[J", f);
+	else
+		fputs("--\n", f);
+	fflush(f);
+}
+
+static int cmd_top(int argc, char **argv)
+{
+	uint64_t interval_ms = 1000, frames = 0;
+	for (int i = 0; i < argc; i++) {
+		if (i + 1 >= argc)
+			fail("%s needs a value", argv[i]);
+		if (strcmp(argv[i], "--interval-ms") == 0)
+			interval_ms = parse_num("interval-ms", argv[++i]);
+		else if (strcmp(argv[i], "--frames") == 0)
+			frames = parse_num("frames", argv[++i]);
+		else
+			fail("top: unknown option %s", argv[i]);
+	}
+	if (interval_ms < 100)
+		interval_ms = 100;
+	char tok[FS_SECRET_LEN_MAX + 1] = "", err[512];
+	if (strncmp(admin, "unix:", 5) != 0 && ctl_client_token(admin_token_file, tok, sizeof tok, err, sizeof err) != 0)
+		fail("%s", err);
+	static char buf[512 * 1024];
+	static struct ctl_scrape a, b;
+	static struct ctl_view v;
+	static struct top_spark sp[CTL_SKUS_MAX];
+	struct ctl_scrape *prev = NULL, *cur = &a;
+	int tty = isatty(STDOUT_FILENO);
+	if (tty)
+		fputs("\033[2J", stdout);
+	for (uint64_t f = 0; frames == 0 || f < frames; f++) {
+		const char *body;
+		int st = ctl_client_call(admin, tok[0] ? tok : NULL, "GET", "/metrics", buf, sizeof buf, &body, 5000,
+		                         err, sizeof err);
+		if (st != 200) {
+			fprintf(stderr, "flashctl: top: %s\n", st < 0 ? err : "GET /metrics refused");
+			return 1;
+		}
+		ctl_scrape_parse(body, mono_s(), cur);
+		ctl_view_make(prev, cur, &v);
+		top_frame(stdout, &v, sp, tty);
+		prev = cur;
+		cur = cur == &a ? &b : &a;
+		if (frames == 0 || f + 1 < frames)
+			usleep((useconds_t)(interval_ms * 1000));
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int i = 1;
@@ -321,6 +474,8 @@ int main(int argc, char **argv)
 		snprintf(target, sizeof target, "/admin/tiers?user=%s&tier=clear", argv[i + 1]);
 		return call("POST", target);
 	}
+	if (strcmp(cmd, "top") == 0)
+		return cmd_top(argc - i, argv + i);
 	if (strcmp(cmd, "metrics") == 0)
 		return call("GET", "/metrics");
 	if (strcmp(cmd, "drain") == 0)

@@ -24,6 +24,11 @@
 #include <fcntl.h>
 
 
+/* Exit statuses: 0 stopped on a signal; 2 bad flags or a start-up failure
+ * (restartable); 3 the journal is damaged (never restart: an operator must
+ * look at the file and offset printed on stderr). */
+#define FS_EXIT_JOURNAL_DAMAGE 3
+
 struct options {
 	char listen_host[64];
 	uint16_t listen_port;
@@ -101,6 +106,8 @@ static const char usage[] =
 "  --unsafe-no-sync            skip fdatasync (benchmarks of the CPU path only: NOT durable)\n"
 "  --config FILE               read 'name = value' lines with the option names above\n"
 "  --help                      this text\n"
+"Exit status: 0 after SIGTERM/SIGINT, 2 on bad flags or a failed start, 3 when the journal is\n"
+"damaged (stderr names the file and offset; do not restart before looking at it).\n"
 "\n";
 
 static const char usage_payments[] =
@@ -318,6 +325,14 @@ static uint64_t sink_applied(void *p)
 	return st.applied_seq;
 }
 
+static int sink_connected(void *p, uint64_t *errors)
+{
+	struct sink_stats st;
+	sink_stats(p, &st);
+	*errors = st.errors;
+	return st.connected;
+}
+
 /* Sink threads tail the durable journal; each is off unless configured. */
 static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk)
 {
@@ -495,8 +510,16 @@ static void open_writer(struct daemon *d)
 	printf("flashsaled: recovering from %s/journal ...\n", o->data_dir);
 	char err[512];
 	d->w = wr_open(&d->wc, d->snap, err, sizeof err);
-	if (d->w == NULL)
+	if (d->w == NULL) {
+		/* Damage names its file and offset ("journal: F offset N: ...", "replay
+		 * diverged: F offset N ..."): exit FS_EXIT_JOURNAL_DAMAGE, which a
+		 * supervisor must never answer with a restart (flashsale-control). */
+		if (strstr(err, " offset ") != NULL) {
+			fprintf(stderr, "flashsaled: journal damage: %s\n", err);
+			exit(FS_EXIT_JOURNAL_DAMAGE);
+		}
 		die("%s", err);
+	}
 	const struct wr_metrics *m = wr_metrics(d->w);
 	printf("flashsaled: journal replayed: %llu batches, last sequence %llu\n",
 	       (unsigned long long)atomic_load(&((struct wr_metrics *)m)->replayed_batches),
@@ -564,7 +587,8 @@ static void start_admin(struct daemon *d)
 	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
 	                               .dataplane = &d->dataplane, .ready = &d->ready, .data_dir = d->o.data_dir,
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
-	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs };
+	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
+	                               .sink_connected = sink_connected };
 	char err[512];
 	d->admin = ctl_admin_start(&ac, err, sizeof err);
 	if (d->admin == NULL)

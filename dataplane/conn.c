@@ -22,9 +22,20 @@ int dp_status_of_slot(int slot)
 	return codes[slot];
 }
 
-static void count(struct dp_proto *p, int route, int http)
+const uint32_t dp_lat_bound_us[DP_LAT_BUCKETS - 1] = { 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000,
+                                                       50000, 100000, 250000, 500000, 1000000, 2500000 };
+
+/* Counts an answer and its latency (since c->request_us). */
+static void count(struct dp_proto *p, const struct dp_conn *c, int route, int http)
 {
 	atomic_fetch_add_explicit(&p->stats->answers[route][dp_status_slot(http)], 1, memory_order_relaxed);
+	int cls = http >= 100 && http < 600 ? http / 100 : 0;
+	int64_t us = c->request_us > 0 && p->now_us >= c->request_us ? p->now_us - c->request_us : 0;
+	int b = 0;
+	while (b < DP_LAT_BUCKETS - 1 && (uint64_t)us > dp_lat_bound_us[b])
+		b++;
+	atomic_fetch_add_explicit(&p->stats->lat[route][cls][b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->stats->lat_sum_us[route][cls], (uint64_t)us, memory_order_relaxed);
 }
 
 static int out_room(const struct dp_conn *c) { return DP_OUT_BYTES - c->out_len >= DP_ANSWER_BYTES_MAX; }
@@ -62,7 +73,7 @@ static void parse_error(struct dp_proto *p, struct dp_conn *c, int status)
 	c->out_len += (uint32_t)n;
 	c->closing = 1;
 	c->in_len = 0;
-	count(p, DP_R_OTHER, status);
+	count(p, c, DP_R_OTHER, status);
 }
 
 /* Pushes a routed command to the writer, or answers 503 when the ring or
@@ -78,7 +89,7 @@ static int push(struct dp_proto *p, struct dp_conn *c, const struct fs_cmd *cmd,
 		                      NULL, keep_alive);
 		assert(n > 0);
 		c->out_len += (uint32_t)n;
-		count(p, route, 503);
+		count(p, c, route, 503);
 		return 0;
 	}
 	*slot = *cmd;
@@ -105,6 +116,8 @@ void dp_conn_drive(struct dp_proto *p, struct dp_conn *c)
 				c->request_start_ms = now;
 			return;
 		}
+		/* read whole now, or (a request that arrived in pieces) when it began */
+		c->request_us = c->request_start_ms ? p->now_us - (now - c->request_start_ms) * 1000 : p->now_us;
 		if (r < 0)
 			{ parse_error(p, c, -r); return; }
 		struct fs_cmd cmd;
@@ -116,7 +129,7 @@ void dp_conn_drive(struct dp_proto *p, struct dp_conn *c)
 		consume(c, (uint32_t)r, now);   /* req's slices are dead from here on */
 		if (res.kind == DP_ROUTE_RESPOND) {
 			c->out_len += res.out_len;
-			count(p, res.route, res.http);
+			count(p, c, res.route, res.http);
 		} else {
 			push(p, c, &cmd, res.route, keep_alive);
 		}
@@ -133,7 +146,7 @@ void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans
 	assert(n > 0);
 	c->out_len += (uint32_t)n;
 	c->waiting = 0;
-	count(p, c->wait_route, a->http);
+	count(p, c, c->wait_route, a->http);
 	if (!c->wait_keep_alive)
 		c->closing = 1;
 	dp_conn_drive(p, c);
@@ -177,5 +190,7 @@ void dp_conn_timeout(struct dp_proto *p, struct dp_conn *c)
 		c->out_len += (uint32_t)n;
 	c->closing = 1;
 	c->in_len = 0;
-	count(p, DP_R_OTHER, 408);
+	if (c->request_start_ms)
+		c->request_us = p->now_us - (p->route.now_ms - c->request_start_ms) * 1000;
+	count(p, c, DP_R_OTHER, 408);
 }

@@ -30,6 +30,7 @@ struct dp_conn {
 	uint32_t out_sent;
 	int64_t  last_ms;             /* last byte received or answer sent */
 	int64_t  request_start_ms;    /* first byte of the unparsed request, 0 if none */
+	int64_t  request_us;          /* monotonic: when the request in progress was read whole */
 	struct dp_auth_cache auth;
 	char in[DP_IN_BYTES];
 	char out[DP_OUT_BYTES];
@@ -40,6 +41,7 @@ struct dp_proto {
 	struct dp_stats *stats;
 	struct dp_route_ctx route;
 	uint32_t cmds_pushed;         /* since the last writer kick */
+	int64_t now_us;               /* monotonic, stamped once per loop iteration by the backend */
 };
 
 static inline uint64_t dp_tag(const struct dp_conn *c) { return (uint64_t)c->gen << 32 | c->idx; }

@@ -324,6 +324,7 @@ static void *worker_main(void *arg)
 	arm_timer(w);
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
 		w->proto.route.now_ms = fs_wall_ms();
+		w->proto.now_us = fs_mono_us();
 		w->proto.route.ready = atomic_load_explicit(w->cfg.ready, memory_order_relaxed);
 		uint32_t work = reap(w);
 		work += drain_answers(w);

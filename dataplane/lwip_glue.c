@@ -422,6 +422,7 @@ uint32_t dp_lwip_poll(struct dp_lwip *g, int64_t now_ms)
 	assert(g == the_stack);
 	struct fs_port *port = g->cfg.worker.wport;
 	g->proto.route.now_ms = now_ms;
+	g->proto.now_us = fs_mono_us();
 	g->proto.route.ready = atomic_load_explicit(g->cfg.worker.ready, memory_order_relaxed);
 	if ((uint32_t)now_ms != g->timer_ms) {   /* lwIP's timers: once per millisecond */
 		g->timer_ms = (uint32_t)now_ms;

@@ -422,6 +422,8 @@ static void body_answer(struct out_buf *b, const void *arg)
 	}
 }
 
+#define DP_FROZEN_RETRY_S 5   /* Retry-After of a 503 frozen (reserve or checkout) */
+
 /* For FS_ERR_RATE_LIMITED the answer carries retry_after_ms in
  * expires_at_ms and queue_position in position (fs_ans has no fields of its
  * own for them). A zero a->http means fs_err_http(a->err). */
@@ -434,5 +436,7 @@ int dp_resp_answer(char *out, size_t cap, const struct fs_ans *a, int keep_alive
 		int64_t ms = a->expires_at_ms < 0 ? 0 : a->expires_at_ms;
 		h.retry_after_s = ms / 1000 + (ms % 1000 != 0);
 	}
+	if (a->body == FS_BODY_ERROR && a->err == FS_ERR_FROZEN)
+		h.retry_after_s = DP_FROZEN_RETRY_S;   /* an operator is looking; holds wait meanwhile */
 	return resp_write(out, cap, &h, body_answer, a);
 }

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <xxhash.h>
 
+#define DP_WRITER_STALL_MS 2000   /* /healthz: a batch in progress this long = a stalled writer */
+
 static int slice_eq(struct dp_slice s, const char *lit)
 {
 	size_t n = strlen(lit);
@@ -269,8 +271,12 @@ static void route_order(const struct dp_route_ctx *ctx, const struct dp_request 
 static void route_health(const struct dp_route_ctx *ctx, const struct dp_request *req, int ready_check,
                          char *out, size_t cap, struct dp_route_result *res)
 {
-	int ok = !ready_check || ctx->ready;
-	const char *body = ok ? "{\"ok\":true}" : "{\"ok\":false}";
+	/* a writer inside one batch for > 2 s owes its answers: not healthy */
+	int64_t busy = atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->writer_busy_since_ms, memory_order_relaxed);
+	int stalled = busy != 0 && ctx->now_ms - busy > DP_WRITER_STALL_MS;
+	int ok = !stalled && (!ready_check || ctx->ready);
+	const char *body = ok ? "{\"ok\":true}" : stalled && !ready_check ? "{\"ok\":false,\"reason\":\"writer_stalled\"}" :
+	                   "{\"ok\":false}";
 	int n = dp_resp_raw(out, cap, ok ? 200 : 503, "application/json", body, strlen(body), req->keep_alive);
 	assert(n > 0);
 	res->kind = DP_ROUTE_RESPOND;

@@ -25,8 +25,17 @@ enum { DP_ST_200, DP_ST_201, DP_ST_202, DP_ST_400, DP_ST_401, DP_ST_402, DP_ST_4
 int dp_status_slot(int http);
 int dp_status_of_slot(int slot);
 
+/* Request latency buckets (upper bounds in microseconds, then +Inf): from
+ * the loop iteration that read a request whole to the one that produced its
+ * answer (a writer round trip included), per route and status class. */
+#define DP_LAT_BUCKETS 16
+#define DP_CLASSES     6      /* 0: other, 1..5: 1xx..5xx */
+extern const uint32_t dp_lat_bound_us[DP_LAT_BUCKETS - 1];
+
 struct dp_stats {
 	_Atomic uint64_t answers[DP_R_COUNT][DP_ST_COUNT];
+	_Atomic uint64_t lat[DP_R_COUNT][DP_CLASSES][DP_LAT_BUCKETS];
+	_Atomic uint64_t lat_sum_us[DP_R_COUNT][DP_CLASSES];
 	_Atomic uint64_t conns_accepted, conns_open, conns_refused, conns_timed_out;
 	_Atomic uint64_t ring_full, bytes_in, bytes_out, wakeups;
 };

@@ -10,6 +10,7 @@
 #include "writer/draw.h"
 #include "writer/record.h"
 #include "common/fs_cidr.h"
+#include "common/fs_fault.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -62,6 +63,7 @@ struct wr_sku {
 	uint64_t pq_served;          /* entries that left the head */
 	uint64_t pq_admitted;        /* admissions since the opening (outflow) */
 	int64_t  opened_at_ms;
+	int64_t  frozen_at_ms;       /* batch time of the freeze in force (state frozen) */
 };
 
 struct wr_res {
@@ -885,6 +887,23 @@ static int transition(uint8_t type, uint8_t from)
 	}
 }
 
+/* Leaving a freeze: every live hold of the sale gets the frozen time back
+ * (a freeze keeps customers whole: no hold ran out while checkouts were
+ * refused). All shift by the same amount, so the FIFO stays in deadline
+ * order. Deterministic from the journaled freeze and resume batch times, so
+ * replay shifts the same holds by the same amount; no record of its own. */
+static void holds_unfreeze(struct wr_state *st, struct wr_sku *k, int64_t t_ms)
+{
+	assert(k->state == FS_SALE_FROZEN && t_ms >= k->frozen_at_ms);
+	int64_t shift_ms = t_ms - k->frozen_at_ms;
+	for (uint64_t res_no = k->holds.head; res_no != NIL; res_no = *link_of(st, res_no, LINK_HOLDS)) {
+		struct wr_res *r = &st->res[res_no - 1];
+		if (r->status == FS_RES_RESERVED)
+			r->expires_ms += shift_ms;
+	}
+	k->frozen_at_ms = 0;
+}
+
 static void decide_admin(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
 {
 	int idx = wr_sku_find(st, c->sku, c->sku_len);
@@ -920,6 +939,10 @@ static void decide_admin(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, st
 		}
 		if (to == FS_SALE_OPEN && !k->has_draw && k->opened_at_ms == 0)
 			k->opened_at_ms = t_ms;
+		if (to == FS_SALE_FROZEN && k->state != FS_SALE_FROZEN)
+			k->frozen_at_ms = t_ms;
+		else if (to != FS_SALE_FROZEN && k->state == FS_SALE_FROZEN)
+			holds_unfreeze(st, k, t_ms);
 		k->state = (uint8_t)to;
 	}
 	c->err = FS_OK;
@@ -969,6 +992,8 @@ static void answer_res_original(struct wr_state *st, const struct fs_cmd *c, uin
 static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
 {
 	int sku = wr_sku_find(st, c->sku, c->sku_len);
+	assert(st->sku_count < UINT16_MAX);   /* out_sku holds a SKU index + 1 */
+	c->out_sku = (uint16_t)(sku + 1);
 	if (sku < 0) {
 		c->err = FS_ERR_UNKNOWN_SKU;
 		{ answer_error(out, c, c->err); return; }
@@ -1155,8 +1180,9 @@ static void decide_cancel(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 static void decide_expire(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
 {
 	struct wr_res *r = res_get(st, c->ref);
-	if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms) {
-		c->err = FS_ERR_NOT_CANCELLABLE;   /* stale: already gone or paying */
+	if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms ||
+	    st->skus[r->sku].state == FS_SALE_FROZEN) {
+		c->err = FS_ERR_NOT_CANCELLABLE;   /* stale: already gone or paying; or frozen: holds wait */
 		{ answer_error(out, c, c->err); return; }
 	}
 	units_return(st, r);
@@ -1472,6 +1498,7 @@ static void conservation_check(struct wr_state *st, struct wr_batch_out *out)
 		        (unsigned long long)k->total, (unsigned long long)k->available,
 		        (unsigned long long)k->reserved, (unsigned long long)k->sold);
 		k->state = FS_SALE_FROZEN;
+		k->frozen_at_ms = st->last_t_ms;
 		struct fs_cmd f;
 		memset(&f, 0, sizeof f);
 		f.type = FS_CMD_SALE_FREEZE;
@@ -1525,6 +1552,15 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
 		decide_one(st, c, t_ms, out);
 	}
 	st->pre_cur = NULL;
+#ifdef FS_FAULTS
+	/* test-only (debug build): break conservation on one SKU, live only */
+	uint32_t skew_len = replay ? 0 : atomic_exchange(&fs_fault_skew_len, 0);
+	int skew = skew_len ? wr_sku_find(st, fs_fault_skew_sku, skew_len) : -1;
+	if (skew >= 0) {
+		st->skus[skew].available += 1;
+		sku_touch(st, out, (uint32_t)skew);
+	}
+#endif
 	conservation_check(st, out);
 }
 
@@ -1554,7 +1590,8 @@ uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t 
 			due_cmd(&out[n++], FS_CMD_WAITROOM_SERVE, k);
 		if (waitlist_ready(st, k) && n < max)
 			due_cmd(&out[n++], FS_CMD_WAITLIST_SERVE, k);
-		while (k->holds.head != NIL && n < max) {
+		/* a frozen sale keeps its customers whole: no hold expires while it is frozen */
+		while (k->state != FS_SALE_FROZEN && k->holds.head != NIL && n < max) {
 			struct wr_res *r = &st->res[k->holds.head - 1];
 			if (r->status == FS_RES_RESERVED && r->expires_ms > t_ms)
 				break;
@@ -1585,7 +1622,7 @@ int64_t wr_next_deadline(const struct wr_state *st)
 			if (d < next)
 				next = d;
 		}
-		if (k->holds.head != NIL) {
+		if (k->holds.head != NIL && k->state != FS_SALE_FROZEN) {   /* frozen: holds wait */
 			const struct wr_res *r = &st->res[k->holds.head - 1];
 			int64_t d = r->status == FS_RES_RESERVED ? r->expires_ms : 0;  /* stale: now */
 			if (d < next)

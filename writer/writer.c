@@ -16,6 +16,7 @@
  */
 #include "writer/writer.h"
 #include "common/fs_clock.h"
+#include "common/fs_fault.h"
 #include "common/fs_cidr.h"
 #include "writer/admission.h"
 #include "writer/draw.h"
@@ -45,6 +46,7 @@ struct writer {
 	struct wr_state *st;
 	struct journal *j;
 	struct fs_snapshot *snap;
+	uint16_t snap_of_sku[FS_SNAP_SKU_MAX];   /* writer SKU index -> snapshot index (publish_sku) */
 	uint32_t port_count;
 	struct fs_port ports[WR_PORT_COUNT_MAX];
 	struct fs_waker wake;             /* the writer's own */
@@ -130,10 +132,11 @@ static void publish_sku(struct writer *w, uint32_t idx)
 {
 	struct wr_sku_view v;
 	wr_sku_view(w->st, idx, &v);
-	struct fs_sku_read r = { v.total, v.available, v.reserved, v.sold, v.version, v.state, v.waitlist_open };
+	struct fs_sku_read r = { v.total, v.available, v.reserved, v.sold, v.version, v.state, v.waitlist_open,
+	                         v.waitlist_count, v.queued };
 	int rc = fs_snap_publish(w->snap, v.name, v.name_len, &r);
-	assert(rc >= 0);
-	(void)rc;
+	assert(rc >= 0 && idx < w->cfg.limits.sku_count_max);
+	w->snap_of_sku[idx] = (uint16_t)rc;
 }
 
 static void publish_ip_rules(struct writer *w)
@@ -455,6 +458,11 @@ static void account(struct writer *w, uint32_t n)
 	for (uint32_t i = 0; i < n; i++) {
 		const struct fs_cmd *c = &w->cmds[i];
 		atomic_fetch_add_explicit(&m->outcomes[c->type][c->err], 1, memory_order_relaxed);
+		if (c->type == FS_CMD_RESERVE && c->out_sku != 0 && c->out_sku <= w->cfg.limits.sku_count_max &&
+		    c->err != FS_ERR_EXISTS) {
+			struct fs_snap_sku *k = &w->snap->skus[w->snap_of_sku[c->out_sku - 1]];
+			atomic_fetch_add_explicit(c->err == FS_OK ? &k->granted : &k->refused, 1, memory_order_relaxed);
+		}
 	}
 	struct wr_usage u;
 	wr_usage(w->st, &u);
@@ -502,6 +510,11 @@ static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
 	if (n == 0)
 		return;
 	wr_decide(w->st, w->cmds, n, t_ms, 0, &w->out);
+#ifdef FS_FAULTS
+	uint32_t stall_ms = atomic_exchange(&fs_fault_writer_stall_ms, 0);
+	if (stall_ms)
+		usleep(stall_ms * 1000u);   /* test-only: a writer stuck inside a batch */
+#endif
 	make_durable(w, t_ms);   /* invariant 3: nothing leaves before this */
 	for (uint32_t i = 0; i < n; i++)
 		if (w->cmds[i].type == FS_CMD_RESERVE && w->cmds[i].err == FS_OK)
@@ -565,7 +578,9 @@ static void *writer_main(void *arg)
 		}
 		idle_rounds = 0;
 		w->last_t_ms = t;
+		atomic_store_explicit(&w->snap->writer_busy_since_ms, fs_wall_ms(), memory_order_relaxed);
 		process_batch(w, n, t);
+		atomic_store_explicit(&w->snap->writer_busy_since_ms, 0, memory_order_relaxed);
 		if (w->recharge_after < w->recharge_max)
 			recharge(w);
 	}

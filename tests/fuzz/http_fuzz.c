@@ -99,7 +99,7 @@ static void fuzz_route(const struct dp_request *req)
 {
 	static int ready;
 	if (!ready) {
-		struct fs_sku_read v = { 10, 5, 3, 2, 7, FS_SALE_OPEN, 0 };
+		struct fs_sku_read v = { 10, 5, 3, 2, 7, FS_SALE_OPEN, 0, 0, 0 };
 		CHECK(fs_snap_publish(&fuzz_snap, "demo", 4, &v) == 0);
 		CHECK(fs_jwt_key_init(&fuzz_key, (const uint8_t *)"k", 1) == 0);
 		ready = 1;

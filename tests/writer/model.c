@@ -22,6 +22,7 @@ struct m_sku {
 	uint64_t wl[M_WL_MAX];          /* WAITLISTED reservations, first in line first */
 	uint32_t wl_len;
 	uint32_t joins;                 /* reservations that ever joined the waitlist */
+	int64_t  frozen_at_ms;          /* when the freeze in force began */
 };
 
 struct m_user {
@@ -381,6 +382,19 @@ static void do_admin(struct model *m, const struct fs_cmd *c, int64_t t_ms, stru
 		int to = admin_to(c->type, k->state);
 		if (to < 0)
 			{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
+		if (to == FS_SALE_FROZEN && k->state != FS_SALE_FROZEN)
+			k->frozen_at_ms = t_ms;
+		if (to != FS_SALE_FROZEN && k->state == FS_SALE_FROZEN) {
+			/* holds get the frozen time back: none ran out during the freeze */
+			for (uint64_t i = 0; i < m->res_count; i++) {
+				struct m_res *r = &m->res[i];
+				if (r->sku != (uint32_t)idx || r->status != FS_RES_RESERVED)
+					continue;
+				r->expires_ms += t_ms - k->frozen_at_ms;
+				if (r->orig_status == FS_RES_RESERVED)
+					r->orig_expires_ms = r->expires_ms;
+			}
+		}
 		k->state = (uint8_t)to;
 	}
 	k->version++;
@@ -520,7 +534,8 @@ static void do_cancel(struct model *m, const struct fs_cmd *c, int64_t t_ms, str
 static void do_expire(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
 {
 	struct m_res *r = res_get(m, c->ref);
-	if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms)
+	if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms ||
+	    m->skus[r->sku].state == FS_SALE_FROZEN)   /* a frozen sale's holds do not expire */
 		{ ans_error(e, c, FS_ERR_NOT_CANCELLABLE); return; }
 	units_back(m, r);
 	r->status = FS_RES_EXPIRED;
@@ -725,7 +740,8 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 		uint64_t seq = 0;
 		if (c->type == FS_CMD_EXPIRE) {
 			const struct m_res *r = c->ref >= 1 && c->ref <= m->res_count ? &m->res[c->ref - 1] : NULL;
-			if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms) {
+			if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms ||
+			    m->skus[r->sku].state == FS_SALE_FROZEN) {
 				snprintf(msg, sizeof msg, "due[%u]: EXPIRE of reservation %llu that is not due",
 				         i, (unsigned long long)c->ref);
 				return msg;
@@ -785,7 +801,7 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 	}
 	for (uint64_t i = 0; i < m->res_count; i++) {
 		const struct m_res *r = &m->res[i];
-		if (r->status != FS_RES_RESERVED || r->expires_ms > t_ms)
+		if (r->status != FS_RES_RESERVED || r->expires_ms > t_ms || m->skus[r->sku].state == FS_SALE_FROZEN)
 			continue;
 		int got = 0;
 		for (uint32_t j = 0; j < n && !got; j++)
