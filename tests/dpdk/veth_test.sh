@@ -136,6 +136,13 @@ else
 	echo "note: tests/e2e/fsclient.py has no FS_BASE_URL hook yet: shared API suite not run over DPDK"
 fi
 
+if [ "$LANES" -gt 1 ]; then
+	echo "--- lane checks ($LANES lanes)"
+	ip netns exec "$CNS" env FS_BUILD="$BUILD" python3 "$HERE/lane_checks.py" --base "http://$SRV_IP:$PORT" \
+		--data-dir "$DATA" --server-pid "$SRV_PID" --lanes "$LANES" || fail "lane_checks.py"
+	grep -q "lane $((LANES - 1)) restarted" "$DATA/server.log" || fail "no restart line in the server log"
+fi
+
 kill -TERM "$SRV_PID"
 for _ in $(seq 100); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$SRV_PID" 2>/dev/null && fail "server ignored SIGTERM for 10 s"
