@@ -411,9 +411,13 @@ static int lane_wait_running(struct lane *l, int ms)
 	return atomic_load(&l->sh->state) == 1 ? 0 : -1;
 }
 
+static void lanes_stop(struct dp_dpdk *d);
+
 /* Restarts lanes whose process died (crash, kill -9): connections on that
  * lane are gone (their peers get RST from the successor's stack), the
- * writer and the other lanes go on. */
+ * writer and the other lanes go on. On `stopping` it stops the lanes
+ * itself before it returns: a lane it forked has PR_SET_PDEATHSIG tied to
+ * this thread, and must get its graceful stop (RST to its clients) first. */
 static void *supervisor_main(void *arg)
 {
 	struct dp_dpdk *d = arg;
@@ -453,6 +457,7 @@ static void *supervisor_main(void *arg)
 		struct timespec ts = { 0, 20 * 1000000 };
 		nanosleep(&ts, NULL);
 	}
+	lanes_stop(d);
 	return NULL;
 }
 
@@ -867,8 +872,7 @@ void dp_dpdk_stop(struct dp_dpdk *d)
 		stop_one_lane_here(d);
 	} else {
 		atomic_store(&d->stopping, 1);
-		pthread_join(d->supervisor, NULL);
-		lanes_stop(d);
+		pthread_join(d->supervisor, NULL);   /* it stops the lanes */
 	}
 	rte_eth_dev_stop(d->port);
 	rte_eth_dev_close(d->port);
