@@ -99,7 +99,9 @@ static const char usage[] =
 "  --no-pin                    do not pin threads to cores\n"
 "  --dpdk \"EAL ARGS\"           DPDK backend (user-space TCP, lwIP) on the port the EAL args give, e.g.\n"
 "                              \"-l 0,1 --vdev=net_af_packet0,iface=eth1\" (--no-huge -m 512 for development);\n"
-"                              one stack lcore, so --workers is 1; --listen gives the TCP port only\n"
+"                              --workers N stack lanes (default 1), each its own process with its own\n"
+"                              lwIP and rx/tx queue pair (give -l one lcore per lane plus the main one, and\n"
+"                              a NIC with N queues or qpairs=N on af_packet); --listen gives the TCP port only\n"
 "  --ip A.B.C.D/N              the DPDK backend's own address (required with --dpdk)\n"
 "  --gateway A.B.C.D           its default gateway\n"
 "  --busy-poll                 DPDK: never back off when idle (dedicated cores)\n"
@@ -129,6 +131,7 @@ static const char usage_payments[] =
 "keep-alive connections, at most 64 requests in flight.\n";
 
 static volatile sig_atomic_t stop_signal;
+static int workers_given;   /* --workers was set (the DPDK backend defaults to 1 lane) */
 static void on_signal(int sig) { stop_signal = sig; }
 
 static int die(const char *fmt, const char *arg)
@@ -191,7 +194,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_SECRET:  o->jwt_secret_file = strdup(v); break;
 	case O_ADMIN:   o->admin = strdup(v); break;
 	case O_ADMIN_TOKEN: o->admin_token_file = strdup(v); break;
-	case O_WORKERS: o->workers = (uint32_t)parse_u64("workers", v, 1, DP_WORKERS_MAX); break;
+	case O_WORKERS: o->workers = (uint32_t)parse_u64("workers", v, 1, DP_WORKERS_MAX); workers_given = 1; break;
 	case O_CONNS:   o->conn_max = (uint32_t)parse_u64("connections", v, 1, 1000000); break;
 	case O_USERS:   o->limits.user_count_max = (uint32_t)parse_u64("users-max", v, 1, 100000000); break;
 	case O_RES:     o->limits.reservation_count_max = (uint32_t)parse_u64("reservations-max", v, 1, 200000000); break;
@@ -399,7 +402,7 @@ struct daemon {
 	struct sinks sk;
 	struct payments *pay;
 	struct ctl_admin *admin;
-	_Atomic int ready;                /* 0 while recovering or draining */
+	_Atomic int *ready;               /* 0 while recovering or draining (MAP_SHARED, like snap) */
 };
 
 static void parse_args(struct daemon *d, int argc, char **argv)
@@ -431,8 +434,8 @@ static void check_options(struct daemon *d)
 		die("--dpdk needs --ip A.B.C.D/N (the stack's own address on the DPDK port)%s", "");
 	if (!o->dpdk && (o->dpdk_ip || o->dpdk_gateway || o->busy_poll))
 		die("--ip, --gateway and --busy-poll go with --dpdk%s", "");
-	if (o->dpdk)
-		o->workers = 1;   /* one lwIP stack per process: one stack lcore (dataplane/dpdk.h) */
+	if (o->dpdk && !workers_given)
+		o->workers = 1;   /* one stack lane unless asked: each more lane is a process (dataplane/dpdk.h) */
 }
 
 /* The dataplane backend --dpdk chooses, and what it must hold before the
@@ -498,8 +501,11 @@ static void resolve_admin(struct daemon *d)
 static void open_writer(struct daemon *d)
 {
 	const struct options *o = &d->o;
-	d->snap = mmap(NULL, sizeof *d->snap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (d->snap == MAP_FAILED)
+	/* MAP_SHARED: the DPDK backend's lane processes (forked after this,
+	 * dataplane/dpdk.h) read the snapshot and the ready flag. */
+	d->snap = mmap(NULL, sizeof *d->snap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	d->ready = mmap(NULL, sizeof *d->ready, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (d->snap == MAP_FAILED || d->ready == MAP_FAILED)
 		die("%s", "out of memory");
 	d->wc = (struct wr_config){
 		.data_dir = o->data_dir, .limits = o->limits, .batch_count_max = o->batch_max,
@@ -572,7 +578,7 @@ static void start_dataplane(struct daemon *d)
 		.limits = { .request_line_max = 2048, .header_count_max = 32, .header_bytes_max = 8192,
 		            .body_bytes_max = 4096 },
 		.idle_timeout_ms = o->idle_timeout_ms, .request_timeout_ms = o->request_timeout_ms,
-		.quantity_max = o->limits.quantity_max, .ready = &d->ready,
+		.quantity_max = o->limits.quantity_max, .ready = d->ready,
 		.trusted = o->trusted, .trusted_count = o->trusted_count,
 	};
 	char err[512];
@@ -585,7 +591,7 @@ static void start_admin(struct daemon *d)
 	struct ctl_admin_config ac = { .unix_path = d->unix_path, .tcp_host = d->tcp_host, .tcp_port = d->tcp_port,
 	                               .admin_token = d->admin_token, .writer = d->w,
 	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
-	                               .dataplane = &d->dataplane, .ready = &d->ready, .data_dir = d->o.data_dir,
+	                               .dataplane = &d->dataplane, .ready = d->ready, .data_dir = d->o.data_dir,
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
 	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
 	                               .sink_connected = sink_connected };
@@ -623,7 +629,7 @@ static const struct { const char *name; void (*run)(struct daemon *d); } start_s
  * the writer, then the readers of its journal. */
 static void stop_all(struct daemon *d)
 {
-	atomic_store(&d->ready, 0);
+	atomic_store(d->ready, 0);
 	d->dataplane.ops->stop(&d->dataplane);
 	ctl_admin_stop(d->admin);
 	pay_stop(d->pay);
@@ -639,7 +645,7 @@ int main(int argc, char **argv)
 	parse_args(&d, argc, argv);
 	for (size_t i = 0; i < sizeof start_steps / sizeof start_steps[0]; i++)
 		start_steps[i].run(&d);
-	atomic_store(&d.ready, 1);
+	atomic_store(d.ready, 1);
 	const struct options *o = &d.o;
 	printf("flashsaled: ready: http://%s:%u (workers %u), admin unix:%s%s%s, journal %s%s\n",
 	       o->listen_host, o->listen_port, o->workers, d.unix_path, d.tcp_host ? " and tcp " : "",

@@ -5,8 +5,9 @@
  *
  *   io_uring (io_uring.c): one worker thread per core, kernel sockets,
  *     SO_REUSEPORT listeners bound by claim() before recovery starts;
- *   dpdk (dpdk.c): one lcore runs the NIC, lwIP and the same connection
- *     protocol (conn.c); dpdk_none.c stands in where DPDK is not built.
+ *   dpdk (dpdk.c): N lanes (one process, lcore, rx/tx queue pair and lwIP
+ *     stack each) run the NIC, lwIP and the same connection protocol
+ *     (conn.c); dpdk_none.c stands in where DPDK is not built.
  *
  * Lifetime: claim (before the journal is replayed: fail fast on a taken
  * port) -> start (the writer is running) -> stop (connections closed; the
@@ -24,9 +25,9 @@
 struct dp_backend_config {
 	const char *listen_host;          /* io_uring: the public API's address */
 	uint16_t listen_port;             /* both: the public API's TCP port */
-	uint32_t worker_count;            /* io_uring: threads; dpdk: must be 1 */
+	uint32_t worker_count;            /* io_uring: threads; dpdk: lanes (processes) */
 	int pin;                          /* io_uring: worker i on CPU 1 + i % (cores - 1) */
-	struct fs_port *wports[DP_WORKERS_MAX];   /* worker i's port to the writer */
+	struct fs_port *wports[DP_WORKERS_MAX];   /* worker i's port to the writer (dpdk: MAP_SHARED) */
 	struct dp_worker_config worker;   /* the rest of every worker's config */
 	const char *eal_args;             /* dpdk: EAL arguments */
 	const char *ip;                   /* dpdk: A.B.C.D/N of the stack */

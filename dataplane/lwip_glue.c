@@ -65,8 +65,8 @@ struct dp_lwip {
 	uint32_t *flush;              /* connections to pull/drive/write this loop */
 	uint32_t flush_count;
 	struct dp_proto proto;
-	struct dp_stats stats;
-	struct dp_lwip_tcp_stats tcp;
+	struct dp_stats *stats;       /* cfg.stats */
+	struct dp_lwip_tcp_stats *tcp;   /* cfg.tcp */
 	struct fs_jwt_key jwt;
 	uint32_t timer_ms;            /* now_ms (low bits) of the last sys_check_timeouts */
 	int64_t housekeep_ms;
@@ -86,14 +86,14 @@ static err_t link_output(struct netif *netif, struct pbuf *p)
 	struct dp_lwip *g = netif->state;
 	uint8_t *buf = g->cfg.tx_buf(g->cfg.tx_ctx, p->tot_len);
 	if (buf == NULL) {
-		bump(&g->tcp.tx_drop_nobuf, 1);
+		bump(&g->tcp->tx_drop_nobuf, 1);
 		return ERR_OK;   /* dropped like a full NIC queue: TCP retransmits */
 	}
 	u16_t n = pbuf_copy_partial(p, buf, p->tot_len, 0);
 	assert(n == p->tot_len);
 	(void)n;
-	bump(&g->tcp.tx_frames, 1);
-	bump(&g->tcp.tx_bytes, p->tot_len);
+	bump(&g->tcp->tx_frames, 1);
+	bump(&g->tcp->tx_bytes, p->tot_len);
 	return ERR_OK;
 }
 
@@ -115,13 +115,13 @@ static err_t netif_setup(struct netif *n)
 void dp_lwip_input(struct dp_lwip *g, const void *frame, uint32_t len)
 {
 	assert(g == the_stack);
-	bump(&g->tcp.rx_frames, 1);
-	bump(&g->tcp.rx_bytes, len);
+	bump(&g->tcp->rx_frames, 1);
+	bump(&g->tcp->rx_bytes, len);
 	if (len == 0 || len > 0xffff)
-		{ bump(&g->tcp.rx_drop_nomem, 1); return; }
+		{ bump(&g->tcp->rx_drop_nomem, 1); return; }
 	struct pbuf *p = pbuf_alloc(PBUF_RAW, (u16_t)len, PBUF_RAM);
 	if (p == NULL)
-		{ bump(&g->tcp.rx_drop_nomem, 1); return; }
+		{ bump(&g->tcp->rx_drop_nomem, 1); return; }
 	pbuf_take(p, frame, (u16_t)len);
 	if (g->netif.input(p, &g->netif) != ERR_OK)
 		pbuf_free(p);
@@ -174,11 +174,11 @@ static err_t conn_close(struct dp_lwip *g, struct dp_conn *c, int abort)
 		detach(x->pcb);
 		if (abort || tcp_close(x->pcb) != ERR_OK) {
 			tcp_abort(x->pcb);
-			bump(&g->tcp.pcbs_aborted, 1);
+			bump(&g->tcp->pcbs_aborted, 1);
 			rc = ERR_ABRT;
 		}
 		x->pcb = NULL;
-		drop(&g->tcp.pcbs_live, 1);
+		drop(&g->tcp->pcbs_live, 1);
 	}
 	if (x->pending != NULL) {
 		pbuf_free(x->pending);
@@ -186,7 +186,7 @@ static err_t conn_close(struct dp_lwip *g, struct dp_conn *c, int abort)
 	}
 	if (c->waiting)
 		c->ops_inflight++;   /* the writer's answer still counts against the port */
-	drop(&g->stats.conns_open, 1);
+	drop(&g->stats->conns_open, 1);
 	release_if_idle(g, c);
 	return rc;
 }
@@ -212,7 +212,7 @@ static uint32_t pull(struct dp_lwip *g, struct dp_conn *c)
 		return 0;
 	assert(moved <= DP_IN_BYTES && x->pcb != NULL);
 	tcp_recved(x->pcb, (u16_t)moved);
-	bump(&g->stats.bytes_in, moved);
+	bump(&g->stats->bytes_in, moved);
 	c->last_ms = g->proto.route.now_ms;
 	return moved;
 }
@@ -229,14 +229,14 @@ static int push_out(struct dp_lwip *g, struct dp_conn *c)
 	uint32_t room = tcp_sndbuf(pcb);
 	uint32_t n = left < room ? left : room;
 	if (n == 0 || tcp_sndqueuelen(pcb) >= TCP_SND_QUEUELEN)
-		{ bump(&g->tcp.write_blocked, 1); return 0; }
+		{ bump(&g->tcp->write_blocked, 1); return 0; }
 	err_t e = tcp_write(pcb, c->out + c->out_sent, (u16_t)n, TCP_WRITE_FLAG_COPY);
 	if (e == ERR_MEM)
-		{ bump(&g->tcp.write_blocked, 1); return 0; }
+		{ bump(&g->tcp->write_blocked, 1); return 0; }
 	if (e != ERR_OK)
 		{ conn_close(g, c, 1); return 0; }
 	c->out_sent += n;
-	bump(&g->stats.bytes_out, n);
+	bump(&g->stats->bytes_out, n);
 	c->last_ms = g->proto.route.now_ms;
 	if (c->out_sent == c->out_len)
 		c->out_len = c->out_sent = 0;
@@ -315,8 +315,8 @@ static void on_err(void *arg, err_t err)
 		return;
 	struct glue_conn *x = &g->gc[c->idx];
 	x->pcb = NULL;
-	drop(&g->tcp.pcbs_live, 1);
-	bump(&g->tcp.pcbs_reset, 1);
+	drop(&g->tcp->pcbs_live, 1);
+	bump(&g->tcp->pcbs_reset, 1);
 	conn_close(g, c, 1);
 }
 
@@ -324,7 +324,7 @@ static err_t refuse(struct dp_lwip *g, struct tcp_pcb *pcb)
 {
 	char buf[256];
 	int n = dp_resp_error(buf, sizeof buf, 503, "overloaded", "connection limit reached", 0);
-	bump(&g->stats.conns_refused, 1);
+	bump(&g->stats->conns_refused, 1);
 	detach(pcb);
 	if (n > 0 && tcp_write(pcb, buf, (u16_t)n, TCP_WRITE_FLAG_COPY) == ERR_OK && tcp_close(pcb) == ERR_OK)
 		return ERR_OK;
@@ -357,10 +357,10 @@ static err_t on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 	tcp_sent(pcb, on_sent);
 	tcp_err(pcb, on_err);
 	tcp_nagle_disable(pcb);
-	bump(&g->stats.conns_accepted, 1);
-	bump(&g->stats.conns_open, 1);
-	bump(&g->tcp.pcbs_accepted, 1);
-	bump(&g->tcp.pcbs_live, 1);
+	bump(&g->stats->conns_accepted, 1);
+	bump(&g->stats->conns_open, 1);
+	bump(&g->tcp->pcbs_accepted, 1);
+	bump(&g->tcp->pcbs_live, 1);
 	return ERR_OK;
 }
 
@@ -403,15 +403,15 @@ static void housekeep(struct dp_lwip *g)
 			continue;
 		if (c->out_len != 0) {   /* a client that stopped reading */
 			if (now - c->last_ms > cfg->idle_timeout_ms) {
-				bump(&g->stats.conns_timed_out, 1);
+				bump(&g->stats->conns_timed_out, 1);
 				conn_close(g, c, 1);
 			}
 		} else if (c->request_start_ms && now - c->request_start_ms > cfg->request_timeout_ms) {
 			dp_conn_timeout(&g->proto, c);
-			bump(&g->stats.conns_timed_out, 1);
+			bump(&g->stats->conns_timed_out, 1);
 			mark_flush(g, c);
 		} else if (c->in_len == 0 && now - c->last_ms > cfg->idle_timeout_ms) {
-			bump(&g->stats.conns_timed_out, 1);
+			bump(&g->stats->conns_timed_out, 1);
 			conn_close(g, c, 0);
 		}
 	}
@@ -448,6 +448,7 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 {
 	const struct dp_worker_config *wc = &cfg->worker;
 	assert(wc->conn_max > 0 && wc->wport != NULL && wc->snap != NULL && cfg->tx_buf != NULL);
+	assert(cfg->stats != NULL && cfg->tcp != NULL);
 	if (the_stack != NULL) {
 		snprintf(err, err_len, "the lwIP stack is a process-wide singleton: one DPDK dataplane per process");
 		return NULL;
@@ -458,6 +459,10 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 		return NULL;
 	}
 	g->cfg = *cfg;
+	g->stats = cfg->stats;
+	g->tcp = cfg->tcp;
+	atomic_store(&g->stats->conns_open, 0);
+	atomic_store(&g->tcp->pcbs_live, 0);
 	g->conns = mmap(NULL, dp_conn_bytes(wc->conn_max), PROT_READ | PROT_WRITE,
 	                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	g->gc = calloc(wc->conn_max, sizeof *g->gc);
@@ -469,12 +474,13 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 	}
 	for (uint32_t i = 0; i < wc->conn_max; i++) {
 		g->conns[i].idx = i;
+		g->conns[i].gen = cfg->gen_base;
 		g->conns[i].fd = -1;
 		g->free_list[i] = wc->conn_max - 1 - i;
 	}
 	g->free_count = wc->conn_max;
 	g->proto.cfg = &g->cfg.worker;
-	g->proto.stats = &g->stats;
+	g->proto.stats = cfg->stats;
 	g->proto.route.snap = wc->snap;
 	g->proto.route.quantity_max = wc->quantity_max;
 	g->proto.route.now_ms = fs_wall_ms();
@@ -547,5 +553,5 @@ void dp_lwip_close(struct dp_lwip *g)
 	/* The slots stay mapped: the admin thread may still read the stats. */
 }
 
-const struct dp_stats *dp_lwip_stats(const struct dp_lwip *g) { return &g->stats; }
-const struct dp_lwip_tcp_stats *dp_lwip_tcp_stats(const struct dp_lwip *g) { return &g->tcp; }
+const struct dp_stats *dp_lwip_stats(const struct dp_lwip *g) { return g->stats; }
+const struct dp_lwip_tcp_stats *dp_lwip_tcp_stats(const struct dp_lwip *g) { return g->tcp; }

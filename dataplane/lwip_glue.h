@@ -5,10 +5,11 @@
  *
  * One stack per process, driven from ONE thread. Debian's liblwip keeps its
  * state (PCB lists, timers, netif list) in globals and is thread-safe only
- * under the tcpip core lock, so one lwIP instance per lcore is not feasible
- * with the packaged library: the DPDK backend runs the whole stack on one
- * lcore (see dpdk.c). Everything here is called from that thread only,
- * except dp_lwip_stats / dp_lwip_tcp_stats (atomic counters, any thread).
+ * under the tcpip core lock, so there is one lwIP instance per PROCESS: the
+ * DPDK backend runs one process per stack lcore (see dpdk.c). Everything
+ * here is called from that thread only, except dp_lwip_stats /
+ * dp_lwip_tcp_stats (atomic counters, any thread, any process when the
+ * caller placed them in shared memory).
  *
  * Per loop the owner calls dp_lwip_input once per received frame, then
  * dp_lwip_poll once: lwIP timers (about every 1 ms), the writer's answers,
@@ -28,6 +29,8 @@
  * TCP retransmits. */
 typedef uint8_t *(*dp_lwip_tx_buf_fn)(void *ctx, uint32_t len);
 
+struct dp_lwip_tcp_stats;
+
 struct dp_lwip_config {
 	uint32_t ip_be, netmask_be, gateway_be;   /* network byte order; gateway 0 = none */
 	uint8_t mac[6];
@@ -36,6 +39,10 @@ struct dp_lwip_config {
 	struct dp_worker_config worker;           /* conn_max, wport, snap, jwt, limits, timeouts */
 	dp_lwip_tx_buf_fn tx_buf;
 	void *tx_ctx;
+	struct dp_stats *stats;                   /* HTTP counters, caller-owned (shared memory) */
+	struct dp_lwip_tcp_stats *tcp;            /* TCP counters, caller-owned (shared memory) */
+	uint32_t gen_base;                        /* first generation of every slot: a restarted
+	                                             lcore ignores answers meant for its predecessor */
 };
 
 /* TCP-level counters of the stack (lwIP's own stats are compiled out in
@@ -51,6 +58,8 @@ struct dp_lwip;
 
 /* lwip_init (once per process), one Ethernet netif up with cfg's address,
  * a listener on cfg->port, cfg->worker.conn_max connection slots reserved.
+ * The gauges in cfg->stats / cfg->tcp (open connections, live PCBs) are
+ * reset to 0; the counters keep counting across restarts.
  * Returns NULL with a one-line reason in err (second stack, out of memory,
  * port taken). Must be called on the thread that will drive the stack. */
 struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t err_len);

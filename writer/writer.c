@@ -190,7 +190,9 @@ static int alloc_buffers(struct writer *w)
 	const struct wr_config *c = &w->cfg;
 	size_t ring_bytes = (size_t)c->ring_slots * (sizeof(struct fs_cmd) + sizeof(struct fs_ans));
 	size_t bytes = ring_bytes * w->port_count + (size_t)c->charge_slots * sizeof(struct wr_charge);
-	w->mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* MAP_SHARED: the DPDK backend's lane processes (forked, dataplane/dpdk.h)
+	 * produce into these rings too. */
+	w->mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (w->mem == MAP_FAILED)
 		return -1;
 	w->mem_bytes = bytes;
@@ -225,8 +227,10 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	assert(cfg->batch_count_max > 0 && cfg->batch_count_max <= WR_BATCH_COUNT_MAX);
 	assert(cfg->port_count > 0 && cfg->port_count < WR_PORT_COUNT_MAX);
 	assert(cfg->limits.sku_count_max <= FS_SNAP_SKU_MAX);
-	struct writer *w = calloc(1, sizeof *w);
-	if (w == NULL) {
+	/* Shared memory (zero-filled like calloc): the ports and wakers inside
+	 * are used by forked DPDK lane processes as well as by threads. */
+	struct writer *w = mmap(NULL, sizeof *w, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (w == MAP_FAILED) {
 		snprintf(err, err_len, "out of memory");
 		return NULL;
 	}
@@ -627,5 +631,5 @@ void wr_close(struct writer *w)
 	wr_batch_out_free(&w->out);
 	if (w->mem && w->mem != MAP_FAILED)
 		munmap(w->mem, w->mem_bytes);
-	free(w);
+	munmap(w, sizeof *w);
 }

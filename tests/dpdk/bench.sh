@@ -14,6 +14,11 @@
 # the af_packet sendto; kernel servers: their send). Figures are comparable
 # with each other, not with a real NIC.
 #
+# FS_BENCH_PERF=DIR: perf-records (cpu-clock) the DPDK servers during their
+# runs and writes each profile's top symbols to DIR/<name>.txt, with the
+# share of lwIP's per-packet heap work (malloc/free family, pbuf_*, memp_*,
+# mem_*) on the first line: Debian's lwIP mallocs every pbuf and segment.
+#
 # usage: bench.sh DPDK_SERVER FLASHSALED [SECONDS] [CONNECTIONS]
 set -u
 HARNESS=${1:?usage: bench.sh DPDK_SERVER FLASHSALED [SECONDS] [CONNECTIONS]}
@@ -57,8 +62,23 @@ run() {
 	wait_http "$url" || return
 	ip netns exec "$CNS" taskset -c 0 wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null   # warm-up
 	local u0 s0 u1 s1; read -r u0 s0 < <(cpu_ticks "$PID")
+	local perf_pid= tag; tag=$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')
+	if [ -n "${FS_BENCH_PERF:-}" ] && [ "${name#*DPDK}" != "$name" ] && command -v perf >/dev/null; then
+		mkdir -p "$FS_BENCH_PERF"
+		perf record -q -e cpu-clock -F 999 -o "$DATA/$tag.perf" -p "$(echo "$PID" $(pgrep -P "$PID") | tr ' ' ',')" \
+			-- sleep "$SECS" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
 	local out; out=$(ip netns exec "$CNS" taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" "$url")
 	read -r u1 s1 < <(cpu_ticks "$PID")
+	if [ -n "$perf_pid" ]; then
+		wait "$perf_pid"
+		perf report -q -i "$DATA/$tag.perf" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^$' > "$DATA/$tag.top"
+		{ awk '/malloc|free|cfree|pbuf_|memp_|mem_malloc|mem_free|tcp_seg_free|tcp_create_segment/ { gsub("%", "", $1); s += $1 }
+		       END { printf "lwIP heap work (malloc/free family, pbuf_*, memp_*): %.1f%% of the sampled CPU\n", s }' "$DATA/$tag.top"
+		  head -40 "$DATA/$tag.top"; } > "$FS_BENCH_PERF/$tag.txt"
+		echo "   profile: $FS_BENCH_PERF/$tag.txt ($(head -1 "$FS_BENCH_PERF/$tag.txt"))"
+	fi
 	local reqs; reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
 	local rps; rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
 	local p99; p99=$(echo "$out" | awk '/Latency/ { print $2 }')
@@ -68,25 +88,37 @@ run() {
 }
 
 echo "veth bed, wrk -t1 -c$CONNS -d${SECS}s on CPU 0, server dataplane on CPU 1, $(nproc) CPUs"
-# 1. DPDK + lwIP (lcore 1)
-ip netns exec "$SNS" "$HARNESS" --dpdk "-l 0,1 --no-huge -m 512 --no-shconf --no-telemetry --no-pci --vdev=net_af_packet0,iface=$VS" \
-	--ip 10.99.0.2/24 --listen 0.0.0.0:8080 --data-dir "$DATA/dpdk" --unsafe-no-sync >"$DATA/dpdk.log" 2>&1 &
-PID=$!
-run "flashsale DPDK (idle back-off)" http://10.99.0.2:8080/v1/skus/demo
-kill "$PID"; wait "$PID" 2>/dev/null; PID=
-ip netns exec "$SNS" "$HARNESS" --busy-poll --dpdk "-l 0,1 --no-huge -m 512 --no-shconf --no-telemetry --no-pci --vdev=net_af_packet0,iface=$VS" \
-	--ip 10.99.0.2/24 --listen 0.0.0.0:8080 --data-dir "$DATA/dpdk" --unsafe-no-sync >"$DATA/dpdk2.log" 2>&1 &
-PID=$!
-run "flashsale DPDK (busy-poll)" http://10.99.0.2:8080/v1/skus/demo
-kill "$PID"; wait "$PID" 2>/dev/null; PID=
+# 1. DPDK + lwIP: one lane (lcore 1), then 2 lanes (two processes, two lwIP
+#    stacks, af_packet qpairs=2; on a 2-core box the second lane has no
+#    lcore of its own and shares the CPUs with wrk).
+dpdk() {   # dpdk NAME LANES [flashsaled flags...]
+	local name=$1 lanes=$2; shift 2
+	local lc="0,1" vdev="net_af_packet0,iface=$VS"
+	[ "$lanes" -gt 1 ] && vdev="$vdev,qpairs=$lanes,framecnt=4096"
+	[ "$(nproc)" -gt "$lanes" ] && lc="0-$lanes"
+	ip netns exec "$SNS" "$HARNESS" "$@" --dpdk "-l $lc --no-huge -m 512 --no-shconf --no-telemetry --no-pci --vdev=$vdev" \
+		--ip 10.99.0.2/24 --listen 0.0.0.0:8080 --data-dir "$DATA/dpdk$lanes" --workers "$lanes" --unsafe-no-sync \
+		>"$DATA/dpdk-$lanes.log" 2>&1 &
+	PID=$!
+	run "$name" http://10.99.0.2:8080/v1/skus/demo
+	kill "$PID"; wait "$PID" 2>/dev/null; PID=
+}
+dpdk "flashsale DPDK 1 lane" 1
+dpdk "flashsale DPDK 1 lane busy-poll" 1 --busy-poll
+dpdk "flashsale DPDK 2 lanes" 2
 # The kernel serves from here on: give the server end an address.
 ip -n "$SNS" addr add 10.99.0.3/24 dev "$VS"
 # 2. io_uring (worker pinned to CPU 1, writer to CPU 0)
 ip netns exec "$SNS" "$FLASHSALED" --listen 10.99.0.3:8080 --data-dir "$DATA/uring" --workers 1 --unsafe-no-sync \
 	>"$DATA/uring.log" 2>&1 &
 PID=$!
-run "flashsale io_uring" http://10.99.0.3:8080/v1/skus/demo
+run "flashsale io_uring 1 worker" http://10.99.0.3:8080/v1/skus/demo
 body=$(ip netns exec "$CNS" curl -s http://10.99.0.3:8080/v1/skus/demo)
+kill "$PID"; wait "$PID" 2>/dev/null; PID=
+ip netns exec "$SNS" "$FLASHSALED" --listen 10.99.0.3:8080 --data-dir "$DATA/uring2" --workers 2 --unsafe-no-sync \
+	>"$DATA/uring2.log" 2>&1 &
+PID=$!
+run "flashsale io_uring 2 workers" http://10.99.0.3:8080/v1/skus/demo
 kill "$PID"; wait "$PID" 2>/dev/null; PID=
 # 3. nginx, one worker on CPU 1, the same body as a static file
 if command -v nginx >/dev/null; then

@@ -18,6 +18,13 @@
 #   automatically when BUILD_DIR/control/flashsaled --help mentions --dpdk).
 # Exit: 0 pass, 1 fail, 77 skipped (not root, no netns/veth, no binary).
 # FS_DPDK_KEEP=1 keeps the bed and the server for poking at (prints how).
+# FS_DPDK_LANES=N runs --workers N stack lanes (one process and one lwIP
+# each; af_packet qpairs=N fans flows out by hash) and adds the lane checks
+# (connections land on every lane, a killed lane is restarted while the
+# others serve and the writer goes on, a reservation storm through all
+# lanes sells no unit twice).
+# FS_DPDK_HUGE=1 runs on real hugepages: hugepages/reserve.sh reserves them
+# first and hugepages/release.sh gives them back at the end.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -75,14 +82,22 @@ ip -n "$CNS" link set "$VC" up
 ip netns exec "$CNS" sysctl -qw "net.ipv6.conf.$VC.disable_ipv6=1" 2>/dev/null
 ip netns exec "$CNS" ethtool -K "$VC" tx off >/dev/null || { echo "FAIL: ethtool -K $VC tx off"; exit 1; }
 
+LANES=${FS_DPDK_LANES:-1}
 LCORES="0,1"; [ "$(nproc)" -ge 2 ] || LCORES="0"
+# One lcore per lane plus the main one when the box has the CPUs; else the
+# extra lanes run unpinned (flashsaled says so).
+if [ "$LANES" -gt 1 ] && [ "$(nproc)" -gt "$LANES" ]; then LCORES="0-$LANES"; fi
+VDEV="net_af_packet0,iface=$VS"
+# framecnt: a deeper af_packet ring, so fanout's rollover (a full ring
+# sends a flow's packet to another lane, which resets it) stays unlikely.
+[ "$LANES" -gt 1 ] && VDEV="$VDEV,qpairs=$LANES,framecnt=4096"
 if [ -n "${FS_DPDK_HUGE:-}" ]; then   # real hugepages (hugepages/reserve.sh first)
-	EAL="-l $LCORES -m 256 --file-prefix fsdp$ID --no-telemetry --no-pci --vdev=net_af_packet0,iface=$VS"
+	EAL="-l $LCORES -m 256 --file-prefix fsdp$ID --no-telemetry --no-pci --vdev=$VDEV"
 else
-	EAL="-l $LCORES --no-huge -m 512 --no-shconf --no-telemetry --no-pci --vdev=net_af_packet0,iface=$VS"
+	EAL="-l $LCORES --no-huge -m 512 --no-shconf --no-telemetry --no-pci --vdev=$VDEV"
 fi
 ip netns exec "$SNS" "$BIN" --dpdk "$EAL" --ip "$SRV_IP/24" --listen "0.0.0.0:$PORT" --data-dir "$DATA" \
-	--connections 2048 >"$DATA/server.log" 2>&1 &
+	--connections 2048 --workers "$LANES" >"$DATA/server.log" 2>&1 &
 SRV_PID=$!
 
 fail() { echo "FAIL: $*"; echo "--- server log"; tail -30 "$DATA/server.log"; exit 1; }
@@ -119,6 +134,13 @@ if grep -q FS_BASE_URL "$ROOT/tests/e2e/fsclient.py" 2>/dev/null; then
 	done
 else
 	echo "note: tests/e2e/fsclient.py has no FS_BASE_URL hook yet: shared API suite not run over DPDK"
+fi
+
+if [ "$LANES" -gt 1 ]; then
+	echo "--- lane checks ($LANES lanes)"
+	ip netns exec "$CNS" env FS_BUILD="$BUILD" python3 "$HERE/lane_checks.py" --base "http://$SRV_IP:$PORT" \
+		--data-dir "$DATA" --server-pid "$SRV_PID" --lanes "$LANES" || fail "lane_checks.py"
+	grep -q "lane $((LANES - 1)) restarted" "$DATA/server.log" || fail "no restart line in the server log"
 fi
 
 kill -TERM "$SRV_PID"
