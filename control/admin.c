@@ -9,6 +9,7 @@
 #include "common/fs_clock.h"
 #include "common/fs_fault.h"
 #include "writer/draw.h"
+#include "writer/pay/payment.h"
 #include "writer/writer.h"
 
 #include <arpa/inet.h>
@@ -430,10 +431,33 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 	return n;
 }
 
+/* The payment thread's counters (writer/pay/payment.h). */
+static size_t metrics_payments(struct ctl_admin *a, char *b, size_t n)
+{
+	if (a->cfg.payments == NULL)
+		return n;
+	struct pay_stats s;
+	pay_stats_get(a->cfg.payments, &s);
+	n = put_scalar(b, n, "flashsale_payment_charges_total", "counter", s.charges);
+	n = put_scalar(b, n, "flashsale_payment_attempts_total", "counter", s.attempts);
+	n = put_scalar(b, n, "flashsale_payment_attempt_errors_total", "counter", s.attempt_errors);
+	n = put(b, n, "# TYPE flashsale_payment_outcomes_total counter\n");
+	const struct { const char *name; uint64_t v; } outcomes[] = {
+		{ "paid", s.paid }, { "declined", s.declined }, { "invalid", s.invalid }, { "unavailable", s.unavailable } };
+	for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++)
+		n = put(b, n, "flashsale_payment_outcomes_total{outcome=\"%s\"} %llu\n", outcomes[i].name,
+		        (unsigned long long)outcomes[i].v);
+	n = put_scalar(b, n, "flashsale_payment_breaker_opened_total", "counter", s.breaker_opened);
+	n = put_scalar(b, n, "flashsale_payment_in_flight", "gauge", s.in_flight);
+	n = put_scalar(b, n, "flashsale_payment_breaker_state", "gauge", s.breaker);
+	return n;
+}
+
 static int metrics(struct ctl_admin *a)
 {
 	size_t n = metrics_writer(a, a->body, 0);
 	n = metrics_dataplane(a, a->body, n);
+	n = metrics_payments(a, a->body, n);
 	n = metrics_skus(a, a->body, n);
 	return respond(a, 200, "text/plain; version=0.0.4", a->body, n);
 }

@@ -21,6 +21,7 @@
 
 struct writer;
 struct dp_backend;
+struct payments;
 
 struct ctl_admin_config {
 	const char *unix_path;          /* NULL: none */
@@ -31,6 +32,7 @@ struct ctl_admin_config {
 	struct fs_port *port;           /* the admin's port to the writer */
 	struct fs_snapshot *snap;
 	const struct dp_backend *dataplane;   /* its HTTP counters, whichever backend runs */
+	const struct payments *payments;      /* its counters (pay_stats_get), or NULL */
 	_Atomic int *ready;
 	const char *data_dir;           /* draw seed files live under it */
 	uint32_t sink_count;

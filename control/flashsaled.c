@@ -591,7 +591,7 @@ static void start_admin(struct daemon *d)
 	struct ctl_admin_config ac = { .unix_path = d->unix_path, .tcp_host = d->tcp_host, .tcp_port = d->tcp_port,
 	                               .admin_token = d->admin_token, .writer = d->w,
 	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
-	                               .dataplane = &d->dataplane, .ready = d->ready, .data_dir = d->o.data_dir,
+	                               .dataplane = &d->dataplane, .payments = d->pay, .ready = d->ready, .data_dir = d->o.data_dir,
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
 	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
 	                               .sink_connected = sink_connected };

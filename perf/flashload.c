@@ -23,9 +23,7 @@
 #include "fl_engine.h"
 #include "proc_cpu.h"
 
-#ifdef FL_HAVE_JWT
 #include "common/fs_jwt.h"
-#endif
 
 #define FL_USERS_MAX      1000000
 #define FL_TOKEN_LEN_MAX  512
@@ -267,7 +265,6 @@ static int mint_tokens(struct options *o)
 {
 	if (o->cfg.scenario == FL_SC_READS)
 		return 0;
-#ifdef FL_HAVE_JWT
 	if (o->secret_path == NULL)
 		return die("this scenario needs --jwt-secret-file");
 	uint8_t key[FS_SECRET_LEN_MAX];
@@ -296,9 +293,6 @@ static int mint_tokens(struct options *o)
 	o->cfg.token_off = g_token_off;
 	o->cfg.users = o->users;
 	return 0;
-#else
-	return die("built without common/fs_jwt.c: only --scenario reads works");
-#endif
 }
 
 /* ---- reports ---------------------------------------------------------- */

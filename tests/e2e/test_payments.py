@@ -115,6 +115,14 @@ class PaymentsTest(unittest.TestCase):
         self.assertEqual((c["reserved"], c["sold"]), (0, 1))
         self.assertTrue(os.path.exists(self.record))
         self.assert_never_charged_twice()
+        # the payment thread's counters are in /metrics (one charge, one attempt, paid)
+        m = self.srv.admin("metrics")
+        self.assertEqual(m.returncode, 0, m)
+        samples = dict(ln.rsplit(" ", 1) for ln in m.stdout.splitlines() if ln and not ln.startswith("#"))
+        self.assertEqual(samples.get("flashsale_payment_charges_total"), "1", m.stdout)
+        self.assertEqual(samples.get("flashsale_payment_attempts_total"), "1", m.stdout)
+        self.assertEqual(samples.get('flashsale_payment_outcomes_total{outcome="paid"}'), "1", m.stdout)
+        self.assertEqual(samples.get("flashsale_payment_in_flight"), "0", m.stdout)
 
     def test_decline_returns_unit(self):
         _, tok = self.user()

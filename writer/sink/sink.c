@@ -54,17 +54,6 @@ struct sink {
 	char last_error[160];
 };
 
-enum sink_kind sink_kind_parse(const char *word)
-{
-	if (strcmp(word, "postgres") == 0 || strcmp(word, "postgresql") == 0)
-		return SINK_POSTGRES;
-	if (strcmp(word, "kafka") == 0)
-		return SINK_KAFKA;
-	if (strcmp(word, "redis") == 0)
-		return SINK_REDIS;
-	return 0;
-}
-
 static void note_error(struct sink *s, const char *what, const char *detail)
 {
 	char msg[sizeof s->last_error];

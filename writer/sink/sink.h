@@ -100,8 +100,6 @@ void sink_stats(struct sink *s, struct sink_stats *out);
  * backend, frees everything. Safe with NULL. */
 void sink_stop(struct sink *s);
 
-/* Reads the kind from a word: "postgres", "kafka", "redis"; 0 if unknown. */
-enum sink_kind sink_kind_parse(const char *word);
 
 
 #endif
