@@ -11,6 +11,7 @@
 #ifndef FS_SNAPSHOT_H
 #define FS_SNAPSHOT_H
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -20,6 +21,12 @@
 #define FS_SNAP_SLOTS     2048            /* power of two, > 1.5 * FS_SNAP_SKU_MAX */
 #define FS_HOLDER_BITS    (1u << 20)      /* filter of users who ever reserved */
 #define FS_IP_RULES_MAX   256             /* operator deny/allow CIDRs */
+
+_Static_assert((FS_SNAP_SLOTS & (FS_SNAP_SLOTS - 1)) == 0, "slots are masked: a power of two");
+_Static_assert(FS_SNAP_SLOTS * 2 > FS_SNAP_SKU_MAX * 3, "an empty slot ends every probe");
+_Static_assert(FS_SNAP_SKU_MAX < 65535, "a slot holds index + 1 in 16 bits");
+_Static_assert((FS_HOLDER_BITS & (FS_HOLDER_BITS - 1)) == 0 && FS_HOLDER_BITS % 64 == 0,
+               "holder bits are masked and stored 64 to a word");
 
 struct fs_snap_sku {
 	_Alignas(64) _Atomic uint64_t seq;
@@ -78,11 +85,13 @@ static inline int fs_snap_ip_verdict(const struct fs_snapshot *cs, uint32_t ip)
 	}
 }
 
-/* Writer only: replaces the published IP rules. */
+/* Writer only: replaces the published IP rules (n <= FS_IP_RULES_MAX). */
 static inline void fs_snap_ip_publish(struct fs_snapshot *s, const uint32_t *net, const uint32_t *mask,
                                       const uint8_t *action, uint32_t n)
 {
+	assert(n <= FS_IP_RULES_MAX);
 	uint64_t seq = atomic_load_explicit(&s->ip_seq, memory_order_relaxed);
+	assert((seq & 1) == 0);   /* one writer: no publish is ever left half done */
 	atomic_store_explicit(&s->ip_seq, seq + 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
 	for (uint32_t i = 0; i < n && i < FS_IP_RULES_MAX; i++) {
@@ -92,6 +101,7 @@ static inline void fs_snap_ip_publish(struct fs_snapshot *s, const uint32_t *net
 	}
 	atomic_store_explicit(&s->ip_count, n, memory_order_relaxed);
 	atomic_store_explicit(&s->ip_seq, seq + 2, memory_order_release);
+	assert(atomic_load_explicit(&s->ip_count, memory_order_relaxed) == n);
 }
 
 struct fs_sku_read {
@@ -143,6 +153,7 @@ static inline int fs_snap_find(const struct fs_snapshot *s, const char *name, si
 			return v - 1;
 		i = (i + 1) & (FS_SNAP_SLOTS - 1);
 	}
+	assert(!"snapshot slots without an empty one");   /* more slots than SKUs */
 	return -1;
 }
 
@@ -151,6 +162,8 @@ static inline int fs_snap_find(const struct fs_snapshot *s, const char *name, si
  * view (every publish moves it on by 2). */
 static inline uint64_t fs_snap_read_seq(const struct fs_snapshot *s, int idx, struct fs_sku_read *out)
 {
+	assert(idx >= 0 && (uint32_t)idx < atomic_load_explicit(&((struct fs_snapshot *)s)->count,
+	                                                        memory_order_relaxed));
 	struct fs_snap_sku *k = (struct fs_snap_sku *)&s->skus[idx];
 	for (;;) {
 		uint64_t s1 = atomic_load_explicit(&k->seq, memory_order_acquire);
@@ -188,6 +201,7 @@ static inline uint64_t fs_snap_seq(const struct fs_snapshot *s, int idx)
 static inline int fs_snap_publish(struct fs_snapshot *s, const char *name, size_t len,
                                   const struct fs_sku_read *v)
 {
+	assert(len > 0 && len <= FS_SKU_LEN_MAX);
 	int idx = fs_snap_find(s, name, len);
 	int32_t new_slot = -1;
 	if (idx < 0) {
@@ -200,13 +214,16 @@ static inline int fs_snap_publish(struct fs_snapshot *s, const char *name, size_
 		idx = (int)n;
 		atomic_store_explicit(&s->count, n + 1, memory_order_release);
 		uint32_t i = fs_snap_hash(name, len) & (FS_SNAP_SLOTS - 1);
-		while (atomic_load_explicit(&s->slots[i], memory_order_relaxed) != 0)
+		uint32_t probe = 0;
+		for (; atomic_load_explicit(&s->slots[i], memory_order_relaxed) != 0 && probe < FS_SNAP_SLOTS; probe++)
 			i = (i + 1) & (FS_SNAP_SLOTS - 1);
+		assert(probe < FS_SNAP_SLOTS);   /* n < FS_SNAP_SKU_MAX < FS_SNAP_SLOTS: a free slot exists */
 		/* fields first (below, under the seqlock), then the slot */
 		new_slot = (int32_t)i;
 	}
 	struct fs_snap_sku *k = &s->skus[idx];
 	uint64_t seq = atomic_load_explicit(&k->seq, memory_order_relaxed);
+	assert((seq & 1) == 0);   /* one writer: no publish is ever left half done */
 	atomic_store_explicit(&k->seq, seq + 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
 	atomic_store_explicit(&k->total, v->total, memory_order_relaxed);
@@ -221,6 +238,7 @@ static inline int fs_snap_publish(struct fs_snapshot *s, const char *name, size_
 	atomic_store_explicit(&k->seq, seq + 2, memory_order_release);
 	if (new_slot >= 0)
 		atomic_store_explicit(&s->slots[new_slot], (uint16_t)(idx + 1), memory_order_release);
+	assert(fs_snap_find(s, name, len) == idx);
 	return idx;
 }
 

@@ -296,29 +296,38 @@ int wr_sku_find(const struct wr_state *st, const char *name, size_t len)
 	if (len == 0 || len > FS_SKU_LEN_MAX)
 		return -1;
 	uint32_t i = (uint32_t)str_hash(name, len) & st->sku_slot_mask;
-	for (;;) {
+	/* bounded: the table keeps more slots than SKUs, so an empty slot ends
+	 * every probe well before it wraps */
+	for (uint32_t probe = 0; probe <= st->sku_slot_mask; probe++) {
 		uint16_t v = st->sku_slots[i];
 		if (v == 0)
 			return -1;
+		assert(v <= st->sku_count);
 		const struct wr_sku *k = &st->skus[v - 1];
 		if (k->name_len == len && memcmp(k->name, name, len) == 0)
 			return v - 1;
 		i = (i + 1) & st->sku_slot_mask;
 	}
+	assert(!"sku table without an empty slot");
+	return -1;
 }
 
 static int sku_insert(struct wr_state *st, const char *name, size_t len)
 {
 	assert(st->sku_count < st->lim.sku_count_max);
+	assert(len > 0 && len <= FS_SKU_LEN_MAX && wr_sku_find(st, name, len) < 0);
 	uint32_t idx = st->sku_count++;
 	struct wr_sku *k = &st->skus[idx];
 	memset(k, 0, sizeof *k);
 	memcpy(k->name, name, len);
 	k->name_len = (uint8_t)len;
 	uint32_t i = (uint32_t)str_hash(name, len) & st->sku_slot_mask;
-	while (st->sku_slots[i] != 0)
+	uint32_t probe = 0;
+	for (; st->sku_slots[i] != 0 && probe <= st->sku_slot_mask; probe++)
 		i = (i + 1) & st->sku_slot_mask;
+	assert(probe <= st->sku_slot_mask && st->sku_slots[i] == 0);
 	st->sku_slots[i] = (uint16_t)(idx + 1);
+	assert(wr_sku_find(st, name, len) == (int)idx);
 	return (int)idx;
 }
 
@@ -330,7 +339,8 @@ static int64_t user_intern_h(struct wr_state *st, const char *name, size_t len, 
 		return -1;
 	assert(hash == str_hash(name, len));
 	uint32_t i = (uint32_t)hash & st->user_slot_mask;
-	for (;;) {
+	uint32_t probe = 0;
+	for (; probe <= st->user_slot_mask; probe++) {
 		uint32_t v = st->user_slots[i];
 		if (v == 0)
 			break;
@@ -339,12 +349,14 @@ static int64_t user_intern_h(struct wr_state *st, const char *name, size_t len, 
 			return v - 1;
 		i = (i + 1) & st->user_slot_mask;
 	}
+	assert(probe <= st->user_slot_mask);   /* more slots than users: a probe ends empty */
 	if (!create || st->user_count >= st->lim.user_count_max)
 		return -1;
 	uint32_t idx = st->user_count++;
 	memcpy(st->users[idx].name, name, len);
 	st->users[idx].len = (uint8_t)len;
 	st->user_slots[i] = idx + 1;
+	assert(st->user_count <= st->lim.user_count_max);
 	return idx;
 }
 
@@ -353,8 +365,9 @@ static int64_t user_intern_h(struct wr_state *st, const char *name, size_t len, 
 static struct wr_hold_slot *slot_find(struct wr_hold_slot *tab, uint32_t mask, uint32_t *count,
                                       uint32_t count_max, uint64_t key, int create)
 {
+	assert(key != 0 && *count <= count_max);
 	uint32_t i = (uint32_t)XXH3_64bits(&key, sizeof key) & mask;
-	for (;;) {
+	for (uint32_t probe = 0; probe <= mask; probe++) {
 		struct wr_hold_slot *h = &tab[i];
 		if (h->key == key)
 			return h;
@@ -367,6 +380,8 @@ static struct wr_hold_slot *slot_find(struct wr_hold_slot *tab, uint32_t mask, u
 		}
 		i = (i + 1) & mask;
 	}
+	assert(!"holding table without an empty slot");
+	return NULL;
 }
 
 /* Units a user holds (reserved, waiting, paying) and bought, per SKU. */
@@ -429,7 +444,7 @@ static struct wr_idem_slot *idem_slot(struct wr_state *st, XXH128_hash_t h)
 {
 	uint64_t h0 = h.low64 | 1;   /* 0 marks an empty slot */
 	uint64_t i = h.high64 & st->idem_slot_mask;
-	for (;;) {
+	for (uint64_t probe = 0; probe <= st->idem_slot_mask; probe++) {
 		struct wr_idem_slot *s = &st->idem[i];
 		if (s->h0 == h0 && s->h1 == h.high64)
 			return s;
@@ -441,11 +456,14 @@ static struct wr_idem_slot *idem_slot(struct wr_state *st, XXH128_hash_t h)
 		}
 		i = (i + 1) & st->idem_slot_mask;
 	}
+	assert(!"idempotency table without an empty slot");
+	return NULL;
 }
 
 static void idem_claim(struct wr_state *st, struct wr_idem_slot *s, XXH128_hash_t h, uint64_t val)
 {
 	assert(s->h0 == 0 && s->h1 == h.high64);
+	assert(st->idem_count < st->lim.idem_count_max);
 	s->h0 = h.low64 | 1;
 	s->val = val;
 	st->idem_count++;
@@ -482,6 +500,7 @@ static int sku_conserved(const struct wr_sku *k)
 
 static void sku_touch(struct wr_state *st, struct wr_batch_out *out, uint32_t idx)
 {
+	assert(idx < st->sku_count);
 	struct wr_sku *k = &st->skus[idx];
 	k->version++;
 	if (!k->touched) {
@@ -515,8 +534,10 @@ static void record_emit(struct wr_batch_out *out, const struct fs_cmd *c)
 {
 	assert(c->err == FS_OK);
 	assert(out->records_len + WR_REC_BYTES_MAX <= out->records_cap);
+	uint32_t before = out->records_len;
 	out->records_len += wr_rec_encode(c, out->records + out->records_len);
 	out->record_count++;
+	assert(out->records_len > before && out->records_len % 8 == 0);   /* records stay 8-aligned */
 }
 
 static void fill_sale(const struct wr_state *st, uint32_t idx, struct fs_ans *a)
@@ -610,23 +631,28 @@ static uint32_t *link_of(struct wr_state *st, uint64_t res_no, size_t link)
 
 static void fifo_push(struct wr_state *st, struct wr_fifo *f, size_t link, uint64_t res_no)
 {
+	assert((f->head == NIL) == (f->tail == NIL));
+	assert(res_no != f->tail);
 	*link_of(st, res_no, link) = NIL;
 	if (f->tail != NIL)
 		*link_of(st, f->tail, link) = (uint32_t)res_no;
 	else
 		f->head = (uint32_t)res_no;
 	f->tail = (uint32_t)res_no;
+	assert(f->head != NIL && *link_of(st, f->tail, link) == NIL);
 }
 
 /* Unlinks the head; returns it (NIL when empty). */
 static uint64_t fifo_pop(struct wr_state *st, struct wr_fifo *f, size_t link)
 {
+	assert((f->head == NIL) == (f->tail == NIL));
 	uint64_t res_no = f->head;
 	if (res_no == NIL)
 		return NIL;
 	f->head = *link_of(st, res_no, link);
 	if (f->head == NIL)
 		f->tail = NIL;
+	assert((f->head == NIL) == (f->tail == NIL));
 	return res_no;
 }
 
@@ -1341,7 +1367,8 @@ static void decide_read(struct wr_state *st, struct fs_cmd *c, struct wr_batch_o
 static struct wr_tier_slot *tier_find(struct wr_state *st, const char *user, size_t len, int create)
 {
 	uint64_t key = XXH3_64bits(user, len) | 1;
-	for (uint32_t i = (uint32_t)key & st->tier_slot_mask;; i = (i + 1) & st->tier_slot_mask) {
+	uint32_t i = (uint32_t)key & st->tier_slot_mask;
+	for (uint32_t probe = 0; probe <= st->tier_slot_mask; probe++, i = (i + 1) & st->tier_slot_mask) {
 		struct wr_tier_slot *t = &st->tiers[i];
 		if (t->key == key)
 			return t;
@@ -1354,6 +1381,8 @@ static struct wr_tier_slot *tier_find(struct wr_state *st, const char *user, siz
 			return t;
 		}
 	}
+	assert(!"tier table without an empty slot");
+	return NULL;
 }
 
 int wr_user_tier(const struct wr_state *st, const char *user, size_t len, int *flagged)

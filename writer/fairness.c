@@ -75,7 +75,10 @@ uint32_t fr_count(const struct fr_table *t) { return t->count; }
 
 static struct fr_bucket *find(struct fr_table *t, uint64_t key, int create)
 {
-	for (uint64_t i = key & t->mask;; i = (i + 1) & t->mask) {
+	assert(key != 0 && t->count <= t->count_max);
+	/* bounded: slots >= 1.5 x count_max, so an empty slot ends every probe */
+	uint64_t i = key & t->mask;
+	for (uint64_t probe = 0; probe <= t->mask; probe++, i = (i + 1) & t->mask) {
 		struct fr_bucket *b = &t->b[i];
 		if (b->key == key)
 			return b;
@@ -88,6 +91,8 @@ static struct fr_bucket *find(struct fr_table *t, uint64_t key, int create)
 			return b;
 		}
 	}
+	assert(!"bucket table without an empty slot");
+	return NULL;
 }
 
 static uint64_t key_of(const char *key, size_t len) { return XXH3_64bits(key, len) | 1; }

@@ -425,8 +425,13 @@ static uint32_t admit(struct writer *w, uint32_t n, int64_t t_ms)
 	return kept;
 }
 
+/* Hands the batch's answers to their ports and its charges to the payment
+ * thread. Pre: the batch is durable (make_durable ran). */
 static void release(struct writer *w)
 {
+	assert(w->out.record_count == 0 || atomic_load(&w->m.durable_seq) == jr_last_seq(w->j));
+	assert(w->out.answer_count <= w->out.answer_count_max);
+	assert(w->out.charge_count + fs_ring_count(&w->charges) <= fs_ring_capacity(&w->charges));
 	uint64_t woken[(WR_PORT_COUNT_MAX + 63) / 64] = { 0 };
 	for (uint32_t i = 0; i < w->out.answer_count; i++) {
 		const struct wr_answer *a = &w->out.answers[i];
@@ -496,6 +501,7 @@ static void make_durable(struct writer *w, int64_t t_ms)
 	atomic_fetch_add_explicit(&m->fsync_hist[log2_bucket(ns / 1000, WR_FSYNC_BUCKETS)], 1, memory_order_relaxed);
 	atomic_store_explicit(&m->journal_bytes, jr_bytes(w->j), memory_order_relaxed);
 	atomic_store_explicit(&m->durable_seq, seq, memory_order_release);
+	assert(jr_last_seq(w->j) == seq);
 	if (w->on_durable)
 		w->on_durable(w->on_durable_arg);
 }
@@ -510,6 +516,8 @@ void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg)
 /* One batch: admit -> decide -> journal -> publish -> release. */
 static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
 {
+	assert(n > 0 && n <= w->cfg.batch_count_max);
+	assert(t_ms >= w->last_t_ms);   /* batch time never goes backwards (invariant 4) */
 	n = admit(w, n, t_ms);
 	if (n == 0)
 		return;

@@ -90,6 +90,7 @@ static void backoff(struct sink *s)
 	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : SINK_BACKOFF_MS_MIN;
 	if (s->backoff_ms > SINK_BACKOFF_MS_MAX)
 		s->backoff_ms = SINK_BACKOFF_MS_MAX;
+	assert(s->backoff_ms >= SINK_BACKOFF_MS_MIN && s->backoff_ms <= SINK_BACKOFF_MS_MAX);
 	/* The stop flag is checked by nap(); sink_stop also writes the eventfd. */
 	nap(s, s->backoff_ms);
 }
@@ -104,12 +105,14 @@ static void backend_close(struct sink *s)
 	if (s->reader)
 		jr_reader_close(s->reader);
 	s->reader = NULL;
+	assert(s->st == NULL && s->reader == NULL && !s->have_batch);
 }
 
 /* Opens the backend and positions the reader after its cursor (from seq 0
  * when the backend wants the model, which is then rebuilt). 0 or -1. */
 static int backend_open(struct sink *s)
 {
+	assert(s->st == NULL && s->reader == NULL && !s->have_batch);
 	char err[256] = "";
 	uint64_t cursor = 0;
 	s->st = s->ops->open(&s->cfg, &cursor, err, sizeof err);
@@ -136,6 +139,7 @@ static int backend_open(struct sink *s)
 	atomic_store(&s->applied_seq, cursor);
 	atomic_store(&s->connected, 1);
 	atomic_fetch_add(&s->opens, 1);
+	assert(s->st != NULL && s->reader != NULL);
 	return 0;
 }
 
@@ -160,12 +164,14 @@ static int decode_batch(struct sink *s, const struct jr_batch *b)
 			return -1;
 		s->rec_cap = b->record_count;
 	}
+	assert(s->rec_cap >= b->record_count);
 	return wr_rec_decode_batch(b->body, b->body_len, b->record_count, s->recs, s->rec_cap) < 0 ? -1 : 0;
 }
 
 /* Reads the next batch into hand. 1 = have one, 0 = caught up, -1 = error. */
 static int read_next(struct sink *s)
 {
+	assert(s->reader != NULL && !s->have_batch);
 	char err[256] = "";
 	for (;;) {
 		uint64_t durable = atomic_load(s->cfg.durable_seq);
@@ -175,6 +181,7 @@ static int read_next(struct sink *s)
 				note_error(s, "journal", err);
 			return rc;
 		}
+		assert(s->batch.seq <= durable);   /* invariant 7: never past the durable sequence */
 		if (decode_batch(s, &s->batch) != 0) {
 			snprintf(err, sizeof err, "batch %" PRIu64 " in %s: records do not decode",
 			         s->batch.seq, s->batch.file);
@@ -187,8 +194,10 @@ static int read_next(struct sink *s)
 			note_error(s, "model", "out of memory");
 			return -1;
 		}
-		if (s->batch.seq > s->skip_until)
+		if (s->batch.seq > s->skip_until) {
+			assert(s->batch.record_count <= s->rec_cap);
 			return 1;
+		}
 	}
 }
 
@@ -201,6 +210,7 @@ static int step(struct sink *s)
 			return rc;
 		s->have_batch = 1;
 	}
+	assert(s->st != NULL && s->have_batch);
 	const struct jr_batch *b = &s->batch;
 	char err[256] = "";
 	int rc = s->ops->apply_batch(s->st, b, s->recs, b->record_count,
@@ -233,6 +243,7 @@ static void idle(struct sink *s)
 	atomic_store(&s->applied_seq, s->ops->durable_cursor(s->st));
 	nap(s, s->idle_ms);
 	s->idle_ms = s->idle_ms * 2 > SINK_IDLE_MS_MAX ? SINK_IDLE_MS_MAX : s->idle_ms * 2;
+	assert(s->idle_ms <= SINK_IDLE_MS_MAX);
 }
 
 static void *sink_main(void *arg)
