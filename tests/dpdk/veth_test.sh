@@ -32,7 +32,14 @@ BIN=${1:-}
 BUILD=${2:-$ROOT/build}
 
 skip() { echo "skipped: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, veth, af_packet)"
+if [ "$(id -u)" != 0 ]; then
+	# root-only: elevate when sudo works without a password (setup.sh as a
+	# non-root user), else skip loudly
+	if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+		exec sudo -n "$0" "$@"
+	fi
+	skip "needs root (network namespaces, veth, af_packet): run as root or with passwordless sudo"
+fi
 command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
 command -v ethtool >/dev/null || skip "ethtool is not installed"
 command -v python3 >/dev/null || skip "python3 is not installed"
