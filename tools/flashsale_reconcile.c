@@ -2,7 +2,7 @@
  * projection against the journal, the source of truth.
  *
  * It replays the journal (up to the batch PostgreSQL says it has applied)
- * into an independent in-memory model (writer/sink_model.c, not the code
+ * into an independent in-memory model (writer/sink/sink_model.c, not the code
  * that wrote the tables), then compares every sale, reservation and order
  * row and the audit trail's size, printing each difference. Exit status:
  * 0 with "0 differences", 1 when any difference was found, 2 on usage or

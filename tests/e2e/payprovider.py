@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """payprovider.py - a tiny payment provider speaking flashsaled's HTTP
-provider contract (writer/pay_http.c), for tests. python3 stdlib only.
+provider contract (writer/pay/pay_http.c), for tests. python3 stdlib only.
 
     POST <any path>  Idempotency-Key: o...   {"order_id","amount_cents","currency",
                                               "payment_token","user"}

@@ -1,6 +1,6 @@
 /* pay_provider.h - a payment provider as the payment thread sees it: one
  * ops struct, and the two providers that fill it. The built-in test
- * provider (pay_test.c) decides from the token (API.md token semantics);
+ * provider (pay_builtin.c) decides from the token (API.md token semantics);
  * the HTTP provider (pay_http.c) speaks the contract at the top of that
  * file. The thread (payment.c) drives either from its one poll() loop and
  * never blocks on one; the providers know nothing of the thread.

@@ -1,5 +1,5 @@
 /* payment.c - the payment thread (payment.h); its providers are in
- * pay_test.c and pay_http.c (pay_provider.h).
+ * pay_builtin.c and pay_http.c (pay_provider.h).
  *
  * Charges wait in a fixed table (one slot per charge the ring can hold).
  * A slot is WAITING (for its first attempt or a retry at due_ms), IN FLIGHT

@@ -1,4 +1,4 @@
-/* pay_test.c - the built-in test provider (pay_provider.h): decides every
+/* pay_builtin.c - the built-in test provider (pay_provider.h): decides every
  * attempt at once from the payment token (API.md): tok_ok* is charged,
  * tok_decline* declined, tok_down* a provider error, tok_slow_<ms> charged
  * and known <ms> later, anything else an invalid token. Used when
