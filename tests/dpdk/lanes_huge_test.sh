@@ -21,7 +21,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PAGES=160                          # -m 256 (128 x 2 MiB) plus headroom
 skip() { echo "skipped: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root (hugepages, network namespaces)"
+if [ "$(id -u)" != 0 ]; then
+	# root-only: elevate when sudo works without a password (setup.sh as a
+	# non-root user), else skip loudly
+	if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+		exec sudo -n "$0" "$@"
+	fi
+	skip "needs root (hugepages, network namespaces): run as root or with passwordless sudo"
+fi
 free_pages=$(awk '/^HugePages_Free:/ { print $2 }' /proc/meminfo)
 mounted=$(awk '$3 == "hugetlbfs" { f = 1 } END { print f + 0 }' /proc/mounts)
 reserved=
