@@ -1552,6 +1552,24 @@ static void prefetch(struct wr_state *st, const struct fs_cmd *c, struct wr_pre 
 	__builtin_prefetch(&st->idem[p->idem_hash.high64 & st->idem_slot_mask]);
 }
 
+/* The second stage, half the distance ahead, once the user slot is in
+ * cache: starts loading the user record and the user's holding of the SKU
+ * the slot points at (a hint: a probe past a collided slot finds the rest). */
+static void prefetch2(struct wr_state *st, const struct fs_cmd *c, const struct wr_pre *p)
+{
+	if (c->type != FS_CMD_RESERVE || c->user_len > FS_ID_LEN_MAX || c->key_len > FS_ID_LEN_MAX)
+		return;
+	uint32_t v = st->user_slots[p->user_hash & st->user_slot_mask];
+	if (v == 0)
+		return;   /* a new user: no record, no holding yet */
+	__builtin_prefetch(&st->users[v - 1]);
+	int sku = wr_sku_find(st, c->sku, c->sku_len);
+	if (sku < 0)
+		return;
+	uint64_t key = ((uint64_t)(v - 1) << 16 | (uint32_t)sku) + 1;   /* hold_find's key */
+	__builtin_prefetch(&st->holds[(uint32_t)XXH3_64bits(&key, sizeof key) & st->hold_slot_mask]);
+}
+
 void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_ms,
                int replay, struct wr_batch_out *out)
 {
@@ -1570,6 +1588,8 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
 		struct wr_pre cur = st->pre[i % WR_PREFETCH_AHEAD];
 		if (i + WR_PREFETCH_AHEAD < n)
 			prefetch(st, &cmds[i + WR_PREFETCH_AHEAD], &st->pre[i % WR_PREFETCH_AHEAD]);
+		if (i + WR_PREFETCH_AHEAD / 2 < n)
+			prefetch2(st, &cmds[i + WR_PREFETCH_AHEAD / 2], &st->pre[(i + WR_PREFETCH_AHEAD / 2) % WR_PREFETCH_AHEAD]);
 		st->pre_cur = c->type == FS_CMD_RESERVE && c->user_len <= FS_ID_LEN_MAX &&
 		              c->key_len <= FS_ID_LEN_MAX ? &cur : NULL;
 		if (replay && (c->type == FS_CMD_PROMOTE || c->type == FS_CMD_ADMIT ||
