@@ -46,6 +46,7 @@ struct options {
 	uint32_t batch_max;
 	int demo;
 	int no_sync;
+	int no_prefault;
 	int pin;
 	const char *dpdk;               /* EAL arguments: the DPDK backend instead of io_uring */
 	const char *dpdk_ip;
@@ -106,6 +107,8 @@ static const char usage[] =
 "  --gateway A.B.C.D           its default gateway\n"
 "  --busy-poll                 DPDK: never back off when idle (dedicated cores)\n"
 "  --unsafe-no-sync            skip fdatasync (benchmarks of the CPU path only: NOT durable)\n"
+"  --no-prefault                do not fault the writer's tables in at start-up (quick starts\n"
+"                              in tests; the first decisions then pay page faults)\n"
 "  --config FILE               read 'name = value' lines with the option names above\n"
 "  --help                      this text\n"
 "Exit status: 0 after SIGTERM/SIGINT, 2 on bad flags or a failed start, 3 when the journal is\n"
@@ -166,7 +169,7 @@ static void parse_listen(struct options *o, const char *v)
 }
 
 enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONNS, O_USERS, O_RES, O_ORDERS,
-       O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_CONFIG, O_HELP,
+       O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_NO_PREFAULT, O_CONFIG, O_HELP,
        O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
        O_BUSY_POLL, O_PAY };
 
@@ -178,6 +181,7 @@ static const struct option long_opts[] = {
 	{ "segment-mb", 1, 0, O_SEGMENT }, { "journal-budget-mb", 1, 0, O_BUDGET },
 	{ "idle-timeout-ms", 1, 0, O_IDLE }, { "request-timeout-ms", 1, 0, O_REQ },
 	{ "no-demo", 0, 0, O_NO_DEMO }, { "no-pin", 0, 0, O_NO_PIN }, { "unsafe-no-sync", 0, 0, O_NO_SYNC },
+	{ "no-prefault", 0, 0, O_NO_PREFAULT },
 	{ "config", 1, 0, O_CONFIG }, { "dpdk", 1, 0, O_DPDK }, { "ip", 1, 0, O_DPDK_IP },
 	{ "gateway", 1, 0, O_DPDK_GW }, { "busy-poll", 0, 0, O_BUSY_POLL }, { "help", 0, 0, O_HELP }, { "postgres", 1, 0, O_PG },
 	{ "kafka", 1, 0, O_KAFKA }, { "kafka-topic", 1, 0, O_KAFKA_TOPIC }, { "redis", 1, 0, O_REDIS },
@@ -208,6 +212,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_NO_DEMO: o->demo = 0; break;
 	case O_NO_PIN:  o->pin = 0; break;
 	case O_NO_SYNC: o->no_sync = 1; break;
+	case O_NO_PREFAULT: o->no_prefault = 1; break;
 	case O_CONFIG:  apply_config_file(o, v); break;
 	case O_DPDK:    o->dpdk = strdup(v); break;
 	case O_DPDK_IP: o->dpdk_ip = strdup(v); break;
@@ -510,7 +515,7 @@ static void open_writer(struct daemon *d)
 	d->wc = (struct wr_config){
 		.data_dir = o->data_dir, .limits = o->limits, .batch_count_max = o->batch_max,
 		.port_count = o->workers + 2, .ring_slots = 4096, .segment_bytes = o->segment_mb << 20,
-		.journal_budget_bytes = o->journal_budget_mb << 20, .charge_slots = 4096, .no_sync = o->no_sync,
+		.journal_budget_bytes = o->journal_budget_mb << 20, .charge_slots = 4096, .no_sync = o->no_sync, .no_prefault = o->no_prefault,
 		.ip_rate_per_min = o->ip_rate, .risk_ip_users = o->risk_ip_users,
 	};
 	printf("flashsaled: recovering from %s/journal ...\n", o->data_dir);
@@ -531,8 +536,11 @@ static void open_writer(struct daemon *d)
 	       (unsigned long long)atomic_load(&((struct wr_metrics *)m)->replayed_batches),
 	       (unsigned long long)atomic_load(wr_durable_seq(d->w)));
 	wr_print_budget(&d->wc);
-	printf("flashsaled: writer tables faulted in at start-up in %llu ms\n",
-	       (unsigned long long)m->tables_fault_ms);
+	if (o->no_prefault)
+		printf("flashsaled: writer tables fault in on first use (--no-prefault)\n");
+	else
+		printf("flashsaled: writer tables faulted in at start-up in %llu ms\n",
+		       (unsigned long long)m->tables_fault_ms);
 	printf("flashsaled: connections: %u workers x %u (%.0f MiB reserved)\n", o->workers, o->conn_max,
 	       (double)dp_conn_bytes(o->conn_max) * o->workers / (1024.0 * 1024.0));
 }

@@ -48,6 +48,14 @@ struct wr_admission *wr_admission_new(const struct wr_admission_config *cfg,
 	return ad;
 }
 
+void wr_admission_prefault(struct wr_admission *ad)
+{
+	fr_prefault(ad->user_buckets);
+	fr_prefault(ad->device_buckets);
+	fr_prefault(ad->ip_buckets);
+	fr_prefault(ad->ip_rate_buckets);
+}
+
 void wr_admission_free(struct wr_admission *ad)
 {
 	if (ad == NULL)

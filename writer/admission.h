@@ -52,6 +52,8 @@ struct wr_admission;
 struct wr_admission *wr_admission_new(const struct wr_admission_config *cfg,
                                       _Atomic uint64_t *risk_flags);
 void wr_admission_free(struct wr_admission *ad);
+/* Faults its bucket tables in (start-up). */
+void wr_admission_prefault(struct wr_admission *ad);
 
 /* Starts a batch at t_ms: fills b from the journal's size and the charges
  * outstanding. Returns b->journal_full (the loop publishes it). */

@@ -256,7 +256,6 @@ struct wr_state *wr_state_new(const struct wr_limits *l)
 	/* The tables are hundreds of MiB probed at random: 2 MiB pages cut the
 	 * TLB misses of every lookup (a hint; ignored where THP is off). */
 	madvise(mem, bytes, MADV_HUGEPAGE);
-	fs_prefault(mem, bytes);
 	struct wr_state *st = (struct wr_state *)mem;
 	uint8_t *base = mem + align64(sizeof(struct wr_state));
 	st->lim = *l;
@@ -279,6 +278,12 @@ struct wr_state *wr_state_new(const struct wr_limits *l)
 	st->bytes = bytes;
 	st->mem = mem;
 	return st;
+}
+
+void wr_state_prefault(struct wr_state *st)
+{
+	assert(st != NULL);
+	fs_prefault(st->mem, st->bytes);
 }
 
 void wr_state_free(struct wr_state *st)

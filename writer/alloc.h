@@ -48,6 +48,9 @@ struct wr_state;
  * NULL when memory cannot be reserved. */
 struct wr_state *wr_state_new(const struct wr_limits *l);
 void wr_state_free(struct wr_state *st);
+/* Faults every page of the state in (common/fs_prefault.h): the writer does
+ * it at start-up, so no decision of the sale's first second takes a fault. */
+void wr_state_prefault(struct wr_state *st);
 
 /* The origin of a command no port sent (timers, derived records, risk
  * flags): its answer, if any, goes nowhere. */

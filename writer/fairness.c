@@ -57,10 +57,15 @@ struct fr_table *fr_new(uint32_t count_max)
 		free(t);
 		return NULL;
 	}
-	fs_prefault(t->b, t->bytes);
 	t->mask = slots - 1;
 	t->count_max = count_max;
 	return t;
+}
+
+void fr_prefault(struct fr_table *t)
+{
+	assert(t != NULL);
+	fs_prefault(t->b, t->bytes);
 }
 
 void fr_free(struct fr_table *t)

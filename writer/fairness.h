@@ -25,6 +25,8 @@ struct fr_table;
 /* Reserves a table for count_max buckets; NULL when out of memory. */
 struct fr_table *fr_new(uint32_t count_max);
 void fr_free(struct fr_table *t);
+/* Faults the table's pages in (start-up; see common/fs_prefault.h). */
+void fr_prefault(struct fr_table *t);
 
 /* Tokens per minute of a tier (0 = exempt). */
 uint32_t fr_tier_rate_per_min(int tier);

@@ -238,23 +238,28 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	w->snap = snap;
 	w->port_count = cfg->port_count;
 	snprintf(w->journal_dir, sizeof w->journal_dir, "%s/journal", cfg->data_dir);
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	w->st = wr_state_new(&cfg->limits);   /* these tables are faulted in here */
+	w->st = wr_state_new(&cfg->limits);
 	struct wr_admission_config ac = {
 		.user_count_max = cfg->limits.user_count_max, .journal_budget_bytes = cfg->journal_budget_bytes,
 		.charge_capacity = cfg->charge_slots, .ip_rate_per_min = cfg->ip_rate_per_min,
 		.risk_regular_streak = cfg->risk_regular_streak, .risk_device_users = cfg->risk_device_users,
 		.risk_ip_users = cfg->risk_ip_users,
 	};
-	w->admission = wr_admission_new(&ac, &w->m.risk_flags);   /* and its fairness tables */
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	w->m.tables_fault_ms = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+	w->admission = wr_admission_new(&ac, &w->m.risk_flags);
 	if (w->st == NULL || alloc_buffers(w) != 0 || w->admission == NULL) {
 		snprintf(err, err_len, "cannot reserve memory for the tables (%llu bytes)",
 		         (unsigned long long)wr_state_bytes(&cfg->limits));
 		wr_close(w);
 		return NULL;
+	}
+	if (!cfg->no_prefault) {   /* before replay: the first decision must not fault */
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		wr_state_prefault(w->st);
+		wr_admission_prefault(w->admission);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		w->m.tables_fault_ms = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000 +
+		                                  (t1.tv_nsec - t0.tv_nsec) / 1000000);
 	}
 	struct replay_ctx rc = { .err = err, .err_len = err_len };
 	if (replay_ctx_init(&rc, w) != 0) {

@@ -26,6 +26,7 @@ struct wr_config {
 	uint64_t journal_budget_bytes;    /* 0 = unlimited; past it reservations get 503 */
 	uint32_t charge_slots;            /* payments in flight, power of two */
 	int      no_sync;                 /* benchmarks only */
+	int      no_prefault;             /* leave the tables to fault in on first use (tests) */
 	int      quiet;
 	uint32_t ip_rate_per_min;         /* per-IP bucket for untrusted clients; 0 = off (default) */
 	uint32_t risk_regular_streak;     /* gaps in a row within 2 ms that flag a client (default 8) */
@@ -40,7 +41,7 @@ struct wr_metrics {
 	_Atomic uint64_t batch_hist[WR_BATCH_BUCKETS];
 	_Atomic uint64_t outcomes[FS_CMD_TYPE_COUNT][FS_ERR_COUNT];
 	_Atomic uint64_t charges_outstanding;
-	uint64_t tables_fault_ms;     /* start-up: faulting every table in took this long */
+	uint64_t tables_fault_ms;     /* start-up: faulting every table in took this long (0: --no-prefault) */
 	_Atomic uint64_t replayed_batches;
 	_Atomic uint64_t risk_flags;
 };

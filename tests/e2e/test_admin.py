@@ -297,6 +297,35 @@ class AdminTest(unittest.TestCase):
         print("idle flashsaled CPU: %.2f%% of one core" % (share * 100), file=sys.stderr)
         self.assertLess(share, 0.05, "idle flashsaled used %.1f%% CPU" % (share * 100))
 
+    def test_tables_faulted_in_at_start(self):
+        """By default the writer's tables are resident before the server
+        answers (the first second of a sale pays no page faults) and the
+        start-up log says how long that took; --no-prefault leaves them to
+        first use. Small capacities keep this quick."""
+        caps = ["--users-max", "50000", "--reservations-max", "100000", "--orders-max", "20000",
+                "--idempotency-keys-max", "200000", "--no-demo"]
+        rss, reserved = {}, {}
+        for prefault in (True, False):
+            srv = fc.Server(workers=1, demo=False, extra=caps, prefault=prefault)
+            try:
+                srv.start()
+                with open("/proc/%d/status" % srv.proc.pid) as f:
+                    rss[prefault] = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024.0
+                log = srv.log()
+                line = next(l for l in log.splitlines() if "writer tables (fixed at start-up)" in l)
+                reserved[prefault] = float(line.rsplit(":", 1)[1].split()[0])
+                if prefault:
+                    self.assertRegex(log, r"writer tables faulted in at start-up in \d+ ms")
+                else:
+                    self.assertIn("writer tables fault in on first use (--no-prefault)", log)
+            finally:
+                srv.stop()
+                srv.cleanup()
+        print("RSS with prefault %.0f MiB, without %.0f MiB, tables %.0f MiB"
+              % (rss[True], rss[False], reserved[True]), file=sys.stderr)
+        self.assertGreater(reserved[True], 20)
+        self.assertGreaterEqual(rss[True] - rss[False], 0.9 * reserved[True])
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
