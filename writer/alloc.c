@@ -1752,3 +1752,253 @@ uint64_t wr_state_digest(const struct wr_state *st)
 	XXH3_freeState(h);
 	return d;
 }
+
+/* ---- the state image (snapshots) ------------------------------------------------ */
+
+#define WR_IMG_VERSION 1u
+
+/* The scalars of struct wr_state, as one fixed little-endian section. */
+struct wr_img_meta {
+	uint32_t version;
+	uint32_t meta_bytes;
+	struct wr_limits lim;
+	uint32_t sku_count, user_count;
+	uint64_t res_count, order_count;
+	uint32_t idem_count, hold_count, dev_hold_count, tier_count;
+	uint32_t ip_rule_count, _pad;
+	int64_t  last_t_ms;
+};
+
+int64_t wr_state_time_ms(const struct wr_state *st) { return st->last_t_ms; }
+
+/* Is the slot in use? Its first `key_bytes` bytes are its key (0 = empty). */
+static int slot_used(const uint8_t *slot, size_t key_bytes)
+{
+	for (size_t i = 0; i < key_bytes; i++)
+		if (slot[i] != 0)
+			return 1;
+	return 0;
+}
+
+/* A sparse table as (u64 slot index, slot bytes) pairs: `used` of them. */
+static int img_sparse(const struct wr_image_sink *s, uint32_t id, const void *tab, size_t slot_bytes,
+                      uint64_t nslots, uint64_t used, size_t key_bytes)
+{
+	int rc = s->section(s->arg, id, used * (8 + slot_bytes));
+	const uint8_t *p = tab;
+	uint64_t emitted = 0;
+	for (uint64_t i = 0; i < nslots && rc == 0; i++, p += slot_bytes) {
+		if (!slot_used(p, key_bytes))
+			continue;
+		if (++emitted > used)
+			return -1;   /* the count disagrees with the table: refuse to write a bad image */
+		rc = s->data(s->arg, &i, sizeof i);
+		if (rc == 0)
+			rc = s->data(s->arg, p, slot_bytes);
+	}
+	return rc != 0 ? rc : emitted == used ? 0 : -1;
+}
+
+static int img_dense(const struct wr_image_sink *s, uint32_t id, const void *p, uint64_t bytes)
+{
+	int rc = s->section(s->arg, id, bytes);
+	return rc != 0 || bytes == 0 ? rc : s->data(s->arg, p, bytes);
+}
+
+int wr_state_image(const struct wr_state *st, const struct wr_image_sink *s)
+{
+	assert(st != NULL && s != NULL && st->pre_cur == NULL);
+	struct wr_img_meta m;
+	memset(&m, 0, sizeof m);
+	m.version = WR_IMG_VERSION;
+	m.meta_bytes = sizeof m;
+	m.lim = st->lim;
+	m.sku_count = st->sku_count;
+	m.user_count = st->user_count;
+	m.res_count = st->res_count;
+	m.order_count = st->order_count;
+	m.idem_count = st->idem_count;
+	m.hold_count = st->hold_count;
+	m.dev_hold_count = st->dev_hold_count;
+	m.tier_count = st->tier_count;
+	m.ip_rule_count = st->ip_rule_count;
+	m.last_t_ms = st->last_t_ms;
+	int rc = img_dense(s, WR_IMG_META, &m, sizeof m);
+	if (rc == 0)
+		rc = img_dense(s, WR_IMG_SKUS, st->skus, (uint64_t)st->sku_count * sizeof *st->skus);
+	if (rc == 0)
+		rc = img_dense(s, WR_IMG_SKU_SLOTS, st->sku_slots, ((uint64_t)st->sku_slot_mask + 1) * sizeof *st->sku_slots);
+	if (rc == 0)
+		rc = img_dense(s, WR_IMG_USERS, st->users, (uint64_t)st->user_count * sizeof *st->users);
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_USER_SLOTS, st->user_slots, sizeof *st->user_slots,
+		                (uint64_t)st->user_slot_mask + 1, st->user_count, sizeof *st->user_slots);
+	if (rc == 0)
+		rc = img_dense(s, WR_IMG_RES, st->res, st->res_count * sizeof *st->res);
+	if (rc == 0)
+		rc = img_dense(s, WR_IMG_ORDERS, st->orders, st->order_count * sizeof *st->orders);
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_HOLDS, st->holds, sizeof *st->holds, (uint64_t)st->hold_slot_mask + 1,
+		                st->hold_count, sizeof(uint64_t));
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_DEV_HOLDS, st->dev_holds, sizeof *st->dev_holds,
+		                (uint64_t)st->hold_slot_mask + 1, st->dev_hold_count, sizeof(uint64_t));
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_IDEM, st->idem, sizeof *st->idem, st->idem_slot_mask + 1,
+		                st->idem_count, sizeof(uint64_t));
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_TIERS, st->tiers, sizeof *st->tiers, (uint64_t)st->tier_slot_mask + 1,
+		                st->tier_count, sizeof(uint64_t));
+	if (rc == 0) {
+		rc = s->section(s->arg, WR_IMG_IP_RULES, (uint64_t)st->ip_rule_count * (sizeof *st->ip_rules + 1));
+		if (rc == 0 && st->ip_rule_count > 0)
+			rc = s->data(s->arg, st->ip_rules, st->ip_rule_count * sizeof *st->ip_rules);
+		if (rc == 0 && st->ip_rule_count > 0)
+			rc = s->data(s->arg, st->ip_actions, st->ip_rule_count);
+	}
+	return rc;
+}
+
+static int img_fail(char *err, size_t err_len, const char *what, uint32_t id)
+{
+	snprintf(err, err_len, "section %u: %s", (unsigned)id, what);
+	return -1;
+}
+
+/* Puts (index, slot) pairs back; every index must be inside the table. */
+static int img_load_sparse(void *tab, size_t slot_bytes, uint64_t nslots, uint64_t used, const uint8_t *p,
+                           uint64_t len, uint32_t id, char *err, size_t err_len)
+{
+	if (len != used * (8 + slot_bytes))
+		return img_fail(err, err_len, "length does not match the entry count", id);
+	for (uint64_t k = 0; k < used; k++, p += 8 + slot_bytes) {
+		uint64_t idx;
+		memcpy(&idx, p, sizeof idx);
+		if (idx >= nslots || !slot_used(p + 8, slot_bytes < 8 ? slot_bytes : 8))
+			return img_fail(err, err_len, "slot index out of range or empty entry", id);
+		memcpy((uint8_t *)tab + idx * slot_bytes, p + 8, slot_bytes);
+	}
+	return 0;
+}
+
+static int img_load_dense(void *dst, uint64_t want, const uint8_t *p, uint64_t len, uint32_t id,
+                          char *err, size_t err_len)
+{
+	if (len != want)
+		return img_fail(err, err_len, "length does not match the entry count", id);
+	if (len)
+		memcpy(dst, p, len);
+	return 0;
+}
+
+int wr_state_image_load(struct wr_state *st, uint32_t id, const uint8_t *p, uint64_t len, char *err, size_t err_len)
+{
+	assert(st != NULL && (p != NULL || len == 0));
+	if (id == WR_IMG_META) {
+		struct wr_img_meta m;
+		if (len != sizeof m)
+			return img_fail(err, err_len, "meta section of the wrong size (another version?)", id);
+		memcpy(&m, p, sizeof m);
+		if (m.version != WR_IMG_VERSION || m.meta_bytes != sizeof m)
+			return img_fail(err, err_len, "unsupported state image version", id);
+		if (memcmp(&m.lim, &st->lim, sizeof m.lim) != 0) {
+			snprintf(err, err_len, "taken with other table limits (skus %u users %u reservations %u "
+			         "orders %u idempotency keys %u holdings %u); start with the same limits",
+			         m.lim.sku_count_max, m.lim.user_count_max, m.lim.reservation_count_max,
+			         m.lim.order_count_max, m.lim.idem_count_max, m.lim.holding_count_max);
+			return -1;
+		}
+		if (m.sku_count > st->lim.sku_count_max || m.user_count > st->lim.user_count_max ||
+		    m.res_count > st->lim.reservation_count_max || m.order_count > st->lim.order_count_max ||
+		    m.idem_count > st->lim.idem_count_max || m.hold_count > st->lim.holding_count_max ||
+		    m.dev_hold_count > st->lim.holding_count_max || m.tier_count > WR_TIER_COUNT_MAX ||
+		    m.ip_rule_count > WR_IP_RULES_MAX)
+			return img_fail(err, err_len, "counts over the table limits", id);
+		st->sku_count = m.sku_count;
+		st->user_count = m.user_count;
+		st->res_count = m.res_count;
+		st->order_count = m.order_count;
+		st->idem_count = m.idem_count;
+		st->hold_count = m.hold_count;
+		st->dev_hold_count = m.dev_hold_count;
+		st->tier_count = m.tier_count;
+		st->ip_rule_count = m.ip_rule_count;
+		st->last_t_ms = m.last_t_ms;
+		return 0;
+	}
+	switch (id) {
+	case WR_IMG_SKUS:
+		return img_load_dense(st->skus, (uint64_t)st->sku_count * sizeof *st->skus, p, len, id, err, err_len);
+	case WR_IMG_SKU_SLOTS:
+		return img_load_dense(st->sku_slots, ((uint64_t)st->sku_slot_mask + 1) * sizeof *st->sku_slots,
+		                      p, len, id, err, err_len);
+	case WR_IMG_USERS:
+		return img_load_dense(st->users, (uint64_t)st->user_count * sizeof *st->users, p, len, id, err, err_len);
+	case WR_IMG_USER_SLOTS:
+		return img_load_sparse(st->user_slots, sizeof *st->user_slots, (uint64_t)st->user_slot_mask + 1,
+		                       st->user_count, p, len, id, err, err_len);
+	case WR_IMG_RES:
+		return img_load_dense(st->res, st->res_count * sizeof *st->res, p, len, id, err, err_len);
+	case WR_IMG_ORDERS:
+		return img_load_dense(st->orders, st->order_count * sizeof *st->orders, p, len, id, err, err_len);
+	case WR_IMG_HOLDS:
+		return img_load_sparse(st->holds, sizeof *st->holds, (uint64_t)st->hold_slot_mask + 1, st->hold_count,
+		                       p, len, id, err, err_len);
+	case WR_IMG_DEV_HOLDS:
+		return img_load_sparse(st->dev_holds, sizeof *st->dev_holds, (uint64_t)st->hold_slot_mask + 1,
+		                       st->dev_hold_count, p, len, id, err, err_len);
+	case WR_IMG_IDEM:
+		return img_load_sparse(st->idem, sizeof *st->idem, st->idem_slot_mask + 1, st->idem_count,
+		                       p, len, id, err, err_len);
+	case WR_IMG_TIERS:
+		return img_load_sparse(st->tiers, sizeof *st->tiers, (uint64_t)st->tier_slot_mask + 1, st->tier_count,
+		                       p, len, id, err, err_len);
+	case WR_IMG_IP_RULES:
+		if (len != (uint64_t)st->ip_rule_count * (sizeof *st->ip_rules + 1))
+			return img_fail(err, err_len, "length does not match the entry count", id);
+		memcpy(st->ip_rules, p, st->ip_rule_count * sizeof *st->ip_rules);
+		memcpy(st->ip_actions, p + st->ip_rule_count * sizeof *st->ip_rules, st->ip_rule_count);
+		return 0;
+	default:
+		return img_fail(err, err_len, "unknown section", id);
+	}
+}
+
+int wr_state_image_done(struct wr_state *st, char *err, size_t err_len)
+{
+	/* Nothing waits on a payment across a restart: those requests died with
+	 * the process that took them. */
+	for (uint64_t i = 0; i < st->order_count; i++)
+		st->orders[i].waiter_count = 0;
+	for (uint32_t s = 0; s < st->sku_count; s++) {
+		struct wr_sku *k = &st->skus[s];
+		k->touched = 0;
+		if (!sku_conserved(k) && k->state != FS_SALE_FROZEN) {
+			snprintf(err, err_len, "sale %.*s does not conserve its units", k->name_len, k->name);
+			return -1;
+		}
+		if (k->holds.tail > st->res_count || k->wl.tail > st->res_count || k->pq.tail > st->res_count) {
+			snprintf(err, err_len, "sale %.*s links to a reservation that does not exist", k->name_len, k->name);
+			return -1;
+		}
+	}
+	for (uint64_t i = 0; i < st->res_count; i++)
+		if (st->res[i].sku >= st->sku_count || st->res[i].user >= st->user_count ||
+		    st->res[i].order_no > st->order_count) {
+			snprintf(err, err_len, "reservation %llu refers outside the tables", (unsigned long long)i + 1);
+			return -1;
+		}
+	return 0;
+}
+
+void wr_each_holder(const struct wr_state *st, void (*fn)(void *arg, const char *user, size_t len), void *arg)
+{
+	for (uint64_t i = 0; i <= st->hold_slot_mask; i++) {
+		const struct wr_hold_slot *h = &st->holds[i];
+		if (h->key == 0 || h->held + h->bought == 0)
+			continue;
+		uint64_t user = (h->key - 1) >> 16;
+		if (user < st->user_count)
+			fn(arg, st->users[user].name, st->users[user].len);
+	}
+}

@@ -165,4 +165,38 @@ void wr_usage(const struct wr_state *st, struct wr_usage *u);
  * orders, holdings, idempotency map), for replay-equality checks. */
 uint64_t wr_state_digest(const struct wr_state *st);
 
+/* ---- the state image (snapshots, writer/snapshot.c) ----------------------
+ * wr_state_image() describes the whole logical state at a batch boundary as
+ * numbered sections (WR_IMG_*): for each one it calls sink->section(id,
+ * bytes) and then sink->data() until exactly `bytes` were handed over. It
+ * reads the state only (a forked child may run it on its copy-on-write
+ * view) and does no I/O itself. Returns 0, or the first non-zero return of
+ * a callback. Sparse hash tables are written as (slot index, slot) pairs,
+ * so a load puts every entry back in the same slot.
+ *
+ * Loading: on a state fresh from wr_state_new() with the SAME limits, hand
+ * each section to wr_state_image_load() in the order they were written,
+ * then call wr_state_image_done(). Both return 0, or -1 with a one-line
+ * reason in err (the state is then unusable: free it). Volatile fields
+ * (requests waiting on a payment) are cleared. */
+enum wr_img_section {
+	WR_IMG_META = 1, WR_IMG_SKUS, WR_IMG_SKU_SLOTS, WR_IMG_USERS, WR_IMG_USER_SLOTS,
+	WR_IMG_RES, WR_IMG_ORDERS, WR_IMG_HOLDS, WR_IMG_DEV_HOLDS, WR_IMG_IDEM, WR_IMG_TIERS,
+	WR_IMG_IP_RULES, WR_IMG_COUNT
+};
+struct wr_image_sink {
+	int (*section)(void *arg, uint32_t id, uint64_t bytes);
+	int (*data)(void *arg, const void *p, size_t n);
+	void *arg;
+};
+int wr_state_image(const struct wr_state *st, const struct wr_image_sink *sink);
+int wr_state_image_load(struct wr_state *st, uint32_t id, const uint8_t *p, uint64_t len,
+                        char *err, size_t err_len);
+int wr_state_image_done(struct wr_state *st, char *err, size_t err_len);
+/* Batch time of the last decided batch (0 for a fresh state). */
+int64_t wr_state_time_ms(const struct wr_state *st);
+/* Calls fn for every user that holds or held units of any sale (the
+ * dataplane's holder filter is rebuilt from it after a snapshot load). */
+void wr_each_holder(const struct wr_state *st, void (*fn)(void *arg, const char *user, size_t len), void *arg);
+
 #endif
