@@ -130,6 +130,7 @@ static int sink_section(void *arg, uint32_t id, uint64_t bytes)
 	o->open_section = 1;
 	o->sec_left = o->sec_bytes = bytes;
 	XXH3_64bits_reset(&o->sec_hash);
+	XXH3_64bits_update(&o->sec_hash, &s, sizeof s);   /* the hash covers id and length too */
 	return out_put(o, &s, sizeof s);
 }
 
@@ -335,6 +336,8 @@ static int load_mapped(const char *path, const uint8_t *p, uint64_t size, struct
 		if (size - off < sizeof s)
 			return load_fail(err, err_len, path, off, "truncated (no trailer)");
 		memcpy(&s, p + off, sizeof s);
+		if (s._zero != 0)
+			return load_fail(err, err_len, path, off, "malformed section header");
 		if (s.id == SNAP_TRAILER_ID) {
 			uint64_t want;
 			if (size - off < sizeof s + sizeof want)
@@ -352,8 +355,11 @@ static int load_mapped(const char *path, const uint8_t *p, uint64_t size, struct
 		const uint8_t *payload = p + off + sizeof s;
 		uint64_t hash;
 		memcpy(&hash, payload + padded, sizeof hash);
-		if (XXH3_64bits(payload, s.bytes) != hash)
+		if (XXH3_64bits(p + off, sizeof s + s.bytes) != hash)
 			return load_fail(err, err_len, path, off, "section checksum mismatch");
+		for (uint64_t i = s.bytes; i < padded; i++)
+			if (payload[i] != 0)
+				return load_fail(err, err_len, path, off + sizeof s + i, "non-zero padding");
 		XXH3_64bits_update(&all, &hash, sizeof hash);
 		if (st != NULL && wr_state_image_load(st, s.id, payload, s.bytes, why, sizeof why) != 0)
 			return load_fail(err, err_len, path, off, why);

@@ -10,7 +10,8 @@
  *     that batch's header (the chain: batch seq+1 must name it as its
  *     previous), the section count, and the xxh3-64 of the 56 bytes before.
  *   sections (alloc.h WR_IMG_*): u32 id, u32 zero, u64 length, payload,
- *     zero padding to 8, u64 xxh3-64 of the payload.
+ *     zero padding to 8, u64 xxh3-64 of the 16-byte section header and the
+ *     payload.
  *   trailer: u32 0xffffffff, u32 zero, u64 section count, u64 xxh3-64 of
  *     every section hash in order (a file cut at a section boundary fails).
  *
