@@ -1771,6 +1771,18 @@ struct wr_img_meta {
 
 int64_t wr_state_time_ms(const struct wr_state *st) { return st->last_t_ms; }
 
+int wr_state_image_limits(const uint8_t *meta, uint64_t len, struct wr_limits *out)
+{
+	struct wr_img_meta m;
+	if (len != sizeof m)
+		return -1;
+	memcpy(&m, meta, sizeof m);
+	if (m.version != WR_IMG_VERSION || m.meta_bytes != sizeof m)
+		return -1;
+	*out = m.lim;
+	return 0;
+}
+
 /* Is the slot in use? Its first `key_bytes` bytes are its key (0 = empty). */
 static int slot_used(const uint8_t *slot, size_t key_bytes)
 {

@@ -193,6 +193,8 @@ int wr_state_image(const struct wr_state *st, const struct wr_image_sink *sink);
 int wr_state_image_load(struct wr_state *st, uint32_t id, const uint8_t *p, uint64_t len,
                         char *err, size_t err_len);
 int wr_state_image_done(struct wr_state *st, char *err, size_t err_len);
+/* The limits a WR_IMG_META section was taken with: 0, or -1 when malformed. */
+int wr_state_image_limits(const uint8_t *meta, uint64_t len, struct wr_limits *out);
 /* Batch time of the last decided batch (0 for a fresh state). */
 int64_t wr_state_time_ms(const struct wr_state *st);
 /* Calls fn for every user that holds or held units of any sale (the

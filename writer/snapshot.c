@@ -127,6 +127,10 @@ static int sink_section(void *arg, uint32_t id, uint64_t bytes)
 	if (out_end_section(o) != 0)
 		return -1;
 	struct snap_sec s = { .id = id, .bytes = bytes };
+	if (o->pace_us) {   /* tests: a window to crash in, whatever the size */
+		struct timespec ts = { .tv_sec = o->pace_us / 1000000, .tv_nsec = (long)(o->pace_us % 1000000) * 1000 };
+		nanosleep(&ts, NULL);
+	}
 	o->open_section = 1;
 	o->sec_left = o->sec_bytes = bytes;
 	XXH3_64bits_reset(&o->sec_hash);
@@ -405,4 +409,21 @@ int wr_snapshot_load(const char *path, struct wr_state *st, struct wr_snap_stamp
 	int rc = load_mapped(path, m, size, st, stamp, err, err_len);
 	munmap(m, size);
 	return rc;
+}
+
+int wr_snapshot_limits(const char *path, struct wr_limits *out, char *err, size_t err_len)
+{
+	uint8_t buf[SNAP_HEADER_BYTES + sizeof(struct snap_sec) + 512];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : pread(fd, buf, sizeof buf, 0);
+	if (fd >= 0)
+		close(fd);
+	struct snap_sec s;
+	if (n < (ssize_t)(SNAP_HEADER_BYTES + sizeof s))
+		return load_fail(err, err_len, path, 0, n < 0 ? strerror(errno) : "truncated");
+	memcpy(&s, buf + SNAP_HEADER_BYTES, sizeof s);
+	if (s.id != WR_IMG_META || s.bytes > (uint64_t)n - SNAP_HEADER_BYTES - sizeof s ||
+	    wr_state_image_limits(buf + SNAP_HEADER_BYTES + sizeof s, s.bytes, out) != 0)
+		return load_fail(err, err_len, path, SNAP_HEADER_BYTES, "no readable state meta section");
+	return 0;
 }

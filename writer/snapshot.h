@@ -39,8 +39,8 @@ struct wr_snap_stamp {
 /* Writes st as DATA_DIR/snapshots/SEQ.snap (temp file, fdatasync, rename,
  * directory fsync). Uses a static buffer and no malloc, so a forked child
  * of a multi-threaded process may call it (one writer at a time).
- * `pace_us` > 0 sleeps that long after every 64 KiB (tests of a crash in
- * the middle). Returns 0, or -1 with a one-line reason in err. */
+ * `pace_us` > 0 sleeps that long before every section and after every
+ * 64 KiB (tests of a crash in the middle). Returns 0, or -1 with a one-line reason in err. */
 int wr_snapshot_write(const char *data_dir, const struct wr_state *st, const struct wr_snap_stamp *stamp,
                       uint32_t pace_us, char *err, size_t err_len);
 
@@ -58,6 +58,10 @@ void wr_snapshot_path(char *out, size_t cap, const char *data_dir, uint64_t seq)
  * left half-loaded: free it. */
 int wr_snapshot_load(const char *path, struct wr_state *st, struct wr_snap_stamp *stamp, uint64_t *bytes,
                      char *err, size_t err_len);
+
+/* The table limits snapshot `path` was taken with (tools size their state
+ * from it). Returns 0, or -1 with the reason in err. */
+int wr_snapshot_limits(const char *path, struct wr_limits *out, char *err, size_t err_len);
 
 /* Removes every snapshot but the newest `keep`, and leftover temp files.
  * Returns the oldest kept sequence (0 when none is kept). */
