@@ -117,7 +117,15 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
  * FIFOs as it walks them (no logical change). */
 uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t max);
 
-/* Earliest hold deadline or opening time, or INT64_MAX when none. */
+/* Retention (live only: replay follows the journaled RECLAIM records):
+ * wr_due() asks for a RECLAIM of the oldest reservations once they ended
+ * (CONFIRMED, CANCELLED, EXPIRED, FAILED, REJECTED) retention_ms ago and
+ * no FIFO points at them; their idempotency keys, their orders and their
+ * orders' keys go with them. Numbers are never reused: a reclaimed one
+ * reads 404 FS_ERR_RECLAIMED. 0 (the default) keeps everything. */
+void wr_state_set_retention(struct wr_state *st, int64_t retention_ms);
+
+/* Earliest hold deadline, opening time or reclaim, or INT64_MAX when none. */
 int64_t wr_next_deadline(const struct wr_state *st);
 
 /* Read access for the writer (snapshot publishing, metrics, recovery). */
@@ -157,7 +165,8 @@ int wr_sku_find(const struct wr_state *st, const char *name, size_t len); /* -1 
 uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr_charge *out, uint32_t max);
 
 struct wr_usage {
-	uint32_t users, reservations, orders, idem_keys, holdings;
+	uint32_t users, reservations, orders, idem_keys, holdings;   /* live entries */
+	uint64_t order_no_max;       /* orders numbered 1..this were ever made */
 };
 void wr_usage(const struct wr_state *st, struct wr_usage *u);
 

@@ -360,6 +360,7 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	atomic_store(&w->m.startup_tail_ms, (t2 - t1) / 1000000);
 	atomic_store(&w->m.journal_first_seq, jr_first_seq(w->j));
 	w->snap_mark_bytes = jr_bytes_total(w->j);
+	wr_state_set_retention(w->st, (int64_t)cfg->retention_ms);   /* after replay: it follows the journal */
 	if (!cfg->quiet)
 		printf("flashsaled: start-up: snapshot %llu loaded in %.1f ms; journal tail of %llu batches "
 		       "replayed in %.1f ms\n", (unsigned long long)jc.after_seq, (double)(t1 - t0) / 1e6,
@@ -371,7 +372,7 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	 * key (the ring takes what fits now; the loop hands over the rest) */
 	struct wr_usage u;
 	wr_usage(w->st, &u);
-	w->recharge_max = u.orders;
+	w->recharge_max = u.order_no_max;
 	uint32_t pending = recharge(w);
 	if (pending && !cfg->quiet)
 		printf("flashsaled: payments in flight at the last stop: retrying them\n");
