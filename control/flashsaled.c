@@ -85,12 +85,6 @@ static const char usage[] =
 "  --batch-max N               commands decided per journal batch (default 8192)\n"
 "  --segment-mb N              journal segment size (default 64)\n"
 "  --journal-budget-mb N       disk budget for the journal; past it reservations get 503 (default 0 = none)\n"
-"  --snapshot-every-mb N       snapshot the writer's state every N MiB of journal (default 256; 0 = only\n"
-"                              on `flashctl snapshot`); start-up = latest valid snapshot + journal tail\n"
-"  --retention DURATION        ended reservations/orders and their idempotency keys are reclaimed this\n"
-"                              long after they end (default 24h; 0 = never); PostgreSQL keeps the history\n"
-"  --archive DIR               journal segments older than the snapshots and consumed by every sink\n"
-"                              move here (default: deleted)\n"
 "  --idle-timeout-ms N         close keep-alive connections idle this long (default 60000)\n"
 "  --request-timeout-ms N      a request must arrive whole within this (default 10000): 408\n"
 "  --postgres CONNINFO         stream the journal to PostgreSQL (libpq conninfo; schema migrated at start)\n"
@@ -119,6 +113,16 @@ static const char usage[] =
 "  --help                      this text\n"
 "Exit status: 0 after SIGTERM/SIGINT, 2 on bad flags or a failed start, 3 when the journal is\n"
 "damaged (stderr names the file and offset; do not restart before looking at it).\n"
+"\n";
+
+static const char usage_lifetime[] =
+"Lifetime (one data dir for months):\n"
+"  --snapshot-every-mb N       snapshot the writer's state every N MiB of journal (default 256; 0 = only\n"
+"                              on `flashctl snapshot`); start-up = latest valid snapshot + journal tail\n"
+"  --retention DURATION        ended reservations/orders and their idempotency keys are reclaimed this\n"
+"                              long after they end (default 24h; 0 = never); PostgreSQL keeps the history\n"
+"  --archive DIR               journal segments older than the snapshots and consumed by every sink\n"
+"                              move here (default: deleted)\n"
 "\n";
 
 static const char usage_payments[] =
@@ -258,7 +262,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_SNAP_EVERY: o->snapshot_every_mb = parse_u64("snapshot-every-mb", v, 0, 1ull << 30); break;
 	case O_RETENTION: o->retention_ms = parse_duration_ms("retention", v); break;
 	case O_ARCHIVE: o->archive = strdup(v); break;
-	case O_HELP:    fputs(usage, stdout); fputs(usage_payments, stdout); exit(0);
+	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_payments, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
 }

@@ -335,14 +335,14 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	struct jr_config jc = { .dir = w->journal_dir, .segment_bytes = cfg->segment_bytes, .no_sync = cfg->no_sync,
 	                        .prezero = !cfg->no_sync };
 	int refused = 0;
-	uint64_t t0 = mono_ns();
+	uint64_t s0 = mono_ns();
 	if (snapshot_load_latest(w, &jc, &refused) != 0) {
 		snprintf(err, err_len, "cannot reserve memory for the tables");
 		replay_ctx_free(&rc);
 		wr_close(w);
 		return NULL;
 	}
-	uint64_t t1 = mono_ns();
+	uint64_t s1 = mono_ns();
 	char jerr[512];
 	w->j = jr_open(&jc, replay_batch, &rc, jerr, sizeof jerr);
 	replay_ctx_free(&rc);
@@ -355,16 +355,16 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 		wr_close(w);
 		return NULL;
 	}
-	uint64_t t2 = mono_ns();
-	atomic_store(&w->m.startup_snapshot_ms, (t1 - t0) / 1000000);
-	atomic_store(&w->m.startup_tail_ms, (t2 - t1) / 1000000);
+	uint64_t s2 = mono_ns();
+	atomic_store(&w->m.startup_snapshot_ms, (s1 - s0) / 1000000);
+	atomic_store(&w->m.startup_tail_ms, (s2 - s1) / 1000000);
 	atomic_store(&w->m.journal_first_seq, jr_first_seq(w->j));
 	w->snap_mark_bytes = jr_bytes_total(w->j);
 	wr_state_set_retention(w->st, (int64_t)cfg->retention_ms);   /* after replay: it follows the journal */
 	if (!cfg->quiet)
 		printf("flashsaled: start-up: snapshot %llu loaded in %.1f ms; journal tail of %llu batches "
-		       "replayed in %.1f ms\n", (unsigned long long)jc.after_seq, (double)(t1 - t0) / 1e6,
-		       (unsigned long long)atomic_load(&w->m.replayed_batches), (double)(t2 - t1) / 1e6);
+		       "replayed in %.1f ms\n", (unsigned long long)jc.after_seq, (double)(s1 - s0) / 1e6,
+		       (unsigned long long)atomic_load(&w->m.replayed_batches), (double)(s2 - s1) / 1e6);
 	for (uint32_t i = 0; i < wr_sku_count(w->st); i++)
 		publish_sku(w, i);
 	publish_ip_rules(w);
