@@ -55,6 +55,7 @@ static const char *const err_names[FS_ERR_COUNT] = {
 	[FS_ERR_BAD_STATE] = "bad_state",
 	[FS_ERR_KEY_REUSED] = "idempotency_key_reused",
 	[FS_ERR_FORBIDDEN] = "forbidden",
+	[FS_ERR_RECLAIMED] = "reclaimed",   /* answered as not_found with a detail */
 };
 
 static const uint16_t err_http[FS_ERR_COUNT] = {
@@ -75,6 +76,7 @@ static const uint16_t err_http[FS_ERR_COUNT] = {
 	[FS_ERR_BAD_STATE] = 409,
 	[FS_ERR_KEY_REUSED] = 422,
 	[FS_ERR_FORBIDDEN] = 403,
+	[FS_ERR_RECLAIMED] = 404,
 };
 
 /* Returns "unknown" for a value outside the enum (a corrupt record must
@@ -169,6 +171,7 @@ const char *fs_cmd_type_name(enum fs_cmd_type t)
 		[FS_CMD_IP_RULE] = "ip_rule",
 		[FS_CMD_USER_TIER] = "user_tier",
 		[FS_CMD_RISK_FLAG] = "risk_flag",
+		[FS_CMD_RECLAIM] = "reclaim",
 	};
 	if ((unsigned)t >= FS_CMD_TYPE_COUNT || names[t] == NULL)
 		return "unknown";

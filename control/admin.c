@@ -2,6 +2,7 @@
  * Not on any hot path: one thread, blocking I/O with timeouts.
  */
 #include "control/admin.h"
+#include "control/backup.h"
 #include "dataplane/http.h"
 #include "dataplane/response.h"
 #include "dataplane/backend.h"
@@ -331,6 +332,18 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 	int64_t busy = atomic_load(&a->cfg.snap->writer_busy_since_ms);
 	int64_t now_ms = fs_wall_ms();
 	n = put_scalar(b, n, "flashsale_writer_owed_ms", "gauge", busy && now_ms > busy ? (uint64_t)(now_ms - busy) : 0);
+	n = put_scalar(b, n, "flashsale_snapshots_total", "counter", atomic_load(&m->snapshots));
+	n = put_scalar(b, n, "flashsale_snapshot_failures_total", "counter", atomic_load(&m->snapshot_failures));
+	n = put_scalar(b, n, "flashsale_snapshot_seq", "gauge", atomic_load(&m->snapshot_seq));
+	n = put_scalar(b, n, "flashsale_snapshot_bytes", "gauge", atomic_load(&m->snapshot_bytes));
+	n = put_scalar(b, n, "flashsale_snapshot_fork_us_max", "gauge", atomic_load(&m->snapshot_fork_us_max));
+	n = put_scalar(b, n, "flashsale_snapshot_write_ms", "gauge", atomic_load(&m->snapshot_write_ms_last));
+	n = put_scalar(b, n, "flashsale_journal_first_seq", "gauge", atomic_load(&m->journal_first_seq));
+	n = put_scalar(b, n, "flashsale_journal_segments_dropped_total", "counter", atomic_load(&m->segments_dropped));
+	n = put_scalar(b, n, "flashsale_journal_segments_held_by_sinks", "gauge", atomic_load(&m->segments_held_by_sinks));
+	n = put_scalar(b, n, "flashsale_startup_snapshot_ms", "gauge", atomic_load(&m->startup_snapshot_ms));
+	n = put_scalar(b, n, "flashsale_startup_tail_ms", "gauge", atomic_load(&m->startup_tail_ms));
+	n = put_scalar(b, n, "flashsale_startup_tail_batches", "gauge", atomic_load(&m->replayed_batches));
 	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
 	uint64_t cum = 0;
 	for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {
@@ -580,6 +593,30 @@ static int route_fault(struct ctl_admin *a, const char *req, size_t len)
 	return respond(a, 200, "application/json", "{\"ok\":true}", 11);
 }
 #endif
+/* POST /admin/snapshot: a snapshot now; answers its journal sequence. */
+static int route_snapshot(struct ctl_admin *a)
+{
+	char err[256], body[128];
+	int64_t seq = wr_snapshot_now(a->cfg.writer, 600000, err, sizeof err);
+	if (seq < 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 500, "snapshot_failed", err, 0);
+	int len = snprintf(body, sizeof body, "{\"seq\":%lld}", (long long)seq);
+	return respond(a, 200, "application/json", body, (size_t)len);
+}
+
+/* POST /admin/backup?dir=DIR: a consistent, verified copy (ctl_backup). */
+static int route_backup(struct ctl_admin *a, const char *req, size_t len)
+{
+	char dir[1024], err[1024], body[256];
+	if (query_get(req, len, "dir", dir, sizeof dir) != 0 || dir[0] == 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "dir= is required", 0);
+	uint64_t seq = 0, last = 0;
+	if (ctl_backup(a->cfg.writer, a->cfg.data_dir, dir, &seq, &last, err, sizeof err) != 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 500, "backup_failed", err, 0);
+	int n = snprintf(body, sizeof body, "{\"snapshot_seq\":%llu,\"last_seq\":%llu}",
+	                 (unsigned long long)seq, (unsigned long long)last);
+	return respond(a, 200, "application/json", body, (size_t)n);
+}
 
 static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp)
 {
@@ -600,6 +637,10 @@ static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp
 		atomic_store(a->cfg.ready, 0);
 		return respond(a, 200, "application/json", "{\"ok\":true}", 11);
 	}
+	if (r.path.len == 15 && memcmp(r.path.p, "/admin/snapshot", 15) == 0 && r.method == DP_M_POST)
+		return route_snapshot(a);
+	if (r.path.len == 13 && memcmp(r.path.p, "/admin/backup", 13) == 0 && r.method == DP_M_POST)
+		return route_backup(a, req, len);
 	if (r.path.len > 13 && memcmp(r.path.p, "/admin/sales/", 13) == 0)
 		return route_sale(a, &r, req, len);
 	if (r.path.len == 9 && memcmp(r.path.p, "/admin/ip", 9) == 0)

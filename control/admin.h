@@ -9,6 +9,8 @@
  *   POST /admin/sales/{sku}/stock?add=N
  *   GET  /admin/sales/{sku}          counters, state, rates, sink lag
  *   POST /admin/drain                /readyz answers 503 from now on
+ *   POST /admin/snapshot             a snapshot now: {"seq":N}
+ *   POST /admin/backup?dir=DIR       a verified copy (backup.h): {"snapshot_seq","last_seq"}
  *   GET  /metrics
  */
 #ifndef CTL_ADMIN_H

@@ -42,6 +42,9 @@ static const char usage[] =
 "                             refusals by reason, payment breaker. --frames N: stop after N\n"
 "                             frames (no screen clearing when stdout is not a terminal)\n"
 "  drain                      /readyz answers 503 from now on (before a stop)\n"
+"  snapshot                   snapshot the writer's state now; prints its journal sequence\n"
+"  backup DIR                 a consistent copy (fresh snapshot + journal tail), verified; DIR\n"
+"                             (new or empty) is then a valid --data-dir\n"
 "  token --user U [--tier T] [--ttl 1h] [--device D] [--jwt-secret-file F]\n"
 "                             print an HS256 JWT (default secret ./var/jwt.secret)\n"
 "Defaults: --admin unix:./var/admin.sock; a TCP admin needs --admin-token-file (./var/admin.token).\n"
@@ -480,6 +483,18 @@ int main(int argc, char **argv)
 		return call("GET", "/metrics");
 	if (strcmp(cmd, "drain") == 0)
 		return call("POST", "/admin/drain");
+	if (strcmp(cmd, "snapshot") == 0 && argc - i == 0)
+		return call("POST", "/admin/snapshot");
+	if (strcmp(cmd, "backup") == 0 && argc - i == 1) {
+		char abs[4096], target[4200];
+		const char *d = argv[i];
+		if (d[0] != '/' && getcwd(abs, sizeof abs - strlen(d) - 2) != NULL)
+			d = strcat(strcat(abs, "/"), argv[i]);
+		if (strpbrk(d, " &?#%\r\n") != NULL)
+			fail("backup: '%s' must not contain spaces or & ? # %%", argv[i]);
+		snprintf(target, sizeof target, "/admin/backup?dir=%s", d);
+		return call("POST", target);
+	}
 	if (strcmp(cmd, "stock") == 0 && argc - i == 3 && strcmp(argv[i], "add") == 0) {
 		char target[256];
 		snprintf(target, sizeof target, "/admin/sales/%s/stock?add=%llu", argv[i + 1],

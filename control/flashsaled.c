@@ -60,6 +60,9 @@ struct options {
 	uint32_t trusted_count;
 	uint32_t ip_rate;
 	uint32_t risk_ip_users;
+	uint64_t snapshot_every_mb;
+	uint64_t retention_ms;
+	const char *archive;
 	const char *payment_provider;
 };
 
@@ -115,6 +118,16 @@ static const char usage[] =
 "damaged (stderr names the file and offset; do not restart before looking at it).\n"
 "\n";
 
+static const char usage_lifetime[] =
+"Lifetime (one data dir for months):\n"
+"  --snapshot-every-mb N       snapshot the writer's state every N MiB of journal (default 256; 0 = only\n"
+"                              on `flashctl snapshot`); start-up = latest valid snapshot + journal tail\n"
+"  --retention DURATION        ended reservations/orders and their idempotency keys are reclaimed this\n"
+"                              long after they end (default 24h; 0 = never); PostgreSQL keeps the history\n"
+"  --archive DIR               journal segments older than the snapshots and consumed by every sink\n"
+"                              move here (default: deleted)\n"
+"\n";
+
 static const char usage_payments[] =
 "Payments: the built-in test provider charges by token: tok_ok... charged, tok_decline... declined\n"
 "(402 card_declined), tok_slow_<ms>... charged after <ms>, tok_down... unreachable (retried 3 times\n"
@@ -145,6 +158,20 @@ static int die(const char *fmt, const char *arg)
 	exit(2);
 }
 
+/* "500ms", "2s", "30m", "24h", "7d" or plain seconds -> milliseconds. */
+static uint64_t parse_duration_ms(const char *name, const char *v)
+{
+	char *e;
+	errno = 0;
+	unsigned long long x = strtoull(v, &e, 10);
+	uint64_t unit = strcmp(e, "ms") == 0 ? 1 : (*e == 0 || strcmp(e, "s") == 0) ? 1000 :
+	                strcmp(e, "m") == 0 ? 60000 : strcmp(e, "h") == 0 ? 3600000 :
+	                strcmp(e, "d") == 0 ? 86400000 : 0;
+	if (errno || e == v || v[0] == '-' || unit == 0 || x > (1ull << 40))
+		die("--%s: expects a duration such as 500ms, 2s, 30m, 24h, 7d", name);
+	return (uint64_t)x * unit;
+}
+
 static uint64_t parse_u64(const char *name, const char *v, uint64_t min, uint64_t max)
 {
 	char *e;
@@ -171,7 +198,7 @@ static void parse_listen(struct options *o, const char *v)
 enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONNS, O_USERS, O_RES, O_ORDERS,
        O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_NO_PREFAULT, O_CONFIG, O_HELP,
        O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
-       O_BUSY_POLL, O_PAY };
+       O_BUSY_POLL, O_PAY, O_SNAP_EVERY, O_RETENTION, O_ARCHIVE };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -185,6 +212,7 @@ static const struct option long_opts[] = {
 	{ "config", 1, 0, O_CONFIG }, { "dpdk", 1, 0, O_DPDK }, { "ip", 1, 0, O_DPDK_IP },
 	{ "gateway", 1, 0, O_DPDK_GW }, { "busy-poll", 0, 0, O_BUSY_POLL }, { "help", 0, 0, O_HELP }, { "postgres", 1, 0, O_PG },
 	{ "kafka", 1, 0, O_KAFKA }, { "kafka-topic", 1, 0, O_KAFKA_TOPIC }, { "redis", 1, 0, O_REDIS },
+	{ "snapshot-every-mb", 1, 0, O_SNAP_EVERY }, { "retention", 1, 0, O_RETENTION }, { "archive", 1, 0, O_ARCHIVE },
 	{ "payment-provider", 1, 0, O_PAY }, { "trusted-proxy", 1, 0, O_TRUSTED }, { "ip-rate", 1, 0, O_IP_RATE }, { "risk-ip-users", 1, 0, O_RISK_IP },
 	{ 0, 0, 0, 0 } };
 
@@ -236,7 +264,10 @@ static void apply(struct options *o, int opt, const char *v)
 	}
 	case O_IP_RATE: o->ip_rate = (uint32_t)parse_u64("ip-rate", v, 0, 1000000); break;
 	case O_RISK_IP: o->risk_ip_users = (uint32_t)parse_u64("risk-ip-users", v, 1, 1000000); break;
-	case O_HELP:    fputs(usage, stdout); fputs(usage_payments, stdout); exit(0);
+	case O_SNAP_EVERY: o->snapshot_every_mb = parse_u64("snapshot-every-mb", v, 0, 1ull << 30); break;
+	case O_RETENTION: o->retention_ms = parse_duration_ms("retention", v); break;
+	case O_ARCHIVE: o->archive = strdup(v); break;
+	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_payments, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
 }
@@ -314,6 +345,7 @@ static void create_demo(struct fs_port *port)
 
 struct sinks {
 	uint32_t count;
+	enum sink_kind kinds[3];
 	struct sink *s[3];
 	void *ptrs[3];
 	const char *names[3];
@@ -341,6 +373,20 @@ static int sink_connected(void *p, uint64_t *errors)
 	return st.connected;
 }
 
+/* The journal segments the sinks still need: PostgreSQL resumes after its
+ * cursor; Kafka and Redis rebuild their projection from batch 1 at every
+ * start, so with either of them no segment is deleted. */
+static uint64_t sinks_gate(void *arg)
+{
+	struct sinks *sk = arg;
+	uint64_t low = UINT64_MAX;
+	for (uint32_t i = 0; i < sk->count; i++) {
+		uint64_t seq = sk->kinds[i] == SINK_POSTGRES ? sink_applied(sk->s[i]) : 0;
+		low = seq < low ? seq : low;
+	}
+	return low;
+}
+
 /* Sink threads tail the durable journal; each is off unless configured. */
 static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk)
 {
@@ -361,11 +407,13 @@ static void start_sinks(const struct options *o, struct writer *w, struct sinks 
 		sk->s[sk->count] = s;
 		sk->ptrs[sk->count] = s;
 		sk->names[sk->count] = want[i].name;
+		sk->kinds[sk->count] = want[i].kind;
 		sk->count++;
 		printf("flashsaled: %s sink on (%s)\n", want[i].name, want[i].kind == SINK_POSTGRES ? "conninfo given" : want[i].addr);
 	}
 	if (sk->count)
 		wr_on_durable(w, sinks_notify, sk);
+	wr_on_segment_gate(w, sinks_gate, sk);
 }
 
 static void defaults(struct options *o)
@@ -381,6 +429,8 @@ static void defaults(struct options *o)
 	o->conn_max = 10000;
 	wr_limits_default(&o->limits);
 	o->segment_mb = 64;
+	o->snapshot_every_mb = 256;
+	o->retention_ms = 24ull * 3600 * 1000;
 	o->idle_timeout_ms = 60000;
 	o->request_timeout_ms = 10000;
 	o->batch_max = WR_BATCH_COUNT_MAX;
@@ -517,7 +567,13 @@ static void open_writer(struct daemon *d)
 		.port_count = o->workers + 2, .ring_slots = 4096, .segment_bytes = o->segment_mb << 20,
 		.journal_budget_bytes = o->journal_budget_mb << 20, .charge_slots = 4096, .no_sync = o->no_sync, .no_prefault = o->no_prefault,
 		.ip_rate_per_min = o->ip_rate, .risk_ip_users = o->risk_ip_users,
+		.snapshot_every_bytes = o->snapshot_every_mb << 20, .archive_dir = o->archive,
+		.retention_ms = o->retention_ms,
+		.snapshot_pace_us = getenv("FS_TEST_SNAPSHOT_PACE_US") ?   /* crash tests only */
+		                    (uint32_t)strtoul(getenv("FS_TEST_SNAPSHOT_PACE_US"), NULL, 10) : 0,
 	};
+	if (o->archive && mkdir(o->archive, 0755) != 0 && errno != EEXIST)
+		die("cannot create --archive '%s'", o->archive);
 	printf("flashsaled: recovering from %s/journal ...\n", o->data_dir);
 	char err[512];
 	d->w = wr_open(&d->wc, d->snap, err, sizeof err);

@@ -407,9 +407,14 @@ static void body_answer(struct out_buf *b, const void *arg)
 	case FS_BODY_SALE: body_sale(b, a); break;
 	case FS_BODY_EMPTY: put_str(b, "{\"ok\":true}"); break;
 	default: {
-		const char *name = fs_err_name((enum fs_err)a->err);
+		const char *name = a->err == FS_ERR_RECLAIMED ? "not_found" : fs_err_name((enum fs_err)a->err);
 		put_key(b, "error", 1);
 		put_json_str(b, name, strlen(name));
+		if (a->err == FS_ERR_RECLAIMED) {   /* API.md: reclaimed after --retention */
+			static const char detail[] = "expired from the appliance; see the system of record";
+			put_key(b, "detail", 0);
+			put_json_str(b, detail, sizeof detail - 1);
+		}
 		if (a->err == FS_ERR_RATE_LIMITED) {
 			put_key(b, "retry_after_ms", 0);
 			put_i64(b, a->expires_at_ms < 0 ? 0 : a->expires_at_ms);

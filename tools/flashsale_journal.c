@@ -14,6 +14,10 @@
  *                                  follow the shuffle that seed gives
  *
  * DIR is the journal directory (DATA_DIR/journal) or the data dir itself.
+ * When the journal no longer starts at batch 1 (segments before a snapshot
+ * were deleted or archived), verify/stats start from the newest valid
+ * snapshot in DATA_DIR/snapshots (its checksums verified, the state loaded)
+ * and replay the tail after it.
  * Exit status: 0 when the journal is sound, 1 on damage or divergence, 2 on
  * bad usage.
  */
@@ -22,6 +26,10 @@
 #include "writer/journal.h"
 #include "writer/record.h"
 #include "writer/draw.h"
+#include "writer/snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
 
 #include <openssl/sha.h>
 
@@ -38,7 +46,8 @@ static const char usage[] =
 "  dump    print every batch and record\n"
 "  stats   record counts by type and the final counters per SKU (pure replay)\n"
 "  draw DIR SKU  verify a waiting room's draw: seed vs commitment, admissions vs shuffle\n"
-"DIR is a journal directory or a data dir containing journal/.\n";
+"DIR is a journal directory or a data dir containing journal/; a journal that no longer starts\n"
+"at batch 1 is checked from the newest valid snapshot in DIR/snapshots plus the tail after it.\n";
 
 struct replay {
 	struct wr_state *st;
@@ -49,10 +58,12 @@ struct replay {
 	uint64_t by_type[FS_CMD_TYPE_COUNT];
 };
 
-static int replay_init(struct replay *r)
+static int replay_init(struct replay *r, const struct wr_limits *lim)
 {
 	struct wr_limits l;
 	wr_limits_default(&l);
+	if (lim != NULL)
+		l = *lim;
 	r->st = wr_state_new(&l);
 	r->cmd_cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
 	r->cmds = calloc(r->cmd_cap, sizeof *r->cmds);
@@ -89,7 +100,52 @@ static int check_conservation(struct replay *r, const struct jr_batch *b)
 	return 0;
 }
 
-static int run(const char *dir, int mode)
+/* First sequence of the oldest segment in dir (0 when there is none). */
+static uint64_t first_segment(const char *dir)
+{
+	uint64_t first = 0;
+	DIR *d = opendir(dir);
+	for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+		if (strlen(e->d_name) != 24 || strcmp(e->d_name + 20, ".seg") != 0)
+			continue;
+		uint64_t s = strtoull(e->d_name, NULL, 10);
+		if (first == 0 || s < first)
+			first = s;
+	}
+	if (d)
+		closedir(d);
+	return first;
+}
+
+/* Loads the newest valid snapshot of data_dir that the journal continues
+ * (its next batch is in a kept segment) into r. Returns its seq, or 0. */
+static uint64_t from_snapshot(struct replay *r, const char *data_dir, uint64_t first)
+{
+	uint64_t seqs[WR_SNAP_LIST_MAX];
+	int n = wr_snapshot_list(data_dir, seqs, WR_SNAP_LIST_MAX);
+	for (int i = 0; i < n; i++) {
+		char path[4200], err[4400];
+		struct wr_limits l;
+		struct wr_snap_stamp stamp;
+		wr_snapshot_path(path, sizeof path, data_dir, seqs[i]);
+		if (seqs[i] + 1 < first) {
+			printf("snapshot %s: the journal after it is gone (starts at batch %" PRIu64 ")\n", path, first);
+			continue;
+		}
+		if (wr_snapshot_limits(path, &l, err, sizeof err) != 0 || replay_init(r, &l) != 0 ||
+		    wr_snapshot_load(path, r->st, &stamp, NULL, err, sizeof err) != 0) {
+			printf("REFUSED %s\n", err);
+			wr_state_free(r->st);
+			r->st = NULL;
+			continue;
+		}
+		printf("from snapshot %s (batch %" PRIu64 ", checksums verified)\n", path, stamp.seq);
+		return stamp.seq;
+	}
+	return 0;
+}
+
+static int run(const char *dir, const char *data_dir, int mode)
 {
 	char err[512];
 	struct jr_reader *rd = jr_reader_open(dir, err, sizeof err);
@@ -99,7 +155,19 @@ static int run(const char *dir, int mode)
 	}
 	struct replay r;
 	memset(&r, 0, sizeof r);
-	if (replay_init(&r) != 0) {
+	uint64_t first = first_segment(dir);
+	if (first > 1) {
+		uint64_t seq = from_snapshot(&r, data_dir, first);
+		if (seq == 0) {
+			printf("DAMAGED: the journal starts at batch %" PRIu64 " and no valid snapshot in %s/%s "
+			       "continues it\n", first, data_dir, WR_SNAP_SUBDIR);
+			return 1;
+		}
+		if (jr_reader_seek(rd, seq) != 0) {
+			fprintf(stderr, "flashsale-journal: %s: %s\n", dir, strerror(errno));
+			return 1;
+		}
+	} else if (replay_init(&r, NULL) != 0) {
 		fprintf(stderr, "flashsale-journal: out of memory\n");
 		return 1;
 	}
@@ -321,14 +389,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "flashsale-journal: unknown command '%s'\n%s", argv[1], usage);
 		return 2;
 	}
-	char dir[4096];
+	char dir[4096], data_dir[4096];
 	struct stat sb;
 	snprintf(dir, sizeof dir, "%s/journal", argv[2]);
-	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+	snprintf(data_dir, sizeof data_dir, "%s", argv[2]);
+	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
 		snprintf(dir, sizeof dir, "%s", argv[2]);
+		snprintf(data_dir, sizeof data_dir, "%s/..", argv[2]);   /* DATA_DIR/journal given */
+	}
 	if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
 		fprintf(stderr, "flashsale-journal: '%s' is not a directory\n", argv[2]);
 		return 2;
 	}
-	return run(dir, mode);
+	return run(dir, data_dir, mode);
 }

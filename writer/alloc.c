@@ -72,7 +72,8 @@ struct wr_res {
 	uint32_t qty;
 	uint8_t  status;             /* enum fs_res_status */
 	uint8_t  orig_status;        /* status of the first answer (idempotent replay) */
-	uint16_t _pad;
+	uint8_t  links;              /* FIFOs it is linked in (LINK_BIT_*) */
+	uint8_t  _pad;
 	int64_t  expires_ms;         /* 0 while WAITLISTED */
 	uint64_t order_no;
 	uint64_t wl_ticket;          /* waitlist ticket (position = ticket - served) */
@@ -82,6 +83,8 @@ struct wr_res {
 	uint32_t pq_next;            /* next in the SKU's waiting room */
 	uint64_t dev_hash;           /* device id the reservation was made from (0: none) */
 	uint64_t pq_ticket;          /* waiting-room position ticket (after the draw) */
+	int64_t  ended_ms;           /* batch time it reached a final status (0: not yet) */
+	uint64_t idem_h0, idem_h1;   /* its idempotency key's slot identity (reclaim frees it) */
 };
 
 struct wr_order {
@@ -96,6 +99,7 @@ struct wr_order {
 	uint8_t  waiter_origin[WR_ORDER_WAITERS];
 	uint64_t waiter_tag[WR_ORDER_WAITERS];
 	char     token[FS_ID_LEN_MAX];
+	uint64_t idem_h0, idem_h1;   /* its checkout key's slot identity */
 };
 
 struct wr_user {
@@ -108,6 +112,7 @@ struct wr_hold_slot { uint64_t key; uint32_t held; uint32_t bought; };  /* key 0
 struct wr_tier_slot { uint64_t key; int8_t tier; uint8_t flagged; uint8_t _pad[6]; };
 #define WR_TIER_COUNT_MAX 131072u
 #define WR_IP_RULES_MAX   256u
+#define WR_RECLAIM_PER_CMD 1024u   /* reservations one RECLAIM frees (bounds a batch) */
 struct wr_idem_slot { uint64_t h0, h1, val; };                           /* h0 0 = empty */
 
 /* Hashes computed for a reservation a few commands ahead, when its table
@@ -119,8 +124,13 @@ struct wr_state {
 	struct wr_limits lim;
 	uint32_t sku_count;
 	uint32_t user_count;
-	uint64_t res_count;          /* reservation numbers 1..res_count are used */
+	uint64_t res_count;          /* reservation numbers 1..res_count were handed out */
 	uint64_t order_count;
+	/* Retention (alloc.h): numbers <= the floors were reclaimed; the live
+	 * ones, (floor, count], sit in rings of pow2 slots (number - 1) & mask. */
+	uint64_t res_floor, order_floor;
+	uint64_t res_mask, order_mask;
+	int64_t  retention_ms;       /* live only (wr_due); 0 = keep forever */
 	uint32_t idem_count;
 	uint32_t hold_count;
 	struct wr_sku *skus;
@@ -225,8 +235,8 @@ static void layout_compute(const struct wr_limits *l, struct layout *o)
 	o->sku_slots = off;  off += align64(sizeof(uint16_t) * slots_for(l->sku_count_max));
 	o->users = off;      off += align64(sizeof(struct wr_user) * l->user_count_max);
 	o->user_slots = off; off += align64(sizeof(uint32_t) * slots_for(l->user_count_max));
-	o->res = off;        off += align64(sizeof(struct wr_res) * l->reservation_count_max);
-	o->orders = off;     off += align64(sizeof(struct wr_order) * l->order_count_max);
+	o->res = off;        off += align64(sizeof(struct wr_res) * pow2_at_least(l->reservation_count_max));
+	o->orders = off;     off += align64(sizeof(struct wr_order) * pow2_at_least(l->order_count_max));
 	o->holds = off;      off += align64(sizeof(struct wr_hold_slot) * slots_for(l->holding_count_max));
 	o->dev_holds = off;  off += align64(sizeof(struct wr_hold_slot) * slots_for(l->holding_count_max));
 	o->idem = off;       off += align64(sizeof(struct wr_idem_slot) * slots_for(l->idem_count_max));
@@ -267,6 +277,8 @@ struct wr_state *wr_state_new(const struct wr_limits *l)
 	st->user_slot_mask = (uint32_t)slots_for(l->user_count_max) - 1;
 	st->res = (struct wr_res *)(base + o.res);
 	st->orders = (struct wr_order *)(base + o.orders);
+	st->res_mask = pow2_at_least(l->reservation_count_max) - 1;
+	st->order_mask = pow2_at_least(l->order_count_max) - 1;
 	st->holds = (struct wr_hold_slot *)(base + o.holds);
 	st->hold_slot_mask = (uint32_t)slots_for(l->holding_count_max) - 1;
 	st->dev_holds = (struct wr_hold_slot *)(base + o.dev_holds);
@@ -474,18 +486,75 @@ static void idem_claim(struct wr_state *st, struct wr_idem_slot *s, XXH128_hash_
 	st->idem_count++;
 }
 
-static struct wr_res *res_get(struct wr_state *st, uint64_t res_no)
+/* The ring slot of a live reservation / order number. */
+static struct wr_res *res_at(const struct wr_state *st, uint64_t res_no)
 {
-	if (res_no == 0 || res_no > st->res_count)
-		return NULL;
-	return &st->res[res_no - 1];
+	assert(res_no > st->res_floor && res_no <= st->res_count);
+	return &st->res[(res_no - 1) & st->res_mask];
 }
 
+static struct wr_order *order_at(const struct wr_state *st, uint64_t order_no)
+{
+	assert(order_no > st->order_floor && order_no <= st->order_count);
+	return &st->orders[(order_no - 1) & st->order_mask];
+}
+
+/* Removes the key (h0, h1) from the idempotency table, shifting later
+ * entries of its probe run back so every lookup still finds its key
+ * (linear probing without tombstones). Absent keys change nothing. */
+static void idem_delete(struct wr_state *st, uint64_t h0, uint64_t h1)
+{
+	uint64_t mask = st->idem_slot_mask;
+	uint64_t i = h1 & mask;
+	for (;; i = (i + 1) & mask) {
+		if (st->idem[i].h0 == 0)
+			return;
+		if (st->idem[i].h0 == h0 && st->idem[i].h1 == h1)
+			break;
+	}
+	for (uint64_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+		struct wr_idem_slot *e = &st->idem[j];
+		if (e->h0 == 0)
+			break;
+		uint64_t home = e->h1 & mask;
+		/* e may move to the hole at i unless its home lies in (i, j] */
+		int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			st->idem[i] = *e;
+			i = j;
+		}
+	}
+	memset(&st->idem[i], 0, sizeof st->idem[i]);
+	assert(st->idem_count > 0);
+	st->idem_count--;
+}
+
+static struct wr_res *res_get(struct wr_state *st, uint64_t res_no)
+{
+	if (res_no <= st->res_floor || res_no > st->res_count)
+		return NULL;
+	return res_at(st, res_no);
+}
+
+/* An order is gone with its reservation (its slot may linger a while). */
 static struct wr_order *order_get(struct wr_state *st, uint64_t order_no)
 {
-	if (order_no == 0 || order_no > st->order_count)
+	if (order_no <= st->order_floor || order_no > st->order_count)
 		return NULL;
-	return &st->orders[order_no - 1];
+	struct wr_order *o = order_at(st, order_no);
+	return o->res_no <= st->res_floor ? NULL : o;
+}
+
+/* Was this (well-formed, once handed out) number reclaimed by retention? */
+static int res_reclaimed(const struct wr_state *st, uint64_t res_no)
+{
+	return res_no != 0 && res_no <= st->res_floor;
+}
+
+static int order_reclaimed(const struct wr_state *st, uint64_t order_no)
+{
+	return order_no != 0 && order_no <= st->order_count &&
+	       (order_no <= st->order_floor || order_at(st, order_no)->res_no <= st->res_floor);
 }
 
 /* ---- published state and conservation ------------------------------------ */
@@ -578,7 +647,7 @@ static uint32_t res_position(const struct wr_state *st, const struct wr_res *r)
 
 static void fill_res(const struct wr_state *st, uint64_t res_no, struct fs_ans *a)
 {
-	const struct wr_res *r = &st->res[res_no - 1];
+	const struct wr_res *r = &(*res_at(st, res_no));
 	const struct wr_sku *k = &st->skus[r->sku];
 	a->body = FS_BODY_RES;
 	a->res_no = res_no;
@@ -594,7 +663,7 @@ static void fill_res(const struct wr_state *st, uint64_t res_no, struct fs_ans *
 
 static void fill_order(const struct wr_state *st, uint64_t order_no, struct fs_ans *a, int body)
 {
-	const struct wr_order *o = &st->orders[order_no - 1];
+	const struct wr_order *o = &(*order_at(st, order_no));
 	fill_res(st, o->res_no, a);
 	a->body = (uint8_t)body;
 	a->order_no = order_no;
@@ -609,7 +678,7 @@ static void fill_order(const struct wr_state *st, uint64_t order_no, struct fs_a
 static void derived_emit(struct wr_state *st, struct wr_batch_out *out, uint8_t type,
                          const struct wr_sku *k, uint64_t res_no)
 {
-	const struct wr_res *r = &st->res[res_no - 1];
+	const struct wr_res *r = &(*res_at(st, res_no));
 	struct fs_cmd d;
 	memset(&d, 0, sizeof d);
 	d.type = type;
@@ -631,13 +700,22 @@ static void derived_emit(struct wr_state *st, struct wr_batch_out *out, uint8_t 
 static uint32_t *link_of(struct wr_state *st, uint64_t res_no, size_t link)
 {
 	assert(res_no != NIL && res_no <= st->res_count);
-	return (uint32_t *)((uint8_t *)&st->res[res_no - 1] + link);
+	return (uint32_t *)((uint8_t *)&(*res_at(st, res_no)) + link);
+}
+
+/* Which FIFO a link field belongs to, as a bit of wr_res.links: retention
+ * never reclaims a reservation that a FIFO still points at. */
+static uint8_t link_bit(size_t link)
+{
+	return link == LINK_HOLDS ? 1 : link == LINK_WL ? 2 : 4;
 }
 
 static void fifo_push(struct wr_state *st, struct wr_fifo *f, size_t link, uint64_t res_no)
 {
 	assert((f->head == NIL) == (f->tail == NIL));
 	assert(res_no != f->tail);
+	assert(!(res_at(st, res_no)->links & link_bit(link)));
+	res_at(st, res_no)->links |= link_bit(link);
 	*link_of(st, res_no, link) = NIL;
 	if (f->tail != NIL)
 		*link_of(st, f->tail, link) = (uint32_t)res_no;
@@ -658,12 +736,13 @@ static uint64_t fifo_pop(struct wr_state *st, struct wr_fifo *f, size_t link)
 	if (f->head == NIL)
 		f->tail = NIL;
 	assert((f->head == NIL) == (f->tail == NIL));
+	res_at(st, res_no)->links &= (uint8_t)~link_bit(link);
 	return res_no;
 }
 
 static void hold_push(struct wr_state *st, struct wr_sku *k, uint64_t res_no)
 {
-	assert(k->holds.tail == NIL || st->res[k->holds.tail - 1].expires_ms <= st->res[res_no - 1].expires_ms);
+	assert(k->holds.tail == NIL || (*res_at(st, k->holds.tail)).expires_ms <= (*res_at(st, res_no)).expires_ms);
 	fifo_push(st, &k->holds, LINK_HOLDS, res_no);
 }
 
@@ -681,7 +760,7 @@ static uint32_t waitlist_serve(struct wr_state *st, uint32_t sku_idx, int64_t t_
 	uint32_t promoted = 0;
 	while (k->wl.head != NIL && promoted < PROMOTE_PER_CMD) {
 		uint64_t res_no = k->wl.head;
-		struct wr_res *r = &st->res[res_no - 1];
+		struct wr_res *r = &(*res_at(st, res_no));
 		if (r->status != FS_RES_WAITLISTED) {   /* cancelled while waiting */
 			fifo_pop(st, &k->wl, LINK_WL);
 			k->wl_served++;
@@ -708,7 +787,7 @@ static int waitlist_ready(const struct wr_state *st, const struct wr_sku *k)
 {
 	if (k->wl.head == NIL || k->state != FS_SALE_OPEN || k->available == 0)
 		return 0;
-	const struct wr_res *r = &st->res[k->wl.head - 1];
+	const struct wr_res *r = &(*res_at(st, k->wl.head));
 	return r->status != FS_RES_WAITLISTED || r->qty <= k->available;
 }
 
@@ -775,16 +854,16 @@ static int draw(struct wr_state *st, struct wr_sku *k, const struct fs_cmd *c, i
 	if (memcmp(hash, k->draw_hash, 32) != 0)
 		return -1;
 	uint32_t n = 0;
-	for (uint32_t r = k->pq.head; r != NIL; r = st->res[r - 1].pq_next)
-		if (st->res[r - 1].status == FS_RES_QUEUED)
-			st->scratch[n++] = r;
+	for (uint64_t r = fifo_pop(st, &k->pq, LINK_PQ); r != NIL; r = fifo_pop(st, &k->pq, LINK_PQ))
+		if ((*res_at(st, r)).status == FS_RES_QUEUED)
+			st->scratch[n++] = (uint32_t)r;
 	assert(n == k->pq_count);
 	wr_draw_shuffle(st->scratch, n, seed);
 	k->pq.head = k->pq.tail = NIL;
 	k->pq_count = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		pq_push(st, k, st->scratch[i]);
-		st->res[st->scratch[i] - 1].pq_ticket = ++k->pq_tickets;
+		res_at(st, st->scratch[i])->pq_ticket = ++k->pq_tickets;
 	}
 	k->drawn = 1;
 	k->opened_at_ms = t_ms;
@@ -810,7 +889,7 @@ static uint64_t pq_due(const struct wr_sku *k, int64_t t_ms)
  * else REJECTED (its hold on the per-user limit is released). */
 static void admit_one(struct wr_state *st, struct wr_sku *k, uint64_t res_no, int64_t t_ms)
 {
-	struct wr_res *r = &st->res[res_no - 1];
+	struct wr_res *r = &(*res_at(st, res_no));
 	assert(r->status == FS_RES_QUEUED);
 	k->pq_count--;
 	if (k->available >= r->qty) {
@@ -826,6 +905,7 @@ static void admit_one(struct wr_state *st, struct wr_sku *k, uint64_t res_no, in
 	} else {
 		holding_move(st, r, -(int64_t)r->qty, 0);
 		r->status = FS_RES_REJECTED;
+		r->ended_ms = t_ms;
 	}
 }
 
@@ -843,7 +923,7 @@ static void decide_waitroom_serve(struct wr_state *st, struct fs_cmd *c, int64_t
 	uint32_t admitted = 0;
 	while (k->pq.head != NIL && admitted < ADMIT_PER_CMD && due > 0) {
 		uint64_t res_no = fifo_pop(st, &k->pq, LINK_PQ);
-		struct wr_res *r = &st->res[res_no - 1];
+		struct wr_res *r = &(*res_at(st, res_no));
 		k->pq_served++;
 		if (r->status != FS_RES_QUEUED)
 			continue;   /* cancelled while queued */
@@ -928,7 +1008,7 @@ static void holds_unfreeze(struct wr_state *st, struct wr_sku *k, int64_t t_ms)
 	assert(k->state == FS_SALE_FROZEN && t_ms >= k->frozen_at_ms);
 	int64_t shift_ms = t_ms - k->frozen_at_ms;
 	for (uint64_t res_no = k->holds.head; res_no != NIL; res_no = *link_of(st, res_no, LINK_HOLDS)) {
-		struct wr_res *r = &st->res[res_no - 1];
+		struct wr_res *r = &(*res_at(st, res_no));
 		if (r->status == FS_RES_RESERVED)
 			r->expires_ms += shift_ms;
 	}
@@ -1009,7 +1089,7 @@ static void answer_res(struct wr_state *st, const struct fs_cmd *c, uint64_t res
 static void answer_res_original(struct wr_state *st, const struct fs_cmd *c, uint64_t res_no,
                                 struct wr_batch_out *out)
 {
-	const struct wr_res *r = &st->res[res_no - 1];
+	const struct wr_res *r = &(*res_at(st, res_no));
 	struct fs_ans *a = answer_new(out, c->origin, c->tag);
 	fill_res(st, res_no, a);
 	a->http = 200;
@@ -1048,7 +1128,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	if (user >= 0) {
 		is = idem_slot(st, ih);
 		if (is != NULL && is->h0 != 0) {   /* a repeat: the original answer, or a misuse of the key */
-			const struct wr_res *r = &st->res[is->val - 1];
+			const struct wr_res *r = &(*res_at(st, is->val));
 			c->err = r->sku == (uint32_t)sku && r->qty == c->quantity ? FS_OK : FS_ERR_KEY_REUSED;
 			if (c->err != FS_OK)
 				{ answer_error(out, c, c->err); return; }
@@ -1088,7 +1168,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		c->err = FS_ERR_SOLD_OUT;
 		{ answer_error(out, c, c->err); return; }
 	}
-	if (st->res_count >= st->lim.reservation_count_max || st->idem_count >= st->lim.idem_count_max ||
+	if (st->res_count - st->res_floor >= st->lim.reservation_count_max || st->idem_count >= st->lim.idem_count_max ||
 	    (user < 0 && st->user_count >= st->lim.user_count_max) ||
 	    (h == NULL && st->hold_count >= st->lim.holding_count_max) ||
 	    (dev != 0 && dh == NULL && st->dev_hold_count >= st->lim.holding_count_max)) {
@@ -1107,7 +1187,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	assert(dev == 0 || dh != NULL);
 	assert(user >= 0 && is != NULL && is->h0 == 0 && h != NULL);
 	uint64_t res_no = ++st->res_count;
-	struct wr_res *r = &st->res[res_no - 1];
+	struct wr_res *r = &(*res_at(st, res_no));
 	memset(r, 0, sizeof *r);
 	r->sku = (uint32_t)sku;
 	r->user = (uint32_t)user;
@@ -1118,6 +1198,8 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	if (dh != NULL)
 		dh->held += c->quantity;
 	idem_claim(st, is, ih, res_no);
+	r->idem_h0 = ih.low64 | 1;
+	r->idem_h1 = ih.high64;
 	if (status == FS_RES_RESERVED) {
 		k->available -= c->quantity;
 		k->reserved += c->quantity;
@@ -1203,6 +1285,7 @@ static void decide_cancel(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 	else
 		release_place(st, k, r);
 	r->status = FS_RES_CANCELLED;
+	r->ended_ms = t_ms;
 	record_res_change(st, c, r, out);
 	waitlist_serve(st, r->sku, t_ms, out);
 	answer_res(st, c, c->ref, 200, out);
@@ -1218,6 +1301,7 @@ static void decide_expire(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 	}
 	units_return(st, r);
 	r->status = FS_RES_EXPIRED;
+	r->ended_ms = t_ms;
 	record_res_change(st, c, r, out);
 	waitlist_serve(st, r->sku, t_ms, out);
 	answer_res(st, c, c->ref, 200, out);
@@ -1237,7 +1321,7 @@ static enum fs_err checkout_refusal(const struct wr_res *r, int64_t t_ms)
 /* A repeat of a checkout: the order's outcome when known, else wait for it. */
 static void checkout_repeat(struct wr_state *st, struct fs_cmd *c, uint64_t order_no, struct wr_batch_out *out)
 {
-	struct wr_order *o = &st->orders[order_no - 1];
+	struct wr_order *o = &(*order_at(st, order_no));
 	c->err = FS_ERR_EXISTS;
 	if (o->status == FS_ORDER_PENDING && o->waiter_count < WR_ORDER_WAITERS && c->origin != WR_ORIGIN_NONE) {
 		o->waiter_origin[o->waiter_count] = c->origin;
@@ -1263,13 +1347,13 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 	XXH128_hash_t ih = idem_hash(c->user, c->user_len, IDEM_CHECKOUT, c->key, c->key_len);
 	struct wr_idem_slot *is = idem_slot(st, ih);
 	if (is != NULL && is->h0 != 0) {
-		if (st->orders[is->val - 1].res_no != c->ref) {
+		if ((*order_at(st, is->val)).res_no != c->ref) {
 			c->err = FS_ERR_KEY_REUSED;
 			{ answer_error(out, c, c->err); return; }
 		}
 		{ checkout_repeat(st, c, is->val, out); return; }
 	}
-	if (is == NULL || st->order_count >= st->lim.order_count_max) {
+	if (is == NULL || st->order_count - st->order_floor >= st->lim.order_count_max) {
 		c->err = FS_ERR_OVERLOADED;
 		{ answer_error(out, c, c->err); return; }
 	}
@@ -1280,7 +1364,7 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 	}
 	struct wr_sku *k = &st->skus[r->sku];
 	uint64_t order_no = ++st->order_count;
-	struct wr_order *o = &st->orders[order_no - 1];
+	struct wr_order *o = &(*order_at(st, order_no));
 	memset(o, 0, sizeof *o);
 	o->res_no = c->ref;
 	o->user = r->user;
@@ -1295,6 +1379,8 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 		o->waiter_count = 1;
 	}
 	idem_claim(st, is, ih, order_no);
+	o->idem_h0 = ih.low64 | 1;
+	o->idem_h1 = ih.high64;
 	r->status = FS_RES_PAYING;
 	r->order_no = order_no;
 	c->out_ref = order_no;
@@ -1318,7 +1404,7 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 		c->err = FS_ERR_BAD_STATE;   /* late duplicate: the outcome is already known */
 		return;
 	}
-	struct wr_res *r = &st->res[o->res_no - 1];
+	struct wr_res *r = &(*res_at(st, o->res_no));
 	struct wr_sku *k = &st->skus[r->sku];
 	assert(r->status == FS_RES_PAYING);
 	if (c->pay == FS_PAY_OK) {
@@ -1327,11 +1413,13 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 		k->reserved -= r->qty;
 		k->sold += r->qty;
 		r->status = FS_RES_CONFIRMED;
+		r->ended_ms = t_ms;
 		o->status = FS_ORDER_PAID;
 		o->paid_at_ms = t_ms;
 	} else {
 		units_return(st, r);
 		r->status = FS_RES_FAILED;
+		r->ended_ms = t_ms;
 		o->status = FS_ORDER_FAILED;
 		o->reason = c->pay;
 	}
@@ -1349,6 +1437,10 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 static void decide_read(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
 {
 	c->err = FS_ERR_NOT_FOUND;
+	if (c->type == FS_CMD_RES_GET ? res_reclaimed(st, c->ref) : order_reclaimed(st, c->ref)) {
+		c->err = FS_ERR_RECLAIMED;   /* 404 "expired from the appliance" */
+		{ answer_error(out, c, c->err); return; }
+	}
 	if (c->type == FS_CMD_RES_GET) {
 		if (res_owned(st, c, c->ref) == NULL)
 			{ answer_error(out, c, c->err); return; }
@@ -1478,6 +1570,115 @@ static void decide_risk_flag(struct wr_state *st, struct fs_cmd *c, struct wr_ba
 	record_emit(out, c);
 }
 
+/* ---- retention: reclaiming ended reservations, orders and keys ------------------ */
+
+static int res_final(uint8_t status)
+{
+	return status == FS_RES_CONFIRMED || status == FS_RES_CANCELLED || status == FS_RES_EXPIRED ||
+	       status == FS_RES_FAILED || status == FS_RES_REJECTED;
+}
+
+/* Unlinks the ended entries at the heads of every sale's FIFOs (as the
+ * batch loop's timers do for holds; a waiting room only once drawn: the
+ * draw itself drops its ended entries). Deterministic: after it, the FIFOs
+ * are the same whether or not the timers popped some of them before, so
+ * the `links` bits that gate reclaim are too. */
+static void fifos_trim(struct wr_state *st)
+{
+	for (uint32_t s = 0; s < st->sku_count; s++) {
+		struct wr_sku *k = &st->skus[s];
+		while (k->holds.head != NIL && res_at(st, k->holds.head)->status != FS_RES_RESERVED)
+			fifo_pop(st, &k->holds, LINK_HOLDS);
+		while (k->wl.head != NIL && res_at(st, k->wl.head)->status != FS_RES_WAITLISTED) {
+			fifo_pop(st, &k->wl, LINK_WL);
+			k->wl_served++;
+		}
+		while (k->drawn && k->pq.head != NIL && res_at(st, k->pq.head)->status != FS_RES_QUEUED) {
+			fifo_pop(st, &k->pq, LINK_PQ);
+			k->pq_served++;
+		}
+	}
+}
+
+/* Can reservation res_no be reclaimed at t_ms (retention_ms after it
+ * ended; 0 = any ended one)? */
+static int res_reclaimable(const struct wr_state *st, uint64_t res_no, int64_t t_ms, int64_t retention_ms)
+{
+	const struct wr_res *r = res_at(st, res_no);
+	return res_final(r->status) && r->links == 0 && r->ended_ms + retention_ms <= t_ms;
+}
+
+/* Is res_no among the ended entries at the head of FIFO f (which the trim
+ * of decide_reclaim will unlink)? */
+static int in_ended_prefix(const struct wr_state *st, const struct wr_fifo *f, size_t link, uint8_t live,
+                           uint64_t res_no)
+{
+	for (uint64_t r = f->head; r != NIL; r = *(const uint32_t *)((const uint8_t *)res_at(st, r) + link)) {
+		if (res_at(st, r)->status == live)
+			return 0;
+		if (r == res_no)
+			return 1;
+	}
+	return 0;
+}
+
+/* The timers' view (wr_due, live only): reclaimable once decide_reclaim
+ * has trimmed the FIFOs -- computed without touching the waitlist and the
+ * waiting room, whose trims count as served places (decide only). */
+static int res_due_reclaim(struct wr_state *st, uint64_t res_no, int64_t t_ms)
+{
+	const struct wr_res *r = res_at(st, res_no);
+	if (!res_final(r->status) || r->ended_ms + st->retention_ms > t_ms)
+		return 0;
+	const struct wr_sku *k = &st->skus[r->sku];
+	return (!(r->links & 1) || in_ended_prefix(st, &k->holds, LINK_HOLDS, FS_RES_RESERVED, res_no)) &&
+	       (!(r->links & 2) || in_ended_prefix(st, &k->wl, LINK_WL, FS_RES_WAITLISTED, res_no)) &&
+	       (!(r->links & 4) || (k->drawn && in_ended_prefix(st, &k->pq, LINK_PQ, FS_RES_QUEUED, res_no)));
+}
+
+/* FS_CMD_RECLAIM: frees the reservations up to number c->ref (each ended
+ * and unlinked, else the command is refused), the idempotency keys of
+ * them and of their orders, and the order slots whose reservations are
+ * gone. The writer decided WHEN (wr_due, with --retention); the journal
+ * records WHAT, so a replay frees exactly the same entries whatever the
+ * retention is then. */
+static void decide_reclaim(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	fifos_trim(st);
+	if (c->ref <= st->res_floor || c->ref > st->res_count || c->ref - st->res_floor > WR_RECLAIM_PER_CMD) {
+		c->err = FS_ERR_BAD_STATE;
+		return;
+	}
+	for (uint64_t no = st->res_floor + 1; no <= c->ref; no++)
+		if (!res_reclaimable(st, no, t_ms, 0)) {
+			c->err = FS_ERR_BAD_STATE;
+			return;
+		}
+	for (uint64_t no = st->res_floor + 1; no <= c->ref; no++) {
+		struct wr_res *r = res_at(st, no);
+		idem_delete(st, r->idem_h0, r->idem_h1);
+		if (r->order_no != 0) {
+			const struct wr_order *o = order_at(st, r->order_no);
+			idem_delete(st, o->idem_h0, o->idem_h1);
+		}
+		memset(r, 0, sizeof *r);
+	}
+	st->res_floor = c->ref;
+	while (st->order_floor < st->order_count && order_at(st, st->order_floor + 1)->res_no <= st->res_floor) {
+		memset(order_at(st, st->order_floor + 1), 0, sizeof(struct wr_order));
+		st->order_floor++;
+	}
+	c->err = FS_OK;
+	c->out_ref = st->order_floor;
+	record_emit(out, c);
+}
+
+void wr_state_set_retention(struct wr_state *st, int64_t retention_ms)
+{
+	assert(retention_ms >= 0);
+	st->retention_ms = retention_ms;
+}
+
 /* ---- the decide step -------------------------------------------------------- */
 
 static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
@@ -1512,6 +1713,7 @@ static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, stru
 	case FS_CMD_IP_RULE:      { decide_ip_rule(st, c, out); return; }
 	case FS_CMD_USER_TIER:    { decide_user_tier(st, c, out); return; }
 	case FS_CMD_RISK_FLAG:    { decide_risk_flag(st, c, out); return; }
+	case FS_CMD_RECLAIM:      { decide_reclaim(st, c, t_ms, out); return; }
 	default:
 		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }
@@ -1646,13 +1848,21 @@ uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t 
 			due_cmd(&out[n++], FS_CMD_WAITLIST_SERVE, k);
 		/* a frozen sale keeps its customers whole: no hold expires while it is frozen */
 		while (k->state != FS_SALE_FROZEN && k->holds.head != NIL && n < max) {
-			struct wr_res *r = &st->res[k->holds.head - 1];
+			struct wr_res *r = res_at(st, k->holds.head);
 			if (r->status == FS_RES_RESERVED && r->expires_ms > t_ms)
 				break;
 			if (r->status == FS_RES_RESERVED)
 				due_cmd(&out[n++], FS_CMD_EXPIRE, NULL)->ref = k->holds.head;
 			fifo_pop(st, &k->holds, LINK_HOLDS);   /* stale or handed out: leave the FIFO */
 		}
+	}
+	if (st->retention_ms > 0 && n < max && st->res_floor < st->res_count) {
+		uint64_t to = st->res_floor;
+		while (to < st->res_count && to - st->res_floor < WR_RECLAIM_PER_CMD &&
+		       res_due_reclaim(st, to + 1, t_ms))
+			to++;
+		if (to > st->res_floor)
+			due_cmd(&out[n++], FS_CMD_RECLAIM, NULL)->ref = to;
 	}
 	assert(n <= max);
 	return n;
@@ -1677,11 +1887,18 @@ int64_t wr_next_deadline(const struct wr_state *st)
 				next = d;
 		}
 		if (k->holds.head != NIL && k->state != FS_SALE_FROZEN) {   /* frozen: holds wait */
-			const struct wr_res *r = &st->res[k->holds.head - 1];
+			const struct wr_res *r = res_at(st, k->holds.head);
 			int64_t d = r->status == FS_RES_RESERVED ? r->expires_ms : 0;  /* stale: now */
 			if (d < next)
 				next = d;
 		}
+	}
+	/* the oldest reservation's reclaim (a linked one waits for its FIFO
+	 * head, which the timers above cover) */
+	if (st->retention_ms > 0 && st->res_floor < st->res_count) {
+		const struct wr_res *r = res_at(st, st->res_floor + 1);
+		if (res_final(r->status) && r->ended_ms + st->retention_ms < next)
+			next = r->ended_ms + st->retention_ms;
 	}
 	return next;
 }
@@ -1723,8 +1940,8 @@ void wr_sku_view(const struct wr_state *st, uint32_t idx, struct wr_sku_view *v)
 uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr_charge *out, uint32_t max)
 {
 	uint32_t n = 0;
-	for (uint64_t i = after; i < st->order_count && n < max; i++) {
-		const struct wr_order *o = &st->orders[i];
+	for (uint64_t i = after > st->order_floor ? after : st->order_floor; i < st->order_count && n < max; i++) {
+		const struct wr_order *o = order_at(st, i + 1);
 		if (o->status != FS_ORDER_PENDING)
 			continue;
 		struct wr_charge *c = &out[n++];
@@ -1741,8 +1958,9 @@ uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr
 void wr_usage(const struct wr_state *st, struct wr_usage *u)
 {
 	u->users = st->user_count;
-	u->reservations = (uint32_t)st->res_count;
-	u->orders = (uint32_t)st->order_count;
+	u->reservations = (uint32_t)(st->res_count - st->res_floor);
+	u->orders = (uint32_t)(st->order_count - st->order_floor);
+	u->order_no_max = st->order_count;
 	u->idem_keys = st->idem_count;
 	u->holdings = st->hold_count;
 }
@@ -1759,21 +1977,307 @@ uint64_t wr_state_digest(const struct wr_state *st)
 		XXH3_64bits_update(h, k->name, k->name_len);
 		XXH3_64bits_update(h, f, sizeof f);
 	}
-	for (uint64_t i = 0; i < st->res_count; i++) {
-		const struct wr_res *r = &st->res[i];
+	for (uint64_t i = st->res_floor; i < st->res_count; i++) {
+		const struct wr_res *r = res_at(st, i + 1);
 		uint64_t f[7] = { r->sku, r->user, r->qty, r->status, (uint64_t)r->expires_ms,
 		                  r->order_no, r->wl_ticket };
 		XXH3_64bits_update(h, f, sizeof f);
 	}
-	for (uint64_t i = 0; i < st->order_count; i++) {
-		const struct wr_order *o = &st->orders[i];
+	for (uint64_t i = st->order_floor; i < st->order_count; i++) {
+		const struct wr_order *o = order_at(st, i + 1);
 		uint64_t f[5] = { o->res_no, (uint64_t)o->amount_cents, (uint64_t)o->paid_at_ms,
 		                  o->status, o->reason };
 		XXH3_64bits_update(h, f, sizeof f);
 	}
-	uint64_t f[5] = { st->user_count, st->idem_count, st->hold_count, st->res_count, st->dev_hold_count };
+	uint64_t f[7] = { st->user_count, st->idem_count, st->hold_count, st->res_count, st->dev_hold_count,
+	                  st->res_floor, st->order_floor };
 	XXH3_64bits_update(h, f, sizeof f);
 	uint64_t d = XXH3_64bits_digest(h);
 	XXH3_freeState(h);
 	return d;
+}
+
+/* ---- the state image (snapshots) ------------------------------------------------ */
+
+#define WR_IMG_VERSION 1u
+
+/* The scalars of struct wr_state, as one fixed little-endian section. */
+struct wr_img_meta {
+	uint32_t version;
+	uint32_t meta_bytes;
+	struct wr_limits lim;
+	uint32_t sku_count, user_count;
+	uint64_t res_count, order_count;
+	uint32_t idem_count, hold_count, dev_hold_count, tier_count;
+	uint32_t ip_rule_count, _pad;
+	int64_t  last_t_ms;
+	uint64_t res_floor, order_floor;
+};
+
+int64_t wr_state_time_ms(const struct wr_state *st) { return st->last_t_ms; }
+
+int wr_state_image_limits(const uint8_t *meta, uint64_t len, struct wr_limits *out)
+{
+	struct wr_img_meta m;
+	if (len != sizeof m)
+		return -1;
+	memcpy(&m, meta, sizeof m);
+	if (m.version != WR_IMG_VERSION || m.meta_bytes != sizeof m)
+		return -1;
+	*out = m.lim;
+	return 0;
+}
+
+/* Is the slot in use? Its first `key_bytes` bytes are its key (0 = empty). */
+static int slot_used(const uint8_t *slot, size_t key_bytes)
+{
+	for (size_t i = 0; i < key_bytes; i++)
+		if (slot[i] != 0)
+			return 1;
+	return 0;
+}
+
+/* A sparse table as (u64 slot index, slot bytes) pairs: `used` of them. */
+static int img_sparse(const struct wr_image_sink *s, uint32_t id, const void *tab, size_t slot_bytes,
+                      uint64_t nslots, uint64_t used, size_t key_bytes)
+{
+	int rc = s->section(s->arg, id, used * (8 + slot_bytes));
+	const uint8_t *p = tab;
+	uint64_t emitted = 0;
+	for (uint64_t i = 0; i < nslots && rc == 0; i++, p += slot_bytes) {
+		if (!slot_used(p, key_bytes))
+			continue;
+		if (++emitted > used)
+			return -1;   /* the count disagrees with the table: refuse to write a bad image */
+		rc = s->data(s->arg, &i, sizeof i);
+		if (rc == 0)
+			rc = s->data(s->arg, p, slot_bytes);
+	}
+	return rc != 0 ? rc : emitted == used ? 0 : -1;
+}
+
+static int img_dense(const struct wr_image_sink *s, uint32_t id, const void *p, uint64_t bytes)
+{
+	int rc = s->section(s->arg, id, bytes);
+	return rc != 0 || bytes == 0 ? rc : s->data(s->arg, p, bytes);
+}
+
+int wr_state_image(const struct wr_state *st, const struct wr_image_sink *s)
+{
+	assert(st != NULL && s != NULL && st->pre_cur == NULL);
+	struct wr_img_meta m;
+	memset(&m, 0, sizeof m);
+	m.version = WR_IMG_VERSION;
+	m.meta_bytes = sizeof m;
+	m.lim = st->lim;
+	m.sku_count = st->sku_count;
+	m.user_count = st->user_count;
+	m.res_count = st->res_count;
+	m.order_count = st->order_count;
+	m.idem_count = st->idem_count;
+	m.hold_count = st->hold_count;
+	m.dev_hold_count = st->dev_hold_count;
+	m.tier_count = st->tier_count;
+	m.ip_rule_count = st->ip_rule_count;
+	m.last_t_ms = st->last_t_ms;
+	m.res_floor = st->res_floor;
+	m.order_floor = st->order_floor;
+	int rc = img_dense(s, WR_IMG_META, &m, sizeof m);
+	if (rc == 0)
+		rc = img_dense(s, WR_IMG_SKUS, st->skus, (uint64_t)st->sku_count * sizeof *st->skus);
+	if (rc == 0)
+		rc = img_dense(s, WR_IMG_SKU_SLOTS, st->sku_slots, ((uint64_t)st->sku_slot_mask + 1) * sizeof *st->sku_slots);
+	if (rc == 0)
+		rc = img_dense(s, WR_IMG_USERS, st->users, (uint64_t)st->user_count * sizeof *st->users);
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_USER_SLOTS, st->user_slots, sizeof *st->user_slots,
+		                (uint64_t)st->user_slot_mask + 1, st->user_count, sizeof *st->user_slots);
+	if (rc == 0)
+		rc = s->section(s->arg, WR_IMG_RES, (st->res_count - st->res_floor) * sizeof *st->res);
+	for (uint64_t no = st->res_floor + 1; rc == 0 && no <= st->res_count; no++)
+		rc = s->data(s->arg, res_at(st, no), sizeof *st->res);
+	if (rc == 0)
+		rc = s->section(s->arg, WR_IMG_ORDERS, (st->order_count - st->order_floor) * sizeof *st->orders);
+	for (uint64_t no = st->order_floor + 1; rc == 0 && no <= st->order_count; no++)
+		rc = s->data(s->arg, order_at(st, no), sizeof *st->orders);
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_HOLDS, st->holds, sizeof *st->holds, (uint64_t)st->hold_slot_mask + 1,
+		                st->hold_count, sizeof(uint64_t));
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_DEV_HOLDS, st->dev_holds, sizeof *st->dev_holds,
+		                (uint64_t)st->hold_slot_mask + 1, st->dev_hold_count, sizeof(uint64_t));
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_IDEM, st->idem, sizeof *st->idem, st->idem_slot_mask + 1,
+		                st->idem_count, sizeof(uint64_t));
+	if (rc == 0)
+		rc = img_sparse(s, WR_IMG_TIERS, st->tiers, sizeof *st->tiers, (uint64_t)st->tier_slot_mask + 1,
+		                st->tier_count, sizeof(uint64_t));
+	if (rc == 0) {
+		rc = s->section(s->arg, WR_IMG_IP_RULES, (uint64_t)st->ip_rule_count * (sizeof *st->ip_rules + 1));
+		if (rc == 0 && st->ip_rule_count > 0)
+			rc = s->data(s->arg, st->ip_rules, st->ip_rule_count * sizeof *st->ip_rules);
+		if (rc == 0 && st->ip_rule_count > 0)
+			rc = s->data(s->arg, st->ip_actions, st->ip_rule_count);
+	}
+	return rc;
+}
+
+static int img_fail(char *err, size_t err_len, const char *what, uint32_t id)
+{
+	snprintf(err, err_len, "section %u: %s", (unsigned)id, what);
+	return -1;
+}
+
+/* Puts (index, slot) pairs back; every index must be inside the table. */
+static int img_load_sparse(void *tab, size_t slot_bytes, uint64_t nslots, uint64_t used, const uint8_t *p,
+                           uint64_t len, uint32_t id, char *err, size_t err_len)
+{
+	if (len != used * (8 + slot_bytes))
+		return img_fail(err, err_len, "length does not match the entry count", id);
+	for (uint64_t k = 0; k < used; k++, p += 8 + slot_bytes) {
+		uint64_t idx;
+		memcpy(&idx, p, sizeof idx);
+		if (idx >= nslots || !slot_used(p + 8, slot_bytes < 8 ? slot_bytes : 8))
+			return img_fail(err, err_len, "slot index out of range or empty entry", id);
+		memcpy((uint8_t *)tab + idx * slot_bytes, p + 8, slot_bytes);
+	}
+	return 0;
+}
+
+static int img_load_dense(void *dst, uint64_t want, const uint8_t *p, uint64_t len, uint32_t id,
+                          char *err, size_t err_len)
+{
+	if (len != want)
+		return img_fail(err, err_len, "length does not match the entry count", id);
+	if (len)
+		memcpy(dst, p, len);
+	return 0;
+}
+
+int wr_state_image_load(struct wr_state *st, uint32_t id, const uint8_t *p, uint64_t len, char *err, size_t err_len)
+{
+	assert(st != NULL && (p != NULL || len == 0));
+	if (id == WR_IMG_META) {
+		struct wr_img_meta m;
+		if (len != sizeof m)
+			return img_fail(err, err_len, "meta section of the wrong size (another version?)", id);
+		memcpy(&m, p, sizeof m);
+		if (m.version != WR_IMG_VERSION || m.meta_bytes != sizeof m)
+			return img_fail(err, err_len, "unsupported state image version", id);
+		if (memcmp(&m.lim, &st->lim, sizeof m.lim) != 0) {
+			snprintf(err, err_len, "taken with other table limits (skus %u users %u reservations %u "
+			         "orders %u idempotency keys %u holdings %u); start with the same limits",
+			         m.lim.sku_count_max, m.lim.user_count_max, m.lim.reservation_count_max,
+			         m.lim.order_count_max, m.lim.idem_count_max, m.lim.holding_count_max);
+			return -1;
+		}
+		if (m.sku_count > st->lim.sku_count_max || m.user_count > st->lim.user_count_max ||
+		    m.res_floor > m.res_count || m.order_floor > m.order_count ||
+		    m.res_count - m.res_floor > st->lim.reservation_count_max ||
+		    m.order_count - m.order_floor > st->lim.order_count_max ||
+		    m.idem_count > st->lim.idem_count_max || m.hold_count > st->lim.holding_count_max ||
+		    m.dev_hold_count > st->lim.holding_count_max || m.tier_count > WR_TIER_COUNT_MAX ||
+		    m.ip_rule_count > WR_IP_RULES_MAX)
+			return img_fail(err, err_len, "counts over the table limits", id);
+		st->sku_count = m.sku_count;
+		st->user_count = m.user_count;
+		st->res_count = m.res_count;
+		st->order_count = m.order_count;
+		st->idem_count = m.idem_count;
+		st->hold_count = m.hold_count;
+		st->dev_hold_count = m.dev_hold_count;
+		st->tier_count = m.tier_count;
+		st->ip_rule_count = m.ip_rule_count;
+		st->last_t_ms = m.last_t_ms;
+		st->res_floor = m.res_floor;
+		st->order_floor = m.order_floor;
+		return 0;
+	}
+	switch (id) {
+	case WR_IMG_SKUS:
+		return img_load_dense(st->skus, (uint64_t)st->sku_count * sizeof *st->skus, p, len, id, err, err_len);
+	case WR_IMG_SKU_SLOTS:
+		return img_load_dense(st->sku_slots, ((uint64_t)st->sku_slot_mask + 1) * sizeof *st->sku_slots,
+		                      p, len, id, err, err_len);
+	case WR_IMG_USERS:
+		return img_load_dense(st->users, (uint64_t)st->user_count * sizeof *st->users, p, len, id, err, err_len);
+	case WR_IMG_USER_SLOTS:
+		return img_load_sparse(st->user_slots, sizeof *st->user_slots, (uint64_t)st->user_slot_mask + 1,
+		                       st->user_count, p, len, id, err, err_len);
+	case WR_IMG_RES:
+		if (len != (st->res_count - st->res_floor) * sizeof *st->res)
+			return img_fail(err, err_len, "length does not match the entry count", id);
+		for (uint64_t no = st->res_floor + 1; no <= st->res_count; no++, p += sizeof *st->res)
+			memcpy(res_at(st, no), p, sizeof *st->res);
+		return 0;
+	case WR_IMG_ORDERS:
+		if (len != (st->order_count - st->order_floor) * sizeof *st->orders)
+			return img_fail(err, err_len, "length does not match the entry count", id);
+		for (uint64_t no = st->order_floor + 1; no <= st->order_count; no++, p += sizeof *st->orders)
+			memcpy(order_at(st, no), p, sizeof *st->orders);
+		return 0;
+	case WR_IMG_HOLDS:
+		return img_load_sparse(st->holds, sizeof *st->holds, (uint64_t)st->hold_slot_mask + 1, st->hold_count,
+		                       p, len, id, err, err_len);
+	case WR_IMG_DEV_HOLDS:
+		return img_load_sparse(st->dev_holds, sizeof *st->dev_holds, (uint64_t)st->hold_slot_mask + 1,
+		                       st->dev_hold_count, p, len, id, err, err_len);
+	case WR_IMG_IDEM:
+		return img_load_sparse(st->idem, sizeof *st->idem, st->idem_slot_mask + 1, st->idem_count,
+		                       p, len, id, err, err_len);
+	case WR_IMG_TIERS:
+		return img_load_sparse(st->tiers, sizeof *st->tiers, (uint64_t)st->tier_slot_mask + 1, st->tier_count,
+		                       p, len, id, err, err_len);
+	case WR_IMG_IP_RULES:
+		if (len != (uint64_t)st->ip_rule_count * (sizeof *st->ip_rules + 1))
+			return img_fail(err, err_len, "length does not match the entry count", id);
+		memcpy(st->ip_rules, p, st->ip_rule_count * sizeof *st->ip_rules);
+		memcpy(st->ip_actions, p + st->ip_rule_count * sizeof *st->ip_rules, st->ip_rule_count);
+		return 0;
+	default:
+		return img_fail(err, err_len, "unknown section", id);
+	}
+}
+
+int wr_state_image_done(struct wr_state *st, char *err, size_t err_len)
+{
+	/* Nothing waits on a payment across a restart: those requests died with
+	 * the process that took them. */
+	for (uint64_t no = st->order_floor + 1; no <= st->order_count; no++)
+		order_at(st, no)->waiter_count = 0;
+	for (uint32_t s = 0; s < st->sku_count; s++) {
+		struct wr_sku *k = &st->skus[s];
+		k->touched = 0;
+		if (!sku_conserved(k) && k->state != FS_SALE_FROZEN) {
+			snprintf(err, err_len, "sale %.*s does not conserve its units", k->name_len, k->name);
+			return -1;
+		}
+		if (k->holds.tail > st->res_count || k->wl.tail > st->res_count || k->pq.tail > st->res_count ||
+		    (k->holds.head != NIL && k->holds.head <= st->res_floor) ||
+		    (k->wl.head != NIL && k->wl.head <= st->res_floor) || (k->pq.head != NIL && k->pq.head <= st->res_floor)) {
+			snprintf(err, err_len, "sale %.*s links to a reservation that does not exist", k->name_len, k->name);
+			return -1;
+		}
+	}
+	for (uint64_t no = st->res_floor + 1; no <= st->res_count; no++) {
+		const struct wr_res *r = res_at(st, no);
+		if (r->sku >= st->sku_count || r->user >= st->user_count || r->order_no > st->order_count ||
+		    (r->order_no != 0 && r->order_no <= st->order_floor)) {
+			snprintf(err, err_len, "reservation %llu refers outside the tables", (unsigned long long)no);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void wr_each_holder(const struct wr_state *st, void (*fn)(void *arg, const char *user, size_t len), void *arg)
+{
+	for (uint64_t i = 0; i <= st->hold_slot_mask; i++) {
+		const struct wr_hold_slot *h = &st->holds[i];
+		if (h->key == 0 || h->held + h->bought == 0)
+			continue;
+		uint64_t user = (h->key - 1) >> 16;
+		if (user < st->user_count)
+			fn(arg, st->users[user].name, st->users[user].len);
+	}
 }

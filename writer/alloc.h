@@ -120,7 +120,15 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
  * FIFOs as it walks them (no logical change). */
 uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t max);
 
-/* Earliest hold deadline or opening time, or INT64_MAX when none. */
+/* Retention (live only: replay follows the journaled RECLAIM records):
+ * wr_due() asks for a RECLAIM of the oldest reservations once they ended
+ * (CONFIRMED, CANCELLED, EXPIRED, FAILED, REJECTED) retention_ms ago and
+ * no FIFO points at them; their idempotency keys, their orders and their
+ * orders' keys go with them. Numbers are never reused: a reclaimed one
+ * reads 404 FS_ERR_RECLAIMED. 0 (the default) keeps everything. */
+void wr_state_set_retention(struct wr_state *st, int64_t retention_ms);
+
+/* Earliest hold deadline, opening time or reclaim, or INT64_MAX when none. */
 int64_t wr_next_deadline(const struct wr_state *st);
 
 /* Read access for the writer (snapshot publishing, metrics, recovery). */
@@ -160,12 +168,49 @@ int wr_sku_find(const struct wr_state *st, const char *name, size_t len); /* -1 
 uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr_charge *out, uint32_t max);
 
 struct wr_usage {
-	uint32_t users, reservations, orders, idem_keys, holdings;
+	uint32_t users, reservations, orders, idem_keys, holdings;   /* live entries */
+	uint64_t order_no_max;       /* orders numbered 1..this were ever made */
 };
 void wr_usage(const struct wr_state *st, struct wr_usage *u);
 
 /* SHA-256-free 64-bit digest of the logical state (SKUs, reservations,
  * orders, holdings, idempotency map), for replay-equality checks. */
 uint64_t wr_state_digest(const struct wr_state *st);
+
+/* ---- the state image (snapshots, writer/snapshot.c) ----------------------
+ * wr_state_image() describes the whole logical state at a batch boundary as
+ * numbered sections (WR_IMG_*): for each one it calls sink->section(id,
+ * bytes) and then sink->data() until exactly `bytes` were handed over. It
+ * reads the state only (a forked child may run it on its copy-on-write
+ * view) and does no I/O itself. Returns 0, or the first non-zero return of
+ * a callback. Sparse hash tables are written as (slot index, slot) pairs,
+ * so a load puts every entry back in the same slot.
+ *
+ * Loading: on a state fresh from wr_state_new() with the SAME limits, hand
+ * each section to wr_state_image_load() in the order they were written,
+ * then call wr_state_image_done(). Both return 0, or -1 with a one-line
+ * reason in err (the state is then unusable: free it). Volatile fields
+ * (requests waiting on a payment) are cleared. */
+enum wr_img_section {
+	WR_IMG_META = 1, WR_IMG_SKUS, WR_IMG_SKU_SLOTS, WR_IMG_USERS, WR_IMG_USER_SLOTS,
+	WR_IMG_RES, WR_IMG_ORDERS, WR_IMG_HOLDS, WR_IMG_DEV_HOLDS, WR_IMG_IDEM, WR_IMG_TIERS,
+	WR_IMG_IP_RULES, WR_IMG_COUNT
+};
+struct wr_image_sink {
+	int (*section)(void *arg, uint32_t id, uint64_t bytes);
+	int (*data)(void *arg, const void *p, size_t n);
+	void *arg;
+};
+int wr_state_image(const struct wr_state *st, const struct wr_image_sink *sink);
+int wr_state_image_load(struct wr_state *st, uint32_t id, const uint8_t *p, uint64_t len,
+                        char *err, size_t err_len);
+int wr_state_image_done(struct wr_state *st, char *err, size_t err_len);
+/* The limits a WR_IMG_META section was taken with: 0, or -1 when malformed. */
+int wr_state_image_limits(const uint8_t *meta, uint64_t len, struct wr_limits *out);
+/* Batch time of the last decided batch (0 for a fresh state). */
+int64_t wr_state_time_ms(const struct wr_state *st);
+/* Calls fn for every user that holds or held units of any sale (the
+ * dataplane's holder filter is rebuilt from it after a snapshot load). */
+void wr_each_holder(const struct wr_state *st, void (*fn)(void *arg, const char *user, size_t len), void *arg);
 
 #endif

@@ -83,6 +83,10 @@ struct journal {
 	uint64_t last_seq;
 	uint8_t prev_sha[16];
 	uint64_t bytes;
+	uint64_t dropped_bytes;        /* file sizes of segments dropped since open */
+	uint64_t first_seq;            /* first seq of the oldest segment */
+	uint64_t after_seq;            /* jr_config.after_seq */
+	uint8_t after_chain[16];
 	uint64_t last_sync_ns;
 	int no_sync;
 	int failed;
@@ -486,6 +490,13 @@ static int open_replay_segment(struct journal *j, struct jr_scan *s, int is_last
 			assert(b.seq == j->last_seq + 1);
 			j->last_seq = b.seq;
 			j->bytes += round_up8(JR_HEADER_BYTES + (uint64_t)b.body_len);
+			if (b.seq == j->after_seq && memcmp(s->prev_sha, j->after_chain, 16) != 0) {
+				snprintf(err, err_len, "journal: %s offset %" PRIu64 ": batch %" PRIu64 " is not the one the "
+				         "snapshot follows (chain hash differs)", b.file, b.offset, b.seq);
+				return -1;
+			}
+			if (b.seq <= j->after_seq)
+				continue;   /* inside the snapshot: verified, not replayed */
 			int rc = rp->fn != NULL ? rp->fn(rp->arg, &b) : 0;
 			if (rc != 0) {
 				snprintf(err, err_len, "journal: %s offset %" PRIu64 ": replay failed (%d)", b.file, b.offset, rc);
@@ -533,6 +544,21 @@ static int open_replay(struct journal *j, struct jr_replay *rp, char *err, size_
 		return -1;
 	}
 	int rc = 0;
+	j->first_seq = count > 0 ? seqs[0] : j->after_seq + 1;
+	if (j->after_seq > 0) {
+		/* From a snapshot: the journal may start later than batch 1, but
+		 * never after the snapshot's next batch. */
+		if (count > 0 && seqs[0] > j->after_seq + 1) {
+			char path[JR_PATH_BYTES_MAX];
+			seg_path(path, j->dir, seqs[0]);
+			snprintf(err, err_len, "journal: %s offset 0: starts at batch %" PRIu64 " but the snapshot "
+			         "ends at batch %" PRIu64 ": the batches between are missing", path, seqs[0], j->after_seq);
+			rc = -1;
+		}
+		j->last_seq = count > 0 ? seqs[0] - 1 : j->after_seq;
+		if (count == 0 || seqs[0] == j->after_seq + 1)
+			memcpy(j->prev_sha, j->after_chain, 16);   /* else zeros (batch 1) or learnt */
+	}
 	for (int64_t i = 0; i < count && rc == 0; i++) {
 		if (seqs[i] != j->last_seq + 1) {
 			char path[JR_PATH_BYTES_MAX];
@@ -545,7 +571,11 @@ static int open_replay(struct journal *j, struct jr_replay *rp, char *err, size_
 			rc = -1;
 		} else {
 			s.last_seq = j->last_seq;
-			s.have_prev = 1;      /* the chain starts from zeros at seq 1 */
+			/* the chain starts from zeros at seq 1, from the snapshot's
+			 * value right after it, and is learnt from the first batch
+			 * read in a segment that starts before the snapshot */
+			s.have_prev = i > 0 || seqs[i] == 1 || seqs[i] == j->after_seq + 1;
+			memcpy(s.prev_sha, j->prev_sha, 16);
 			rc = open_replay_segment(j, &s, i == count - 1, rp, err, err_len);
 			memcpy(j->prev_sha, s.prev_sha, 16);
 			memcpy(j->path, s.path, sizeof j->path);
@@ -650,8 +680,16 @@ struct journal *jr_open(const struct jr_config *cfg, jr_batch_fn fn, void *arg,
 		jr_close(j);
 		return NULL;
 	}
+	j->after_seq = cfg->after_seq;
+	memcpy(j->after_chain, cfg->after_chain, 16);
 	struct jr_replay rp = { .fn = fn, .arg = arg };
 	if (open_replay(j, &rp, err, err_len) != 0) {
+		jr_close(j);
+		return NULL;
+	}
+	if (j->last_seq < j->after_seq) {
+		snprintf(err, err_len, "journal: %s ends at batch %" PRIu64 ", before batch %" PRIu64
+		         " that the snapshot follows (the journal lost batches)", j->dir, j->last_seq, j->after_seq);
 		jr_close(j);
 		return NULL;
 	}
@@ -994,7 +1032,101 @@ uint64_t jr_last_seq(const struct journal *j)
 uint64_t jr_bytes(const struct journal *j)
 {
 	assert(j != NULL);
+	return j->bytes > j->dropped_bytes ? j->bytes - j->dropped_bytes : 0;
+}
+
+uint64_t jr_bytes_total(const struct journal *j)
+{
+	assert(j != NULL);
 	return j->bytes;
+}
+
+void jr_last_chain(const struct journal *j, uint8_t out[16])
+{
+	assert(j != NULL);
+	memcpy(out, j->prev_sha, 16);
+}
+
+uint64_t jr_first_seq(const struct journal *j)
+{
+	assert(j != NULL);
+	return j->first_seq ? j->first_seq : 1;
+}
+
+/* Copies src to dst (created), fsync'd. Returns 0 or -1 (errno). */
+static int copy_file_synced(const char *src, const char *dst)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -1;
+	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		int saved = errno;
+		close(in);
+		errno = saved;
+		return -1;
+	}
+	static uint8_t buf[1 << 16];   /* writer thread only */
+	int rc = 0;
+	for (uint64_t off = 0;;) {
+		ssize_t n = read(in, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -1 : 0;
+			break;
+		}
+		if (pwrite_full(out, buf, (uint64_t)n, off) != 0) {
+			rc = -1;
+			break;
+		}
+		off += (uint64_t)n;
+	}
+	int saved = errno;
+	if (rc == 0 && fsync(out) != 0)
+		rc = -1, saved = errno;
+	close(in);
+	close(out);
+	errno = saved;
+	return rc;
+}
+
+int jr_drop_segments(struct journal *j, uint64_t upto_seq, const char *archive_dir)
+{
+	assert(j != NULL);
+	uint64_t *seqs = NULL;
+	int64_t count = seg_list(j->dir, &seqs);
+	if (count < 0)
+		return -1;
+	int dropped = 0, rc = 0;
+	/* segment i holds batches [seqs[i], seqs[i+1]); the last one is live */
+	for (int64_t i = 0; i + 1 < count && seqs[i + 1] - 1 <= upto_seq; i++) {
+		char path[JR_PATH_BYTES_MAX];
+		seg_path(path, j->dir, seqs[i]);
+		struct stat sb;
+		uint64_t size = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+		if (archive_dir != NULL) {
+			char dst[JR_PATH_BYTES_MAX + JR_SEG_NAME_BYTES + 2];
+			snprintf(dst, sizeof dst, "%s/%s", archive_dir, path + strlen(j->dir) + 1);
+			if (rename(path, dst) != 0 && (errno != EXDEV || copy_file_synced(path, dst) != 0 ||
+			                               unlink(path) != 0)) {
+				rc = -1;
+				break;
+			}
+		} else if (unlink(path) != 0) {
+			rc = -1;
+			break;
+		}
+		j->dropped_bytes += size;
+		j->first_seq = seqs[i + 1];
+		dropped++;
+	}
+	int saved = errno;
+	free(seqs);
+	if (dropped > 0)
+		fsync(j->dirfd);
+	errno = saved;
+	return rc != 0 && dropped == 0 ? -1 : dropped;
 }
 
 uint64_t jr_last_sync_ns(const struct journal *j)

@@ -60,6 +60,14 @@ struct jr_config {
 	uint64_t segment_bytes;     /* preallocation and rotation size, e.g. 64 MiB */
 	int      no_sync;           /* 1 = skip fdatasync (benchmarks of the decide path only) */
 	int      prezero;           /* 1 = segments are written with zeros before use (see below) */
+	/* Start-up from a snapshot (snapshot.h): batches <= after_seq are
+	 * verified but not handed to the callback, the journal may begin with
+	 * any segment that holds batch after_seq + 1 (earlier ones were dropped),
+	 * and batch after_seq must hash to after_chain (or, when it is not
+	 * there, batch after_seq + 1 must name after_chain as its previous).
+	 * 0 = replay everything from batch 1. */
+	uint64_t after_seq;
+	uint8_t  after_chain[16];
 };
 
 /* Pre-zeroed segments. On ext4 an fdatasync after writing into a fallocated
@@ -100,7 +108,20 @@ uint64_t jr_append(struct journal *j, int64_t time_ms, uint32_t record_count,
                    const void *body, uint32_t body_len);
 
 uint64_t jr_last_seq(const struct journal *j);     /* 0 when empty */
-uint64_t jr_bytes(const struct journal *j);        /* bytes of batches on disk */
+uint64_t jr_bytes(const struct journal *j);        /* bytes of batches on disk (dropped segments
+                                                    * count as their file size) */
+uint64_t jr_bytes_total(const struct journal *j);  /* bytes appended or replayed since open; never falls */
+/* The chain value of the last batch: first 16 bytes of SHA-256 of its header. */
+void jr_last_chain(const struct journal *j, uint8_t out[16]);
+
+/* Removes the segments whose batches are all <= upto_seq (never the one
+ * being appended to), oldest first: unlinked, or moved into archive_dir
+ * when it is not NULL (renamed, or copied + fsync'd across file systems).
+ * Returns how many went (0 or more), or -1 with errno set when the first
+ * failure stopped it (what went before stays gone). */
+int jr_drop_segments(struct journal *j, uint64_t upto_seq, const char *archive_dir);
+/* First sequence of the oldest segment (1 when none was dropped or empty). */
+uint64_t jr_first_seq(const struct journal *j);
 /* Latency of the last append's write+fdatasync, in nanoseconds. */
 uint64_t jr_last_sync_ns(const struct journal *j);
 void jr_close(struct journal *j);

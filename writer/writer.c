@@ -22,6 +22,7 @@
 #include "writer/draw.h"
 #include "writer/journal.h"
 #include "writer/record.h"
+#include "writer/snapshot.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -32,7 +33,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,7 +73,24 @@ struct writer {
 	uint64_t recharge_max;            /* ... and up to this order number */
 	struct wr_admission *admission;
 	_Atomic uint32_t usage[5];
+	/* snapshots (snapshot.h): at most one child writing at a time */
+	pid_t snap_pid;
+	struct wr_snap_stamp snap_pending;
+	uint64_t snap_started_ns;
+	uint64_t snap_seq;                /* newest durable snapshot (0: none) */
+	uint64_t snap_oldest_kept;        /* segments wholly before it may go */
+	uint64_t snap_mark_bytes;         /* jr_bytes_total() when the last one started */
+	uint64_t snap_req_taken;          /* requests the running child answers */
+	_Atomic uint64_t snap_req;        /* requests made (wr_snapshot_now) */
+	_Atomic uint64_t snap_done;       /* requests answered */
+	_Atomic int64_t snap_result;      /* seq of the last answer, -1 when it failed */
+	int64_t drop_next_ms;
+	uint64_t (*segment_gate)(void *);
+	void *segment_gate_arg;
 };
+
+/* Nanoseconds on the monotonic clock (start-up and snapshot timings). */
+static uint64_t mono_ns(void) { return (uint64_t)fs_mono_us() * 1000u; }
 
 /* ---- replay --------------------------------------------------------------- */
 
@@ -222,6 +244,52 @@ static int alloc_buffers(struct writer *w)
 	return 0;
 }
 
+static void holder_set(void *arg, const char *user, size_t len)
+{
+	fs_snap_holder_set(arg, user, len);
+}
+
+/* Loads the newest valid snapshot into w->st and points the journal's
+ * start after it (jc->after_seq stays 0 when none is valid). A damaged
+ * one is refused loudly (file and offset) and the one before is tried.
+ * Returns 0, or -1 when a fresh state cannot be reserved. */
+static int snapshot_load_latest(struct writer *w, struct jr_config *jc, int *refused)
+{
+	uint64_t seqs[WR_SNAP_LIST_MAX];
+	int n = wr_snapshot_list(w->cfg.data_dir, seqs, WR_SNAP_LIST_MAX);
+	for (int i = 0; i < n; i++) {
+		char path[PATH_MAX + 64], why[PATH_MAX + 512];
+		struct wr_snap_stamp stamp;
+		uint64_t bytes = 0;
+		wr_snapshot_path(path, sizeof path, w->cfg.data_dir, seqs[i]);
+		int ok = wr_snapshot_load(path, w->st, &stamp, &bytes, why, sizeof why) == 0;
+		if (ok && stamp.seq != seqs[i]) {
+			ok = 0;
+			snprintf(why, sizeof why, "snapshot %s offset 0: its header names batch %llu", path,
+			         (unsigned long long)stamp.seq);
+		}
+		if (ok) {
+			jc->after_seq = stamp.seq;
+			memcpy(jc->after_chain, stamp.chain, 16);
+			w->last_t_ms = stamp.time_ms;
+			w->snap_seq = stamp.seq;
+			w->snap_oldest_kept = i + 1 < n ? seqs[i + 1] : stamp.seq;
+			atomic_store(&w->m.snapshot_seq, stamp.seq);
+			atomic_store(&w->m.snapshot_bytes, bytes);
+			atomic_store(&w->m.durable_seq, stamp.seq);
+			wr_each_holder(w->st, holder_set, w->snap);
+			return 0;
+		}
+		fprintf(stderr, "flashsaled: refusing %s; trying the one before\n", why);
+		(*refused)++;
+		wr_state_free(w->st);
+		w->st = wr_state_new(&w->cfg.limits);
+		if (w->st == NULL)
+			return -1;
+	}
+	return 0;
+}
+
 struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, char *err, size_t err_len)
 {
 	assert(cfg->batch_count_max > 0 && cfg->batch_count_max <= WR_BATCH_COUNT_MAX);
@@ -271,15 +339,37 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	err[0] = 0;
 	struct jr_config jc = { .dir = w->journal_dir, .segment_bytes = cfg->segment_bytes, .no_sync = cfg->no_sync,
 	                        .prezero = !cfg->no_sync };
+	int refused = 0;
+	uint64_t s0 = mono_ns();
+	if (snapshot_load_latest(w, &jc, &refused) != 0) {
+		snprintf(err, err_len, "cannot reserve memory for the tables");
+		replay_ctx_free(&rc);
+		wr_close(w);
+		return NULL;
+	}
+	uint64_t s1 = mono_ns();
 	char jerr[512];
 	w->j = jr_open(&jc, replay_batch, &rc, jerr, sizeof jerr);
 	replay_ctx_free(&rc);
 	if (w->j == NULL) {
-		if (err[0] == 0)
+		if (err[0] == 0 && refused > 0 && jc.after_seq == 0)
+			snprintf(err, err_len, "no valid snapshot (%d refused, see above) and the journal cannot be "
+			         "replayed from its start: %s", refused, jerr);
+		else if (err[0] == 0)
 			snprintf(err, err_len, "%s", jerr);
 		wr_close(w);
 		return NULL;
 	}
+	uint64_t s2 = mono_ns();
+	atomic_store(&w->m.startup_snapshot_ms, (s1 - s0) / 1000000);
+	atomic_store(&w->m.startup_tail_ms, (s2 - s1) / 1000000);
+	atomic_store(&w->m.journal_first_seq, jr_first_seq(w->j));
+	w->snap_mark_bytes = jr_bytes_total(w->j);
+	wr_state_set_retention(w->st, (int64_t)cfg->retention_ms);   /* after replay: it follows the journal */
+	if (!cfg->quiet)
+		printf("flashsaled: start-up: snapshot %llu loaded in %.1f ms; journal tail of %llu batches "
+		       "replayed in %.1f ms\n", (unsigned long long)jc.after_seq, (double)(s1 - s0) / 1e6,
+		       (unsigned long long)atomic_load(&w->m.replayed_batches), (double)(s2 - s1) / 1e6);
 	for (uint32_t i = 0; i < wr_sku_count(w->st); i++)
 		publish_sku(w, i);
 	publish_ip_rules(w);
@@ -287,7 +377,7 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	 * key (the ring takes what fits now; the loop hands over the rest) */
 	struct wr_usage u;
 	wr_usage(w->st, &u);
-	w->recharge_max = u.orders;
+	w->recharge_max = u.order_no_max;
 	uint32_t pending = recharge(w);
 	if (pending && !cfg->quiet)
 		printf("flashsaled: payments in flight at the last stop: retrying them\n");
@@ -576,11 +666,166 @@ static void idle_wait(struct writer *w)
 	(void)r;
 }
 
+/* ---- snapshots and segment retention -------------------------------------------- */
+
+/* Forks a child that writes the state as it is now (a batch boundary: the
+ * last batch decided is durable) to a snapshot file. The parent goes on at
+ * once; the kernel copies a page of the tables only when the parent writes
+ * to it, so the stall is the fork itself (page tables), not the copy. */
+static void snapshot_start(struct writer *w)
+{
+	assert(w->snap_pid == 0);
+	struct wr_snap_stamp stamp = { .seq = jr_last_seq(w->j), .time_ms = w->last_t_ms };
+	jr_last_chain(w->j, stamp.chain);
+	pid_t parent = getpid();
+	uint64_t t0 = mono_ns();
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* The child of a multi-threaded process: only async-signal-safe
+		 * calls from here (wr_snapshot_write allocates nothing). It dies
+		 * with the writer and holds none of its descriptors (the journal's
+		 * lock, sockets). */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(3);
+		close_range(3, ~0u, 0);
+		char err[PATH_MAX + 256];
+		int rc = wr_snapshot_write(w->cfg.data_dir, w->st, &stamp, w->cfg.snapshot_pace_us, err, sizeof err);
+		if (rc != 0) {
+			size_t len = strlen(err);
+			err[len] = '\n';
+			ssize_t wr = write(2, err, len + 1);
+			(void)wr;
+		}
+		_exit(rc == 0 ? 0 : 1);
+	}
+	uint64_t fork_us = (mono_ns() - t0) / 1000;
+	if (fork_us > atomic_load(&w->m.snapshot_fork_us_max))
+		atomic_store(&w->m.snapshot_fork_us_max, fork_us);
+	if (pid < 0) {
+		fprintf(stderr, "writer: snapshot: fork: %s\n", strerror(errno));
+		atomic_fetch_add(&w->m.snapshot_failures, 1);
+		atomic_store(&w->snap_result, -1);
+		atomic_store(&w->snap_done, w->snap_req_taken);
+		return;
+	}
+	w->snap_pid = pid;
+	w->snap_pending = stamp;
+	w->snap_started_ns = t0;
+	w->snap_mark_bytes = jr_bytes_total(w->j);
+}
+
+/* Deletes (or archives) the segments wholly before the older kept snapshot
+ * that every sink has consumed: a damaged newest snapshot still has the one
+ * before it and its whole tail. */
+static void segments_drop(struct writer *w, int64_t t_ms)
+{
+	if (w->snap_oldest_kept == 0 || t_ms < w->drop_next_ms)
+		return;
+	w->drop_next_ms = t_ms + 1000;
+	uint64_t upto = w->snap_oldest_kept;
+	uint64_t gate = w->segment_gate ? w->segment_gate(w->segment_gate_arg) : UINT64_MAX;
+	atomic_store_explicit(&w->m.segments_held_by_sinks, gate < upto, memory_order_relaxed);
+	if (gate < upto)
+		upto = gate;
+	if (upto <= jr_first_seq(w->j))
+		return;
+	int n = jr_drop_segments(w->j, upto, w->cfg.archive_dir);
+	if (n < 0) {
+		fprintf(stderr, "writer: cannot %s old journal segments: %s\n",
+		        w->cfg.archive_dir ? "archive" : "delete", strerror(errno));
+		w->drop_next_ms = t_ms + 60000;
+		return;
+	}
+	if (n > 0) {
+		atomic_fetch_add(&w->m.segments_dropped, (uint64_t)n);
+		atomic_store(&w->m.journal_first_seq, jr_first_seq(w->j));
+		atomic_store(&w->m.journal_bytes, jr_bytes(w->j));
+	}
+}
+
+/* Reaps a finished child, starts a snapshot when one is asked for or due,
+ * and lets old segments go. Called between batches. */
+static void snapshot_poll(struct writer *w, int64_t t_ms)
+{
+	if (w->snap_pid > 0) {
+		int status = 0;
+		pid_t r = waitpid(w->snap_pid, &status, WNOHANG);
+		if (r == 0)
+			return;
+		int ok = r == w->snap_pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		w->snap_pid = 0;
+		if (ok) {
+			w->snap_seq = w->snap_pending.seq;
+			w->snap_oldest_kept = wr_snapshot_prune(w->cfg.data_dir, WR_SNAP_KEEP);
+			char path[PATH_MAX + 64];
+			struct stat sb;
+			wr_snapshot_path(path, sizeof path, w->cfg.data_dir, w->snap_seq);
+			atomic_store(&w->m.snapshot_bytes, stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0);
+			atomic_fetch_add(&w->m.snapshots, 1);
+			atomic_store(&w->m.snapshot_seq, w->snap_seq);
+			atomic_store(&w->m.snapshot_write_ms_last, (mono_ns() - w->snap_started_ns) / 1000000);
+			w->drop_next_ms = 0;
+		} else {
+			fprintf(stderr, "writer: snapshot of batch %llu failed (status %d); the previous one stays\n",
+			        (unsigned long long)w->snap_pending.seq, status);
+			atomic_fetch_add(&w->m.snapshot_failures, 1);
+		}
+		atomic_store(&w->snap_result, ok ? (int64_t)w->snap_seq : -1);
+		atomic_store(&w->snap_done, w->snap_req_taken);
+	}
+	uint64_t req = atomic_load(&w->snap_req);
+	int due = w->cfg.snapshot_every_bytes != 0 &&
+	          jr_bytes_total(w->j) - w->snap_mark_bytes >= w->cfg.snapshot_every_bytes;
+	if (req != w->snap_req_taken || due) {
+		w->snap_req_taken = req;
+		if (jr_last_seq(w->j) == w->snap_seq && w->snap_seq != 0) {
+			/* nothing new since the last one: it is the answer */
+			w->snap_mark_bytes = jr_bytes_total(w->j);
+			atomic_store(&w->snap_result, (int64_t)w->snap_seq);
+			atomic_store(&w->snap_done, req);
+		} else {
+			snapshot_start(w);
+		}
+	}
+	segments_drop(w, t_ms);
+}
+
+int64_t wr_snapshot_now(struct writer *w, int timeout_ms, char *err, size_t err_len)
+{
+	uint64_t ticket = atomic_fetch_add(&w->snap_req, 1) + 1;
+	uint64_t one = 1;
+	ssize_t r = write(w->wake.fd, &one, sizeof one);
+	(void)r;
+	for (int waited = 0; waited <= timeout_ms; waited += 10) {
+		if (atomic_load(&w->snap_done) >= ticket) {
+			int64_t seq = atomic_load(&w->snap_result);
+			if (seq < 0)
+				snprintf(err, err_len, "the snapshot failed (see flashsaled's log)");
+			return seq;
+		}
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	snprintf(err, err_len, "no snapshot finished within %d ms", timeout_ms);
+	return -1;
+}
+
+void wr_on_segment_gate(struct writer *w, uint64_t (*fn)(void *arg), void *arg)
+{
+	assert(!w->started);
+	w->segment_gate = fn;
+	w->segment_gate_arg = arg;
+}
+
 static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
 	uint32_t idle_rounds = 0;
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		snapshot_poll(w, fs_wall_ms());
 		int64_t t = fs_wall_ms();
 		if (t < w->last_t_ms)
 			t = w->last_t_ms;   /* batch time never goes backwards */
@@ -629,6 +874,11 @@ void wr_stop(struct writer *w)
 	(void)r;
 	pthread_join(w->thread, NULL);
 	w->started = 0;
+	if (w->snap_pid > 0) {   /* it died with the writer thread (PDEATHSIG): reap it */
+		int status;
+		waitpid(w->snap_pid, &status, 0);
+		w->snap_pid = 0;
+	}
 }
 
 void wr_close(struct writer *w)

@@ -32,6 +32,14 @@ struct wr_config {
 	uint32_t risk_regular_streak;     /* gaps in a row within 2 ms that flag a client (default 8) */
 	uint32_t risk_device_users;       /* users on one device id before it flags (default 4) */
 	uint32_t risk_ip_users;           /* users from one untrusted IP before it flags (default 50) */
+	/* lifetime (snapshot.h): a snapshot every this many journal bytes
+	 * (0 = only on request); journal segments before the older kept
+	 * snapshot and consumed by every sink are deleted, or moved to
+	 * archive_dir when it is set */
+	uint64_t snapshot_every_bytes;
+	const char *archive_dir;
+	uint32_t snapshot_pace_us;        /* tests only: slow snapshot writing down (see snapshot.h) */
+	uint64_t retention_ms;            /* ended reservations/orders/keys kept this long (0 = forever) */
 };
 
 struct wr_metrics {
@@ -44,6 +52,11 @@ struct wr_metrics {
 	uint64_t tables_fault_ms;     /* start-up: faulting every table in took this long (0: --no-prefault) */
 	_Atomic uint64_t replayed_batches;
 	_Atomic uint64_t risk_flags;
+	/* lifetime */
+	_Atomic uint64_t snapshots, snapshot_failures, snapshot_seq, snapshot_bytes;
+	_Atomic uint64_t snapshot_fork_us_max, snapshot_write_ms_last;
+	_Atomic uint64_t segments_dropped, journal_first_seq, segments_held_by_sinks;
+	_Atomic uint64_t startup_snapshot_ms, startup_tail_ms;
 };
 
 struct writer;
@@ -75,6 +88,17 @@ int wr_start(struct writer *w, int cpu);
 /* Asks the thread to finish the batch in hand and stop; joins it. */
 void wr_stop(struct writer *w);
 void wr_close(struct writer *w);
+
+/* The lowest journal sequence every sink has consumed (UINT64_MAX when
+ * there is no sink; 0 when one must keep everything, e.g. it rebuilds its
+ * projection from batch 1): segments after it are never deleted. Called on
+ * the writer thread; must not block. Set before wr_start. */
+void wr_on_segment_gate(struct writer *w, uint64_t (*fn)(void *arg), void *arg);
+
+/* Takes a snapshot now (any thread but the writer's): waits up to
+ * timeout_ms for a snapshot started after this call to be durable.
+ * Returns its journal sequence (>= 0), or -1 with the reason in err. */
+int64_t wr_snapshot_now(struct writer *w, int timeout_ms, char *err, size_t err_len);
 
 const struct wr_metrics *wr_metrics(const struct writer *w);
 /* The durable sequence (sinks never read past it). */

@@ -71,7 +71,7 @@ struct prop {
 	uint32_t sku_names_n;
 	/* progress */
 	uint64_t done, epoch, batch;
-	uint64_t stat_ans[FS_ERR_COUNT], stat_promote, stat_wait, stat_paid, stat_expire, stat_serve;
+	uint64_t stat_ans[FS_ERR_COUNT], stat_promote, stat_wait, stat_paid, stat_expire, stat_serve, stat_reclaim;
 };
 
 static struct prop P;
@@ -172,7 +172,12 @@ static void epoch_begin(void)
 	assert_true(P.st && P.rst && P.m);
 	out_init(&P.out, CMD_MAX, l->sku_count_max);
 	out_init(&P.rout, CMD_MAX * 6, l->sku_count_max);
-	P.orig_pos = calloc(l->reservation_count_max + 1, sizeof *P.orig_pos);
+	/* retention: off, or short enough to reclaim within an epoch (the
+	 * replayed state rst has none: it follows the journaled RECLAIMs) */
+	int64_t retention = chance(50) ? 0 : 1 + (int64_t)rnd(20000);
+	wr_state_set_retention(P.st, retention);
+	model_set_retention(P.m, retention);
+	P.orig_pos = calloc(l->reservation_count_max + P.epoch_len + 1, sizeof *P.orig_pos);
 	assert_non_null(P.orig_pos);
 	P.t = 1700000000000LL + (int64_t)rnd(1000000);
 	P.recent_res_n = P.recent_co_n = 0;
@@ -501,6 +506,7 @@ static void check_batch(uint32_t n, uint32_t nd)
 		}
 		if (c->type == FS_CMD_EXPIRE) P.stat_expire++;
 		if (c->type == FS_CMD_WAITLIST_SERVE) P.stat_serve++;
+		if (c->type == FS_CMD_RECLAIM) P.stat_reclaim++;
 	}
 	if (off != o->records_len)
 		FAIL(n, "records the model does not expect after the last command (%u of %u bytes)", off, o->records_len);
@@ -723,13 +729,14 @@ static void test_alloc_matches_model(void **state)
 	for (int e = 0; e < FS_ERR_COUNT; e++)
 		if (P.stat_ans[e])
 			printf(" %s=%llu", fs_err_name((enum fs_err)e), (unsigned long long)P.stat_ans[e]);
-	printf("\nalloc_prop: waitlisted=%llu promoted=%llu expired=%llu serves=%llu paid=%llu\n",
+	printf("\nalloc_prop: waitlisted=%llu promoted=%llu expired=%llu serves=%llu paid=%llu reclaims=%llu\n",
 	       (unsigned long long)P.stat_wait, (unsigned long long)P.stat_promote,
 	       (unsigned long long)P.stat_expire, (unsigned long long)P.stat_serve,
-	       (unsigned long long)P.stat_paid);
+	       (unsigned long long)P.stat_paid, (unsigned long long)P.stat_reclaim);
 	/* the workload must reach the interesting paths, or it proves little */
 	assert_true(P.stat_ans[FS_ERR_SOLD_OUT] > 0 || P.steps < 20000);
 	assert_true(P.stat_promote > 0 || P.steps < 20000);
+	assert_true(P.stat_reclaim > 0 || P.steps < 20000);
 	assert_true(P.stat_ans[FS_ERR_LIMIT_REACHED] > 0 || P.steps < 20000);
 	assert_true(P.stat_ans[FS_ERR_OVERLOADED] > 0 || P.steps < 20000);
 }

@@ -42,6 +42,8 @@ struct m_res {
 	uint8_t  key_len;
 	char     dev[FS_ID_LEN_MAX];        /* device id it was made from */
 	uint8_t  dev_len;
+	int64_t  ended_ms;              /* when it reached a final status */
+	uint64_t wl_seq;                /* its place among the SKU's waitlist joins (0: never) */
 };
 
 struct m_order {
@@ -73,6 +75,11 @@ struct model {
 	uint32_t dev_pair_count;        /* distinct (device, sku) seen: the writer's device table */
 	uint32_t idem_count;            /* reserve keys + checkout keys claimed */
 	uint64_t reserved_seq;
+	/* retention: rows <= the floors were reclaimed (kept here only for the
+	 * per-user and per-device limits, which outlive them) */
+	uint64_t res_floor, order_floor;
+	uint64_t res_cap, order_cap;
+	int64_t  retention_ms;
 };
 
 struct model *model_new(const struct wr_limits *lim)
@@ -82,8 +89,10 @@ struct model *model_new(const struct wr_limits *lim)
 	assert(m != NULL);
 	m->lim = *lim;
 	m->users = calloc(lim->user_count_max, sizeof *m->users);
-	m->res = calloc(lim->reservation_count_max, sizeof *m->res);
-	m->orders = calloc(lim->order_count_max, sizeof *m->orders);
+	m->res_cap = lim->reservation_count_max;
+	m->order_cap = lim->order_count_max;
+	m->res = calloc(m->res_cap, sizeof *m->res);
+	m->orders = calloc(m->order_cap, sizeof *m->orders);
 	m->pair_seen = calloc((size_t)lim->user_count_max * M_SKU_MAX, 1);
 	assert(m->users && m->res && m->orders && m->pair_seen);
 	return m;
@@ -125,12 +134,71 @@ static int user_find(const struct model *m, const char *name, size_t len)
 
 static struct m_res *res_get(struct model *m, uint64_t res_no)
 {
-	return res_no >= 1 && res_no <= m->res_count ? &m->res[res_no - 1] : NULL;
+	return res_no > m->res_floor && res_no <= m->res_count ? &m->res[res_no - 1] : NULL;
 }
 
+/* An order goes with its reservation. */
 static struct m_order *order_get(struct model *m, uint64_t order_no)
 {
-	return order_no >= 1 && order_no <= m->order_count ? &m->orders[order_no - 1] : NULL;
+	if (order_no <= m->order_floor || order_no > m->order_count)
+		return NULL;
+	struct m_order *o = &m->orders[order_no - 1];
+	return o->res_no <= m->res_floor ? NULL : o;
+}
+
+static int final_status(uint8_t s)
+{
+	return s == FS_RES_CONFIRMED || s == FS_RES_CANCELLED || s == FS_RES_EXPIRED || s == FS_RES_FAILED ||
+	       s == FS_RES_REJECTED;
+}
+
+/* Is an ended reservation still behind a live one in its sale's holds or
+ * waitlist (first come, first out)? `due` is the timers' view at t_ms,
+ * where a hold past its deadline has already left (its EXPIRE is due),
+ * unless its sale is frozen (holds wait then). */
+static int res_blocked(const struct model *m, const struct m_res *x, int due, int64_t t_ms)
+{
+	for (uint64_t i = m->res_floor; i < m->res_count; i++) {
+		const struct m_res *y = &m->res[i];
+		if (y->sku != x->sku)
+			continue;
+		if (y->status == FS_RES_RESERVED && x->reserved_seq != 0 && y->reserved_seq < x->reserved_seq &&
+		    !(due && y->expires_ms <= t_ms && m->skus[y->sku].state != FS_SALE_FROZEN))
+			return 1;
+		if (y->status == FS_RES_WAITLISTED && x->wl_seq != 0 && y->wl_seq < x->wl_seq)
+			return 1;
+	}
+	return 0;
+}
+
+/* The reservations a RECLAIM at t_ms may free: up to this number. */
+static uint64_t reclaim_target(const struct model *m, int64_t t_ms, int64_t retention_ms, int due)
+{
+	uint64_t to = m->res_floor;
+	while (to < m->res_count && to - m->res_floor < 1024) {
+		const struct m_res *r = &m->res[to];
+		if (!final_status(r->status) || r->ended_ms + retention_ms > t_ms || res_blocked(m, r, due, t_ms))
+			break;
+		to++;
+	}
+	return to;
+}
+
+void model_set_retention(struct model *m, int64_t retention_ms) { m->retention_ms = retention_ms; }
+
+static void do_reclaim(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	if (c->ref <= m->res_floor || c->ref > reclaim_target(m, t_ms, 0, 0))
+		return;   /* refused, not journaled, no answer */
+	for (uint64_t no = m->res_floor + 1; no <= c->ref; no++) {
+		const struct m_res *r = &m->res[no - 1];
+		m->idem_count -= 1 + (r->order_no != 0);   /* its key and its order's key */
+	}
+	m->res_floor = c->ref;
+	while (m->order_floor < m->order_count && m->orders[m->order_floor].res_no <= m->res_floor)
+		m->order_floor++;
+	e->journaled = 1;
+	e->out_ref = m->order_floor;
 }
 
 /* The reservation res_no if the command's user owns it. */
@@ -418,7 +486,7 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 	int user = user_find(m, c->user, c->user_len);
 	if (user >= 0) {
 		/* the same user and key again: the original answer, or a misuse */
-		for (uint64_t i = 0; i < m->res_count; i++) {
+		for (uint64_t i = m->res_floor; i < m->res_count; i++) {
 			struct m_res *r = &m->res[i];
 			if (r->user != (uint32_t)user || !same(r->key, r->key_len, c->key, c->key_len))
 				continue;
@@ -454,7 +522,7 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 	else
 		{ ans_error(e, c, FS_ERR_SOLD_OUT); return; }
 	int new_pair = user < 0 || !m->pair_seen[(size_t)user * M_SKU_MAX + (uint32_t)sku];
-	if (m->res_count >= m->lim.reservation_count_max || m->idem_count >= m->lim.idem_count_max ||
+	if (m->res_count - m->res_floor >= m->lim.reservation_count_max || m->idem_count >= m->lim.idem_count_max ||
 	    (user < 0 && m->user_count >= m->lim.user_count_max) ||
 	    (new_pair && m->pair_count >= m->lim.holding_count_max) ||
 	    (c->text_len && !dev_seen && m->dev_pair_count >= m->lim.holding_count_max))
@@ -469,6 +537,11 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 	if (new_pair) {
 		m->pair_seen[(size_t)user * M_SKU_MAX + (uint32_t)sku] = 1;
 		m->pair_count++;
+	}
+	if (m->res_count == m->res_cap) {
+		m->res_cap *= 2;
+		m->res = realloc(m->res, m->res_cap * sizeof *m->res);
+		assert(m->res != NULL);
 	}
 	uint64_t res_no = ++m->res_count;
 	struct m_res *r = &m->res[res_no - 1];
@@ -491,6 +564,7 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 		assert(k->wl_len < M_WL_MAX);
 		k->wl[k->wl_len++] = res_no;
 		k->joins++;
+		r->wl_seq = k->joins;
 	}
 	r->orig_expires_ms = r->expires_ms;
 	k->version++;
@@ -522,6 +596,7 @@ static void do_cancel(struct model *m, const struct fs_cmd *c, int64_t t_ms, str
 	else
 		wl_remove(k, c->ref);
 	r->status = FS_RES_CANCELLED;
+	r->ended_ms = t_ms;
 	k->version++;
 	e->journaled = 1;
 	e->out_status = FS_RES_CANCELLED;
@@ -539,6 +614,7 @@ static void do_expire(struct model *m, const struct fs_cmd *c, int64_t t_ms, str
 		{ ans_error(e, c, FS_ERR_NOT_CANCELLABLE); return; }
 	units_back(m, r);
 	r->status = FS_RES_EXPIRED;
+	r->ended_ms = t_ms;
 	m->skus[r->sku].version++;
 	e->journaled = 1;
 	e->out_status = FS_RES_EXPIRED;
@@ -556,9 +632,9 @@ static void do_checkout(struct model *m, const struct fs_cmd *c, int64_t t_ms, s
 	if (c->key_len == 0 || c->text_len == 0)
 		{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
 	struct m_order *seen = NULL;
-	for (uint64_t i = 0; i < m->order_count && seen == NULL; i++) {
+	for (uint64_t i = m->order_floor; i < m->order_count && seen == NULL; i++) {
 		struct m_order *o = &m->orders[i];
-		if (o->user == r->user && same(o->key, o->key_len, c->key, c->key_len))
+		if (o->res_no > m->res_floor && o->user == r->user && same(o->key, o->key_len, c->key, c->key_len))
 			seen = o;
 	}
 	if (seen != NULL) {
@@ -576,7 +652,7 @@ static void do_checkout(struct model *m, const struct fs_cmd *c, int64_t t_ms, s
 		a->ans.http = seen->status == FS_ORDER_FAILED ? 402 : seen->status == FS_ORDER_PAID ? 200 : 202;
 		return;
 	}
-	if (m->idem_count >= m->lim.idem_count_max || m->order_count >= m->lim.order_count_max)
+	if (m->idem_count >= m->lim.idem_count_max || m->order_count - m->order_floor >= m->lim.order_count_max)
 		{ ans_error(e, c, FS_ERR_OVERLOADED); return; }
 	if (m->skus[r->sku].state == FS_SALE_FROZEN)
 		{ ans_error(e, c, FS_ERR_FROZEN); return; }
@@ -594,6 +670,11 @@ static void do_checkout(struct model *m, const struct fs_cmd *c, int64_t t_ms, s
 		{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
 	}
 	struct m_sku *k = &m->skus[r->sku];
+	if (m->order_count == m->order_cap) {
+		m->order_cap *= 2;
+		m->orders = realloc(m->orders, m->order_cap * sizeof *m->orders);
+		assert(m->orders != NULL);
+	}
 	uint64_t order_no = ++m->order_count;
 	struct m_order *o = &m->orders[order_no - 1];
 	memset(o, 0, sizeof *o);
@@ -640,11 +721,13 @@ static void do_pay_result(struct model *m, const struct fs_cmd *c, int64_t t_ms,
 		k->reserved -= r->qty;
 		k->sold += r->qty;
 		r->status = FS_RES_CONFIRMED;
+		r->ended_ms = t_ms;
 		o->status = FS_ORDER_PAID;
 		o->paid_at = t_ms;
 	} else {
 		units_back(m, r);
 		r->status = FS_RES_FAILED;
+		r->ended_ms = t_ms;
 		o->status = FS_ORDER_FAILED;
 		o->reason = c->pay;
 	}
@@ -663,6 +746,11 @@ static void do_pay_result(struct model *m, const struct fs_cmd *c, int64_t t_ms,
 
 static void do_read(struct model *m, const struct fs_cmd *c, struct m_effect *e)
 {
+	int gone = c->type == FS_CMD_RES_GET ? c->ref != 0 && c->ref <= m->res_floor :
+	           c->ref != 0 && c->ref <= m->order_count &&
+	           (c->ref <= m->order_floor || m->orders[c->ref - 1].res_no <= m->res_floor);
+	if (gone)
+		{ ans_error(e, c, FS_ERR_RECLAIMED); return; }
 	if (c->type == FS_CMD_RES_GET) {
 		if (res_owned(m, c, c->ref) == NULL)
 			{ ans_error(e, c, FS_ERR_NOT_FOUND); return; }
@@ -720,6 +808,7 @@ void model_decide(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct 
 	case FS_CMD_RES_GET:
 	case FS_CMD_ORDER_GET:   do_read(m, c, e); break;
 	case FS_CMD_WAITLIST_SERVE: do_serve(m, c, t_ms, e); break;
+	case FS_CMD_RECLAIM:     do_reclaim(m, c, t_ms, e); break;
 	default:                 ans_error(e, c, FS_ERR_BAD_REQUEST); break;
 	}
 }
@@ -761,6 +850,16 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 				         k->name_len, k->name);
 				return msg;
 			}
+		} else if (c->type == FS_CMD_RECLAIM) {
+			uint64_t want = m->retention_ms > 0 ? reclaim_target(m, t_ms, m->retention_ms, 1) : m->res_floor;
+			if (i != n - 1 || c->ref != want || want == m->res_floor) {
+				snprintf(msg, sizeof msg, "due[%u]: RECLAIM up to %llu, model: up to %llu (floor %llu), last",
+				         i, (unsigned long long)c->ref, (unsigned long long)want,
+				         (unsigned long long)m->res_floor);
+				return msg;
+			}
+			sku = INT32_MAX;
+			kind = 4;
 		} else {
 			snprintf(msg, sizeof msg, "due[%u]: unexpected command type %u", i, c->type);
 			return msg;
@@ -799,7 +898,10 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 			return msg;
 		}
 	}
-	for (uint64_t i = 0; i < m->res_count; i++) {
+	if (m->retention_ms > 0 && reclaim_target(m, t_ms, m->retention_ms, 1) > m->res_floor &&
+	    (n == 0 || d[n - 1].type != FS_CMD_RECLAIM))
+		return "due: RECLAIM missing (ended reservations past the retention)";
+	for (uint64_t i = m->res_floor; i < m->res_count; i++) {
 		const struct m_res *r = &m->res[i];
 		if (r->status != FS_RES_RESERVED || r->expires_ms > t_ms || m->skus[r->sku].state == FS_SALE_FROZEN)
 			continue;
@@ -834,9 +936,11 @@ void model_sku_view(const struct model *m, uint32_t idx, struct m_sku_view *v)
 
 void model_usage(const struct model *m, struct wr_usage *u)
 {
+	memset(u, 0, sizeof *u);
 	u->users = m->user_count;
-	u->reservations = (uint32_t)m->res_count;
-	u->orders = (uint32_t)m->order_count;
+	u->reservations = (uint32_t)(m->res_count - m->res_floor);
+	u->orders = (uint32_t)(m->order_count - m->order_floor);
+	u->order_no_max = m->order_count;
 	u->idem_keys = m->idem_count;
 	u->holdings = m->pair_count;
 }

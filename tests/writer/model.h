@@ -80,6 +80,11 @@ uint32_t model_sku_count(const struct model *m);
 void model_sku_view(const struct model *m, uint32_t idx, struct m_sku_view *v);
 void model_usage(const struct model *m, struct wr_usage *u);
 
+/* Retention (alloc.h wr_state_set_retention): the model checks wr_due's
+ * RECLAIM against it; a RECLAIM decided reclaims what it names, if all of
+ * that ended and sits behind no live hold or waitlist entry. */
+void model_set_retention(struct model *m, int64_t retention_ms);
+
 /* Read access for a workload generator. */
 uint64_t model_res_count(const struct model *m);
 uint64_t model_order_count(const struct model *m);
