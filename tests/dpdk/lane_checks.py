@@ -197,6 +197,12 @@ def t_kill_lane():
     assert reset, "a connection of the killed lane was still answered"
     keep.close()
     doomed.close()
+    # what the dead lane took from the mbuf pool is bounded (its bursts and
+    # its lcore's cache), and the pool still has most of its mbufs
+    mm = metrics()
+    free, total = int(mm[("flashsale_dpdk_mbufs_free", "")]), int(mm[("flashsale_dpdk_mbufs", "")])
+    print("   mbufs free after the kill: %d of %d" % (free, total), flush=True)
+    assert total - free <= 32 + 64 + 384 + 2 * 256, (free, total)
     # and the restarted lane takes new connections
     c = conn_on_lane(victim)
     assert c.request("GET", "/v1/skus/demo").status == 200
