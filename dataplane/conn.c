@@ -94,8 +94,11 @@ static int push(struct dp_proto *p, struct dp_conn *c, const struct fs_cmd *cmd,
 	}
 	*slot = *cmd;
 	slot->tag = dp_tag(c);
-	fs_ring_produce(&port->cmds, 1);
+	/* Counted before it is published: a DPDK lane process killed between
+	 * the two leaves its successor one in-flight slot short (harmless),
+	 * never one answer more than it counts (dp_conn_drain asserts that). */
 	port->inflight++;
+	fs_ring_produce(&port->cmds, 1);
 	p->cmds_pushed++;
 	c->waiting = 1;
 	c->wait_keep_alive = (uint8_t)keep_alive;

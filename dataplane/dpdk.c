@@ -1045,7 +1045,11 @@ size_t dp_dpdk_metrics(const struct dp_dpdk *d, char *buf, size_t cap)
 		"# TYPE flashsale_dpdk_idle_sleeps_total counter\n"
 		"flashsale_dpdk_idle_sleeps_total %llu\n"
 		"# TYPE flashsale_dpdk_lanes gauge\n"
-		"flashsale_dpdk_lanes %u\n",
+		"flashsale_dpdk_lanes %u\n"
+		"# TYPE flashsale_dpdk_mbufs_free gauge\n"
+		"flashsale_dpdk_mbufs_free %u\n"
+		"# TYPE flashsale_dpdk_mbufs gauge\n"
+		"flashsale_dpdk_mbufs %u\n",
 		p, (unsigned long long)s.ipackets, p, (unsigned long long)s.opackets,
 		p, (unsigned long long)s.ibytes, p, (unsigned long long)s.obytes,
 		p, (unsigned long long)s.imissed, p, (unsigned long long)s.ierrors,
@@ -1055,7 +1059,8 @@ size_t dp_dpdk_metrics(const struct dp_dpdk *d, char *buf, size_t cap)
 		(unsigned long long)s.tcp_accepted, (unsigned long long)s.tcp_reset,
 		(unsigned long long)s.tcp_aborted, (unsigned long long)s.tcp_live,
 		(unsigned long long)s.tcp_write_blocked, (unsigned long long)s.loops,
-		(unsigned long long)s.idle_sleeps, d->lane_count);
+		(unsigned long long)s.idle_sleeps, d->lane_count,
+		d->running ? rte_mempool_avail_count(d->pool) : 0, (unsigned)MBUF_COUNT);
 	n = lane_metrics(d, buf, cap, n);
 	if (n >= cap) {
 		if (cap)

@@ -86,7 +86,8 @@ int dp_dpdk_stats(const struct dp_dpdk *d, struct dp_dpdk_port_stats *s);
 
 /* Appends Prometheus text (flashsale_dpdk_* port and TCP counters, summed
  * over the lanes, then flashsale_dpdk_lane_*{lane="i"}: packets, drops,
- * connections, answers by status, up, pid, restarts) to buf.
+ * connections, answers by status, up, pid, restarts) to buf, and the mbuf
+ * pool's free count (a lane killed mid-burst takes its mbufs with it).
  * Returns the bytes written (< cap, NUL-terminated), 0 when cap is small. */
 size_t dp_dpdk_metrics(const struct dp_dpdk *d, char *buf, size_t cap);
 
