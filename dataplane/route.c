@@ -202,7 +202,8 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 		dev = req->device_id;
 	if (dev.len > FS_ID_LEN_MAX)
 		dev.len = FS_ID_LEN_MAX;
-	memcpy(cmd->text, dev.p, dev.len);
+	if (dev.len)   /* no device: dev.p may be NULL, and memcpy(_, NULL, 0) is undefined */
+		memcpy(cmd->text, dev.p, dev.len);
 	cmd->text_len = (uint8_t)dev.len;
 	res->kind = DP_ROUTE_COMMAND;
 }
