@@ -50,6 +50,7 @@ struct fs_snapshot {
 	_Atomic uint32_t journal_full;          /* 1 while the journal is over its disk budget */
 	_Atomic int64_t writer_busy_since_ms;   /* wall ms the batch in progress began; 0 when idle
 	                                         * (/healthz: 503 past 2 s, a stalled writer) */
+	_Atomic uint32_t journal_stalled;       /* 1 while appends fail (disk full, I/O error) */
 	/* Bit hash(user) is set (never cleared) once the user got a reservation:
 	 * the edge may answer sold_out itself only for users whose bit is clear,
 	 * so a retried request of a real holder always reaches the writer. */

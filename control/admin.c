@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -31,15 +32,20 @@
 #include <unistd.h>
 
 #define ADMIN_REQ_BYTES   8192
-#define ADMIN_OUT_BYTES   (256 * 1024)
-#define ADMIN_IO_TIMEOUT_MS 2000
+/* /metrics is sized for the largest catalogue: 4 unit lines of at most
+ * ~110 bytes per SKU (FS_SNAP_SKU_MAX of them, 512 bytes each with room to
+ * spare) plus 128 KiB for everything else. A body that would not fit is
+ * answered 500 naming the size, never cut short or dropped. */
+#define ADMIN_BODY_BYTES  ((size_t)(128u << 10) + (size_t)FS_SNAP_SKU_MAX * 512u)
+#define ADMIN_OUT_BYTES   (ADMIN_BODY_BYTES + 4096u)
 
 struct ctl_admin {
 	struct ctl_admin_config cfg;
 	int unix_fd, tcp_fd, stop_fd;
+	int spare_fd;                  /* held back so the operator gets in at EMFILE */
 	pthread_t thread;
 	char *out;                     /* response buffer */
-	char *body;                    /* metrics/status body */
+	char *body;                    /* metrics/status body (ADMIN_BODY_BYTES) */
 	uint64_t tag;
 };
 
@@ -195,7 +201,7 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 			refused += v;
 	}
 	uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
-	int n = snprintf(a->body, ADMIN_OUT_BYTES,
+	int n = snprintf(a->body, ADMIN_BODY_BYTES,
 	                 "{\"sku\":\"%.*s\",\"state\":\"%s\",\"total\":%llu,\"available\":%llu,"
 	                 "\"reserved\":%llu,\"sold\":%llu,\"version\":%llu,"
 	                 "\"reservations_granted_total\":%llu,\"reservations_refused_total\":%llu,"
@@ -208,32 +214,37 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 	if (ans.has_draw) {
 		char commit[65];
 		wr_hex(ans.draw_commit, 32, commit);
-		n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n,
+		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n,
 		              "\"waiting_room\":{\"draw_commit_sha256\":\"%s\",\"drawn\":%s,\"queued\":%u},",
 		              commit, ans.drawn ? "true" : "false", ans.queued);
 	}
-	n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n, "\"sinks\":[");
+	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "\"sinks\":[");
 	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
-		n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n, "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu}",
+		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu}",
 		              i ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
 		              (unsigned long long)(durable - (applied < durable ? applied : durable)));
 	}
-	n += snprintf(a->body + n, ADMIN_OUT_BYTES - (size_t)n, "]}");
+	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "]}");
 	return respond(a, 200, "application/json", a->body, (size_t)n);
 }
 
 /* Appends one formatted line to the metrics body. */
 static size_t put(char *b, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static _Thread_local int put_overflow;   /* the admin thread's: set when a line did not fit */
 static size_t put(char *b, size_t n, const char *fmt, ...)
 {
-	if (n >= ADMIN_OUT_BYTES - 256)
-		return n;
+	assert(n <= ADMIN_BODY_BYTES);
 	va_list ap;
 	va_start(ap, fmt);
-	int k = vsnprintf(b + n, ADMIN_OUT_BYTES - n, fmt, ap);
+	int k = vsnprintf(b + n, ADMIN_BODY_BYTES - n, fmt, ap);
 	va_end(ap);
-	return k > 0 ? n + (size_t)k : n;
+	if (k < 0 || (size_t)k >= ADMIN_BODY_BYTES - n) {
+		b[n] = 0;
+		put_overflow = 1;
+		return n;
+	}
+	return n + (size_t)k;
 }
 
 /* One Prometheus sample with its TYPE line. */
@@ -287,6 +298,7 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 	assert(worker_count <= DP_WORKERS_MAX);
 	n = put(b, n, "# TYPE flashsale_http_answers_total counter\n");
 	uint64_t conns = 0, accepted = 0, refused = 0, ring_full = 0, timeouts = 0;
+	uint64_t slow = 0, ip_refused = 0, lingered = 0, accept_errors = 0;
 	for (int r = 0; r < DP_R_COUNT; r++)
 		for (int s = 0; s < DP_ST_COUNT; s++) {
 			uint64_t v = 0;
@@ -303,19 +315,27 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 		refused += atomic_load(&((struct dp_stats *)st)->conns_refused);
 		ring_full += atomic_load(&((struct dp_stats *)st)->ring_full);
 		timeouts += atomic_load(&((struct dp_stats *)st)->conns_timed_out);
+		slow += atomic_load(&((struct dp_stats *)st)->conns_slow_readers);
+		ip_refused += atomic_load(&((struct dp_stats *)st)->conns_ip_refused);
+		lingered += atomic_load(&((struct dp_stats *)st)->conns_lingered);
+		accept_errors += atomic_load(&((struct dp_stats *)st)->accept_errors);
 	}
 	n = metrics_latency(workers, worker_count, b, n);
 	n = put_scalar(b, n, "flashsale_connections_open", "gauge", conns);
 	n = put_scalar(b, n, "flashsale_connections_accepted_total", "counter", accepted);
 	n = put_scalar(b, n, "flashsale_connections_refused_total", "counter", refused);
 	n = put_scalar(b, n, "flashsale_connections_timed_out_total", "counter", timeouts);
+	n = put_scalar(b, n, "flashsale_connections_slow_reader_closed_total", "counter", slow);
+	n = put_scalar(b, n, "flashsale_connections_per_ip_refused_total", "counter", ip_refused);
+	n = put_scalar(b, n, "flashsale_connections_lingering_closes_total", "counter", lingered);
+	n = put_scalar(b, n, "flashsale_accept_errors_total", "counter", accept_errors);
 	n = put_scalar(b, n, "flashsale_ring_full_total", "counter", ring_full);
 	n = put(b, n, "# TYPE flashsale_ring_depth gauge\n");
 	for (uint32_t i = 0; i < worker_count; i++)
 		n = put(b, n, "flashsale_ring_depth{worker=\"%u\"} %u\n", i,
 		        fs_ring_count(&wr_port(a->cfg.writer, i)->cmds));
-	if (dp && dp->ops->metrics && n < ADMIN_OUT_BYTES)
-		n += dp->ops->metrics(dp, b + n, ADMIN_OUT_BYTES - n);   /* the backend's own (DPDK port, TCP) */
+	if (dp && dp->ops->metrics && n < ADMIN_BODY_BYTES)
+		n += dp->ops->metrics(dp, b + n, ADMIN_BODY_BYTES - n);   /* the backend's own (DPDK port, TCP) */
 	return n;
 }
 
@@ -344,6 +364,14 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_startup_snapshot_ms", "gauge", atomic_load(&m->startup_snapshot_ms));
 	n = put_scalar(b, n, "flashsale_startup_tail_ms", "gauge", atomic_load(&m->startup_tail_ms));
 	n = put_scalar(b, n, "flashsale_startup_tail_batches", "gauge", atomic_load(&m->replayed_batches));
+	n = put_scalar(b, n, "flashsale_journal_append_failures_total", "counter",
+	               atomic_load(&m->journal_append_failures));
+	n = put_scalar(b, n, "flashsale_journal_stalls_total", "counter", atomic_load(&m->journal_stalls));
+	n = put_scalar(b, n, "flashsale_journal_stalled", "gauge", atomic_load(&m->journal_stalled));
+	n = put_scalar(b, n, "flashsale_journal_stall_refused_total", "counter",
+	               atomic_load(&m->journal_stall_refused));
+	n = put_scalar(b, n, "flashsale_journal_prepare_failures_total", "counter",
+	               atomic_load(&m->journal_prep_failures));
 	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
 	uint64_t cum = 0;
 	for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {
@@ -431,6 +459,9 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
 		n = put(b, n, "flashsale_sink_lag_batches{sink=\"%s\"} %llu\n", a->cfg.sink_names[i],
 		        (unsigned long long)(applied < durable ? durable - applied : 0));
+		if (a->cfg.sink_stopped)
+			n = put(b, n, "flashsale_sink_stopped{sink=\"%s\"} %d\n", a->cfg.sink_names[i],
+			        a->cfg.sink_stopped(a->cfg.sinks[i]));
 	}
 	if (a->cfg.sink_connected != NULL) {
 		n = put(b, n, "# TYPE flashsale_sink_connected gauge\n# TYPE flashsale_sink_errors_total counter\n");
@@ -468,10 +499,16 @@ static size_t metrics_payments(struct ctl_admin *a, char *b, size_t n)
 
 static int metrics(struct ctl_admin *a)
 {
+	put_overflow = 0;
 	size_t n = metrics_writer(a, a->body, 0);
 	n = metrics_dataplane(a, a->body, n);
 	n = metrics_payments(a, a->body, n);
 	n = metrics_skus(a, a->body, n);
+	if (put_overflow) {
+		char why[96];
+		snprintf(why, sizeof why, "metrics body over %zu bytes", (size_t)ADMIN_BODY_BYTES);
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 500, "internal", why, 0);
+	}
 	return respond(a, 200, "text/plain; version=0.0.4", a->body, n);
 }
 
@@ -525,16 +562,16 @@ static int route_ip(struct ctl_admin *a, const struct dp_request *r, const char 
 {
 	if (r->method == DP_M_GET) {
 		size_t n = 0;
-		n += (size_t)snprintf(a->body + n, ADMIN_OUT_BYTES - n, "{\"rules\":[");
+		n += (size_t)snprintf(a->body + n, ADMIN_BODY_BYTES - n, "{\"rules\":[");
 		uint32_t count = atomic_load(&a->cfg.snap->ip_count);
 		for (uint32_t i = 0; i < count && i < FS_IP_RULES_MAX; i++) {
 			struct fs_cidr c = { atomic_load(&a->cfg.snap->ip_net[i]), atomic_load(&a->cfg.snap->ip_mask[i]) };
 			char txt[32];
 			fs_cidr_format(&c, txt, sizeof txt);
-			n += (size_t)snprintf(a->body + n, ADMIN_OUT_BYTES - n, "%s{\"cidr\":\"%s\",\"action\":\"%s\"}",
+			n += (size_t)snprintf(a->body + n, ADMIN_BODY_BYTES - n, "%s{\"cidr\":\"%s\",\"action\":\"%s\"}",
 			                      i ? "," : "", txt, atomic_load(&a->cfg.snap->ip_action[i]) == 2 ? "allow" : "deny");
 		}
-		n += (size_t)snprintf(a->body + n, ADMIN_OUT_BYTES - n, "]}");
+		n += (size_t)snprintf(a->body + n, ADMIN_BODY_BYTES - n, "]}");
 		return respond(a, 200, "application/json", a->body, n);
 	}
 	char cidr[40], action[16];
@@ -654,56 +691,216 @@ static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp
 	return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
 }
 
-/* Reads one request (bounded in size and time), answers it, closes. */
-static void serve(struct ctl_admin *a, int fd, int over_tcp)
+/* ---- connections ------------------------------------------------------------
+ *
+ * One thread serves up to ADMIN_CONNS_MAX connections at once from a poll
+ * loop, so a client that trickles its request (slowloris) holds one slot,
+ * not the admin surface: every request must arrive whole within
+ * ADMIN_REQUEST_MS of its accept, and on the TCP port the admin token is
+ * checked as soon as the Authorization line arrives (a wrong one, or a
+ * header section that ends without one, is answered 401 and closed at
+ * once). When every slot is taken, a new connection evicts the oldest one
+ * that has not shown the token (Unix socket connections count as
+ * authorized: the socket is 0600). Answers are sent with a deadline too.
+ * Out of descriptors (EMFILE), the thread gives up a descriptor it holds in
+ * reserve to accept the operator anyway, and otherwise pauses accepting
+ * for ADMIN_ACCEPT_BACKOFF_MS instead of spinning on a readable listener. */
+
+#define ADMIN_CONNS_MAX   16
+#define ADMIN_REQUEST_MS  5000
+#define ADMIN_SEND_MS     5000
+#define ADMIN_ACCEPT_BACKOFF_MS 100
+
+struct admin_conn {
+	int fd;                     /* -1: free */
+	int over_tcp;
+	int authorized;
+	int64_t accepted_ms;        /* monotonic */
+	size_t len;
+	char req[ADMIN_REQ_BYTES + 1024];
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The token check on the bytes so far: 1 authorized, -1 refused (a wrong
+ * token, or the headers ended without one), 0 not decided yet. */
+static int auth_state(const struct ctl_admin *a, const char *req, size_t len)
+{
+	size_t tl = strlen(a->cfg.admin_token);
+	for (size_t i = 0; i + 2 <= len; i++) {
+		if (req[i] != '\r' || req[i + 1] != '\n')
+			continue;
+		const char *line = req + i + 2;
+		size_t rest = len - i - 2;
+		if (rest >= 2 && line[0] == '\r' && line[1] == '\n')
+			return -1;                       /* end of headers, no token */
+		if (rest < 14 || strncasecmp(line, "authorization:", 14) != 0)
+			continue;
+		const char *eol = memchr(line, '\n', rest);
+		if (eol == NULL)
+			return 0;                        /* the line is still arriving */
+		const char *v = line + 14;
+		while (v < eol && (*v == ' ' || *v == '\t'))
+			v++;
+		const char *e = eol;
+		while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		size_t vl = (size_t)(e - v);
+		return vl == tl + 7 && strncasecmp(v, "Bearer ", 7) == 0 &&
+		       CRYPTO_memcmp(v + 7, a->cfg.admin_token, tl) == 0 ? 1 : -1;
+	}
+	return 0;
+}
+
+/* Sends n bytes of a->out within ADMIN_SEND_MS, then closes the connection. */
+static void send_and_close(struct ctl_admin *a, struct admin_conn *c, int n)
+{
+	int64_t deadline = mono_ms() + ADMIN_SEND_MS;
+	for (int off = 0; n > 0 && off < n;) {
+		ssize_t w = send(c->fd, a->out + off, (size_t)(n - off), MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			off += (int)w;
+			continue;
+		}
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			break;
+		int64_t left = deadline - mono_ms();
+		struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			break;
+	}
+	close(c->fd);
+	c->fd = -1;
+}
+
+static void conn_refuse(struct ctl_admin *a, struct admin_conn *c, int http, const char *err, const char *detail)
+{
+	int n = dp_resp_error(a->out, ADMIN_OUT_BYTES, http, err, detail, 0);
+	send_and_close(a, c, n);
+}
+
+/* Reads what arrived; answers once the request is whole (or broken). */
+static void conn_read(struct ctl_admin *a, struct admin_conn *c)
 {
 	static const struct dp_http_limits lim = { 2048, 32, ADMIN_REQ_BYTES, 1024 };
-	char req[ADMIN_REQ_BYTES + 1024];
-	size_t len = 0;
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		if (poll(&p, 1, ADMIN_IO_TIMEOUT_MS) <= 0)
-			break;
-		ssize_t r = recv(fd, req + len, sizeof req - len, 0);
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-		struct dp_request dr;
-		int rc = dp_http_parse(req, len, &lim, &dr);
-		if (rc != 0 || len == sizeof req)
-			break;
+	ssize_t r = recv(c->fd, c->req + c->len, sizeof c->req - c->len, MSG_DONTWAIT);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (r <= 0) {
+		close(c->fd);
+		c->fd = -1;
+		return;
 	}
-	if (len > 0) {
-		int n = handle(a, req, len, over_tcp);
-		for (int off = 0; n > 0 && off < n;) {
-			ssize_t w = send(fd, a->out + off, (size_t)(n - off), MSG_NOSIGNAL);
-			if (w <= 0)
-				break;
-			off += (int)w;
-		}
+	c->len += (size_t)r;
+	if (!c->authorized) {
+		int st = auth_state(a, c->req, c->len);
+		if (st < 0)
+			{ conn_refuse(a, c, 401, "unauthorized", "admin token required"); return; }
+		c->authorized = st > 0;
 	}
-	close(fd);
+	struct dp_request dr;
+	int rc = dp_http_parse(c->req, c->len, &lim, &dr);
+	if (rc == 0 && c->len < sizeof c->req)
+		return;
+	if (!c->authorized)   /* a whole request always reaches the end of its headers */
+		{ conn_refuse(a, c, 401, "unauthorized", "admin token required"); return; }
+	int n = handle(a, c->req, c->len, c->over_tcp);
+	send_and_close(a, c, n);
+}
+
+/* A free slot for a new connection: a free one, else the oldest one that
+ * has not shown the token (closed), else NULL. */
+static struct admin_conn *conn_slot(struct admin_conn *conns)
+{
+	struct admin_conn *oldest = NULL;
+	for (int i = 0; i < ADMIN_CONNS_MAX; i++) {
+		if (conns[i].fd < 0)
+			return &conns[i];
+		if (!conns[i].authorized && (oldest == NULL || conns[i].accepted_ms < oldest->accepted_ms))
+			oldest = &conns[i];
+	}
+	if (oldest != NULL) {
+		close(oldest->fd);
+		oldest->fd = -1;
+	}
+	return oldest;
 }
 
 static void *admin_main(void *arg)
 {
 	struct ctl_admin *a = arg;
+	struct admin_conn *conns = calloc(ADMIN_CONNS_MAX, sizeof *conns);
+	assert(conns != NULL);
+	for (int i = 0; i < ADMIN_CONNS_MAX; i++)
+		conns[i].fd = -1;
+	int64_t accept_resume_ms = 0;
 	for (;;) {
-		struct pollfd p[3] = { { .fd = a->stop_fd, .events = POLLIN },
-		                       { .fd = a->unix_fd, .events = POLLIN },
-		                       { .fd = a->tcp_fd, .events = POLLIN } };
-		if (poll(p, 3, -1) < 0 && errno != EINTR)
+		struct pollfd p[3 + ADMIN_CONNS_MAX];
+		int idx[ADMIN_CONNS_MAX];
+		int64_t now = mono_ms(), wait = -1;
+		int accepting = now >= accept_resume_ms;
+		if (!accepting)
+			wait = accept_resume_ms - now;
+		if (a->spare_fd < 0)
+			a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		p[0] = (struct pollfd){ .fd = a->stop_fd, .events = POLLIN };
+		p[1] = (struct pollfd){ .fd = accepting ? a->unix_fd : -1, .events = POLLIN };
+		p[2] = (struct pollfd){ .fd = accepting ? a->tcp_fd : -1, .events = POLLIN };
+		int np = 3;
+		for (int i = 0; i < ADMIN_CONNS_MAX; i++) {
+			if (conns[i].fd < 0)
+				continue;
+			int64_t left = conns[i].accepted_ms + ADMIN_REQUEST_MS - now;
+			if (left <= 0) {   /* the whole request did not arrive in time */
+				conn_refuse(a, &conns[i], 408, "request_timeout", NULL);
+				continue;
+			}
+			wait = wait < 0 || left < wait ? left : wait;
+			idx[np - 3] = i;
+			p[np++] = (struct pollfd){ .fd = conns[i].fd, .events = POLLIN };
+		}
+		if (poll(p, (nfds_t)np, (int)wait) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents)
 			break;
+		for (int k = 3; k < np; k++)
+			if (p[k].revents)
+				conn_read(a, &conns[idx[k - 3]]);
 		for (int i = 1; i < 3; i++) {
 			if (!(p[i].revents & POLLIN))
 				continue;
-			int fd = accept4(p[i].fd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd >= 0)
-				serve(a, fd, i == 2);
+			int fd = accept4(p[i].fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			if (fd < 0 && (errno == EMFILE || errno == ENFILE) && a->spare_fd >= 0) {
+				close(a->spare_fd);   /* the reserve: re-taken at the next round */
+				a->spare_fd = -1;
+				fd = accept4(p[i].fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			}
+			if (fd < 0) {
+				if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+					accept_resume_ms = mono_ms() + ADMIN_ACCEPT_BACKOFF_MS;
+				continue;
+			}
+			struct admin_conn *c = conn_slot(conns);
+			if (c == NULL) {   /* every slot holds an authorized request in progress */
+				close(fd);
+				continue;
+			}
+			c->fd = fd;
+			c->over_tcp = i == 2;
+			c->authorized = i == 1;
+			c->accepted_ms = mono_ms();
+			c->len = 0;
 		}
 	}
+	for (int i = 0; i < ADMIN_CONNS_MAX; i++)
+		if (conns[i].fd >= 0)
+			close(conns[i].fd);
+	free(conns);
 	return NULL;
 }
 
@@ -715,13 +912,20 @@ static int unix_listen(const char *path, char *err, size_t err_len)
 		return -1;
 	}
 	strcpy(sa.sun_path, path);
-	unlink(path);
+	unlink(path);   /* a leftover socket (or a symlink: unlink never follows one) */
+	errno = 0;
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	mode_t old = umask(0177);
 	int rc = fd >= 0 ? bind(fd, (struct sockaddr *)&sa, sizeof sa) : -1;
 	umask(old);
-	if (rc != 0 || listen(fd, 64) != 0 || chmod(path, 0600) != 0) {
-		snprintf(err, err_len, "cannot listen on unix:%s: %s", path, strerror(errno));
+	/* The umask made the socket 0600 as bind created it. No chmod by path
+	 * afterwards: it would follow a symlink swapped in meanwhile; check the
+	 * entry itself (lstat) instead. */
+	struct stat st;
+	if (rc != 0 || listen(fd, 64) != 0 || lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+	    (st.st_mode & 0077) != 0) {
+		snprintf(err, err_len, "cannot listen on unix:%s: %s", path,
+		         rc != 0 || errno != 0 ? strerror(errno) : "not a private socket after bind");
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -751,8 +955,9 @@ struct ctl_admin *ctl_admin_start(const struct ctl_admin_config *cfg, char *err,
 	a->cfg = *cfg;
 	a->unix_fd = a->tcp_fd = -1;
 	a->out = malloc(ADMIN_OUT_BYTES);
-	a->body = malloc(ADMIN_OUT_BYTES);
+	a->body = malloc(ADMIN_BODY_BYTES);
 	a->stop_fd = eventfd(0, EFD_CLOEXEC);
+	a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (cfg->unix_path && (a->unix_fd = unix_listen(cfg->unix_path, err, err_len)) < 0)
 		goto fail;
 	if (cfg->tcp_host && (a->tcp_fd = tcp_listen(cfg->tcp_host, cfg->tcp_port, err, err_len)) < 0)
@@ -787,6 +992,8 @@ void ctl_admin_stop(struct ctl_admin *a)
 	}
 	if (a->tcp_fd >= 0)
 		close(a->tcp_fd);
+	if (a->spare_fd >= 0)
+		close(a->spare_fd);
 	free(a->out);
 	free(a->body);
 	free(a);

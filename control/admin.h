@@ -40,6 +40,7 @@ struct ctl_admin_config {
 	uint32_t sink_count;
 	const char *const *sink_names;
 	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */
+	int (*sink_stopped)(void *sink);        /* 1 when sink i stopped at a batch its target rejects */
 	void **sinks;
 	int (*sink_connected)(void *sink, uint64_t *errors);   /* 1 while open; NULL: not reported */
 };

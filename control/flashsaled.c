@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -43,6 +44,10 @@ struct options {
 	uint64_t journal_budget_mb;
 	uint32_t idle_timeout_ms;
 	uint32_t request_timeout_ms;
+	uint32_t send_timeout_ms;
+	uint32_t conns_per_ip;
+	uint32_t fd_reserve;
+	int conn_max_given;             /* --connections was set: never lowered to fit */
 	uint32_t batch_max;
 	int demo;
 	int no_sync;
@@ -128,6 +133,17 @@ static const char usage_lifetime[] =
 "                              move here (default: deleted)\n"
 "\n";
 
+/* Connection limits (a string of its own: C11 caps one literal at 4095 bytes). */
+static const char usage_connections[] =
+"Connection limits (the public port):\n"
+"  --send-timeout-ms N         an answer must drain to the client within this, else the connection\n"
+"                              is closed as a slow reader (default 10000)\n"
+"  --connections-per-ip N      open connections per untrusted client IP, all workers together\n"
+"                              (default 0: off, like --ip-rate); past it: 503\n"
+"  --fd-reserve N              descriptors needed beyond workers x connections (default 256); the\n"
+"                              soft RLIMIT_NOFILE is raised to the sum, a lower hard limit refuses to start\n"
+"\n";
+
 static const char usage_payments[] =
 "Payments: the built-in test provider charges by token: tok_ok... charged, tok_decline... declined\n"
 "(402 card_declined), tok_slow_<ms>... charged after <ms>, tok_down... unreachable (retried 3 times\n"
@@ -198,7 +214,8 @@ static void parse_listen(struct options *o, const char *v)
 enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONNS, O_USERS, O_RES, O_ORDERS,
        O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_NO_PREFAULT, O_CONFIG, O_HELP,
        O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
-       O_BUSY_POLL, O_PAY, O_SNAP_EVERY, O_RETENTION, O_ARCHIVE };
+       O_BUSY_POLL, O_PAY, O_SNAP_EVERY, O_RETENTION, O_ARCHIVE,
+       O_SEND_TIMEOUT, O_CONNS_PER_IP, O_FD_RESERVE };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -207,6 +224,8 @@ static const struct option long_opts[] = {
 	{ "orders-max", 1, 0, O_ORDERS }, { "idempotency-keys-max", 1, 0, O_IDEM }, { "batch-max", 1, 0, O_BATCH },
 	{ "segment-mb", 1, 0, O_SEGMENT }, { "journal-budget-mb", 1, 0, O_BUDGET },
 	{ "idle-timeout-ms", 1, 0, O_IDLE }, { "request-timeout-ms", 1, 0, O_REQ },
+	{ "send-timeout-ms", 1, 0, O_SEND_TIMEOUT }, { "connections-per-ip", 1, 0, O_CONNS_PER_IP },
+	{ "fd-reserve", 1, 0, O_FD_RESERVE },
 	{ "no-demo", 0, 0, O_NO_DEMO }, { "no-pin", 0, 0, O_NO_PIN }, { "unsafe-no-sync", 0, 0, O_NO_SYNC },
 	{ "no-prefault", 0, 0, O_NO_PREFAULT },
 	{ "config", 1, 0, O_CONFIG }, { "dpdk", 1, 0, O_DPDK }, { "ip", 1, 0, O_DPDK_IP },
@@ -227,7 +246,10 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_ADMIN:   o->admin = strdup(v); break;
 	case O_ADMIN_TOKEN: o->admin_token_file = strdup(v); break;
 	case O_WORKERS: o->workers = (uint32_t)parse_u64("workers", v, 1, DP_WORKERS_MAX); workers_given = 1; break;
-	case O_CONNS:   o->conn_max = (uint32_t)parse_u64("connections", v, 1, 1000000); break;
+	case O_CONNS:   o->conn_max = (uint32_t)parse_u64("connections", v, 1, 1000000); o->conn_max_given = 1; break;
+	case O_SEND_TIMEOUT: o->send_timeout_ms = (uint32_t)parse_u64("send-timeout-ms", v, 100, 3600000); break;
+	case O_CONNS_PER_IP: o->conns_per_ip = (uint32_t)parse_u64("connections-per-ip", v, 0, 1000000); break;
+	case O_FD_RESERVE: o->fd_reserve = (uint32_t)parse_u64("fd-reserve", v, 0, 1000000); break;
 	case O_USERS:   o->limits.user_count_max = (uint32_t)parse_u64("users-max", v, 1, 100000000); break;
 	case O_RES:     o->limits.reservation_count_max = (uint32_t)parse_u64("reservations-max", v, 1, 200000000); break;
 	case O_ORDERS:  o->limits.order_count_max = (uint32_t)parse_u64("orders-max", v, 1, 100000000); break;
@@ -267,7 +289,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_SNAP_EVERY: o->snapshot_every_mb = parse_u64("snapshot-every-mb", v, 0, 1ull << 30); break;
 	case O_RETENTION: o->retention_ms = parse_duration_ms("retention", v); break;
 	case O_ARCHIVE: o->archive = strdup(v); break;
-	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_payments, stdout); exit(0);
+	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_connections, stdout); fputs(usage_payments, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
 }
@@ -320,7 +342,7 @@ static char *admin_token_load(const char *path)
 	return (char *)key;
 }
 
-static void create_demo(struct fs_port *port)
+static void create_demo(struct fs_port *port, const struct fs_snapshot *snap)
 {
 	struct fs_cmd cmd;
 	struct fs_ans ans;
@@ -333,8 +355,14 @@ static void create_demo(struct fs_port *port)
 	cmd.sale.hold_ms = 120000;
 	cmd.sale.default_tier = 4;
 	cmd.sale.price_cents = 1999;
-	if (ctl_admin_call(port, &cmd, &ans, 5000) != 0 || (ans.http != 201 && ans.err != FS_ERR_EXISTS))
+	if (ctl_admin_call(port, &cmd, &ans, 5000) != 0 || (ans.http != 201 && ans.err != FS_ERR_EXISTS)) {
+		if (atomic_load(&((struct fs_snapshot *)snap)->journal_stalled)) {
+			/* a full disk: serve what can be served, the writer retries */
+			fprintf(stderr, "flashsaled: the demo SKU waits: the journal cannot write (disk full?)\n");
+			return;
+		}
 		die("%s", "cannot create the demo SKU");
+	}
 	if (ans.http != 201)
 		return;   /* it exists: the journal remembers its state */
 	cmd.type = FS_CMD_SALE_OPEN;
@@ -363,6 +391,13 @@ static uint64_t sink_applied(void *p)
 	struct sink_stats st;
 	sink_stats(p, &st);
 	return st.applied_seq;
+}
+
+static int sink_is_stopped(void *p)
+{
+	struct sink_stats st;
+	sink_stats(p, &st);
+	return st.stopped;
 }
 
 static int sink_connected(void *p, uint64_t *errors)
@@ -416,6 +451,49 @@ static void start_sinks(const struct options *o, struct writer *w, struct sinks 
 	wr_on_segment_gate(w, sinks_gate, sk);
 }
 
+/* Descriptors the configured caps need: every connection slot of every
+ * worker, plus a reserve for everything else (listeners, io_uring and
+ * eventfds, journal segments and readers, the admin port's 16
+ * connections, up to 64 payment connections, sink sockets). The soft
+ * limit is raised to it; a hard limit below it refuses the start, naming
+ * the number (a process that runs out of descriptors later fails in
+ * worse places) -- unless --connections was left at its default, which is
+ * then lowered to fit, in one line. */
+#define FD_RESERVE_DEFAULT 256
+
+static void descriptors_check(struct options *o)
+{
+	uint64_t need = (o->dpdk ? 0 : (uint64_t)o->workers * o->conn_max) + o->fd_reserve;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need && !o->conn_max_given && !o->dpdk &&
+	    rl.rlim_max > (rlim_t)o->fd_reserve + o->workers) {
+		uint32_t fit = (uint32_t)((rl.rlim_max - o->fd_reserve) / o->workers);
+		printf("flashsaled: descriptors: hard limit %llu: connections per worker lowered from %u to %u "
+		       "(set --connections, or raise the limit)\n", (unsigned long long)rl.rlim_max, o->conn_max, fit);
+		o->conn_max = fit;
+		need = (uint64_t)o->workers * o->conn_max + o->fd_reserve;
+		if (rl.rlim_cur >= need)
+			return;
+	}
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		fprintf(stderr, "flashsaled: needs %llu descriptors (--workers %u x --connections %u + --fd-reserve %u), but "
+		        "the hard limit is %llu: raise it (ulimit -Hn, LimitNOFILE=) or lower --connections\n",
+		        (unsigned long long)need, o->workers, o->conn_max, o->fd_reserve, (unsigned long long)rl.rlim_max);
+		exit(2);
+	}
+	rlim_t old = rl.rlim_cur;
+	rl.rlim_cur = (rlim_t)need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		fprintf(stderr, "flashsaled: needs %llu descriptors; cannot raise the limit from %llu: %s\n",
+		        (unsigned long long)need, (unsigned long long)old, strerror(errno));
+		exit(2);
+	}
+	printf("flashsaled: descriptors: soft limit raised from %llu to %llu (%u workers x %u connections + %u)\n",
+	       (unsigned long long)old, (unsigned long long)need, o->workers, o->conn_max, o->fd_reserve);
+}
+
 static void defaults(struct options *o)
 {
 	memset(o, 0, sizeof *o);
@@ -433,6 +511,8 @@ static void defaults(struct options *o)
 	o->retention_ms = 24ull * 3600 * 1000;
 	o->idle_timeout_ms = 60000;
 	o->request_timeout_ms = 10000;
+	o->send_timeout_ms = 10000;
+	o->fd_reserve = FD_RESERVE_DEFAULT;
 	o->batch_max = WR_BATCH_COUNT_MAX;
 	o->demo = 1;
 	o->pin = 1;
@@ -457,6 +537,7 @@ struct daemon {
 	struct sinks sk;
 	struct payments *pay;
 	struct ctl_admin *admin;
+	struct dp_iplimit *iplimit;       /* --connections-per-ip, NULL when off */
 	_Atomic int *ready;               /* 0 while recovering or draining (MAP_SHARED, like snap) */
 };
 
@@ -491,6 +572,7 @@ static void check_options(struct daemon *d)
 		die("--ip, --gateway and --busy-poll go with --dpdk%s", "");
 	if (o->dpdk && !workers_given)
 		o->workers = 1;   /* one stack lane unless asked: each more lane is a process (dataplane/dpdk.h) */
+	descriptors_check(o);
 }
 
 /* The dataplane backend --dpdk chooses, and what it must hold before the
@@ -627,7 +709,7 @@ static void start_payments(struct daemon *d)
 static void create_demo_step(struct daemon *d)
 {
 	if (d->o.demo)
-		create_demo(wr_port(d->w, d->o.workers));
+		create_demo(wr_port(d->w, d->o.workers), d->snap);
 }
 
 static void start_dataplane(struct daemon *d)
@@ -636,12 +718,15 @@ static void start_dataplane(struct daemon *d)
 	struct dp_backend *b = &d->dataplane;
 	for (uint32_t i = 0; i < o->workers; i++)
 		b->cfg.wports[i] = wr_port(d->w, i);
+	if (o->conns_per_ip != 0 && (d->iplimit = dp_iplimit_new(o->workers * o->conn_max, o->conns_per_ip)) == NULL)
+		die("%s", "out of memory for --connections-per-ip");
 	b->cfg.worker = (struct dp_worker_config){
 		.listen_fd = -1, .cpu = -1, .conn_max = o->conn_max, .snap = d->snap,
 		.jwt_key = d->jwt_key, .jwt_key_len = (size_t)d->jwt_key_len,
 		.limits = { .request_line_max = 2048, .header_count_max = 32, .header_bytes_max = 8192,
 		            .body_bytes_max = 4096 },
 		.idle_timeout_ms = o->idle_timeout_ms, .request_timeout_ms = o->request_timeout_ms,
+		.send_timeout_ms = o->send_timeout_ms, .iplimit = d->iplimit,
 		.quantity_max = o->limits.quantity_max, .ready = d->ready,
 		.trusted = o->trusted, .trusted_count = o->trusted_count,
 	};
@@ -658,7 +743,7 @@ static void start_admin(struct daemon *d)
 	                               .dataplane = &d->dataplane, .payments = d->pay, .ready = d->ready, .data_dir = d->o.data_dir,
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
 	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
-	                               .sink_connected = sink_connected };
+	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped };
 	char err[512];
 	d->admin = ctl_admin_start(&ac, err, sizeof err);
 	if (d->admin == NULL)
@@ -669,8 +754,7 @@ static void install_signals(struct daemon *d)
 {
 	(void)d;
 	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, on_signal);   /* SIGPIPE: ignored in main() before any thread */
 }
 
 /* Start-up, in order. A step that fails says why and exits 2 (die). */
@@ -701,10 +785,14 @@ static void stop_all(struct daemon *d)
 	for (uint32_t i = 0; i < d->sk.count; i++)
 		sink_stop(d->sk.s[i]);
 	wr_close(d->w);
+	dp_iplimit_free(d->iplimit);
 }
 
 int main(int argc, char **argv)
 {
+	/* Before any thread exists, so every thread inherits it: a peer that
+	 * closes (client, provider, sink target) is an EPIPE, never a kill. */
+	signal(SIGPIPE, SIG_IGN);
 	static struct daemon d;
 	parse_args(&d, argc, argv);
 	for (size_t i = 0; i < sizeof start_steps / sizeof start_steps[0]; i++)

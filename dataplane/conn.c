@@ -59,10 +59,13 @@ static uint32_t head_only(const char *ans, uint32_t len)
 	return len;
 }
 
-/* A parse error: answer and close (the stream cannot be resynchronised). */
-static void parse_error(struct dp_proto *p, struct dp_conn *c, int status)
+/* A parse error: answer and close (the stream cannot be resynchronised).
+ * The client may still be sending (a body we refused unread): `linger`
+ * asks the backend for a lingering close (RFC 9112 section 9.6), so the
+ * answer is not lost to a reset. */
+static void parse_error_detail(struct dp_proto *p, struct dp_conn *c, int status, const char *why)
 {
-	const char *detail = status == 413 ? "body too large" : status == 431 ? "headers too large" :
+	const char *detail = why != NULL ? why : status == 413 ? "body too large" : status == 431 ? "headers too large" :
 	                     status == 414 ? "request line too long" : status == 501 ? "Transfer-Encoding not supported" :
 	                     status == 505 ? "HTTP version not supported" : "malformed request";
 	const char *err = status == 413 ? "payload_too_large" : status == 431 ? "headers_too_large" :
@@ -72,8 +75,14 @@ static void parse_error(struct dp_proto *p, struct dp_conn *c, int status)
 	assert(n > 0);
 	c->out_len += (uint32_t)n;
 	c->closing = 1;
+	c->linger = 1;
 	c->in_len = 0;
 	count(p, c, DP_R_OTHER, status);
+}
+
+static void parse_error(struct dp_proto *p, struct dp_conn *c, int status)
+{
+	parse_error_detail(p, c, status, NULL);
 }
 
 /* Pushes a routed command to the writer, or answers 503 when the ring or
@@ -108,7 +117,7 @@ static int push(struct dp_proto *p, struct dp_conn *c, const struct fs_cmd *cmd,
 
 void dp_conn_drive(struct dp_proto *p, struct dp_conn *c)
 {
-	int64_t now = p->route.now_ms;
+	int64_t now = p->mono_ms;
 	while (!c->waiting && !c->closing && c->in_len > 0 && out_room(c)) {
 		struct dp_request req;
 		int r = dp_http_parse(c->in, c->in_len, &p->cfg->limits, &req);
@@ -123,6 +132,8 @@ void dp_conn_drive(struct dp_proto *p, struct dp_conn *c)
 		c->request_us = c->request_start_ms ? p->now_us - (now - c->request_start_ms) * 1000 : p->now_us;
 		if (r < 0)
 			{ parse_error(p, c, -r); return; }
+		if (req.http_minor == 1 && !req.has_host)   /* RFC 9112 section 3.2 */
+			{ parse_error_detail(p, c, 400, "Host header required in HTTP/1.1"); return; }
 		struct fs_cmd cmd;
 		struct dp_route_result res;
 		dp_route(&p->route, &req, &c->auth, &cmd, c->out + c->out_len, DP_OUT_BYTES - c->out_len, &res);
@@ -194,6 +205,6 @@ void dp_conn_timeout(struct dp_proto *p, struct dp_conn *c)
 	c->closing = 1;
 	c->in_len = 0;
 	if (c->request_start_ms)
-		c->request_us = p->now_us - (p->route.now_ms - c->request_start_ms) * 1000;
+		c->request_us = p->now_us - (p->mono_ms - c->request_start_ms) * 1000;
 	count(p, c, DP_R_OTHER, 408);
 }

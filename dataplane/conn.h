@@ -24,13 +24,20 @@ struct dp_conn {
 	uint8_t  dirty;               /* in the worker's flush list */
 	uint8_t  wait_keep_alive;
 	uint8_t  wait_route;
+	uint8_t  linger;              /* closing after an error: half-close and drain first */
+	uint8_t  draining;            /* backend: answer sent, SHUT_WR done, discarding input */
+	uint8_t  ip_counted;          /* backend: counted in the per-IP connection cap */
 	uint32_t ops_inflight;        /* backend operations not completed yet */
 	uint32_t in_len;
+	uint32_t recv_off;            /* backend: where the receive in flight writes (in_len when armed) */
 	uint32_t out_len;
 	uint32_t out_sent;
 	int64_t  last_ms;             /* last byte received or answer sent */
 	int64_t  request_start_ms;    /* first byte of the unparsed request, 0 if none */
 	int64_t  request_us;          /* monotonic: when the request in progress was read whole */
+	int64_t  out_since_ms;        /* output pending since (0: none): the send deadline */
+	int64_t  drain_start_ms;      /* lingering close began */
+	uint64_t drained_bytes;       /* discarded during the lingering close */
 	struct dp_auth_cache auth;
 	char in[DP_IN_BYTES];
 	char out[DP_OUT_BYTES];
@@ -39,7 +46,8 @@ struct dp_conn {
 struct dp_proto {
 	const struct dp_worker_config *cfg;
 	struct dp_stats *stats;
-	struct dp_route_ctx route;
+	struct dp_route_ctx route;    /* route.now_ms: the wall clock (token expiry) */
+	int64_t mono_ms;              /* CLOCK_MONOTONIC: every timeout and deadline */
 	uint32_t cmds_pushed;         /* since the last writer kick */
 	int64_t now_us;               /* monotonic, stamped once per loop iteration by the backend */
 };

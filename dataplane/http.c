@@ -17,7 +17,9 @@
  * (we accept no chunked requests: -501, or -400 with Content-Length too),
  * duplicate Content-Length, folded header lines, and duplicates of the
  * headers we act on (Authorization, Idempotency-Key, X-Device-Id,
- * X-Forwarded-For, Content-Type): -400.
+ * X-Forwarded-For, Content-Type, Host): -400. Whether Host is present is
+ * reported (has_host); the connection refuses HTTP/1.1 without it (RFC 9112
+ * section 3.2), since that is a rule about the request, not its framing.
  */
 #include "dataplane/http.h"
 
@@ -27,7 +29,7 @@
 
 enum header_kind {
 	H_OTHER = 0, H_AUTHORIZATION, H_IDEMPOTENCY_KEY, H_DEVICE_ID, H_FORWARDED_FOR,
-	H_CONTENT_TYPE, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_KIND_COUNT
+	H_CONTENT_TYPE, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_HOST, H_KIND_COUNT
 };
 
 static const char *const header_names[H_KIND_COUNT] = {
@@ -39,6 +41,7 @@ static const char *const header_names[H_KIND_COUNT] = {
 	[H_CONTENT_TYPE] = "content-type",
 	[H_CONTENT_LENGTH] = "content-length",
 	[H_TRANSFER_ENCODING] = "transfer-encoding",
+	[H_HOST] = "host",
 };
 
 enum last_cb { LAST_NONE = 0, LAST_FIELD, LAST_VALUE };
@@ -278,6 +281,7 @@ static int on_headers_complete(http_parser *p)
 	req->method = method_of(p->method);
 	req->http_minor = (uint8_t)p->http_minor;
 	req->keep_alive = http_should_keep_alive(p) ? 1 : 0;
+	req->has_host = (ctx->kinds_seen & (1u << H_HOST)) ? 1 : 0;
 	ctx->headers_done = 1;
 	return 0;
 }

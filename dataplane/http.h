@@ -28,6 +28,7 @@ struct dp_request {
 	uint8_t  method;             /* enum dp_method */
 	uint8_t  keep_alive;         /* 1 unless Connection: close / HTTP/1.0 without keep-alive */
 	uint8_t  http_minor;
+	uint8_t  has_host;           /* a Host header was present (once: a second one is -400) */
 	struct dp_slice path;        /* target without the query string */
 	struct dp_slice authorization;   /* whole header value */
 	struct dp_slice idempotency_key;

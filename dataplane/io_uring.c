@@ -7,6 +7,16 @@
  * Connection slots are reserved at start-up; a slot is reused only when no
  * operation on it is in flight, and every completion carries the slot's
  * generation so a late completion never touches a reused slot's buffers.
+ *
+ * Connection lifetime (no client can keep a slot without making progress):
+ * a request must arrive whole within request_timeout_ms (408), output must
+ * drain within send_timeout_ms (else the connection is closed and counted
+ * as a slow reader), an idle keep-alive connection goes after
+ * idle_timeout_ms, and an error answered before the request was read whole
+ * ends in a lingering close (write side shut, input discarded for at most
+ * DP_LINGER_MS / DP_LINGER_BYTES). Every deadline is on CLOCK_MONOTONIC.
+ * An accept that fails for want of descriptors pauses accepting for
+ * DP_ACCEPT_BACKOFF_MS instead of re-arming at once (which would spin).
  */
 #include "dataplane/conn.h"
 #include "common/fs_clock.h"
@@ -33,7 +43,7 @@
 #define RING_ENTRIES 4096
 #define HOUSEKEEP_MS 250
 
-enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_EVENT, OP_TIMER };
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_EVENT, OP_TIMER, OP_CANCEL };
 
 struct dp_worker {
 	struct dp_worker_config cfg;
@@ -53,6 +63,7 @@ struct dp_worker {
 	_Atomic int stop;
 	int accept_armed;
 	int ring_disabled;            /* created R_DISABLED: the worker enables it */
+	int64_t accept_resume_ms;     /* monotonic: no accept before this (EMFILE back-off) */
 };
 
 static inline uint64_t ud_make(int op, uint32_t idx, uint32_t gen)
@@ -97,11 +108,12 @@ static void arm_timer(struct dp_worker *w)
 
 static void arm_recv(struct dp_worker *w, struct dp_conn *c)
 {
-	if (c->recv_armed || c->closing || c->in_len == DP_IN_BYTES)
+	if (c->recv_armed || (c->closing && !c->draining) || c->in_len == DP_IN_BYTES)
 		return;
 	struct io_uring_sqe *sqe = sqe_get(w);
 	io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, DP_IN_BYTES - c->in_len, 0);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_RECV, c->idx, c->gen));
+	c->recv_off = c->in_len;
 	c->recv_armed = 1;
 	c->ops_inflight++;
 }
@@ -131,6 +143,9 @@ static void conn_close(struct dp_worker *w, struct dp_conn *c)
 	if (!c->active)
 		return;
 	c->active = 0;
+	if (c->ip_counted)
+		dp_iplimit_release(w->cfg.iplimit, c->auth.peer_ip);
+	c->ip_counted = 0;
 	shutdown(c->fd, SHUT_RDWR);
 	close(c->fd);
 	c->fd = -1;
@@ -140,16 +155,35 @@ static void conn_close(struct dp_worker *w, struct dp_conn *c)
 	conn_release_if_idle(w, c);
 }
 
+/* The answer to an error is out: shut the write side (the client reads
+ * EOF after it) and discard what the client still sends, so closing does
+ * not reset the connection before the client read the answer. Bounded by
+ * DP_LINGER_MS (housekeep) and DP_LINGER_BYTES (on_recv). */
+static void linger_start(struct dp_worker *w, struct dp_conn *c)
+{
+	assert(c->active && c->closing && !c->draining);
+	shutdown(c->fd, SHUT_WR);
+	c->draining = 1;
+	c->drain_start_ms = w->proto.mono_ms;
+	c->drained_bytes = 0;
+	c->in_len = 0;
+	atomic_fetch_add_explicit(&w->stats.conns_lingered, 1, memory_order_relaxed);
+	arm_recv(w, c);
+}
+
 static void send_pending(struct dp_worker *w, struct dp_conn *c)
 {
 	if (!c->active || c->send_armed)
 		return;
 	if (c->out_sent == c->out_len) {
 		c->out_len = c->out_sent = 0;
-		if (c->closing && !c->waiting)
-			{ conn_close(w, c); return; }
+		c->out_since_ms = 0;
+		if (c->closing && !c->waiting && !c->draining)
+			c->linger ? linger_start(w, c) : conn_close(w, c);
 		return;
 	}
+	if (c->out_since_ms == 0)
+		c->out_since_ms = w->proto.mono_ms;   /* the send deadline starts */
 	struct io_uring_sqe *sqe = sqe_get(w);
 	io_uring_prep_send(sqe, c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->idx, c->gen));
@@ -157,31 +191,60 @@ static void send_pending(struct dp_worker *w, struct dp_conn *c)
 	c->ops_inflight++;
 }
 
-static void refuse_connection(struct dp_worker *w, int fd)
+static void refuse_connection(struct dp_worker *w, int fd, const char *why)
 {
 	char buf[256];
-	int n = dp_resp_error(buf, sizeof buf, 503, "overloaded", "connection limit reached", 0);
+	int n = dp_resp_error(buf, sizeof buf, 503, "overloaded", why, 0);
 	ssize_t r = send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 	(void)r;
 	close(fd);
 	atomic_fetch_add_explicit(&w->stats.conns_refused, 1, memory_order_relaxed);
 }
 
+static int peer_trusted(const struct dp_worker *w, uint32_t ip)
+{
+	for (uint32_t i = 0; i < w->cfg.trusted_count; i++)
+		if (fs_cidr_match(&w->cfg.trusted[i], ip))
+			return 1;
+	return 0;
+}
+
 static void on_accept(struct dp_worker *w, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		w->accept_armed = 0;
-	if (cqe->res < 0)
+	if (cqe->res < 0) {
+		if (cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOBUFS || cqe->res == -ENOMEM) {
+			/* Out of descriptors or memory: re-arming now would fail again at
+			 * once (a spin). Pause; connections wait in the listen backlog. */
+			atomic_fetch_add_explicit(&w->stats.accept_errors, 1, memory_order_relaxed);
+			w->accept_resume_ms = w->proto.mono_ms + DP_ACCEPT_BACKOFF_MS;
+			if (w->accept_armed) {
+				struct io_uring_sqe *sqe = sqe_get(w);
+				io_uring_prep_cancel64(sqe, ud_make(OP_ACCEPT, 0, 0), 0);
+				io_uring_sqe_set_data64(sqe, ud_make(OP_CANCEL, 0, 0));
+			}
+		}
 		return;
+	}
 	int fd = cqe->res;
 	if (w->free_count == 0)
-		{ refuse_connection(w, fd); return; }
+		{ refuse_connection(w, fd, "connection limit reached"); return; }
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	struct sockaddr_in peer;
 	socklen_t peer_len = sizeof peer;
 	uint32_t peer_ip = getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0 &&
 	                   peer.sin_family == AF_INET ? ntohl(peer.sin_addr.s_addr) : 0;
+	int ip_counted = 0;
+	if (w->cfg.iplimit != NULL && peer_ip != 0 && !peer_trusted(w, peer_ip)) {
+		if (dp_iplimit_acquire(w->cfg.iplimit, peer_ip) != 0) {
+			atomic_fetch_add_explicit(&w->stats.conns_ip_refused, 1, memory_order_relaxed);
+			refuse_connection(w, fd, "connection limit per address reached");
+			return;
+		}
+		ip_counted = 1;
+	}
 	struct dp_conn *c = &w->conns[w->free_list[--w->free_count]];
 	assert(!c->active && c->ops_inflight == 0);
 	uint32_t idx = c->idx, gen = c->gen;
@@ -191,7 +254,8 @@ static void on_accept(struct dp_worker *w, struct io_uring_cqe *cqe)
 	c->fd = fd;
 	c->active = 1;
 	c->auth.peer_ip = peer_ip;
-	c->last_ms = w->proto.route.now_ms;
+	c->ip_counted = (uint8_t)ip_counted;
+	c->last_ms = w->proto.mono_ms;
 	atomic_fetch_add_explicit(&w->stats.conns_accepted, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->stats.conns_open, 1, memory_order_relaxed);
 	arm_recv(w, c);
@@ -217,8 +281,24 @@ static void on_recv(struct dp_worker *w, struct dp_conn *c, int res)
 	if (res <= 0)
 		{ conn_close(w, c); return; }
 	atomic_fetch_add_explicit(&w->stats.bytes_in, (uint64_t)res, memory_order_relaxed);
+	if (c->draining) {   /* lingering close: discard, up to DP_LINGER_BYTES */
+		c->drained_bytes += (uint64_t)res;
+		if (c->drained_bytes > DP_LINGER_BYTES)
+			{ conn_close(w, c); return; }
+		arm_recv(w, c);
+		return;
+	}
+	/* While the receive was in flight, an answer may have let the
+	 * connection parse and consume (compact) its input: the bytes landed
+	 * at recv_off, above the data. Move them down to the end of the data
+	 * (the regions never overlap the compaction: it only writes below
+	 * in_len <= recv_off). Without this a pipelining client's next
+	 * requests were parsed from stale bytes. */
+	assert(c->recv_off >= c->in_len && c->recv_off + (uint32_t)res <= DP_IN_BYTES);
+	if (c->recv_off != c->in_len)
+		memmove(c->in + c->in_len, c->in + c->recv_off, (size_t)res);
 	c->in_len += (uint32_t)res;
-	c->last_ms = w->proto.route.now_ms;
+	c->last_ms = w->proto.mono_ms;
 	dp_conn_drive(&w->proto, c);
 	if (c->out_len)
 		mark_flush(w, c);
@@ -235,7 +315,7 @@ static void on_send(struct dp_worker *w, struct dp_conn *c, int res)
 		{ conn_close(w, c); return; }
 	atomic_fetch_add_explicit(&w->stats.bytes_out, (uint64_t)res, memory_order_relaxed);
 	c->out_sent += (uint32_t)res;
-	c->last_ms = w->proto.route.now_ms;
+	c->last_ms = w->proto.mono_ms;
 	if (c->out_sent == c->out_len) {
 		c->out_len = c->out_sent = 0;
 		dp_conn_drive(&w->proto, c);   /* output had been full: parse on */
@@ -244,13 +324,28 @@ static void on_send(struct dp_worker *w, struct dp_conn *c, int res)
 	mark_flush(w, c);
 }
 
-/* Closes idle keep-alive connections and answers 408 to slow requests. */
+/* Enforces every connection's deadlines: ends lingering closes, closes
+ * slow readers (output pending longer than send_timeout_ms, whatever else
+ * the connection does), answers 408 to slow requests and closes idle
+ * keep-alive connections. */
 static void housekeep(struct dp_worker *w)
 {
-	int64_t now = w->proto.route.now_ms;
+	int64_t now = w->proto.mono_ms;
 	for (uint32_t i = 0; i < w->cfg.conn_max; i++) {
 		struct dp_conn *c = &w->conns[i];
-		if (!c->active || c->waiting || c->send_armed)
+		if (!c->active)
+			continue;
+		if (c->draining) {
+			if (now - c->drain_start_ms > DP_LINGER_MS)
+				conn_close(w, c);
+			continue;
+		}
+		if (c->out_since_ms != 0 && now - c->out_since_ms > w->cfg.send_timeout_ms) {
+			atomic_fetch_add_explicit(&w->stats.conns_slow_readers, 1, memory_order_relaxed);
+			conn_close(w, c);
+			continue;
+		}
+		if (c->waiting || c->send_armed)
 			continue;
 		if (c->request_start_ms && now - c->request_start_ms > w->cfg.request_timeout_ms) {
 			dp_conn_timeout(&w->proto, c);
@@ -277,6 +372,7 @@ static uint32_t reap(struct dp_worker *w)
 		case OP_EVENT:  atomic_fetch_add_explicit(&w->stats.wakeups, 1, memory_order_relaxed);
 		                arm_event(w); break;
 		case OP_TIMER:  housekeep(w); arm_timer(w); break;
+		case OP_CANCEL: break;
 		default:        assert(0 && "unknown completion");
 		}
 	}
@@ -325,6 +421,7 @@ static void *worker_main(void *arg)
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
 		w->proto.route.now_ms = fs_wall_ms();
 		w->proto.now_us = fs_mono_us();
+		w->proto.mono_ms = w->proto.now_us / 1000;
 		w->proto.route.ready = atomic_load_explicit(w->cfg.ready, memory_order_relaxed);
 		uint32_t work = reap(w);
 		work += drain_answers(w);
@@ -333,7 +430,7 @@ static void *worker_main(void *arg)
 			w->proto.cmds_pushed = 0;
 		}
 		flush_all(w);
-		if (!w->accept_armed)
+		if (!w->accept_armed && w->proto.mono_ms >= w->accept_resume_ms)
 			arm_accept(w);
 		if (work) {
 			/* also runs the deferred task work, so the next reap sees it */

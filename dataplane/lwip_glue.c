@@ -401,9 +401,9 @@ static void housekeep(struct dp_lwip *g)
 		struct dp_conn *c = &g->conns[i];
 		if (!c->active || c->waiting)
 			continue;
-		if (c->out_len != 0) {   /* a client that stopped reading */
-			if (now - c->last_ms > cfg->idle_timeout_ms) {
-				bump(&g->stats->conns_timed_out, 1);
+		if (c->out_len != 0) {   /* a client that stopped reading: the send deadline */
+			if (now - c->last_ms > cfg->send_timeout_ms) {
+				bump(&g->stats->conns_slow_readers, 1);
 				conn_close(g, c, 1);
 			}
 		} else if (c->request_start_ms && now - c->request_start_ms > cfg->request_timeout_ms) {
@@ -423,6 +423,7 @@ uint32_t dp_lwip_poll(struct dp_lwip *g, int64_t now_ms)
 	struct fs_port *port = g->cfg.worker.wport;
 	g->proto.route.now_ms = now_ms;
 	g->proto.now_us = fs_mono_us();
+	g->proto.mono_ms = now_ms;   /* this backend's deadlines run on the TSC clock dpdk.c gives */
 	g->proto.route.ready = atomic_load_explicit(g->cfg.worker.ready, memory_order_relaxed);
 	if ((uint32_t)now_ms != g->timer_ms) {   /* lwIP's timers: once per millisecond */
 		g->timer_ms = (uint32_t)now_ms;

@@ -50,6 +50,21 @@ static int split_path(struct dp_slice path, size_t prefix, struct dp_slice *id, 
 	return id->len > 0;
 }
 
+/* An Idempotency-Key or X-Device-Id the system will store and hand to its
+ * sinks: 1..FS_ID_LEN_MAX bytes of printable ASCII (0x20..0x7e). Anything
+ * else is refused at the edge, so no sink meets bytes it cannot store (a
+ * PostgreSQL text column maps invalid UTF-8 to '?', and two keys that
+ * differ only there would collide on its unique index). */
+static int id_header_valid(struct dp_slice v)
+{
+	if (v.len == 0 || v.len > FS_ID_LEN_MAX)
+		return 0;
+	for (uint32_t i = 0; i < v.len; i++)
+		if ((unsigned char)v.p[i] < 0x20 || (unsigned char)v.p[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
 /* Verifies the bearer token (cached per connection); 0 when authorized. */
 static int authenticate(const struct dp_route_ctx *ctx, const struct dp_request *req,
                         struct dp_auth_cache *auth)
@@ -164,8 +179,10 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 	int ka = req->keep_alive;
 	if (authenticate(ctx, req, auth) != 0)
 		{ respond_error(res, out, cap, ka, 401, "unauthorized", NULL); return; }
-	if (req->idempotency_key.len == 0 || req->idempotency_key.len > FS_ID_LEN_MAX)
-		{ respond_error(res, out, cap, ka, 400, "bad_request", "Idempotency-Key header (1..64 bytes) required"); return; }
+	if (!id_header_valid(req->idempotency_key))
+		{ respond_error(res, out, cap, ka, 400, "bad_request", "Idempotency-Key header (1..64 printable ASCII bytes) required"); return; }
+	if (req->device_id.len != 0 && !id_header_valid(req->device_id))
+		{ respond_error(res, out, cap, ka, 400, "bad_request", "X-Device-Id header: 1..64 printable ASCII bytes"); return; }
 	uint32_t qty;
 	const char *detail = NULL;
 	if (dp_json_reserve_body(req->body.p, req->body.len, ctx->quantity_max, &qty, &detail) != 0)
@@ -184,6 +201,8 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 		{ respond_error(res, out, cap, ka, 409, "sold_out", NULL); return; }
 	if (atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->journal_full, memory_order_relaxed))
 		{ respond_error(res, out, cap, ka, 503, "overloaded", "journal disk budget reached"); return; }
+	if (atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->journal_stalled, memory_order_relaxed))
+		{ respond_error(res, out, cap, ka, 503, "overloaded", "journal cannot write (disk full?)"); return; }
 	memset(cmd, 0, offsetof(struct fs_cmd, sku));
 	cmd->type = FS_CMD_RESERVE;
 	cmd->quantity = qty;
@@ -200,8 +219,7 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 	struct dp_slice dev = { auth->claims.dev, auth->claims.dev_len };
 	if (dev.len == 0)
 		dev = req->device_id;
-	if (dev.len > FS_ID_LEN_MAX)
-		dev.len = FS_ID_LEN_MAX;
+	assert(dev.len <= FS_ID_LEN_MAX);   /* claims are bounded; the header was checked above */
 	if (dev.len)   /* no device: dev.p may be NULL, and memcpy(_, NULL, 0) is undefined */
 		memcpy(cmd->text, dev.p, dev.len);
 	cmd->text_len = (uint8_t)dev.len;
@@ -232,8 +250,8 @@ static void route_res(const struct dp_route_ctx *ctx, const struct dp_request *r
 		res->kind = DP_ROUTE_COMMAND;
 		return;
 	}
-	if (req->idempotency_key.len == 0 || req->idempotency_key.len > FS_ID_LEN_MAX)
-		{ respond_error(res, out, cap, ka, 400, "bad_request", "Idempotency-Key header (1..64 bytes) required"); return; }
+	if (!id_header_valid(req->idempotency_key))
+		{ respond_error(res, out, cap, ka, 400, "bad_request", "Idempotency-Key header (1..64 printable ASCII bytes) required"); return; }
 	const char *detail = NULL;
 	int tl = dp_json_checkout_body(req->body.p, req->body.len, cmd->text, &detail);
 	if (tl <= 0)

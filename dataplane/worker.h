@@ -13,10 +13,18 @@
 #include "dataplane/http.h"
 #include "common/fs_cidr.h"
 #include "dataplane/route.h"
+#include "dataplane/iplimit.h"
 
 #define DP_IN_BYTES   16384    /* one connection's unparsed input */
 #define DP_OUT_BYTES  16384    /* one connection's unsent output */
 #define DP_ANSWER_BYTES_MAX 1024
+/* Lingering close after an error answered before the request was read
+ * whole: the answer is sent, the write side shut, and input discarded
+ * until the client closes, for at most this long and this many bytes. */
+#define DP_LINGER_MS     5000
+#define DP_LINGER_BYTES  (8u << 20)
+/* After EMFILE/ENFILE on accept, accepting pauses this long (no spin). */
+#define DP_ACCEPT_BACKOFF_MS 100
 
 enum { DP_ST_200, DP_ST_201, DP_ST_202, DP_ST_400, DP_ST_401, DP_ST_402, DP_ST_403,
        DP_ST_404, DP_ST_405, DP_ST_408, DP_ST_409, DP_ST_410, DP_ST_413, DP_ST_414,
@@ -37,6 +45,10 @@ struct dp_stats {
 	_Atomic uint64_t lat[DP_R_COUNT][DP_CLASSES][DP_LAT_BUCKETS];
 	_Atomic uint64_t lat_sum_us[DP_R_COUNT][DP_CLASSES];
 	_Atomic uint64_t conns_accepted, conns_open, conns_refused, conns_timed_out;
+	_Atomic uint64_t conns_slow_readers;   /* closed: output not drained within send_timeout_ms */
+	_Atomic uint64_t conns_ip_refused;     /* refused: the address holds connections_per_ip already */
+	_Atomic uint64_t conns_lingered;       /* error answers followed by a lingering close */
+	_Atomic uint64_t accept_errors;        /* accept failed (EMFILE, ENFILE, ...): accepting paused */
 	_Atomic uint64_t ring_full, bytes_in, bytes_out, wakeups;
 };
 
@@ -52,6 +64,8 @@ struct dp_worker_config {
 	struct dp_http_limits limits;
 	uint32_t idle_timeout_ms;       /* keep-alive connection with nothing to do */
 	uint32_t request_timeout_ms;    /* a request must arrive whole within this */
+	uint32_t send_timeout_ms;       /* pending output must drain within this, else close */
+	struct dp_iplimit *iplimit;     /* per-IP connection cap for untrusted peers; NULL = off */
 	uint32_t quantity_max;
 	_Atomic int *ready;             /* 0 while recovering or draining */
 	const struct fs_cidr *trusted;  /* trusted proxies/addresses: X-Forwarded-For believed, no IP limits */

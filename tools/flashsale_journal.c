@@ -80,10 +80,14 @@ static int decode(struct replay *r, const struct jr_batch *b)
 
 static void print_record(const struct fs_cmd *c)
 {
+	/* A checkout's text is the payment token: kept in the journal only so a
+	 * charge in flight at a crash can be retried; never printed. */
+	int secret = c->type == FS_CMD_CHECKOUT && c->text_len != 0;
 	printf("  %-14s err=%-16s sku=%.*s user=%.*s key=%.*s q=%u ref=%" PRIu64 " out_ref=%" PRIu64
 	       " status=%u val=%" PRId64 "%s%.*s\n", fs_cmd_type_name(c->type), fs_err_name(c->err),
 	       c->sku_len, c->sku, c->user_len, c->user, c->key_len, c->key, c->quantity, c->ref,
-	       c->out_ref, c->out_status, c->out_val, c->text_len ? " text=" : "", c->text_len, c->text);
+	       c->out_ref, c->out_status, c->out_val, c->text_len ? " text=" : "",
+	       secret ? 10 : c->text_len, secret ? "(redacted)" : c->text);
 }
 
 static int check_conservation(struct replay *r, const struct jr_batch *b)

@@ -18,6 +18,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -46,6 +48,7 @@ _Static_assert(JR_HEADER_BYTES % 8 == 0, "batches are 8-byte aligned");
 #define JR_ZERO_CHUNK_BYTES   (64u << 10)
 #define JR_MSG_BYTES          (JR_PATH_BYTES_MAX + 256u)
 #define JR_RING_ENTRIES       4u
+#define JR_FILE_MODE          0600   /* segments hold user ids and payment references */
 
 enum sc_status {
 	SC_FATAL = -2,   /* damage that is never a torn tail (msg set) */
@@ -89,7 +92,9 @@ struct journal {
 	uint8_t after_chain[16];
 	uint64_t last_sync_ns;
 	int no_sync;
-	int failed;
+	int spare_fd;                  /* a descriptor held back for the next segment (EMFILE) */
+	_Atomic uint64_t prep_failures;
+	int prep_errno_logged;         /* preparer: the last failure logged (0 after a success) */
 	uint8_t *buf;                  /* JR_BATCH_BYTES_MAX, built per append */
 	/* segment preparer (prezero): owns prep_path until prep_ready */
 	int prezero;
@@ -645,6 +650,7 @@ static struct journal *open_alloc(const struct jr_config *cfg, char *err, size_t
 	}
 	j->dirfd = -1;
 	j->fd = -1;
+	j->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	j->ring.ring_fd = -1;
 	j->segment_bytes = cfg->segment_bytes;
 	j->no_sync = cfg->no_sync;
@@ -659,6 +665,20 @@ static struct journal *open_alloc(const struct jr_config *cfg, char *err, size_t
 		snprintf(err, err_len, "journal: io_uring_queue_init: %s", strerror(-rc));
 	}
 	return j;
+}
+
+/* A start-up on a full disk says so in one line (it is not an error:
+ * reads are served, writes wait for space with 503s, see jr_append). */
+static void open_space_check(const struct journal *j)
+{
+	struct statvfs sv;
+	if (fstatvfs(j->dirfd, &sv) != 0)
+		return;
+	uint64_t free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (free_bytes < j->segment_bytes)   /* the next rotation would fail */
+		fprintf(stderr, "journal: %s has %" PRIu64 " MiB free, less than one segment (%" PRIu64
+		        " MiB): writes get 503 until space is freed; reads are served\n", j->dir,
+		        free_bytes >> 20, j->segment_bytes >> 20);
 }
 
 struct journal *jr_open(const struct jr_config *cfg, jr_batch_fn fn, void *arg,
@@ -711,6 +731,7 @@ struct journal *jr_open(const struct jr_config *cfg, jr_batch_fn fn, void *arg,
 		if (j->fd < 0)
 			prep_wait_ready(j);   /* a fresh journal starts on a zeroed segment */
 	}
+	open_space_check(j);
 	assert(j->off <= j->seg_size);
 	assert(j->off % JR_ALIGN_BYTES == 0);
 	return j;
@@ -726,7 +747,7 @@ struct journal *jr_open(const struct jr_config *cfg, jr_batch_fn fn, void *arg,
 static int prep_make(const char *path, uint64_t size)
 {
 	unlink(path);   /* a leftover of a crash */
-	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, JR_FILE_MODE);
 	if (fd < 0)
 		return -1;
 	static const uint8_t zeros[JR_PREP_CHUNK_BYTES];
@@ -764,6 +785,18 @@ static void *prep_main(void *arg)
 		j->prep_wanted = 0;
 		pthread_mutex_unlock(&j->prep_mu);
 		int fd = prep_make(j->prep_path, j->segment_bytes);
+		int saved = errno;
+		if (fd < 0) {
+			/* Not fatal: appending makes the segment itself at rotation (and
+			 * retries until it can). Logged once per distinct reason. */
+			atomic_fetch_add(&j->prep_failures, 1);
+			if (j->prep_errno_logged != saved)
+				fprintf(stderr, "journal: cannot prepare the next segment in %s (%s); "
+				        "it will be made at rotation\n", j->dir, strerror(saved));
+			j->prep_errno_logged = saved;
+		} else {
+			j->prep_errno_logged = 0;
+		}
 		pthread_mutex_lock(&j->prep_mu);
 		if (fd >= 0) {
 			j->prep_fd = fd;
@@ -781,7 +814,11 @@ static int prep_start(struct journal *j)
 	if (n < 0 || (size_t)n >= sizeof j->prep_path)   /* open_dir left room for a segment name */
 		return -1;
 	pthread_mutex_init(&j->prep_mu, NULL);
-	pthread_cond_init(&j->prep_cv, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* the wait below is a timeout, not a date */
+	pthread_cond_init(&j->prep_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	j->prep_fd = -1;
 	j->prep_wanted = j->fd < 0;   /* a fresh journal needs its first segment now */
 	if (pthread_create(&j->prep_thread, NULL, prep_main, j) != 0)
@@ -822,7 +859,10 @@ static int prep_take(struct journal *j, const char *path, uint64_t size)
 	}
 	pthread_mutex_unlock(&j->prep_mu);
 	if (fd >= 0 && fsync(j->dirfd) != 0) {
+		int saved = errno;
 		close(fd);
+		unlink(path);   /* a retry starts this segment again */
+		errno = saved;
 		return -1;
 	}
 	return fd;
@@ -849,7 +889,7 @@ static void prep_wait_ready(struct journal *j)
 	pthread_mutex_lock(&j->prep_mu);
 	while (!j->prep_ready && !j->prep_stop) {
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_sec += 1;
 		if (pthread_cond_timedwait(&j->prep_cv, &j->prep_mu, &ts) != 0)
 			break;   /* give up after a second: fallocate then */
@@ -875,14 +915,35 @@ static int append_make_room(struct journal *j, uint64_t seq, uint64_t batch_byte
 	}
 	char path[JR_PATH_BYTES_MAX];
 	seg_path(path, j->dir, seq);
+	/* The descriptor held back for this moment: at EMFILE the segment can
+	 * still be opened (the old one is closed right after). */
+	if (j->spare_fd >= 0) {
+		close(j->spare_fd);
+		j->spare_fd = -1;
+	}
 	int fd = prep_take(j, path, size);
 	if (fd < 0) {
-		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-		if (fd < 0)
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, JR_FILE_MODE);
+		if (fd < 0 && errno == EEXIST) {
+			/* left by an earlier attempt at this sequence that failed
+			 * (nothing was ever appended to it): start it again */
+			unlink(path);
+			fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, JR_FILE_MODE);
+		}
+		if (fd < 0) {
+			int saved = errno;
+			j->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			errno = saved;
 			return -1;
+		}
 		if (fallocate(fd, 0, 0, (off_t)size) != 0 || fsync(fd) != 0 || fsync(j->dirfd) != 0) {
+			/* ENOSPC, typically: remove the half-made segment so a retry
+			 * starts clean (a crash before the unlink leaves an empty
+			 * segment, which jr_open accepts and appending grows). */
 			int saved = errno;
 			close(fd);
+			unlink(path);
+			j->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 			errno = saved;
 			return -1;
 		}
@@ -890,6 +951,8 @@ static int append_make_room(struct journal *j, uint64_t seq, uint64_t batch_byte
 	if (j->fd >= 0)
 		close(j->fd);
 	j->fd = fd;
+	if (j->spare_fd < 0)
+		j->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	j->prep_ready_seen = 0;
 	memcpy(j->path, path, sizeof path);
 	j->seg_size = size;
@@ -996,22 +1059,14 @@ uint64_t jr_append(struct journal *j, int64_t time_ms, uint32_t record_count,
 	assert(j != NULL);
 	assert(body != NULL || body_len == 0);
 	assert(body_len <= JR_BODY_BYTES_MAX);
-	if (j->failed) {
-		errno = EIO;
-		return 0;
-	}
 	uint64_t seq = j->last_seq + 1;
 	uint64_t total = round_up8(JR_HEADER_BYTES + (uint64_t)body_len);
-	if (append_make_room(j, seq, total) != 0) {
-		j->failed = 1;
-		return 0;
-	}
+	if (append_make_room(j, seq, total) != 0)
+		return 0;   /* nothing written: a retry starts over */
 	append_build(j, seq, time_ms, record_count, body, body_len);
 	uint64_t start_ns = now_ns();
-	if (append_submit(j, total) != 0) {
-		j->failed = 1;
-		return 0;
-	}
+	if (append_submit(j, total) != 0)
+		return 0;   /* j->off, last_seq, prev_sha unchanged: a retry rewrites it whole */
 	j->last_sync_ns = now_ns() - start_ns;
 	header_sha16(j->buf, j->prev_sha);
 	j->last_seq = seq;
@@ -1059,7 +1114,7 @@ static int copy_file_synced(const char *src, const char *dst)
 	int in = open(src, O_RDONLY | O_CLOEXEC);
 	if (in < 0)
 		return -1;
-	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, JR_FILE_MODE);
 	if (out < 0) {
 		int saved = errno;
 		close(in);
@@ -1129,6 +1184,12 @@ int jr_drop_segments(struct journal *j, uint64_t upto_seq, const char *archive_d
 	return rc != 0 && dropped == 0 ? -1 : dropped;
 }
 
+uint64_t jr_prep_failures(const struct journal *j)
+{
+	assert(j != NULL);
+	return atomic_load(&((struct journal *)j)->prep_failures);
+}
+
 uint64_t jr_last_sync_ns(const struct journal *j)
 {
 	assert(j != NULL);
@@ -1146,6 +1207,8 @@ void jr_close(struct journal *j)
 		close(j->fd);
 	if (j->dirfd >= 0)
 		close(j->dirfd);   /* releases the flock */
+	if (j->spare_fd >= 0)
+		close(j->spare_fd);
 	free(j->buf);
 	free(j);
 }

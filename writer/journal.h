@@ -102,8 +102,12 @@ struct journal *jr_open(const struct jr_config *cfg, jr_batch_fn fn, void *arg,
                         char *err, size_t err_len);
 
 /* Appends one batch and waits until it is durable (io_uring write +
- * fdatasync). Returns its sequence number, or 0 on an I/O error (errno set;
- * the journal is then unusable and the writer must stop deciding). */
+ * fdatasync). Returns its sequence number, or 0 on an I/O error (errno set:
+ * ENOSPC when no segment can be made, EIO for a short write, ...). A failed
+ * append changes nothing the journal promised: the same batch may be
+ * appended again (it is written whole again at the same offset, so a
+ * retry after a failed fdatasync re-dirties every byte it covers), and the
+ * writer retries until it succeeds instead of stopping. */
 uint64_t jr_append(struct journal *j, int64_t time_ms, uint32_t record_count,
                    const void *body, uint32_t body_len);
 
@@ -124,6 +128,9 @@ int jr_drop_segments(struct journal *j, uint64_t upto_seq, const char *archive_d
 uint64_t jr_first_seq(const struct journal *j);
 /* Latency of the last append's write+fdatasync, in nanoseconds. */
 uint64_t jr_last_sync_ns(const struct journal *j);
+/* Times the background preparer failed to make the next segment (each is
+ * logged; appending then makes the segment itself). */
+uint64_t jr_prep_failures(const struct journal *j);
 void jr_close(struct journal *j);
 
 /* Sequential reader over a journal directory for sinks and tools: it never

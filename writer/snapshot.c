@@ -176,7 +176,7 @@ int wr_snapshot_write(const char *data_dir, const struct wr_state *st, const str
 	memset(&o, 0, sizeof o);
 	o.buf = snap_buf;
 	o.pace_us = pace_us;
-	o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);   /* user ids, keys, payment tokens of PENDING orders */
 	if (o.fd < 0) {
 		snprintf(err, err_len, "snapshot: create %s: %s", tmp, strerror(errno));
 		return -1;

@@ -13,6 +13,14 @@
  * request (group commit). With nothing to do the thread sleeps on an
  * eventfd (idle protocol in common/fs_ring.h) until a producer or the next
  * hold deadline wakes it.
+ *
+ * A journal that cannot append (disk full, an I/O error) never stops the
+ * process: the batch already decided stays held, unanswered and
+ * unpublished, and is appended again with back-off until it is durable.
+ * Meanwhile every new command is answered 503 at once (`overloaded`;
+ * `frozen` for checkouts), the edge refuses reservations itself, snapshot
+ * reads go on, and payment results wait for the journal (never dropped).
+ * When an append succeeds again everything resumes by itself.
  */
 #include "writer/writer.h"
 #include "common/fs_clock.h"
@@ -42,6 +50,8 @@
 #include <unistd.h>
 
 #define IDLE_WAIT_MS_MAX 1000
+#define STALL_RETRY_MS_MIN 20
+#define STALL_RETRY_MS_MAX 1000
 #ifndef WR_IDLE_YIELDS
 #define WR_IDLE_YIELDS 16   /* yields before an idle writer sleeps */
 #endif
@@ -87,6 +97,16 @@ struct writer {
 	int64_t drop_next_ms;
 	uint64_t (*segment_gate)(void *);
 	void *segment_gate_arg;
+	/* journal stall (see the top): the held batch and what waits for it */
+	int stalled;
+	uint32_t held_n;                  /* commands of the held batch in cmds[] */
+	int64_t held_t_ms;
+	uint32_t retry_ms;
+	int64_t retry_at_ms;              /* monotonic */
+	int64_t stall_start_ms;           /* monotonic */
+	int stall_errno;
+	struct fs_cmd *deferred;          /* payment results that arrived during a stall */
+	uint32_t deferred_count, deferred_cap;
 };
 
 /* Nanoseconds on the monotonic clock (start-up and snapshot timings). */
@@ -238,7 +258,11 @@ static int alloc_buffers(struct writer *w)
 	fs_ring_init(&w->charges, p, c->charge_slots, sizeof(struct wr_charge));
 	w->cmds = calloc(c->batch_count_max, sizeof *w->cmds);
 	uint32_t records_cap = wr_batch_records_cap(c->batch_count_max, c->limits.sku_count_max);
-	if (!w->cmds || wr_batch_out_alloc(&w->out, c->batch_count_max, records_cap, c->limits.sku_count_max) != 0)
+	/* payment results a stall holds back: at most one per charge in flight */
+	w->deferred_cap = c->charge_slots;
+	w->deferred = calloc(w->deferred_cap, sizeof *w->deferred);
+	if (!w->cmds || !w->deferred ||
+	    wr_batch_out_alloc(&w->out, c->batch_count_max, records_cap, c->limits.sku_count_max) != 0)
 		return -1;
 	assert(w->out.records_cap <= JR_BODY_BYTES_MAX);
 	return 0;
@@ -471,6 +495,12 @@ static uint32_t gather(struct writer *w, int64_t t_ms)
 	uint32_t max = w->cfg.batch_count_max;
 	uint32_t n = wr_due(w->st, t_ms, w->cmds, max / 8);
 	reveal_seeds(w, n);
+	/* payment results held back by a journal stall go first, in order */
+	uint32_t d = w->deferred_count < max - n ? w->deferred_count : max - n;
+	memcpy(w->cmds + n, w->deferred, d * sizeof *w->cmds);
+	memmove(w->deferred, w->deferred + d, (w->deferred_count - d) * sizeof *w->deferred);
+	w->deferred_count -= d;
+	n += d;
 	for (uint32_t i = 0; i < w->port_count && n < max; i++) {
 		uint32_t got = fs_ring_dequeue_burst(&w->ports[i].cmds, w->cmds + n, max - n);
 		for (uint32_t k = 0; k < got; k++) {
@@ -577,16 +607,17 @@ static void account(struct writer *w, uint32_t n)
 	atomic_store_explicit(&w->usage[4], u.holdings, memory_order_relaxed);
 }
 
-static void make_durable(struct writer *w, int64_t t_ms)
+/* Appends the decided batch. 0 when durable (or nothing to journal), -1
+ * (errno set) when the journal refused it: nothing of it was answered or
+ * published, and it may be appended again as it is. */
+static int make_durable(struct writer *w, int64_t t_ms)
 {
 	if (w->out.record_count == 0)
-		return;
+		return 0;
 	uint64_t seq = jr_append(w->j, t_ms, w->out.record_count, w->out.records, w->out.records_len);
 	if (seq == 0) {
-		/* Nothing of this batch was answered: stopping loses no promise. */
-		fprintf(stderr, "writer: journal append failed (%s): stopping before answering\n",
-		        strerror(errno));
-		abort();
+		atomic_fetch_add_explicit(&w->m.journal_append_failures, 1, memory_order_relaxed);
+		return -1;
 	}
 	uint64_t ns = jr_last_sync_ns(w->j);
 	struct wr_metrics *m = &w->m;
@@ -595,10 +626,12 @@ static void make_durable(struct writer *w, int64_t t_ms)
 		atomic_store_explicit(&m->fsync_ns_max, ns, memory_order_relaxed);
 	atomic_fetch_add_explicit(&m->fsync_hist[log2_bucket(ns / 1000, WR_FSYNC_BUCKETS)], 1, memory_order_relaxed);
 	atomic_store_explicit(&m->journal_bytes, jr_bytes(w->j), memory_order_relaxed);
+	atomic_store_explicit(&m->journal_prep_failures, jr_prep_failures(w->j), memory_order_relaxed);
 	atomic_store_explicit(&m->durable_seq, seq, memory_order_release);
 	assert(jr_last_seq(w->j) == seq);
 	if (w->on_durable)
 		w->on_durable(w->on_durable_arg);
+	return 0;
 }
 
 void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg)
@@ -608,21 +641,9 @@ void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg)
 	w->on_durable_arg = arg;
 }
 
-/* One batch: admit -> decide -> journal -> publish -> release. */
-static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
+/* The batch's decisions are durable: publish them and answer. */
+static void after_durable(struct writer *w, uint32_t n)
 {
-	assert(n > 0 && n <= w->cfg.batch_count_max);
-	assert(t_ms >= w->last_t_ms);   /* batch time never goes backwards (invariant 4) */
-	n = admit(w, n, t_ms);
-	if (n == 0)
-		return;
-	wr_decide(w->st, w->cmds, n, t_ms, 0, &w->out);
-#ifdef FS_FAULTS
-	uint32_t stall_ms = atomic_exchange(&fs_fault_writer_stall_ms, 0);
-	if (stall_ms)
-		usleep(stall_ms * 1000u);   /* test-only: a writer stuck inside a batch */
-#endif
-	make_durable(w, t_ms);   /* invariant 3: nothing leaves before this */
 	for (uint32_t i = 0; i < n; i++)
 		if (w->cmds[i].type == FS_CMD_RESERVE && w->cmds[i].err == FS_OK)
 			fs_snap_holder_set(w->snap, w->cmds[i].user, w->cmds[i].user_len);
@@ -635,6 +656,115 @@ static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
 		}
 	release(w);
 	account(w, n);
+}
+
+static void stall_begin(struct writer *w, uint32_t n, int64_t t_ms)
+{
+	assert(!w->stalled && n > 0);
+	w->stalled = 1;
+	w->held_n = n;
+	w->held_t_ms = t_ms;
+	w->stall_errno = errno;
+	w->retry_ms = STALL_RETRY_MS_MIN;
+	w->stall_start_ms = fs_mono_ms();
+	w->retry_at_ms = w->stall_start_ms + w->retry_ms;
+	atomic_store(&w->snap->journal_stalled, 1);
+	atomic_store(&w->m.journal_stalled, 1);
+	atomic_fetch_add(&w->m.journal_stalls, 1);
+	fprintf(stderr, "writer: journal append failed (%s): the batch is held unanswered and retried; "
+	        "commands get 503 until the journal takes writes again\n", strerror(w->stall_errno));
+}
+
+/* Answers every command waiting in the ports 503 (the journal cannot take
+ * them), except payment results: those are kept for after the stall. */
+static void stall_refuse(struct writer *w)
+{
+	for (uint32_t p = 0; p < w->port_count; p++) {
+		for (;;) {
+			/* a burst never holds more than the deferred buffer can take */
+			uint32_t room = w->deferred_cap - w->deferred_count;
+			struct fs_cmd cmds[32];
+			uint32_t got = fs_ring_dequeue_burst(&w->ports[p].cmds, cmds, room < 32 ? room : 32);
+			if (got == 0)
+				break;
+			for (uint32_t i = 0; i < got; i++) {
+				struct fs_cmd *c = &cmds[i];
+				c->origin = (uint8_t)p;
+				if (c->type == FS_CMD_PAY_RESULT) {
+					w->deferred[w->deferred_count++] = *c;
+					continue;
+				}
+				struct fs_ans a = { .tag = c->tag, .http = 503, .body = FS_BODY_ERROR,
+				                    .err = c->type == FS_CMD_CHECKOUT ? FS_ERR_FROZEN : FS_ERR_OVERLOADED };
+				atomic_fetch_add_explicit(&w->m.outcomes[c->type][a.err], 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&w->m.journal_stall_refused, 1, memory_order_relaxed);
+				answer_now(w, c, &a);
+			}
+		}
+	}
+}
+
+static int rings_empty(struct writer *w);
+
+/* One round of a stall: refuse what waits, sleep until a producer kicks or
+ * the next retry is due, retry the held batch when due. */
+static void stall_step(struct writer *w)
+{
+	assert(w->stalled);
+	stall_refuse(w);
+	int64_t wait = w->retry_at_ms - fs_mono_ms();
+	if (wait > 0) {
+		atomic_store_explicit(&w->wake.sleeping, 1, memory_order_seq_cst);
+		if (rings_empty(w) && !atomic_load(&w->stop)) {
+			struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
+			poll(&p, 1, (int)wait);
+		}
+		atomic_store_explicit(&w->wake.sleeping, 0, memory_order_seq_cst);
+		uint64_t v;
+		ssize_t r = read(w->wake.fd, &v, sizeof v);
+		(void)r;
+		return;
+	}
+	atomic_store(&w->m.journal_prep_failures, jr_prep_failures(w->j));
+	if (make_durable(w, w->held_t_ms) != 0) {
+		w->retry_ms = w->retry_ms * 2 > STALL_RETRY_MS_MAX ? STALL_RETRY_MS_MAX : w->retry_ms * 2;
+		w->retry_at_ms = fs_mono_ms() + w->retry_ms;
+		if (errno != w->stall_errno) {
+			w->stall_errno = errno;
+			fprintf(stderr, "writer: journal append still failing (%s)\n", strerror(errno));
+		}
+		return;
+	}
+	w->stalled = 0;
+	atomic_store(&w->snap->journal_stalled, 0);
+	atomic_store(&w->m.journal_stalled, 0);
+	fprintf(stderr, "writer: the journal takes writes again after %lld ms; the held batch is durable "
+	        "and answered\n", (long long)(fs_mono_ms() - w->stall_start_ms));
+	after_durable(w, w->held_n);
+}
+
+/* One batch: admit -> decide -> journal -> publish -> release (or, when
+ * the journal refuses the append, hold it: see the stall above). */
+static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
+{
+	assert(n > 0 && n <= w->cfg.batch_count_max);
+	assert(t_ms >= w->last_t_ms);   /* batch time never goes backwards (invariant 4) */
+	assert(!w->stalled);
+	n = admit(w, n, t_ms);
+	if (n == 0)
+		return;
+	wr_decide(w->st, w->cmds, n, t_ms, 0, &w->out);
+#ifdef FS_FAULTS
+	uint32_t stall_ms = atomic_exchange(&fs_fault_writer_stall_ms, 0);
+	if (stall_ms)
+		usleep(stall_ms * 1000u);   /* test-only: a writer stuck inside a batch */
+#endif
+	/* invariant 3: nothing leaves before this */
+	if (make_durable(w, t_ms) != 0) {
+		stall_begin(w, n, t_ms);
+		return;
+	}
+	after_durable(w, n);
 }
 
 static int rings_empty(struct writer *w)
@@ -825,6 +955,10 @@ static void *writer_main(void *arg)
 	struct writer *w = arg;
 	uint32_t idle_rounds = 0;
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		if (w->stalled) {   /* before any snapshot: the held batch is not durable */
+			stall_step(w);
+			continue;
+		}
 		snapshot_poll(w, fs_wall_ms());
 		int64_t t = fs_wall_ms();
 		if (t < w->last_t_ms)
@@ -892,6 +1026,7 @@ void wr_close(struct writer *w)
 	wr_admission_free(w->admission);
 	free(w->cmds);
 	wr_batch_out_free(&w->out);
+	free(w->deferred);
 	if (w->mem && w->mem != MAP_FAILED)
 		munmap(w->mem, w->mem_bytes);
 	munmap(w, sizeof *w);

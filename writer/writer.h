@@ -57,6 +57,13 @@ struct wr_metrics {
 	_Atomic uint64_t snapshot_fork_us_max, snapshot_write_ms_last;
 	_Atomic uint64_t segments_dropped, journal_first_seq, segments_held_by_sinks;
 	_Atomic uint64_t startup_snapshot_ms, startup_tail_ms;
+	/* the journal refused an append (disk full, I/O error): the batch is
+	 * held, unanswered, and retried; commands meanwhile get 503 */
+	_Atomic uint64_t journal_append_failures;   /* failed attempts, retries included */
+	_Atomic uint64_t journal_stalls;            /* episodes */
+	_Atomic uint64_t journal_stalled;           /* 1 while one lasts */
+	_Atomic uint64_t journal_stall_refused;     /* commands answered 503 during stalls */
+	_Atomic uint64_t journal_prep_failures;     /* the segment preparer could not make one */
 };
 
 struct writer;

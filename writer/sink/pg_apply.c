@@ -260,10 +260,25 @@ static void rollback(PGconn *c)
 }
 
 /* Runs a command expecting `want`; on failure fills err and returns -1. */
+/* The SQLSTATE of the last failed command on this thread ("" when the
+ * failure had no server answer): see pg_apply_rejected(). */
+static _Thread_local char last_sqlstate[6];
+
+int pg_apply_rejected(void)
+{
+	/* class 22 data exception (e.g. 22021 bytes that are not UTF-8),
+	 * class 23 integrity constraint violation: the same rows fail again */
+	return (last_sqlstate[0] == '2' && (last_sqlstate[1] == '2' || last_sqlstate[1] == '3'));
+}
+
 static int exec_ok(PGconn *c, PGresult *r, ExecStatusType want, const char *what,
                    char *err, size_t err_len)
 {
 	int ok = r && PQresultStatus(r) == want;
+	if (!ok) {
+		const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+		snprintf(last_sqlstate, sizeof last_sqlstate, "%s", st ? st : "");
+	}
 	if (!ok)
 		set_err(err, err_len, what, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
 	PQclear(r);

@@ -54,6 +54,10 @@ int pg_cursor_get(PGconn *c, const char *name, uint64_t *seq, char *err, size_t 
  * reservations, orders, and the cursor `cursor_name`. Returns enum
  * pg_apply_rc; on any error nothing is changed and err says why. b->body is
  * not read (the loader has none). */
+/* 1 when the last failure on this thread was PostgreSQL refusing the data
+ * itself (SQLSTATE class 22 or 23): retrying the same batch cannot work. */
+int pg_apply_rejected(void);
+
 int pg_apply_batch(struct pg_apply *a, PGconn *c, const char *cursor_name,
                    const struct jr_batch *b, const struct fs_cmd *recs, uint32_t n,
                    char *err, size_t err_len);

@@ -50,6 +50,10 @@ struct sink {
 	/* stats */
 	_Atomic uint64_t read_seq, applied_seq, batches, rows, errors, opens;
 	_Atomic int connected;
+	_Atomic int stopped;           /* a poison batch: see SINK_REJECTED */
+	_Atomic uint64_t stopped_seq;
+	uint64_t reject_seq;           /* batch rejected reject_count times in a row */
+	uint32_t reject_count;
 	pthread_mutex_t err_lock;      /* guards last_error only (never taken by the writer) */
 	char last_error[160];
 };
@@ -146,7 +150,7 @@ static int backend_open(struct sink *s)
 static void tick(struct sink *s)
 {
 	char err[256] = "";
-	if (s->st && s->ops->tick && s->ops->tick(s->st, fs_wall_ms(), err, sizeof err) < 0)
+	if (s->st && s->ops->tick && s->ops->tick(s->st, fs_mono_ms(), err, sizeof err) < 0)
 		note_error(s, "tick", err[0] ? err : "failed");
 }
 
@@ -232,6 +236,23 @@ static int step(struct sink *s)
 	char what[64];
 	snprintf(what, sizeof what, "apply batch %" PRIu64, b->seq);
 	note_error(s, what, err[0] ? err : "failed");
+	if (rc == SINK_REJECTED) {
+		s->reject_count = s->reject_seq == b->seq ? s->reject_count + 1 : 1;
+		s->reject_seq = b->seq;
+		if (s->reject_count >= SINK_REJECT_ATTEMPTS) {
+			/* A batch the target refuses as data never applies: retrying
+			 * forever would only hide it behind a growing lag. Stop, say so. */
+			fprintf(stderr, "sink %s: STOPPED at batch %" PRIu64 " (%s offset %" PRIu64 "): the target "
+			        "rejected its data %u times (%s); later batches are not applied; fix the target "
+			        "and restart flashsaled to resume from this batch\n", s->ops->name, b->seq, b->file,
+			        b->offset, s->reject_count, err[0] ? err : "rejected");
+			atomic_store(&s->stopped_seq, b->seq);
+			atomic_store(&s->stopped, 1);
+			backend_close(s);
+		}
+	} else {
+		s->reject_count = 0;
+	}
 	if (rc == SINK_RESET)
 		backend_close(s);
 	return -1;
@@ -250,6 +271,10 @@ static void *sink_main(void *arg)
 {
 	struct sink *s = arg;
 	while (!atomic_load(&s->stop)) {
+		if (atomic_load(&s->stopped)) {
+			nap(s, 1000);   /* until sink_stop: nothing more is applied */
+			continue;
+		}
 		if (!s->st && backend_open(s) != 0) {
 			backoff(s);
 			continue;
@@ -355,6 +380,8 @@ void sink_stats(struct sink *s, struct sink_stats *out)
 	out->errors = atomic_load(&s->errors);
 	out->opens = atomic_load(&s->opens);
 	out->connected = atomic_load(&s->connected);
+	out->stopped = atomic_load(&s->stopped);
+	out->stopped_seq = atomic_load(&s->stopped_seq);
 	pthread_mutex_lock(&s->err_lock);
 	memcpy(out->last_error, s->last_error, sizeof out->last_error);
 	pthread_mutex_unlock(&s->err_lock);

@@ -43,8 +43,12 @@ enum sink_rc {
 	SINK_OK = 0,        /* batch taken (applied, or queued for delivery) */
 	SINK_BUSY = 1,      /* not taken yet (e.g. delivery window full): retry soon, not an error */
 	SINK_RETRY = -1,    /* failed: back off and retry the same batch */
-	SINK_RESET = -2     /* failed: close, reopen, resume from durable_cursor() */
+	SINK_RESET = -2,    /* failed: close, reopen, resume from durable_cursor() */
+	SINK_REJECTED = -3  /* the target refused this batch's data itself (not a connection or
+	                     * capacity problem): after SINK_REJECT_ATTEMPTS in a row the sink
+	                     * STOPS with a clear error (stats.stopped) instead of retrying forever */
 };
+#define SINK_REJECT_ATTEMPTS 3
 
 /* One sink backend. `open` connects and returns its state plus the cursor
  * to resume after (NULL with err set when it cannot: the thread retries with
@@ -60,7 +64,7 @@ struct sink_ops {
 	int (*apply_batch)(void *st, const struct jr_batch *b, const struct fs_cmd *recs, uint32_t n,
 	                   const struct sink_model *m, const uint32_t *sku_idx, char *err, size_t err_len);
 	uint64_t (*durable_cursor)(void *st);
-	int (*tick)(void *st, int64_t now_ms, char *err, size_t err_len);
+	int (*tick)(void *st, int64_t now_ms, char *err, size_t err_len);   /* now_ms: CLOCK_MONOTONIC */
 	void (*close)(void *st);
 };
 
@@ -79,6 +83,8 @@ struct sink_stats {
 	uint64_t errors;           /* failed attempts (open, read, apply) */
 	uint64_t opens;            /* successful (re)opens */
 	int      connected;        /* 1 while the backend is open */
+	int      stopped;          /* 1 after a batch was rejected SINK_REJECT_ATTEMPTS times: no more applies */
+	uint64_t stopped_seq;      /* the batch it stopped at */
 	char     last_error[160];
 };
 

@@ -214,7 +214,7 @@ static void kafka_sink_close(void *st)
 			rd_kafka_flush(k->rk, KF_CLOSE_FLUSH_MS);
 		rd_kafka_poll(k->rk, 0);
 		advance(k);
-		if (persist(k, fs_wall_ms(), 1, err, sizeof err) != 0)
+		if (persist(k, fs_mono_ms(), 1, err, sizeof err) != 0)
 			fprintf(stderr, "sink kafka: %s\n", err);
 		rd_kafka_destroy(k->rk);
 	}

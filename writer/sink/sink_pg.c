@@ -72,7 +72,12 @@ static int pg_sink_apply(void *st, const struct jr_batch *b, const struct fs_cmd
 		return SINK_OK;
 	case PG_APPLY_ERR_GAP:
 		return SINK_RESET;   /* the table's cursor moved behind us: resume from it */
+	case PG_APPLY_ERR_DATA:
+		return SINK_REJECTED;   /* records that refer to rows the table lacks */
 	default:
+		/* the server refused the rows themselves (the connection is fine) */
+		if (PQstatus(p->conn) == CONNECTION_OK && pg_apply_rejected())
+			return SINK_REJECTED;
 		return SINK_RETRY;
 	}
 }

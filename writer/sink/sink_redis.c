@@ -116,7 +116,7 @@ static void *redis_sink_open(const struct sink_config *cfg, uint64_t *cursor, ch
 	}
 	r->gap_ms = cfg->redis_updates_per_s ? 1000 / cfg->redis_updates_per_s : 10;
 	r->ttl_s = cfg->redis_ttl_s ? cfg->redis_ttl_s : 5;
-	if (ensure_connected(r, fs_wall_ms(), err, err_len) != 0) {
+	if (ensure_connected(r, fs_mono_ms(), err, err_len) != 0) {
 		redis_sink_close(r);
 		return NULL;
 	}
