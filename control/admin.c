@@ -32,11 +32,13 @@
 #include <unistd.h>
 
 #define ADMIN_REQ_BYTES   8192
-/* /metrics is sized for the largest catalogue: 4 unit lines of at most
- * ~110 bytes per SKU (FS_SNAP_SKU_MAX of them, 512 bytes each with room to
- * spare) plus 128 KiB for everything else. A body that would not fit is
- * answered 500 naming the size, never cut short or dropped. */
-#define ADMIN_BODY_BYTES  ((size_t)(128u << 10) + (size_t)FS_SNAP_SKU_MAX * 512u)
+/* /metrics is sized for the largest catalogue: 10 lines of at most ~110
+ * bytes per SKU (units, version, state, reservations, waitlist, waiting
+ * room), FS_SNAP_SKU_MAX of them at 1,536 bytes each with room to spare,
+ * plus 128 KiB for everything else. A body that would not fit is answered
+ * 500 naming the size, never cut short or dropped (a per-SKU series added
+ * later must grow this). */
+#define ADMIN_BODY_BYTES  ((size_t)(128u << 10) + (size_t)FS_SNAP_SKU_MAX * 1536u)
 #define ADMIN_OUT_BYTES   (ADMIN_BODY_BYTES + 4096u)
 
 struct ctl_admin {
