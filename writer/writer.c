@@ -286,6 +286,8 @@ static int snapshot_load_latest(struct writer *w, struct jr_config *jc, int *ref
 		w->st = wr_state_new(&w->cfg.limits);
 		if (w->st == NULL)
 			return -1;
+		if (!w->cfg.no_prefault)   /* as wr_open did for the first one */
+			wr_state_prefault(w->st);
 	}
 	return 0;
 }
