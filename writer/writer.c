@@ -310,6 +310,8 @@ static int snapshot_load_latest(struct writer *w, struct jr_config *jc, int *ref
 		w->st = wr_state_new(&w->cfg.limits);
 		if (w->st == NULL)
 			return -1;
+		if (!w->cfg.no_prefault)   /* as wr_open did for the first one */
+			wr_state_prefault(w->st);
 	}
 	return 0;
 }
@@ -877,8 +879,9 @@ static void segments_drop(struct writer *w, int64_t t_ms)
 }
 
 /* Reaps a finished child, starts a snapshot when one is asked for or due,
- * and lets old segments go. Called between batches. */
-static void snapshot_poll(struct writer *w, int64_t t_ms)
+ * and lets old segments go. Called between batches; `idle` when the
+ * writer found nothing to do for a while. */
+static void snapshot_poll(struct writer *w, int64_t t_ms, int idle)
 {
 	if (w->snap_pid > 0) {
 		int status = 0;
@@ -907,8 +910,13 @@ static void snapshot_poll(struct writer *w, int64_t t_ms)
 		atomic_store(&w->snap_done, w->snap_req_taken);
 	}
 	uint64_t req = atomic_load(&w->snap_req);
+	/* A due snapshot waits for a quiet moment (the batches right after a
+	 * fork pay its copy-on-write faults: seconds on the 2-core box, see
+	 * perf/RESULTS.md), but never past 4 intervals, so restart time stays
+	 * bounded under endless load. An operator's request goes at once. */
+	uint64_t since = jr_bytes_total(w->j) - w->snap_mark_bytes;
 	int due = w->cfg.snapshot_every_bytes != 0 &&
-	          jr_bytes_total(w->j) - w->snap_mark_bytes >= w->cfg.snapshot_every_bytes;
+	          since >= w->cfg.snapshot_every_bytes * (idle ? 1 : 4);
 	if (req != w->snap_req_taken || due) {
 		w->snap_req_taken = req;
 		if (jr_last_seq(w->j) == w->snap_seq && w->snap_seq != 0) {
@@ -959,7 +967,7 @@ static void *writer_main(void *arg)
 			stall_step(w);
 			continue;
 		}
-		snapshot_poll(w, fs_wall_ms());
+		snapshot_poll(w, fs_wall_ms(), idle_rounds + 1 >= WR_IDLE_YIELDS);
 		int64_t t = fs_wall_ms();
 		if (t < w->last_t_ms)
 			t = w->last_t_ms;   /* batch time never goes backwards */
