@@ -506,13 +506,18 @@ static void idem_delete(struct wr_state *st, uint64_t h0, uint64_t h1)
 {
 	uint64_t mask = st->idem_slot_mask;
 	uint64_t i = h1 & mask;
-	for (;; i = (i + 1) & mask) {
+	/* bounded: the table keeps more slots than keys, so an empty slot ends
+	 * every probe run before it wraps */
+	uint64_t probe = 0;
+	for (; probe <= mask; probe++, i = (i + 1) & mask) {
 		if (st->idem[i].h0 == 0)
 			return;
 		if (st->idem[i].h0 == h0 && st->idem[i].h1 == h1)
 			break;
 	}
-	for (uint64_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+	assert(probe <= mask);
+	uint64_t j = (i + 1) & mask;
+	for (probe = 0; probe <= mask; probe++, j = (j + 1) & mask) {
 		struct wr_idem_slot *e = &st->idem[j];
 		if (e->h0 == 0)
 			break;
@@ -524,6 +529,7 @@ static void idem_delete(struct wr_state *st, uint64_t h0, uint64_t h1)
 			i = j;
 		}
 	}
+	assert(probe <= mask);   /* the run ended at an empty slot */
 	memset(&st->idem[i], 0, sizeof st->idem[i]);
 	assert(st->idem_count > 0);
 	st->idem_count--;

@@ -49,12 +49,16 @@ static size_t tab_probe(const struct sm_tab *t, uint64_t key)
 {
 	size_t mask = t->cap - 1;
 	size_t i = (size_t)key_hash(key) & mask;
-	for (;;) {
+	/* bounded: the table grows before it fills (count < cap), so an empty
+	 * slot ends every probe */
+	for (size_t probe = 0; probe <= mask; probe++) {
 		uint64_t k = slot_key(t, i);
 		if (k == 0 || k == key)
 			return i;
 		i = (i + 1) & mask;
 	}
+	assert(!"sink model table without an empty slot");
+	return 0;
 }
 
 void *sm_tab_find(const struct sm_tab *t, uint64_t key)
