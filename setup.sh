@@ -9,9 +9,10 @@
 #   ./setup.sh build                    install and build only
 #
 # Root is not needed. As another user, sudo is used for apt-get only (when a
-# package is missing) and by the root-only suites (DPDK over veth, on 1 and 2 lanes), which
-# elevate themselves with `sudo -n` when that works without a password and
-# otherwise skip, named in a line of their own before the totals.
+# package is missing) and by the root-only suites (DPDK over veth on 1 and 2
+# lanes, the tmpfs disk-full test), which elevate themselves with `sudo -n`
+# when that works without a password and otherwise skip, named in a line of
+# their own before the totals.
 # PostgreSQL then runs as the invoking user (only the root user is refused
 # by initdb and pg_ctl).
 set -euo pipefail
