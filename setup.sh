@@ -144,8 +144,9 @@ suite() {
 run_tests() {
 	trap stop_services EXIT
 	start_services
-	suite build --suite unit --suite e2e --suite sinks --suite fuzz --suite perf
-	ASAN_OPTIONS=detect_leaks=0 suite build-debug --suite unit
+	suite build --suite unit --suite e2e --suite sinks --suite fuzz --suite perf --suite deploy
+	# faults: e2e tests of the debug build's test-only fault switches (common/fs_fault.h)
+	ASAN_OPTIONS=detect_leaks=0 suite build-debug --suite unit --suite faults
 	stop_services
 	trap - EXIT
 	echo
