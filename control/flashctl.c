@@ -5,6 +5,7 @@
 #include "common/fs_jwt.h"
 #include "control/ctl_client.h"
 #include "control/ctl_view.h"
+#include "control/preflight.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,6 +36,14 @@ static const char usage[] =
 "  tier set USER T            a user's tier (0..4) when the token has no tier claim\n"
 "  tier clear USER            remove the entry (and the user's risk flag)\n"
 "  metrics                    Prometheus text from the admin socket\n"
+"  preflight [--config FLASHSALED.conf] [--data-dir DIR] [--postgres C] [--redis H:P] [--kafka B]\n"
+"            [--payment-provider URL] [--expect-rps N] [--expect-minutes M] [--expect-users N]\n"
+"            [--dpdk [--iface IF]]\n"
+"                             go/no-go table before a sale: journal disk free vs the expected bytes,\n"
+"                             measured fdatasync p99, PostgreSQL/Redis/Kafka reachable, sinks\n"
+"                             connected and caught up, payment provider reachable, clock sync,\n"
+"                             capacities vs the crowd (hugepages, NIC link with --dpdk); exit 1 on\n"
+"                             any NO-GO\n"
 "  top [--interval-ms 1000] [--frames N]\n"
 "                             live view in the terminal (plain ANSI, redrawn in place): per SKU\n"
 "                             units, state, grant/refusal rates and a stock sparkline; req/s and\n"
@@ -476,6 +485,12 @@ int main(int argc, char **argv)
 		char target[256];
 		snprintf(target, sizeof target, "/admin/tiers?user=%s&tier=clear", argv[i + 1]);
 		return call("POST", target);
+	}
+	if (strcmp(cmd, "preflight") == 0) {
+		char tok[FS_SECRET_LEN_MAX + 1] = "", err[512];
+		if (strncmp(admin, "unix:", 5) != 0 && ctl_client_token(admin_token_file, tok, sizeof tok, err, sizeof err) != 0)
+			fail("%s", err);
+		return ctl_preflight(argc - i, argv + i, admin, tok[0] ? tok : NULL);
 	}
 	if (strcmp(cmd, "top") == 0)
 		return cmd_top(argc - i, argv + i);
