@@ -6,6 +6,7 @@
 #include "control/ctl_client.h"
 #include "control/ctl_view.h"
 #include "control/preflight.h"
+#include "control/report.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,6 +45,10 @@ static const char usage[] =
 "                             connected and caught up, payment provider reachable, clock sync,\n"
 "                             capacities vs the crowd (hugepages, NIC link with --dpdk); exit 1 on\n"
 "                             any NO-GO\n"
+"  report SKU [--data-dir DIR]  closing statement of a sale from its journal (pure replay): units\n"
+"                             sold/held/available/returned, orders paid/failed/pending, revenue,\n"
+"                             the zero-oversell proof, the bot-flagged share of winners; refusals\n"
+"                             by reason from the running flashsaled (they are not journaled)\n"
 "  top [--interval-ms 1000] [--frames N]\n"
 "                             live view in the terminal (plain ANSI, redrawn in place): per SKU\n"
 "                             units, state, grant/refusal rates and a stock sparkline; req/s and\n"
@@ -485,6 +490,12 @@ int main(int argc, char **argv)
 		char target[256];
 		snprintf(target, sizeof target, "/admin/tiers?user=%s&tier=clear", argv[i + 1]);
 		return call("POST", target);
+	}
+	if (strcmp(cmd, "report") == 0) {
+		char tok[FS_SECRET_LEN_MAX + 1] = "", err[512];
+		if (strncmp(admin, "unix:", 5) != 0 && ctl_client_token(admin_token_file, tok, sizeof tok, err, sizeof err) != 0)
+			fail("%s", err);
+		return ctl_report(argc - i, argv + i, admin, tok[0] ? tok : NULL);
 	}
 	if (strcmp(cmd, "preflight") == 0) {
 		char tok[FS_SECRET_LEN_MAX + 1] = "", err[512];

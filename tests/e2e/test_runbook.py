@@ -139,5 +139,49 @@ class PreflightTest(unittest.TestCase):
         self.assertIn("not a number", p.stderr)
 
 
+class ReportTest(unittest.TestCase):
+    def test_closing_statement_from_the_journal(self):
+        with fc.Server() as srv:
+            srv.create_sale("rep", 5, extra=["--price-cents", "250"])
+            toks = {u: srv.py_token(u) for u in ("paid", "declined", "cancelled", "holder")}
+            rid = {}
+            for u, t in toks.items():
+                r = srv.reserve(t, "rep", "k-" + u, 1)
+                self.assertEqual(r.status, 201, r)
+                rid[u] = r.json()["reservation_id"]
+            self.assertEqual(srv.checkout(toks["paid"], rid["paid"], "c1", "tok_ok").status, 200)
+            self.assertEqual(srv.checkout(toks["declined"], rid["declined"], "c2", "tok_decline").status, 402)
+            self.assertEqual(srv.cancel(toks["cancelled"], rid["cancelled"]).status, 200)
+            for i in range(3):   # refused: one per user
+                self.assertEqual(srv.reserve(toks["holder"], "rep", "again%d" % i, 1).status, 409)
+            p = srv.admin("report", "rep", "--data-dir", srv.data_dir)
+            fc.log("test_runbook: flashctl report rep:\n" + p.stdout)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            out = p.stdout
+            c = srv.counters("rep")
+
+            def field(name):
+                ln = [x for x in out.splitlines() if x.strip().startswith(name)]
+                self.assertEqual(len(ln), 1, (name, out))
+                return ln[0].split()[len(name.split())]
+            self.assertEqual(int(field("sold")), c["sold"])
+            self.assertEqual(int(field("sold")), 1)
+            self.assertEqual(int(field("held (reserved)")), 1)
+            self.assertEqual(int(field("available")), c["available"])
+            self.assertEqual(int(field("returned")), 2)
+            self.assertEqual(int(field("paid")), 1)
+            self.assertEqual(int(field("failed")), 1)
+            self.assertEqual(field("revenue"), "2.50")
+            self.assertIn("zero-oversell proof  HOLDS", out)
+            self.assertIn("1 users with a paid order; bot-flagged: 0", out)
+            self.assertRegex(out, r"limit_reached +3")
+            srv.stop()
+            p = srv.admin("report", "rep", "--data-dir", srv.data_dir)   # offline: the journal alone
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("sold               1", p.stdout)
+            self.assertIn("unavailable", p.stdout)
+            self.assertEqual(srv.admin("report", "nosuch", "--data-dir", srv.data_dir).returncode, 1)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
