@@ -172,6 +172,7 @@ const char *fs_cmd_type_name(enum fs_cmd_type t)
 		[FS_CMD_USER_TIER] = "user_tier",
 		[FS_CMD_RISK_FLAG] = "risk_flag",
 		[FS_CMD_RECLAIM] = "reclaim",
+		[FS_CMD_STOCK_REMOVE] = "stock_remove",
 	};
 	if ((unsigned)t >= FS_CMD_TYPE_COUNT || names[t] == NULL)
 		return "unknown";

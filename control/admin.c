@@ -49,6 +49,7 @@ struct ctl_admin {
 	char *out;                     /* response buffer */
 	char *body;                    /* metrics/status body (ADMIN_BODY_BYTES) */
 	uint64_t tag;
+	char ident[32];                /* who sent the request in progress: "uid:N" or "admin-token" */
 };
 
 /* ---- calls into the writer ------------------------------------------------ */
@@ -549,10 +550,17 @@ static int route_sale(struct ctl_admin *a, const struct dp_request *r, const cha
 			continue;
 		cmd.type = verbs[i].type;
 		if (cmd.type == FS_CMD_STOCK_ADD) {
-			uint64_t add;
-			if (query_u64(req, len, "add", 0, &add) || add == 0 || add > UINT32_MAX)
-				return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "add=N (1..4294967295) required", 0);
-			cmd.quantity = (uint32_t)add;
+			uint64_t add, remove;
+			if (query_u64(req, len, "add", 0, &add) || query_u64(req, len, "remove", 0, &remove) ||
+			    (add == 0) == (remove == 0) || add > UINT32_MAX || remove > UINT32_MAX)
+				return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request",
+				                     "add=N or remove=N (1..4294967295) required", 0);
+			cmd.quantity = (uint32_t)(add ? add : remove);
+			if (remove) {   /* journaled with who asked */
+				cmd.type = FS_CMD_STOCK_REMOVE;
+				cmd.user_len = (uint8_t)strlen(a->ident);
+				memcpy(cmd.user, a->ident, cmd.user_len);
+			}
 		}
 		return call_writer(a, &cmd);
 	}
@@ -811,6 +819,16 @@ static void conn_read(struct ctl_admin *a, struct admin_conn *c)
 		return;
 	if (!c->authorized)   /* a whole request always reaches the end of its headers */
 		{ conn_refuse(a, c, 401, "unauthorized", "admin token required"); return; }
+	if (c->over_tcp) {   /* who asked, journaled with stock removal */
+		snprintf(a->ident, sizeof a->ident, "admin-token");
+	} else {
+		struct ucred cred;
+		socklen_t cl = sizeof cred;
+		if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
+			snprintf(a->ident, sizeof a->ident, "uid:%u", (unsigned)cred.uid);
+		else
+			snprintf(a->ident, sizeof a->ident, "uid:unknown");
+	}
 	int n = handle(a, c->req, c->len, c->over_tcp);
 	send_and_close(a, c, n);
 }

@@ -6,7 +6,8 @@
  *
  *   POST /admin/sales/{sku}?stock=N&per_user=N&hold_ms=N&waitlist=N&default_tier=T&price_cents=N&opens_at_ms=N
  *   POST /admin/sales/{sku}/open|pause|freeze|resume|close
- *   POST /admin/sales/{sku}/stock?add=N
+ *   POST /admin/sales/{sku}/stock?add=N|remove=N  (remove: only from available; journaled
+ *                                    with the admin identity, "uid:N" or "admin-token")
  *   GET  /admin/sales/{sku}          counters, state, rates, sink lag
  *   POST /admin/drain                /readyz answers 503 from now on
  *   POST /admin/snapshot             a snapshot now: {"seq":N}

@@ -31,6 +31,8 @@ static const char usage[] =
 "  sale open|pause|freeze|resume|close SKU\n"
 "  sale status SKU            counters (as GET /v1/skus/SKU) plus rates and sink lag\n"
 "  stock add SKU N            add N units to a sale\n"
+"  stock remove SKU N         take N units out of a sale, only from available (never below reserved +\n"
+"                             sold; 409 bad_state otherwise); journaled with who asked (uid or token)\n"
 "  ip deny|allow|remove CIDR  the operator's IP lists (journaled); deny: 403 at the edge;\n"
 "                             allow: exempt from IP-based limits and scores\n"
 "  ip list                    the IP rules in force\n"
@@ -521,10 +523,10 @@ int main(int argc, char **argv)
 		snprintf(target, sizeof target, "/admin/backup?dir=%s", d);
 		return call("POST", target);
 	}
-	if (strcmp(cmd, "stock") == 0 && argc - i == 3 && strcmp(argv[i], "add") == 0) {
+	if (strcmp(cmd, "stock") == 0 && argc - i == 3 && (strcmp(argv[i], "add") == 0 || strcmp(argv[i], "remove") == 0)) {
 		char target[256];
-		snprintf(target, sizeof target, "/admin/sales/%s/stock?add=%llu", argv[i + 1],
-		         (unsigned long long)parse_num("add", argv[i + 2]));
+		snprintf(target, sizeof target, "/admin/sales/%s/stock?%s=%llu", argv[i + 1], argv[i],
+		         (unsigned long long)parse_num(argv[i], argv[i + 2]));
 		return call("POST", target);
 	}
 	return fail("unknown command '%s' (see --help)", cmd);

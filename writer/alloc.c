@@ -1043,6 +1043,16 @@ static void decide_admin(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, st
 		}
 		k->total += c->quantity;
 		k->available += c->quantity;
+	} else if (c->type == FS_CMD_STOCK_REMOVE) {
+		/* only units nobody holds: never below reserved + sold */
+		if (c->quantity == 0 || c->quantity > k->available) {
+			c->err = c->quantity == 0 ? FS_ERR_BAD_REQUEST : FS_ERR_BAD_STATE;
+			{ answer_error(out, c, c->err); return; }
+		}
+		uint64_t held = k->reserved + k->sold;
+		k->total -= c->quantity;
+		k->available -= c->quantity;
+		assert(k->total >= held && k->available + held == k->total);
 	} else {
 		int to = transition(c->type, k->state);
 		if (to < 0) {
@@ -1706,6 +1716,7 @@ static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, stru
 	case FS_CMD_SALE_RESUME:
 	case FS_CMD_SALE_CLOSE:
 	case FS_CMD_STOCK_ADD:
+	case FS_CMD_STOCK_REMOVE:
 	case FS_CMD_SALE_GET:     { decide_admin(st, c, t_ms, out); return; }
 	case FS_CMD_RESERVE:      { decide_reserve(st, c, t_ms, out); return; }
 	case FS_CMD_CANCEL:       { decide_cancel(st, c, t_ms, out); return; }

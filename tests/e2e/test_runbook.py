@@ -183,5 +183,33 @@ class ReportTest(unittest.TestCase):
             self.assertEqual(srv.admin("report", "nosuch", "--data-dir", srv.data_dir).returncode, 1)
 
 
+class StockRemoveTest(unittest.TestCase):
+    def test_remove_only_from_available_journaled_with_who(self):
+        with fc.Server() as srv:
+            srv.create_sale("rm", 10)
+            for i in range(3):
+                self.assertEqual(srv.reserve(srv.py_token("r%d" % i), "rm", "k", 1).status, 201)
+            p = srv.admin("stock", "remove", "rm", 8)            # only 7 are available
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("409", p.stderr)
+            self.assertIn("bad_state", p.stderr)
+            self.assertEqual(srv.counters("rm")["total"], 10)    # nothing changed
+            srv.admin_ok("stock", "remove", "rm", 7)
+            c = srv.counters("rm")
+            self.assertEqual((c["total"], c["available"], c["reserved"]), (3, 0, 3), c)
+            self.assertTrue(fc.conserved(c), c)
+            self.assertEqual(srv.admin("stock", "remove", "rm", "0").returncode, 1)
+            self.assertEqual(srv.admin("stock", "remove", "rm", "x").returncode, 2)
+            srv.restart()
+            c = srv.counters("rm")
+            self.assertEqual((c["total"], c["available"], c["reserved"]), (3, 0, 3), c)
+            tool = os.path.join(fc.BUILD, "tools", "flashsale-journal")
+            d = subprocess.run([tool, "dump", srv.data_dir], capture_output=True, text=True, timeout=60)
+            lines = [ln for ln in d.stdout.splitlines() if "stock_remove" in ln]
+            self.assertEqual(len(lines), 1, d.stdout[-2000:])
+            self.assertIn("user=uid:%d" % os.getuid(), lines[0])
+            self.assertIn("q=7", lines[0])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -369,9 +369,10 @@ static void gen_one(struct fs_cmd *c)
 	} else if (p < 845) {
 		uint32_t v = rnd(1000);
 		uint8_t verb = v < 250 ? FS_CMD_SALE_OPEN : v < 330 ? FS_CMD_SALE_PAUSE : v < 380 ? FS_CMD_SALE_FREEZE :
-		               v < 700 ? FS_CMD_SALE_RESUME : v < 701 ? FS_CMD_SALE_CLOSE : FS_CMD_STOCK_ADD;
+		               v < 700 ? FS_CMD_SALE_RESUME : v < 701 ? FS_CMD_SALE_CLOSE :
+		               v < 880 ? FS_CMD_STOCK_ADD : FS_CMD_STOCK_REMOVE;
 		tc_admin(c, verb, pick_sku());
-		if (verb == FS_CMD_STOCK_ADD)
+		if (verb == FS_CMD_STOCK_ADD || verb == FS_CMD_STOCK_REMOVE)
 			c->quantity = chance(20) ? 5 + rnd(8) : rnd(5);
 	} else if (p < 855) {
 		tc_admin(c, FS_CMD_WAITLIST_SERVE, pick_sku());

@@ -446,6 +446,13 @@ static void do_admin(struct model *m, const struct fs_cmd *c, int64_t t_ms, stru
 			{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
 		k->total += c->quantity;
 		k->available += c->quantity;
+	} else if (c->type == FS_CMD_STOCK_REMOVE) {
+		if (c->quantity == 0)
+			{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
+		if (c->quantity > k->available)   /* only from available */
+			{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
+		k->total -= c->quantity;
+		k->available -= c->quantity;
 	} else {
 		int to = admin_to(c->type, k->state);
 		if (to < 0)
@@ -799,6 +806,7 @@ void model_decide(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct 
 	case FS_CMD_SALE_RESUME:
 	case FS_CMD_SALE_CLOSE:
 	case FS_CMD_STOCK_ADD:
+	case FS_CMD_STOCK_REMOVE:
 	case FS_CMD_SALE_GET:    do_admin(m, c, t_ms, e); break;
 	case FS_CMD_RESERVE:     do_reserve(m, c, t_ms, e); break;
 	case FS_CMD_CANCEL:      do_cancel(m, c, t_ms, e); break;

@@ -524,6 +524,10 @@ static uint32_t fold_sku_cmd(struct pg_apply *a, const struct fs_cmd *c, uint32_
 		s->d_total += c->quantity;
 		s->d_available += c->quantity;
 		return k;
+	} else if (c->type == FS_CMD_STOCK_REMOVE) {
+		s->d_total -= c->quantity;
+		s->d_available -= c->quantity;
+		return k;
 	}
 	s->state_set = 1;
 	s->state = c->out_status;
@@ -614,7 +618,7 @@ static uint32_t fold_record(struct pg_apply *a, const struct fs_cmd *c, uint32_t
 	switch (c->type) {
 	case FS_CMD_SALE_CREATE: case FS_CMD_SALE_OPEN: case FS_CMD_SALE_PAUSE:
 	case FS_CMD_SALE_FREEZE: case FS_CMD_SALE_RESUME: case FS_CMD_SALE_CLOSE:
-	case FS_CMD_STOCK_ADD:
+	case FS_CMD_STOCK_ADD: case FS_CMD_STOCK_REMOVE:
 		return fold_sku_cmd(a, c, i);
 	case FS_CMD_RESERVE:
 		return fold_reserve(a, c);
@@ -652,7 +656,7 @@ static const char *out_status_name(const struct fs_cmd *c)
 {
 	if (c->type >= FS_CMD_SALE_CREATE && c->type <= FS_CMD_SALE_CLOSE)
 		return fs_sale_state_name(c->out_status);
-	if (c->type == FS_CMD_STOCK_ADD || c->out_status == 0)
+	if (c->type == FS_CMD_STOCK_ADD || c->type == FS_CMD_STOCK_REMOVE || c->out_status == 0)
 		return NULL;
 	return fs_res_status_name(c->out_status);
 }

@@ -243,6 +243,9 @@ static uint32_t apply_sku_cmd(struct sink_model *m, const struct fs_cmd *c, uint
 	if (c->type == FS_CMD_STOCK_ADD) {
 		m->skus[k].total += c->quantity;
 		m->skus[k].available += c->quantity;
+	} else if (c->type == FS_CMD_STOCK_REMOVE) {
+		m->skus[k].total -= c->quantity;
+		m->skus[k].available -= c->quantity;
 	} else {
 		m->skus[k].state = c->out_status;
 	}
@@ -362,7 +365,7 @@ static uint32_t apply_record(struct sink_model *m, const struct fs_cmd *c, int64
 	switch (c->type) {
 	case FS_CMD_SALE_CREATE: case FS_CMD_SALE_OPEN: case FS_CMD_SALE_PAUSE:
 	case FS_CMD_SALE_FREEZE: case FS_CMD_SALE_RESUME: case FS_CMD_SALE_CLOSE:
-	case FS_CMD_STOCK_ADD:
+	case FS_CMD_STOCK_ADD: case FS_CMD_STOCK_REMOVE:
 		return apply_sku_cmd(m, c, seq, idx);
 	case FS_CMD_RESERVE:
 		return apply_reserve(m, c, seq, idx);
