@@ -59,6 +59,7 @@ struct rp {
 	int64_t epoch_from;       /* offset of the fence that raised the current epoch */
 	int64_t last_produce_ms;  /* primary: when its last record was acknowledged */
 	int64_t last_primary_ms;  /* standby: when the current epoch's primary was last heard of */
+	int64_t known_end;        /* standby: the log end seen at start-up */
 	rd_kafka_message_t *held; /* the message rp_follow's batch points into */
 	uint8_t *buf;
 	/* delivery report of the one message in flight */
@@ -701,6 +702,7 @@ static int open_standby(struct rp *r, char *err, size_t err_len)
 	}
 	r->st.role = RP_ROLE_STANDBY;
 	r->last_primary_ms = now_ms();   /* a dead primary is promoted over only after failover_after_ms */
+	r->known_end = end;
 	r->st.epoch = log_epoch;
 	r->st.applied_seq = r->rule.seq;
 	r->st.next_offset = (uint64_t)r->next_offset;
@@ -797,12 +799,18 @@ static int promote_finish(struct rp *r)
 	if (r->rule.epoch != r->fence_epoch || r->epoch_from != r->fence_offset) {
 		set_error(r, "promote: another node fenced the log first%s%s", "", "");
 		r->promoting = 0;
-		return -1;
+		pthread_mutex_lock(&r->mu);
+		r->st.promote_pending = 0;
+		pthread_mutex_unlock(&r->mu);
+		return 0;   /* still a standby: it follows the winner */
 	}
 	if (epoch_write(r->epoch_path, r->fence_epoch) != 0) {
 		set_error(r, "promote: cannot write %s: %s", r->epoch_path, strerror(errno));
 		r->promoting = 0;
-		return -1;
+		pthread_mutex_lock(&r->mu);
+		r->st.promote_pending = 0;
+		pthread_mutex_unlock(&r->mu);
+		return 0;
 	}
 	r->my_epoch = r->fence_epoch;
 	r->checked_end = r->next_offset;   /* every record below it was read */
@@ -859,6 +867,14 @@ int rp_follow(struct rp *r, int wait_ms, struct jr_batch *b)
 	}
 	if (r->promoting && r->next_offset > r->fence_offset)
 		return promote_finish(r);
+	if (r->cfg.failover_after_ms) {
+		/* silence counts only once this standby has read everything it
+		 * knows of: a standby that is behind cannot tell a dead primary */
+		int64_t lo = 0, hi = 0;
+		rd_kafka_get_watermark_offsets(r->cons, r->topic, 0, &lo, &hi);
+		if (r->next_offset < (hi > r->known_end ? hi : r->known_end))
+			r->last_primary_ms = now_ms();
+	}
 	if (r->cfg.failover_after_ms && !r->promoting && now_ms() - r->last_primary_ms > r->cfg.failover_after_ms) {
 		if (!r->cfg.quiet)
 			printf("flashsaled: failover: nothing from the primary of epoch %" PRIu64 " for %u ms: promoting\n",
@@ -907,6 +923,7 @@ int rp_follow(struct rp *r, int wait_ms, struct jr_batch *b)
 		}
 		if (k != RULE_COUNTED) {
 			rd_kafka_message_destroy(m);
+			follow_stats(r, 0);
 			if (r->promoting && r->next_offset > r->fence_offset)
 				return promote_finish(r);
 			continue;

@@ -186,6 +186,12 @@ class StandbyTest(unittest.TestCase):
             self.assertEqual(r.status, 200, "acknowledged reservation %s of %s missing: %r" % (rid, user, r))
             self.assertEqual(r.json()["status"], "RESERVED")
 
+    def storm_until(self, drv, extra_s):
+        """Lets the storm run until it has 30 acknowledgements (a loaded box
+        is slow), then a random while longer: the fault strikes mid-storm."""
+        fc.wait_for(lambda: len(drv.acked) >= 30, timeout=20)
+        time.sleep(self.rng.random() * extra_s)
+
     def promote(self, srv):
         t0 = time.time()
         st = admin_json(srv, "promote")
@@ -214,7 +220,7 @@ class StandbyTest(unittest.TestCase):
         self.assertIn('flashsale_replication_role{role="standby"} 1', standby.admin_ok("metrics"))
 
         drv = Driver(primary.port, secret).start()
-        time.sleep(0.5 + self.rng.random() * 1.5)
+        self.storm_until(drv, 1.5)
         primary.kill9()
         t_kill = time.time()
         drv.finish()
@@ -255,7 +261,7 @@ class StandbyTest(unittest.TestCase):
         primary, standby = self.pair()
         secret = fc.read_secret(primary.secret_file)
         drv = Driver(primary.port, secret).start()
-        time.sleep(0.3 + self.rng.random())
+        self.storm_until(drv, 1.0)
         primary.proc.send_signal(signal.SIGSTOP)
         time.sleep(0.2)
         t0, t1, st = self.promote(standby)
@@ -276,12 +282,19 @@ class StandbyTest(unittest.TestCase):
         self.assertEqual(r.status, 201, r)
         r = primary.reserve(fc.mint_token(secret, "after2"), SKU, "after-2", quantity=1)
         self.assertEqual((r.status, r.json()["error"]), (503, "standby"))
-        # the old primary returns as a standby: its unacknowledged tail goes
+        # the old primary returns as a standby: its unacknowledged tail (if
+        # it decided a batch before it saw the fence; usually its heartbeat
+        # sees the fence first) goes
         primary.stop()
+        local_last = int(self.verify_journal(primary).split()[1])
         old = self.server(standby=True, secret_from=primary, data_dir=primary.data_dir)
         old.own_dir = False
         old.start()
-        self.assertIn("resync: dropping local batches", old.log())
+        fc.log("split brain: old primary's journal ends at %d, the log's epoch 1 at %d" % (local_last, st["applied_seq"]))
+        if local_last > st["applied_seq"]:
+            self.assertIn("resync: dropping local batches from seq %d" % (st["applied_seq"] + 1), old.log())
+        else:
+            self.assertNotIn("resync: dropping", old.log())
         self.wait_caught_up(old, standby)
         old.stop()
         standby.stop()
@@ -299,7 +312,7 @@ class StandbyTest(unittest.TestCase):
         self.assertEqual(rep["role"], "standby", rep)
         self.assertEqual(rep["auto_promotions"], 0, rep)
         drv = Driver(primary.port, secret).start()
-        time.sleep(0.5 + self.rng.random())
+        self.storm_until(drv, 1.0)
         primary.kill9()
         drv.finish()
         self.assertTrue(fc.wait_for(lambda: admin_json(standby, "replication")["role"] == "primary", timeout=30),
@@ -311,6 +324,56 @@ class StandbyTest(unittest.TestCase):
         self.sku(standby)
         r = standby.reserve(fc.mint_token(secret, "auto"), SKU, "auto-1", quantity=1)
         self.assertEqual(r.status, 201, r)
+
+    def test_resync_drops_unacknowledged_tail(self):
+        primary, standby = self.pair()
+        secret = fc.read_secret(primary.secret_file)
+        for i in range(5):
+            r = primary.reserve(fc.mint_token(secret, "a%d" % i), SKU, "a%d" % i, quantity=1)
+            self.assertEqual(r.status, 201, r)
+        self.wait_caught_up(standby, primary)
+        # the brokers go away: the next decision is journaled on the primary's
+        # disk but cannot reach the log, so it is never acknowledged
+        for b in (1, 2, 3):
+            self.kafka.cmd("down %d" % b)
+        box = {}
+
+        def lost():
+            try:
+                box["r"] = primary.reserve(fc.mint_token(secret, "lost"), SKU, "lost-1", quantity=1)
+            except (OSError, fc.ConnectionClosed, ValueError) as e:
+                box["e"] = e
+        t = threading.Thread(target=lost, daemon=True)
+        t.start()
+        t.join(3.0)
+        primary.kill9()
+        t.join(15)
+        self.assertNotIn("r", box, "answered without the log: %r" % box.get("r"))
+        local_last = int(self.verify_journal(primary).split()[1])
+        for b in (1, 2, 3):
+            self.kafka.cmd("up %d" % b)
+        _, _, st = self.promote(standby)
+        self.assertEqual(local_last, st["applied_seq"] + 1, (local_last, st))
+        # the old primary refuses to come back as a primary ...
+        again = self.server(secret_from=primary, data_dir=primary.data_dir)
+        again.own_dir = False
+        with self.assertRaises(RuntimeError):
+            again.start(timeout=60)
+        self.assertIn("start with --standby", again.log())
+        # ... and as a standby drops the batch nobody was told about
+        old = self.server(standby=True, secret_from=primary, data_dir=primary.data_dir)
+        old.own_dir = False
+        old.start()
+        self.assertIn("resync: dropping local batches from seq %d" % local_last, old.log())
+        r = standby.reserve(fc.mint_token(secret, "b0"), SKU, "b0", quantity=1)
+        self.assertEqual(r.status, 201, r)
+        self.wait_caught_up(old, standby)
+        lost_tok = fc.mint_token(secret, "lost")
+        self.assertEqual(standby.reserve(lost_tok, SKU, "lost-1", quantity=1).status, 201)   # new, not a replay
+        old.stop()
+        standby.stop()
+        a, b = self.verify_journal(old), self.verify_journal(standby)
+        fc.log("resync: %s | %s" % (a, b))
 
     def test_broker_faults(self):
         primary, standby = self.pair()
