@@ -60,6 +60,7 @@ struct rp {
 	int64_t last_produce_ms;  /* primary: when its last record was acknowledged */
 	int64_t last_primary_ms;  /* standby: when the current epoch's primary was last heard of */
 	int64_t known_end;        /* standby: the log end seen at start-up */
+	int64_t give_up_ms;       /* start-up and promotion: produce retries end here (0: never) */
 	rd_kafka_message_t *held; /* the message rp_follow's batch points into */
 	uint8_t *buf;
 	/* delivery report of the one message in flight */
@@ -357,7 +358,7 @@ static int64_t produce_wait(struct rp *r, const uint8_t *value, size_t len, cons
 	}
 	while (!r->dr_done) {
 		rd_kafka_poll(r->prod, 5);
-		if (stop && atomic_load(stop) && !r->dr_done)
+		if (((stop && atomic_load(stop)) || (r->give_up_ms && now_ms() > r->give_up_ms)) && !r->dr_done)
 			return -2;
 	}
 	return r->dr_err == RD_KAFKA_RESP_ERR_NO_ERROR ? r->dr_offset : -1;
@@ -441,7 +442,7 @@ static int produce_checked(struct rp *r, uint32_t kind, const uint8_t *payload, 
 		pthread_mutex_unlock(&r->mu);
 		producer_renew_if_fatal(r);
 		sleep_ms(RP_RETRY_MS);
-		if (stop && atomic_load(stop))
+		if ((stop && atomic_load(stop)) || (r->give_up_ms && now_ms() > r->give_up_ms))
 			return -2;
 	}
 }
@@ -601,6 +602,7 @@ static int open_primary(struct rp *r, char *err, size_t err_len)
 		return -1;
 	}
 	r->checked_end = end;
+	r->give_up_ms = now_ms() + RP_SCAN_TIMEOUT_MS;   /* the brokers must take our records by then */
 	r->prod = kafka_new(r, RD_KAFKA_PRODUCER, err, err_len);
 	if (r->prod == NULL)
 		return -1;
@@ -611,7 +613,8 @@ static int open_primary(struct rp *r, char *err, size_t err_len)
 		memcpy(r->buf + RP_HDR_BYTES, after, 8);
 		if (produce_checked(r, RP_FENCE, r->buf + RP_HDR_BYTES, 8, NULL) != 0 ||
 		    epoch_write(r->epoch_path, r->my_epoch) != 0) {
-			snprintf(err, err_len, "replicate: cannot write the first fence to %s", r->topic);
+			snprintf(err, err_len, "replicate: cannot write the first fence to %s (the brokers did not take it "
+			         "within 30 s: %s)", r->topic, rd_kafka_err2str(r->dr_err));
 			return -1;
 		}
 		r->rule.epoch = r->my_epoch;
@@ -637,7 +640,8 @@ static int open_primary(struct rp *r, char *err, size_t err_len)
 			}
 			memcpy(p + JR_HEADER_BYTES, b.body, b.body_len);
 			if (produce_checked(r, RP_BATCH, p, JR_HEADER_BYTES + b.body_len, NULL) != 0) {
-				snprintf(err, err_len, "replicate: fenced while shipping the local tail%s", "");
+				snprintf(err, err_len, "replicate: cannot ship the local tail to %s (fenced, or the brokers did not "
+				         "take it within 30 s)", r->topic);
 				jr_reader_close(rd);
 				return -1;
 			}
@@ -649,6 +653,7 @@ static int open_primary(struct rp *r, char *err, size_t err_len)
 		jr_reader_close(rd);
 	if (reshipped && !r->cfg.quiet)
 		printf("flashsaled: replicate: shipped %" PRIu64 " local batches the log did not have yet\n", reshipped);
+	r->give_up_ms = 0;   /* from now on a batch waits for the brokers as long as it takes */
 	r->st.role = RP_ROLE_PRIMARY;
 	r->st.epoch = r->st.my_epoch = r->my_epoch;
 	r->st.applied_seq = r->rule.seq;
@@ -774,9 +779,11 @@ static int promote_fence(struct rp *r)
 	put_u32(v + 4, RP_FENCE);
 	put_u64(v + 8, r->fence_epoch);
 	put_u64(v + RP_HDR_BYTES, r->rule.seq);
-	for (int attempt = 0; attempt < 200; attempt++) {
+	r->give_up_ms = now_ms() + RP_SCAN_TIMEOUT_MS;
+	while (now_ms() < r->give_up_ms) {
 		int64_t off = produce_wait(r, v, sizeof v, NULL);
 		if (off >= 0) {
+			r->give_up_ms = 0;
 			r->fence_offset = off;
 			r->promoting = 1;
 			if (!r->cfg.quiet)
@@ -787,6 +794,7 @@ static int promote_fence(struct rp *r)
 		producer_renew_if_fatal(r);
 		sleep_ms(RP_RETRY_MS);
 	}
+	r->give_up_ms = 0;
 	set_error(r, "promote: cannot write the fence: %s%s", rd_kafka_err2str(r->dr_err), "");
 	return -1;
 }
