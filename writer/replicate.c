@@ -231,7 +231,9 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
 static rd_kafka_t *kafka_new(struct rp *r, rd_kafka_type_t type, char *err, size_t err_len)
 {
 	rd_kafka_conf_t *c = rd_kafka_conf_new();
-	const char *common[][2] = { { "bootstrap.servers", r->cfg.brokers }, { "log_level", "3" } };
+	/* a broker back from a failure is retried within 500 ms (default: up to 10 s) */
+	const char *common[][2] = { { "bootstrap.servers", r->cfg.brokers }, { "log_level", "3" },
+	                            { "reconnect.backoff.max.ms", "500" } };
 	const char *producer[][2] = { { "enable.idempotence", "true" }, { "acks", "all" }, { "linger.ms", "0" },
 	                              { "message.timeout.ms", "10000" }, { "retry.backoff.ms", "20" } };
 	const char *consumer[][2] = { { "enable.auto.commit", "false" }, { "fetch.wait.max.ms", "5" },
@@ -239,7 +241,7 @@ static rd_kafka_t *kafka_new(struct rp *r, rd_kafka_type_t type, char *err, size
 	                              { "enable.partition.eof", "false" },
 	                              { "auto.offset.reset", "error" },
 	                              { "queued.max.messages.kbytes", "16384" } };
-	for (size_t i = 0; i < 2; i++)
+	for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
 		if (rd_kafka_conf_set(c, common[i][0], common[i][1], err, err_len) != RD_KAFKA_CONF_OK)
 			goto bad;
 	if (type == RD_KAFKA_PRODUCER) {

@@ -40,6 +40,9 @@ SHARD = "s1"
 TOPIC = "flashsale.%s.journal" % SHARD
 SKU = "hot"
 STOCK = 5000
+# small fixed tables: several servers start per test, each prefaulting its tables
+SMALL_TABLES = ["--users-max", "50000", "--reservations-max", "50000", "--orders-max", "10000",
+                "--idempotency-keys-max", "100000"]
 
 
 class MockKafka:
@@ -154,6 +157,7 @@ class StandbyTest(unittest.TestCase):
 
     def server(self, standby=False, secret_from=None, data_dir=None, more=()):
         extra = ["--no-pin", "--replicate", "kafka", "--kafka", self.kafka.bootstrap, "--shard", SHARD] + list(more)
+        extra += SMALL_TABLES
         if standby:
             extra.append("--standby")
         if secret_from is not None:
