@@ -333,8 +333,13 @@ static void top_frame(FILE *f, const struct ctl_view *v, struct top_spark *sp, i
 	strftime(stamp, sizeof stamp, "%H:%M:%SZ", &tm);
 	if (tty)
 		fputs("\033[H", f);
-	fprintf(f, "\033[1mflashsale top\033[0m  %s  %s  journal seq %.0f  %.0f req/s%s", stamp, admin,
-	        s->journal_seq, v->rps_total, eol);
+	fprintf(f, "\033[1mflashsale top\033[0m  %s  %s  journal seq %.0f  %.0f req/s", stamp, admin,
+	        s->journal_seq, v->rps_total);
+	static const char *const roles[3] = { "primary", "standby", "FENCED" };
+	if (s->repl_role >= 0 && s->repl_role <= 2)
+		fprintf(f, "  %s epoch %.0f lag %.0f ms (%.0f records)", roles[(int)s->repl_role], s->repl_epoch,
+		        s->repl_lag_ms, s->repl_lag_records);
+	fputs(eol, f);
 	fprintf(f, "%s", eol);
 	fprintf(f, "\033[1m%-16s %-9s %9s %9s %9s %9s %9s %9s %9s  %s\033[0m%s", "SKU", "state", "total", "available",
 	        "reserved", "sold", "waiting", "granted/s", "refused/s", "available over time", eol);

@@ -222,6 +222,8 @@ class StandbyTest(unittest.TestCase):
         self.assertEqual((st["replication"]["role"], st["replication"]["epoch"]), ("standby", 1), st)
         self.assertEqual(admin_json(primary, "sale", "status", SKU)["replication"]["role"], "primary")
         self.assertIn('flashsale_replication_role{role="standby"} 1', standby.admin_ok("metrics"))
+        top = standby.admin_ok("top", "--frames", "1", "--interval-ms", "100")
+        self.assertIn("standby epoch 1 lag", top)
 
         drv = Driver(primary.port, secret).start()
         self.storm_until(drv, 1.5)
