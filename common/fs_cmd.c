@@ -56,6 +56,7 @@ static const char *const err_names[FS_ERR_COUNT] = {
 	[FS_ERR_KEY_REUSED] = "idempotency_key_reused",
 	[FS_ERR_FORBIDDEN] = "forbidden",
 	[FS_ERR_RECLAIMED] = "reclaimed",   /* answered as not_found with a detail */
+	[FS_ERR_STANDBY] = "standby",
 };
 
 static const uint16_t err_http[FS_ERR_COUNT] = {
@@ -77,6 +78,7 @@ static const uint16_t err_http[FS_ERR_COUNT] = {
 	[FS_ERR_KEY_REUSED] = 422,
 	[FS_ERR_FORBIDDEN] = 403,
 	[FS_ERR_RECLAIMED] = 404,
+	[FS_ERR_STANDBY] = 503,
 };
 
 /* Returns "unknown" for a value outside the enum (a corrupt record must

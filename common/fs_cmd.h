@@ -82,6 +82,7 @@ enum fs_err {
 	FS_ERR_KEY_REUSED,        /* 422 idempotency_key_reused (same key, other request) */
 	FS_ERR_FORBIDDEN,         /* 403 forbidden (the operator's deny list) */
 	FS_ERR_RECLAIMED,         /* 404 not_found + detail: reclaimed after --retention */
+	FS_ERR_STANDBY,           /* 503 standby (a standby or a fenced old primary takes no writes) */
 	FS_ERR_COUNT
 };
 

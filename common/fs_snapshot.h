@@ -27,6 +27,7 @@ _Static_assert(FS_SNAP_SLOTS * 2 > FS_SNAP_SKU_MAX * 3, "an empty slot ends ever
 _Static_assert(FS_SNAP_SKU_MAX < 65535, "a slot holds index + 1 in 16 bits");
 _Static_assert((FS_HOLDER_BITS & (FS_HOLDER_BITS - 1)) == 0 && FS_HOLDER_BITS % 64 == 0,
                "holder bits are masked and stored 64 to a word");
+enum fs_role { FS_ROLE_PRIMARY = 0, FS_ROLE_STANDBY = 1, FS_ROLE_FENCED = 2 };
 
 struct fs_snap_sku {
 	_Alignas(64) _Atomic uint64_t seq;
@@ -51,6 +52,10 @@ struct fs_snapshot {
 	_Atomic int64_t writer_busy_since_ms;   /* wall ms the batch in progress began; 0 when idle
 	                                         * (/healthz: 503 past 2 s, a stalled writer) */
 	_Atomic uint32_t journal_stalled;       /* 1 while appends fail (disk full, I/O error) */
+	/* replication (writer/replicate.h): FS_ROLE_*; a standby or a fenced old
+	 * primary answers writes 503 standby at the edge; reads carry the lag */
+	_Atomic uint32_t role;
+	_Atomic uint64_t repl_lag_ms;
 	/* Bit hash(user) is set (never cleared) once the user got a reservation:
 	 * the edge may answer sold_out itself only for users whose bit is clear,
 	 * so a retried request of a real holder always reaches the writer. */

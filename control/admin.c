@@ -12,6 +12,7 @@
 #include "writer/draw.h"
 #include "writer/pay/payment.h"
 #include "writer/writer.h"
+#include "writer/replicate.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -186,11 +187,91 @@ static int sale_create(struct ctl_admin *a, const char *req, size_t len, struct 
 	return call_writer(a, cmd);
 }
 
+static const char *role_name(uint32_t role)
+{
+	return role == RP_ROLE_PRIMARY ? "primary" : role == RP_ROLE_STANDBY ? "standby" : "fenced";
+}
+
+/* The replication state as a JSON object (no braces around the caller's). */
+static int repl_json(struct ctl_admin *a, char *b, size_t cap)
+{
+	struct rp_stats st;
+	a->cfg.repl_stats(a->cfg.repl, &st);
+	for (char *c = st.last_error; *c; c++)   /* keep the JSON string plain */
+		if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+			*c = '\'';
+	return snprintf(b, cap, "{\"role\":\"%s\",\"epoch\":%llu,\"my_epoch\":%llu,\"fenced\":%s,"
+	                "\"applied_seq\":%llu,\"log_end_offset\":%llu,\"next_offset\":%llu,\"lag_records\":%llu,"
+	                "\"lag_ms\":%llu,\"promote_pending\":%s,\"shipped\":%llu,\"skipped\":%llu,"
+	                "\"fence_checks\":%llu,\"produce_retries\":%llu,\"primary_silent_ms\":%llu,"
+	                "\"auto_promotions\":%llu,\"last_error\":\"%s\"}",
+	                role_name(st.role), (unsigned long long)st.epoch, (unsigned long long)st.my_epoch,
+	                st.role == RP_ROLE_FENCED ? "true" : "false", (unsigned long long)st.applied_seq,
+	                (unsigned long long)st.log_end_offset, (unsigned long long)st.next_offset,
+	                (unsigned long long)st.lag_records, (unsigned long long)st.lag_ms,
+	                st.promote_pending ? "true" : "false", (unsigned long long)st.shipped,
+	                (unsigned long long)st.skipped, (unsigned long long)st.fence_checks,
+	                (unsigned long long)st.produce_retries, (unsigned long long)st.primary_silent_ms,
+	                (unsigned long long)st.auto_promotions, st.last_error);
+}
+
+/* POST /admin/promote: waits (bounded) until the standby is the primary. */
+static int promote(struct ctl_admin *a)
+{
+	if (a->cfg.repl == NULL)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 409, "bad_state", "not replicated (--replicate kafka --standby)", 0);
+	struct rp_stats st;
+	a->cfg.repl_stats(a->cfg.repl, &st);
+	if (st.role == RP_ROLE_FENCED)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 409, "bad_state", "this node is fenced: restart it with --standby", 0);
+	if (st.role == RP_ROLE_STANDBY) {
+		a->cfg.repl_promote(a->cfg.repl);
+		for (int i = 0; i < 6000; i++) {   /* 60 s: the log up to the fence is applied first */
+			a->cfg.repl_stats(a->cfg.repl, &st);
+			if ((st.role == RP_ROLE_PRIMARY && atomic_load(&a->cfg.snap->role) == FS_ROLE_PRIMARY) ||
+			    !st.promote_pending)
+				break;
+			struct timespec ts = { 0, 10 * 1000000L };
+			nanosleep(&ts, NULL);
+		}
+		if (st.role != RP_ROLE_PRIMARY)
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded",
+			                     st.last_error[0] ? st.last_error : "promotion did not finish", 0);
+	}
+	int n = repl_json(a, a->body, ADMIN_BODY_BYTES);
+	return respond(a, 200, "application/json", a->body, (size_t)n);
+}
+
+/* A standby's writer takes no commands: its sale status comes from the
+ * published snapshot. 0, or -1 for an unknown SKU. */
+static int sale_from_snapshot(struct ctl_admin *a, const struct fs_cmd *cmd, struct fs_ans *ans)
+{
+	int idx = fs_snap_find(a->cfg.snap, cmd->sku, cmd->sku_len);
+	if (idx < 0)
+		return -1;
+	struct fs_sku_read v;
+	fs_snap_read(a->cfg.snap, idx, &v);
+	memset(ans, 0, sizeof *ans);
+	ans->http = 200;
+	memcpy(ans->sku, cmd->sku, cmd->sku_len);
+	ans->sku_len = cmd->sku_len;
+	ans->state = (uint8_t)v.state;
+	ans->total = v.total;
+	ans->available = v.available;
+	ans->reserved = v.reserved;
+	ans->sold = v.sold;
+	ans->version = v.version;
+	return 0;
+}
+
 static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 {
 	cmd->type = FS_CMD_SALE_GET;
 	struct fs_ans ans;
-	if (ctl_admin_call(a->cfg.port, cmd, &ans, 5000) != 0)
+	if (atomic_load(&a->cfg.snap->role) != FS_ROLE_PRIMARY) {
+		if (sale_from_snapshot(a, cmd, &ans) != 0)
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "unknown_sku", NULL, 0);
+	} else if (ctl_admin_call(a->cfg.port, cmd, &ans, 5000) != 0)
 		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "writer did not answer", 0);
 	if (ans.http != 200)
 		return respond_ans(a, &ans);
@@ -228,7 +309,12 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 		              i ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
 		              (unsigned long long)(durable - (applied < durable ? applied : durable)));
 	}
-	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "]}");
+	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "]");
+	if (a->cfg.repl) {
+		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, ",\"replication\":");
+		n += repl_json(a, a->body + n, ADMIN_BODY_BYTES - (size_t)n);
+	}
+	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "}");
 	return respond(a, 200, "application/json", a->body, (size_t)n);
 }
 
@@ -500,10 +586,32 @@ static size_t metrics_payments(struct ctl_admin *a, char *b, size_t n)
 	return n;
 }
 
+static size_t metrics_replication(struct ctl_admin *a, char *b, size_t n)
+{
+	if (a->cfg.repl == NULL)
+		return n;
+	struct rp_stats st;
+	a->cfg.repl_stats(a->cfg.repl, &st);
+	n = put(b, n, "# TYPE flashsale_replication_role gauge\n");
+	for (uint32_t r = 0; r < 3; r++)
+		n = put(b, n, "flashsale_replication_role{role=\"%s\"} %d\n", role_name(r), st.role == r);
+	n = put_scalar(b, n, "flashsale_replication_epoch", "gauge", st.epoch);
+	n = put_scalar(b, n, "flashsale_replication_fenced", "gauge", st.role == RP_ROLE_FENCED);
+	n = put_scalar(b, n, "flashsale_replication_applied_seq", "gauge", st.applied_seq);
+	n = put_scalar(b, n, "flashsale_replication_lag_records", "gauge", st.lag_records);
+	n = put_scalar(b, n, "flashsale_replication_lag_ms", "gauge", st.lag_ms);
+	n = put_scalar(b, n, "flashsale_replication_shipped_total", "counter", st.shipped);
+	n = put_scalar(b, n, "flashsale_replication_skipped_total", "counter", st.skipped);
+	n = put_scalar(b, n, "flashsale_replication_fence_checks_total", "counter", st.fence_checks);
+	n = put_scalar(b, n, "flashsale_replication_produce_retries_total", "counter", st.produce_retries);
+	return n;
+}
+
 static int metrics(struct ctl_admin *a)
 {
 	put_overflow = 0;
 	size_t n = metrics_writer(a, a->body, 0);
+	n = metrics_replication(a, a->body, n);
 	n = metrics_dataplane(a, a->body, n);
 	n = metrics_payments(a, a->body, n);
 	n = metrics_skus(a, a->body, n);
@@ -688,6 +796,14 @@ static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp
 		return route_snapshot(a);
 	if (r.path.len == 13 && memcmp(r.path.p, "/admin/backup", 13) == 0 && r.method == DP_M_POST)
 		return route_backup(a, req, len);
+	if (r.path.len == 14 && memcmp(r.path.p, "/admin/promote", 14) == 0 && r.method == DP_M_POST)
+		return promote(a);
+	if (r.path.len == 18 && memcmp(r.path.p, "/admin/replication", 18) == 0) {
+		if (a->cfg.repl == NULL)
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", "not replicated", 0);
+		int n = repl_json(a, a->body, ADMIN_BODY_BYTES);
+		return respond(a, 200, "application/json", a->body, (size_t)n);
+	}
 	if (r.path.len > 13 && memcmp(r.path.p, "/admin/sales/", 13) == 0)
 		return route_sale(a, &r, req, len);
 	if (r.path.len == 9 && memcmp(r.path.p, "/admin/ip", 9) == 0)

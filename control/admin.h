@@ -12,6 +12,8 @@
  *   POST /admin/drain                /readyz answers 503 from now on
  *   POST /admin/snapshot             a snapshot now: {"seq":N}
  *   POST /admin/backup?dir=DIR       a verified copy (backup.h): {"snapshot_seq","last_seq"}
+ *   POST /admin/promote              a standby fences the old primary and becomes the primary
+ *   GET  /admin/replication          role, epoch, lag, fencing state (--replicate)
  *   GET  /metrics
  */
 #ifndef CTL_ADMIN_H
@@ -25,6 +27,7 @@
 struct writer;
 struct dp_backend;
 struct payments;
+struct rp_stats;
 
 struct ctl_admin_config {
 	const char *unix_path;          /* NULL: none */
@@ -44,6 +47,9 @@ struct ctl_admin_config {
 	int (*sink_stopped)(void *sink);        /* 1 when sink i stopped at a batch its target rejects */
 	void **sinks;
 	int (*sink_connected)(void *sink, uint64_t *errors);   /* 1 while open; NULL: not reported */
+	void *repl;                                          /* NULL without --replicate */
+	void (*repl_stats)(void *repl, struct rp_stats *out);
+	void (*repl_promote)(void *repl);
 };
 
 struct ctl_admin;

@@ -174,6 +174,17 @@ static void sample(struct ctl_scrape *s, const char *name, const char *lab, size
 		s->journal_seq = v;
 	} else if (strcmp(name, "flashsale_writer_owed_ms") == 0) {
 		s->writer_owed_ms = v;
+	} else if (strcmp(name, "flashsale_replication_role") == 0 && v > 0) {
+		static const char *const roles[3] = { "primary", "standby", "fenced" };
+		for (int r = 0; r < 3 && label(lab, lab_len, "role", a, sizeof a) == 0; r++)
+			if (strcmp(a, roles[r]) == 0)
+				s->repl_role = r;
+	} else if (strcmp(name, "flashsale_replication_epoch") == 0) {
+		s->repl_epoch = v;
+	} else if (strcmp(name, "flashsale_replication_lag_ms") == 0) {
+		s->repl_lag_ms = v;
+	} else if (strcmp(name, "flashsale_replication_lag_records") == 0) {
+		s->repl_lag_records = v;
 	}
 }
 
@@ -182,6 +193,7 @@ int ctl_scrape_parse(const char *text, double t_s, struct ctl_scrape *s)
 	assert(text != NULL && s != NULL);
 	memset(s, 0, sizeof *s);
 	s->t_s = t_s;
+	s->repl_role = -1;
 	int count = 0;
 	for (const char *p = text; *p;) {
 		const char *eol = strchr(p, '\n');
@@ -331,9 +343,15 @@ int ctl_view_json(const struct ctl_view *v, char *buf, size_t cap)
 	put(buf, cap, &n, "],\"writer\":{\"batch_p50\":%.1f,\"batch_p99\":%.1f,\"fdatasync_p50_ms\":%.3f,"
 	    "\"fdatasync_p99_ms\":%.3f,\"batches_total\":%.0f,\"journal_seq\":%.0f,\"owed_ms\":%.0f},"
 	    "\"rings\":{\"depth\":%.0f,\"full_total\":%.0f},"
-	    "\"payments\":{\"outstanding\":%.0f,\"breaker_open\":%s}}",
+	    "\"payments\":{\"outstanding\":%.0f,\"breaker_open\":%s},",
 	    num(v->batch_p50), num(v->batch_p99), num(v->fsync_p50_ms), num(v->fsync_p99_ms), s->batches,
 	    s->journal_seq, s->writer_owed_ms, s->ring_depth, s->ring_full, s->payments_outstanding,
 	    s->breaker_open > 0 ? "true" : "false");
+	static const char *const roles[3] = { "primary", "standby", "fenced" };
+	if (s->repl_role >= 0 && s->repl_role <= 2)
+		put(buf, cap, &n, "\"replication\":{\"role\":\"%s\",\"epoch\":%.0f,\"lag_ms\":%.0f,\"lag_records\":%.0f}}",
+		    roles[(int)s->repl_role], s->repl_epoch, s->repl_lag_ms, s->repl_lag_records);
+	else
+		put(buf, cap, &n, "\"replication\":null}");
 	return n < cap ? (int)n : -1;
 }

@@ -48,6 +48,9 @@ struct ctl_scrape {
 	uint32_t sink_count;
 	struct { char name[16]; double lag, connected; } sink[CTL_SINKS_MAX];
 	double payments_outstanding, breaker_open, batches, journal_seq, writer_owed_ms;
+	/* --replicate (writer/replicate.h): repl_role -1 when not replicated,
+	 * else 0 primary, 1 standby, 2 fenced */
+	double repl_role, repl_epoch, repl_lag_ms, repl_lag_records;
 };
 
 struct ctl_view {

@@ -61,6 +61,9 @@ static const char usage[] =
 "  snapshot                   snapshot the writer's state now; prints its journal sequence\n"
 "  backup DIR                 a consistent copy (fresh snapshot + journal tail), verified; DIR\n"
 "                             (new or empty) is then a valid --data-dir\n"
+"  promote                    (a --standby flashsaled) fence the old primary, apply the log up to the\n"
+"                             fence, then take writes; prints role, epoch and the last applied seq\n"
+"  replication                role, epoch, replication lag and fencing state (--replicate)\n"
 "  token --user U [--tier T] [--ttl 1h] [--device D] [--jwt-secret-file F]\n"
 "                             print an HS256 JWT (default secret ./var/jwt.secret)\n"
 "Defaults: --admin unix:./var/admin.sock; a TCP admin needs --admin-token-file (./var/admin.token).\n"
@@ -178,7 +181,7 @@ static int call(const char *method, const char *target)
 	size_t got = 0;
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		if (poll(&p, 1, 10000) <= 0)
+		if (poll(&p, 1, 65000) <= 0)   /* promote applies the log first */
 			fail("%s", "no answer from flashsaled within 10 s");
 		ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
 		if (r <= 0)
@@ -346,8 +349,13 @@ static void top_frame(FILE *f, const struct ctl_view *v, struct top_spark *sp, i
 	strftime(stamp, sizeof stamp, "%H:%M:%SZ", &tm);
 	if (tty)
 		fputs("\033[H", f);
-	fprintf(f, "\033[1mflashsale top\033[0m  %s  %s  journal seq %.0f  %.0f req/s%s", stamp, admin,
-	        s->journal_seq, v->rps_total, eol);
+	fprintf(f, "\033[1mflashsale top\033[0m  %s  %s  journal seq %.0f  %.0f req/s", stamp, admin,
+	        s->journal_seq, v->rps_total);
+	static const char *const roles[3] = { "primary", "standby", "FENCED" };
+	if (s->repl_role >= 0 && s->repl_role <= 2)
+		fprintf(f, "  %s epoch %.0f lag %.0f ms (%.0f records)", roles[(int)s->repl_role], s->repl_epoch,
+		        s->repl_lag_ms, s->repl_lag_records);
+	fputs(eol, f);
 	fprintf(f, "%s", eol);
 	fprintf(f, "\033[1m%-16s %-9s %9s %9s %9s %9s %9s %9s %9s  %s\033[0m%s", "SKU", "state", "total", "available",
 	        "reserved", "sold", "waiting", "granted/s", "refused/s", "available over time", eol);
@@ -523,6 +531,10 @@ int main(int argc, char **argv)
 		snprintf(target, sizeof target, "/admin/backup?dir=%s", d);
 		return call("POST", target);
 	}
+	if (strcmp(cmd, "promote") == 0)
+		return call("POST", "/admin/promote");
+	if (strcmp(cmd, "replication") == 0)
+		return call("GET", "/admin/replication");
 	if (strcmp(cmd, "stock") == 0 && argc - i == 3 && (strcmp(argv[i], "add") == 0 || strcmp(argv[i], "remove") == 0)) {
 		char target[256];
 		snprintf(target, sizeof target, "/admin/sales/%s/stock?%s=%llu", argv[i + 1], argv[i],

@@ -10,6 +10,7 @@
 #include "writer/sink/sink.h"
 #include "common/fs_cidr.h"
 #include "writer/writer.h"
+#include "writer/replicate.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -69,6 +70,10 @@ struct options {
 	uint64_t retention_ms;
 	const char *archive;
 	const char *payment_provider;
+	const char *replicate;          /* "kafka": every batch also in flashsale.<shard>.journal */
+	const char *shard;
+	int standby;
+	uint32_t failover_after_ms;
 };
 
 static const char usage[] =
@@ -144,6 +149,18 @@ static const char usage_connections[] =
 "                              soft RLIMIT_NOFILE is raised to the sum, a lower hard limit refuses to start\n"
 "\n";
 
+static const char usage_replication[] =
+"Replication (README \"Losing the primary\"):\n"
+"  --replicate kafka           answer only when a batch is fdatasync'd AND in the Kafka log of the shard\n"
+"                              (topic flashsale.<shard>.journal at --kafka BROKERS, acks=all); --kafka is\n"
+"                              then the log's brokers (no record sink)\n"
+"  --shard NAME                the shard this appliance serves (with --replicate)\n"
+"  --standby                   follow the shard's log: serve SKU reads, answer writes 503 standby, until\n"
+"                              'flashctl promote' fences the old primary and makes this one the primary\n"
+"  --failover-after MS         (--standby) promote by itself when the primary wrote nothing (no batch,\n"
+"                              no heartbeat: it writes one every 200 ms when idle) for MS (default 0: never)\n"
+"\n";
+
 static const char usage_payments[] =
 "Payments: the built-in test provider charges by token: tok_ok... charged, tok_decline... declined\n"
 "(402 card_declined), tok_slow_<ms>... charged after <ms>, tok_down... unreachable (retried 3 times\n"
@@ -215,7 +232,7 @@ enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONN
        O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_NO_PREFAULT, O_CONFIG, O_HELP,
        O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
        O_BUSY_POLL, O_PAY, O_SNAP_EVERY, O_RETENTION, O_ARCHIVE,
-       O_SEND_TIMEOUT, O_CONNS_PER_IP, O_FD_RESERVE };
+       O_SEND_TIMEOUT, O_CONNS_PER_IP, O_FD_RESERVE, O_REPLICATE, O_SHARD, O_STANDBY, O_FAILOVER };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -232,6 +249,8 @@ static const struct option long_opts[] = {
 	{ "gateway", 1, 0, O_DPDK_GW }, { "busy-poll", 0, 0, O_BUSY_POLL }, { "help", 0, 0, O_HELP }, { "postgres", 1, 0, O_PG },
 	{ "kafka", 1, 0, O_KAFKA }, { "kafka-topic", 1, 0, O_KAFKA_TOPIC }, { "redis", 1, 0, O_REDIS },
 	{ "snapshot-every-mb", 1, 0, O_SNAP_EVERY }, { "retention", 1, 0, O_RETENTION }, { "archive", 1, 0, O_ARCHIVE },
+	{ "replicate", 1, 0, O_REPLICATE }, { "shard", 1, 0, O_SHARD }, { "standby", 0, 0, O_STANDBY },
+	{ "failover-after", 1, 0, O_FAILOVER },
 	{ "payment-provider", 1, 0, O_PAY }, { "trusted-proxy", 1, 0, O_TRUSTED }, { "ip-rate", 1, 0, O_IP_RATE }, { "risk-ip-users", 1, 0, O_RISK_IP },
 	{ 0, 0, 0, 0 } };
 
@@ -272,6 +291,18 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_KAFKA:   o->kafka = strdup(v); break;
 	case O_KAFKA_TOPIC: o->kafka_topic = strdup(v); break;
 	case O_REDIS:   o->redis = strdup(v); break;
+	case O_REPLICATE:
+		if (strcmp(v, "kafka") != 0)
+			die("--replicate: '%s' is not supported (kafka)", v);
+		o->replicate = "kafka";
+		break;
+	case O_SHARD:
+		if (v[0] == 0 || strlen(v) > 200 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(v))
+			die("--shard: '%s' must be 1..200 of A-Z a-z 0-9 . _ -", v);
+		o->shard = strdup(v);
+		break;
+	case O_STANDBY: o->standby = 1; break;
+	case O_FAILOVER: o->failover_after_ms = (uint32_t)parse_u64("failover-after", v, 0, 3600000); break;
 	case O_TRUSTED:
 		if (o->trusted_count >= 16 || fs_cidr_parse(v, strlen(v), &o->trusted[o->trusted_count]) != 0)
 			die("--trusted-proxy: '%s' is not A.B.C.D[/N] (at most 16)", v);
@@ -289,7 +320,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_SNAP_EVERY: o->snapshot_every_mb = parse_u64("snapshot-every-mb", v, 0, 1ull << 30); break;
 	case O_RETENTION: o->retention_ms = parse_duration_ms("retention", v); break;
 	case O_ARCHIVE: o->archive = strdup(v); break;
-	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_connections, stdout); fputs(usage_payments, stdout); exit(0);
+	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_connections, stdout); fputs(usage_replication, stdout); fputs(usage_payments, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
 }
@@ -426,7 +457,7 @@ static uint64_t sinks_gate(void *arg)
 static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk)
 {
 	const struct { const char *addr; enum sink_kind kind; const char *name; } want[3] = {
-		{ o->postgres, SINK_POSTGRES, "postgres" }, { o->kafka, SINK_KAFKA, "kafka" },
+		{ o->postgres, SINK_POSTGRES, "postgres" }, { o->replicate ? NULL : o->kafka, SINK_KAFKA, "kafka" },
 		{ o->redis, SINK_REDIS, "redis" } };
 	char err[512];
 	for (int i = 0; i < 3; i++) {
@@ -538,8 +569,73 @@ struct daemon {
 	struct payments *pay;
 	struct ctl_admin *admin;
 	struct dp_iplimit *iplimit;       /* --connections-per-ip, NULL when off */
+	struct rp *repl;                  /* --replicate: the shard's log */
 	_Atomic int *ready;               /* 0 while recovering or draining (MAP_SHARED, like snap) */
 };
+
+/* The snapshot and the ready flag, MAP_SHARED: the DPDK backend's lane
+ * processes (forked later, dataplane/dpdk.h) read them. Mapped before the
+ * shard's log is opened (a standby publishes its lag into the snapshot). */
+static void map_shared_state(struct daemon *d)
+{
+	d->snap = mmap(NULL, sizeof *d->snap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	d->ready = mmap(NULL, sizeof *d->ready, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (d->snap == MAP_FAILED || d->ready == MAP_FAILED)
+		die("%s", "out of memory");
+}
+
+/* --replicate kafka: the shard's log is read (and a standby's journal
+ * resynced to it) before the writer replays the journal. */
+#ifdef FS_HAVE_REPLICATE
+static int repl_ship(void *arg, const uint8_t *batch, uint32_t len, const _Atomic int *stop)
+{
+	return rp_ship(arg, batch, len, stop);
+}
+static int repl_follow(void *arg, int wait_ms, struct jr_batch *b) { return rp_follow(arg, wait_ms, b); }
+static int repl_tick(void *arg, const _Atomic int *stop) { return rp_tick(arg, stop); }
+static void repl_stats(void *arg, struct rp_stats *st) { rp_stats(arg, st); }
+static void repl_promote(void *arg) { rp_request_promote(arg); }
+
+static void open_replication(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	map_shared_state(d);
+	if (o->replicate == NULL)
+		return;
+	static char jdir[4096];
+	snprintf(jdir, sizeof jdir, "%s/journal", o->data_dir);
+	struct rp_config rc = { .brokers = o->kafka, .shard = o->shard, .data_dir = o->data_dir, .journal_dir = jdir,
+	                        .standby = o->standby, .lag_ms_out = &d->snap->repl_lag_ms,
+	                        .failover_after_ms = o->failover_after_ms };
+	printf("flashsaled: replicate: reading the log flashsale.%s.journal at %s (%s) ...\n", o->shard, o->kafka,
+	       o->standby ? "standby" : "primary");
+	char err[512];
+	d->repl = rp_open(&rc, err, sizeof err);
+	if (d->repl == NULL)
+		die("%s", err);
+	struct rp_stats st;
+	rp_stats(d->repl, &st);
+	printf("flashsaled: replicate: %s, epoch %llu, log at seq %llu (offset %llu)\n",
+	       o->standby ? "standby" : "primary", (unsigned long long)st.epoch, (unsigned long long)st.applied_seq,
+	       (unsigned long long)st.log_end_offset);
+}
+
+/* Before the writer starts: it ships every batch, or follows the log. */
+static void attach_replication(struct daemon *d)
+{
+	if (d->repl == NULL)
+		return;
+	struct wr_repl_ops ops = { .ship = repl_ship, .follow = repl_follow, .tick = repl_tick,
+	                           .tick_every_ms = RP_HEARTBEAT_MS, .arg = d->repl };
+	wr_set_replication(d->w, &ops, d->o.standby);
+}
+#else
+static void open_replication(struct daemon *d)
+{
+	map_shared_state(d);
+}
+static void attach_replication(struct daemon *d) { (void)d; }
+#endif
 
 static void parse_args(struct daemon *d, int argc, char **argv)
 {
@@ -573,6 +669,18 @@ static void check_options(struct daemon *d)
 	if (o->dpdk && !workers_given)
 		o->workers = 1;   /* one stack lane unless asked: each more lane is a process (dataplane/dpdk.h) */
 	descriptors_check(o);
+	if (o->standby && !o->replicate)
+		die("--standby follows a replicated log: add --replicate kafka --kafka BROKERS --shard NAME%s", "");
+	if (o->failover_after_ms && !o->standby)
+		die("--failover-after goes with --standby%s", "");
+	if (o->failover_after_ms && o->failover_after_ms < 4 * RP_HEARTBEAT_MS)
+		die("--failover-after: at least 800 ms (the primary's heartbeat is every 200 ms)%s", "");
+	if (o->replicate && (!o->kafka || !o->shard))
+		die("--replicate kafka needs --kafka BROKERS and --shard NAME%s", "");
+#ifndef FS_HAVE_REPLICATE
+	if (o->replicate)
+		die("--replicate: this flashsaled was built without librdkafka (%s)", "apt-get install librdkafka-dev, rebuild");
+#endif
 }
 
 /* The dataplane backend --dpdk chooses, and what it must hold before the
@@ -634,16 +742,11 @@ static void resolve_admin(struct daemon *d)
 		                                                     : path_in(o->data_dir, "admin.token"));
 }
 
-/* The snapshot, then the writer: opens the journal and replays it. */
+/* The writer: opens the journal and replays it (the snapshot is mapped by
+ * open_replication, which runs first). */
 static void open_writer(struct daemon *d)
 {
 	const struct options *o = &d->o;
-	/* MAP_SHARED: the DPDK backend's lane processes (forked after this,
-	 * dataplane/dpdk.h) read the snapshot and the ready flag. */
-	d->snap = mmap(NULL, sizeof *d->snap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	d->ready = mmap(NULL, sizeof *d->ready, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (d->snap == MAP_FAILED || d->ready == MAP_FAILED)
-		die("%s", "out of memory");
 	d->wc = (struct wr_config){
 		.data_dir = o->data_dir, .limits = o->limits, .batch_count_max = o->batch_max,
 		.port_count = o->workers + 2, .ring_slots = 4096, .segment_bytes = o->segment_mb << 20,
@@ -683,7 +786,12 @@ static void open_writer(struct daemon *d)
 	       (double)dp_conn_bytes(o->conn_max) * o->workers / (1024.0 * 1024.0));
 }
 
-static void start_sinks_step(struct daemon *d) { start_sinks(&d->o, d->w, &d->sk); }
+/* A standby's sinks would project a follower's journal: the primary's do. */
+static void start_sinks_step(struct daemon *d)
+{
+	if (!d->o.standby)
+		start_sinks(&d->o, d->w, &d->sk);
+}
 
 static void start_writer(struct daemon *d)
 {
@@ -708,7 +816,7 @@ static void start_payments(struct daemon *d)
 
 static void create_demo_step(struct daemon *d)
 {
-	if (d->o.demo)
+	if (d->o.demo && !d->o.standby)
 		create_demo(wr_port(d->w, d->o.workers), d->snap);
 }
 
@@ -744,6 +852,11 @@ static void start_admin(struct daemon *d)
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
 	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
 	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped };
+#ifdef FS_HAVE_REPLICATE
+	ac.repl = d->repl;
+	ac.repl_stats = d->repl ? repl_stats : NULL;
+	ac.repl_promote = d->repl ? repl_promote : NULL;
+#endif
 	char err[512];
 	d->admin = ctl_admin_start(&ac, err, sizeof err);
 	if (d->admin == NULL)
@@ -763,7 +876,9 @@ static const struct { const char *name; void (*run)(struct daemon *d); } start_s
 	{ "claim the dataplane", claim_dataplane },
 	{ "load secrets", load_secrets },
 	{ "resolve the admin address", resolve_admin },
+	{ "open the shard's log (--replicate)", open_replication },
 	{ "open the writer (replay)", open_writer },
+	{ "attach replication", attach_replication },
 	{ "start the sinks", start_sinks_step },
 	{ "start the writer", start_writer },
 	{ "start payments", start_payments },
@@ -786,6 +901,9 @@ static void stop_all(struct daemon *d)
 		sink_stop(d->sk.s[i]);
 	wr_close(d->w);
 	dp_iplimit_free(d->iplimit);
+#ifdef FS_HAVE_REPLICATE
+	rp_close(d->repl);
+#endif
 }
 
 int main(int argc, char **argv)

@@ -145,6 +145,23 @@ static int render_sku(const struct fs_snapshot *snap, int idx, struct dp_slice s
 	return dp_resp_answer(out, cap, &a, keep_alive);
 }
 
+/* A standby's read is as stale as its replication lag: say so in a header
+ * after the status line. Returns the new length (unchanged when no room). */
+static int add_lag_header(const struct dp_route_ctx *ctx, char *out, size_t cap, int n)
+{
+	char h[64];
+	int hl = snprintf(h, sizeof h, "X-Replication-Lag-Ms: %llu\r\n",
+	                  (unsigned long long)atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->repl_lag_ms,
+	                                                           memory_order_relaxed));
+	char *eol = memchr(out, '\n', (size_t)n);
+	if (eol == NULL || (size_t)n + (size_t)hl > cap)
+		return n;
+	size_t at = (size_t)(eol - out) + 1;
+	memmove(out + at + hl, out + at, (size_t)n - at);
+	memcpy(out + at, h, (size_t)hl);
+	return n + hl;
+}
+
 static void route_sku_get(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice sku,
                           char *out, size_t cap, struct dp_route_result *res)
 {
@@ -153,6 +170,13 @@ static void route_sku_get(const struct dp_route_ctx *ctx, const struct dp_reques
 		{ respond_error(res, out, cap, req->keep_alive, 404, "unknown_sku", NULL); return; }
 	res->kind = DP_ROUTE_RESPOND;
 	res->http = 200;
+	if (atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->role, memory_order_relaxed) != FS_ROLE_PRIMARY) {
+		uint64_t seq;   /* a standby: rendered each time, with the lag (never cached) */
+		int n = render_sku(ctx->snap, idx, sku, req->keep_alive, out, cap, &seq);
+		assert(n > 0);
+		res->out_len = (uint32_t)add_lag_header(ctx, out, cap, n);
+		return;
+	}
 	struct dp_sku_cache_entry *e = ctx->sku_cache && req->keep_alive ?
 	        &ctx->sku_cache->e[(uint32_t)idx & (DP_SKU_CACHE_SLOTS - 1)] : NULL;
 	if (e != NULL && e->idx == idx && e->seq == fs_snap_seq(ctx->snap, idx) && e->len <= cap) {
@@ -324,6 +348,8 @@ void dp_route(const struct dp_route_ctx *ctx, const struct dp_request *req,
 		respond_error(res, out, cap, ka, 403, "forbidden", "address denied by the operator");
 		return;
 	}
+	int standby = atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->role, memory_order_relaxed) !=
+	              FS_ROLE_PRIMARY;
 	if (starts_with(path.p, path.len, "/v1/skus/", &rest) && split_path(path, rest, &id, &tail)) {
 		if (tail.p == NULL) {
 			res->route = DP_R_SKU_GET;
@@ -337,9 +363,14 @@ void dp_route(const struct dp_route_ctx *ctx, const struct dp_request *req,
 				{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
 			if (id.len > FS_SKU_LEN_MAX)
 				{ respond_error(res, out, cap, ka, 404, "unknown_sku", NULL); return; }
+			if (standby)
+				{ respond_error(res, out, cap, ka, 503, "standby", "this appliance is a standby: writes go to the primary"); return; }
 			{ route_reserve(ctx, req, id, auth, cmd, out, cap, res); return; }
 		}
 	}
+	/* a standby (or a fenced old primary) serves SKU reads only */
+	if (standby)
+		{ respond_error(res, out, cap, ka, 503, "standby", "this appliance is a standby: writes go to the primary"); return; }
 	if (starts_with(path.p, path.len, "/v1/reservations/", &rest) && split_path(path, rest, &id, &tail))
 		{ route_res(ctx, req, id, tail, auth, cmd, out, cap, res); return; }
 	if (starts_with(path.p, path.len, "/v1/orders/", &rest) && split_path(path, rest, &id, &tail))

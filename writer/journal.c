@@ -1190,6 +1190,12 @@ uint64_t jr_prep_failures(const struct journal *j)
 	return atomic_load(&((struct journal *)j)->prep_failures);
 }
 
+const uint8_t *jr_last_batch(const struct journal *j)
+{
+	assert(j != NULL && j->last_seq > 0);
+	return j->buf;
+}
+
 uint64_t jr_last_sync_ns(const struct journal *j)
 {
 	assert(j != NULL);

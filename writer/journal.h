@@ -131,6 +131,9 @@ uint64_t jr_last_sync_ns(const struct journal *j);
 /* Times the background preparer failed to make the next segment (each is
  * logged; appending then makes the segment itself). */
 uint64_t jr_prep_failures(const struct journal *j);
+/* The last appended batch as written (64-byte header, then the body),
+ * valid until the next jr_append. */
+const uint8_t *jr_last_batch(const struct journal *j);
 void jr_close(struct journal *j);
 
 /* Sequential reader over a journal directory for sinks and tools: it never

@@ -49,7 +49,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FOLLOW_WAIT_MS 20
 #define IDLE_WAIT_MS_MAX 1000
+
+struct replay_ctx;
 #define STALL_RETRY_MS_MIN 20
 #define STALL_RETRY_MS_MAX 1000
 #ifndef WR_IDLE_YIELDS
@@ -107,6 +110,9 @@ struct writer {
 	int stall_errno;
 	struct fs_cmd *deferred;          /* payment results that arrived during a stall */
 	uint32_t deferred_count, deferred_cap;
+	struct wr_repl_ops repl;          /* ship == NULL: single-box */
+	uint32_t role;                    /* FS_ROLE_*, writer thread only (published in snap->role) */
+	struct replay_ctx *follow_rc;     /* standby: buffers to re-decide log batches */
 };
 
 /* Nanoseconds on the monotonic clock (start-up and snapshot timings). */
@@ -611,7 +617,9 @@ static void account(struct writer *w, uint32_t n)
 
 /* Appends the decided batch. 0 when durable (or nothing to journal), -1
  * (errno set) when the journal refused it: nothing of it was answered or
- * published, and it may be appended again as it is. */
+ * published, and it may be appended again as it is; -2 when it is on the
+ * local disk but may not be acknowledged (replicated: fenced, or stopping
+ * while the log was unreachable). */
 static int make_durable(struct writer *w, int64_t t_ms)
 {
 	if (w->out.record_count == 0)
@@ -629,11 +637,42 @@ static int make_durable(struct writer *w, int64_t t_ms)
 	atomic_fetch_add_explicit(&m->fsync_hist[log2_bucket(ns / 1000, WR_FSYNC_BUCKETS)], 1, memory_order_relaxed);
 	atomic_store_explicit(&m->journal_bytes, jr_bytes(w->j), memory_order_relaxed);
 	atomic_store_explicit(&m->journal_prep_failures, jr_prep_failures(w->j), memory_order_relaxed);
+	if (w->repl.ship != NULL) {
+		int rc = w->repl.ship(w->repl.arg, jr_last_batch(w->j), JR_HEADER_BYTES + w->out.records_len, &w->stop);
+		if (rc != 0) {
+			if (rc == -1) {
+				fprintf(stderr, "writer: fenced: a newer primary owns the log; answering 503 standby from now on\n");
+				w->role = FS_ROLE_FENCED;
+				atomic_store(&w->snap->role, FS_ROLE_FENCED);
+			}
+			return -2;
+		}
+	}
 	atomic_store_explicit(&m->durable_seq, seq, memory_order_release);
 	assert(jr_last_seq(w->j) == seq);
 	if (w->on_durable)
 		w->on_durable(w->on_durable_arg);
 	return 0;
+}
+
+/* A batch that may not be acknowledged (fenced, or stopping while its
+ * produce waited): every answer says 503 standby, no charge is handed
+ * over (the next primary charges PENDING orders), nothing is published. */
+static void refuse_batch(struct writer *w)
+{
+	for (uint32_t i = 0; i < w->out.answer_count; i++) {
+		struct fs_ans *a = &w->out.answers[i].ans;
+		uint64_t tag = a->tag;
+		memset(a, 0, sizeof *a);
+		a->tag = tag;
+		a->http = 503;
+		a->err = FS_ERR_STANDBY;
+		a->body = FS_BODY_ERROR;
+	}
+	w->out.charge_count = 0;
+	w->out.record_count = 0;   /* nothing of it is promised (release() checks) */
+	if (!atomic_load(&w->stop))
+		release(w);
 }
 
 void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg)
@@ -728,7 +767,15 @@ static void stall_step(struct writer *w)
 		return;
 	}
 	atomic_store(&w->m.journal_prep_failures, jr_prep_failures(w->j));
-	if (make_durable(w, w->held_t_ms) != 0) {
+	int durable = make_durable(w, w->held_t_ms);
+	if (durable == -2) {   /* appended, but not in the log: never acknowledged */
+		w->stalled = 0;
+		atomic_store(&w->snap->journal_stalled, 0);
+		atomic_store(&w->m.journal_stalled, 0);
+		refuse_batch(w);
+		return;
+	}
+	if (durable != 0) {
 		w->retry_ms = w->retry_ms * 2 > STALL_RETRY_MS_MAX ? STALL_RETRY_MS_MAX : w->retry_ms * 2;
 		w->retry_at_ms = fs_mono_ms() + w->retry_ms;
 		if (errno != w->stall_errno) {
@@ -762,7 +809,12 @@ static void process_batch(struct writer *w, uint32_t n, int64_t t_ms)
 		usleep(stall_ms * 1000u);   /* test-only: a writer stuck inside a batch */
 #endif
 	/* invariant 3: nothing leaves before this */
-	if (make_durable(w, t_ms) != 0) {
+	int durable = make_durable(w, t_ms);
+	if (durable == -2) {
+		refuse_batch(w);
+		return;
+	}
+	if (durable != 0) {
 		stall_begin(w, n, t_ms);
 		return;
 	}
@@ -783,7 +835,7 @@ static void idle_wait(struct writer *w)
 	atomic_store_explicit(&w->wake.sleeping, 1, memory_order_seq_cst);
 	if (rings_empty(w) && !atomic_load(&w->stop)) {
 		int64_t next = wr_next_deadline(w->st);
-		int64_t wait_ms = IDLE_WAIT_MS_MAX;
+		int64_t wait_ms = w->repl.tick ? (int64_t)w->repl.tick_every_ms : IDLE_WAIT_MS_MAX;
 		if (next != INT64_MAX) {
 			int64_t d = next - fs_wall_ms() + 1;
 			wait_ms = d < 0 ? 0 : (d < wait_ms ? d : wait_ms);
@@ -958,13 +1010,133 @@ void wr_on_segment_gate(struct writer *w, uint64_t (*fn)(void *arg), void *arg)
 	w->segment_gate_arg = arg;
 }
 
+/* ---- standby: follow the log ------------------------------------------------- */
+
+/* Every command that reaches a standby (or a fenced old primary) gets 503
+ * standby; the dataplane answers most of them itself (snap->role). */
+static void answer_standby(struct writer *w)
+{
+	struct fs_cmd c;
+	for (uint32_t i = 0; i < w->port_count; i++)
+		while (fs_ring_dequeue_burst(&w->ports[i].cmds, &c, 1) == 1) {
+			struct fs_ans a = { .tag = c.tag, .http = 503, .err = FS_ERR_STANDBY, .body = FS_BODY_ERROR };
+			c.origin = (uint8_t)i;
+			answer_now(w, &c, &a);
+		}
+}
+
+/* Applies one batch of the log: the local journal gets the same bytes
+ * (fdatasync'd), then the decide step re-decides it through the replay
+ * path, which checks it regenerates exactly the journaled records. */
+static int apply_log_batch(struct writer *w, const struct jr_batch *b)
+{
+	struct replay_ctx *rc = w->follow_rc;
+	if (b->seq != jr_last_seq(w->j) + 1) {
+		snprintf(rc->err, rc->err_len, "log batch %llu does not follow local batch %llu",
+		         (unsigned long long)b->seq, (unsigned long long)jr_last_seq(w->j));
+		return -1;
+	}
+	uint64_t seq = jr_append(w->j, b->time_ms, b->record_count, b->body, b->body_len);
+	if (seq == 0) {
+		fprintf(stderr, "writer: journal append failed (%s): stopping\n", strerror(errno));
+		abort();
+	}
+	if (memcmp(jr_last_batch(w->j), b->body - JR_HEADER_BYTES, JR_HEADER_BYTES) != 0) {
+		snprintf(rc->err, rc->err_len, "log batch %llu: local header differs (chain broken)",
+		         (unsigned long long)b->seq);
+		return -1;
+	}
+	struct jr_batch local = *b;
+	local.file = "kafka log";
+	if (replay_batch(rc, &local) != 0)
+		return -1;
+	for (uint32_t i = 0; i < rc->out.sku_touched_count; i++)
+		publish_sku(w, rc->out.sku_touched[i]);
+	for (uint32_t i = 0; i < b->record_count && i < rc->cmd_cap; i++)
+		if (rc->cmds[i].type == FS_CMD_IP_RULE) {
+			publish_ip_rules(w);
+			break;
+		}
+	atomic_store_explicit(&w->m.journal_bytes, jr_bytes(w->j), memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->m.standby_batches, 1, memory_order_relaxed);
+	return 0;
+}
+
+static void become_primary(struct writer *w)
+{
+	struct wr_usage u;
+	wr_usage(w->st, &u);
+	w->recharge_after = 0;
+	w->recharge_max = u.orders;   /* PENDING orders: charged again (same key) */
+	recharge(w);
+	w->role = FS_ROLE_PRIMARY;
+	atomic_store(&w->snap->role, FS_ROLE_PRIMARY);
+}
+
+static void standby_round(struct writer *w)
+{
+	answer_standby(w);
+	if (w->role == FS_ROLE_FENCED || w->repl.follow == NULL) {
+		struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
+		atomic_store_explicit(&w->wake.sleeping, 1, memory_order_seq_cst);
+		if (rings_empty(w) && !atomic_load(&w->stop))
+			poll(&p, 1, 100);
+		atomic_store_explicit(&w->wake.sleeping, 0, memory_order_seq_cst);
+		uint64_t v;
+		ssize_t r = read(w->wake.fd, &v, sizeof v);
+		(void)r;
+		return;
+	}
+	struct jr_batch b;
+	int rc = w->repl.follow(w->repl.arg, FOLLOW_WAIT_MS, &b);
+	if (rc == 1 && apply_log_batch(w, &b) != 0)
+		rc = -1;
+	if (rc == 2)
+		become_primary(w);
+	if (rc < 0) {
+		fprintf(stderr, "writer: standby stops following the log: %s\n",
+		        w->follow_rc->err[0] ? w->follow_rc->err : "see sale status");
+		w->role = FS_ROLE_FENCED;   /* read-only from here on */
+		atomic_store(&w->snap->role, FS_ROLE_FENCED);
+	}
+}
+
+void wr_set_replication(struct writer *w, const struct wr_repl_ops *ops, int standby)
+{
+	assert(!w->started);
+	w->repl = *ops;
+	if (!standby)
+		return;
+	static char err[256];
+	w->follow_rc = calloc(1, sizeof *w->follow_rc);
+	assert(w->follow_rc != NULL);
+	w->follow_rc->err = err;
+	w->follow_rc->err_len = sizeof err;
+	if (replay_ctx_init(w->follow_rc, w) != 0) {
+		fprintf(stderr, "writer: out of memory for the standby's replay buffers\n");
+		abort();
+	}
+	w->role = FS_ROLE_STANDBY;
+	atomic_store(&w->snap->role, FS_ROLE_STANDBY);
+}
+
 static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
 	uint32_t idle_rounds = 0;
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		if (w->role != FS_ROLE_PRIMARY) {
+			standby_round(w);
+			continue;
+		}
 		if (w->stalled) {   /* before any snapshot: the held batch is not durable */
 			stall_step(w);
+			continue;
+		}
+		if (w->repl.tick && w->repl.tick(w->repl.arg, &w->stop) == -1) {
+			fprintf(stderr, "writer: fenced: a newer primary owns the log; answering 503 standby from now on\n");
+			w->role = FS_ROLE_FENCED;
+			atomic_store(&w->snap->role, FS_ROLE_FENCED);
 			continue;
 		}
 		snapshot_poll(w, fs_wall_ms(), idle_rounds + 1 >= WR_IDLE_YIELDS);
@@ -1030,6 +1202,10 @@ void wr_close(struct writer *w)
 	wr_stop(w);
 	if (w->j)
 		jr_close(w->j);
+	if (w->follow_rc) {
+		replay_ctx_free(w->follow_rc);
+		free(w->follow_rc);
+	}
 	wr_state_free(w->st);
 	wr_admission_free(w->admission);
 	free(w->cmds);

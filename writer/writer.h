@@ -64,9 +64,28 @@ struct wr_metrics {
 	_Atomic uint64_t journal_stalled;           /* 1 while one lasts */
 	_Atomic uint64_t journal_stall_refused;     /* commands answered 503 during stalls */
 	_Atomic uint64_t journal_prep_failures;     /* the segment preparer could not make one */
+	_Atomic uint64_t standby_batches;    /* log batches applied as a standby */
 };
 
 struct writer;
+struct jr_batch;
+
+/* Replication (writer/replicate.h) as the writer sees it. ship: after the
+ * local fdatasync of a batch (bytes = header + body as journaled), blocks
+ * until the batch counts in the log; 0 = yes, -1 = this node is fenced
+ * (the batch is answered 503 standby, never acknowledged), -2 = *stop was
+ * set first. follow: a standby's next batch of the log (b->body is
+ * preceded by its 64-byte header); 1 = *b filled, 0 = none within wait_ms,
+ * 2 = promoted (this node is the primary now), -1 = cannot follow. */
+struct wr_repl_ops {
+	int (*ship)(void *arg, const uint8_t *batch, uint32_t len, const _Atomic int *stop);
+	int (*follow)(void *arg, int wait_ms, struct jr_batch *b);
+	/* primary, every loop and at least every tick_every_ms when idle:
+	 * heartbeats; -1 = this node is fenced */
+	int (*tick)(void *arg, const _Atomic int *stop);
+	uint32_t tick_every_ms;
+	void *arg;
+};
 
 /* Opens the journal under cfg->data_dir, replays it into a fresh state
  * (verifying every regenerated record against the journal), publishes the
@@ -89,6 +108,10 @@ void wr_on_durable(struct writer *w, void (*fn)(void *arg), void *arg);
  * when the sale has an undrawn waiting room (0), -1 when the seed file is
  * missing or wrong (the decide step will then refuse the opening). */
 int wr_reveal_seed(struct writer *w, struct fs_cmd *c);
+
+/* Before wr_start: every batch is shipped through ops (primary), or the
+ * writer follows the log and takes no writes (standby = 1) until promoted. */
+void wr_set_replication(struct writer *w, const struct wr_repl_ops *ops, int standby);
 
 /* Starts the writer thread (pinned to cpu when cpu >= 0). Returns 0 or -1. */
 int wr_start(struct writer *w, int cpu);
