@@ -2,7 +2,8 @@
  * under simulated time, driven by one 64-bit seed (the VOPR idea).
  *
  * What is real: the decide step (writer/alloc.c), record encoding
- * (writer/record.c), admission buckets (writer/fairness.c), the journal
+ * (writer/record.c), admission (writer/admission.c: tiers, token buckets,
+ * payment capacity), the journal
  * (writer/journal.c: segments, chain, torn-tail repair, replay), the
  * writer's own recovery (wr_open: replay, divergence check, re-charging
  * PENDING orders), the journal reader and the sinks' apply logic
@@ -57,6 +58,7 @@
 #include "common/fs_cmd.h"
 #include "common/fs_ring.h"
 #include "common/fs_snapshot.h"
+#include "writer/admission.h"
 #include "writer/alloc.h"
 #include "writer/fairness.h"
 #include "writer/journal.h"
@@ -124,7 +126,7 @@ struct sim {
 	struct journal *j;
 	struct jr_io io;
 	struct model *m;
-	struct fr_table *buckets;
+	struct wr_admission *adm;     /* the writer's admission (buckets, capacities) */
 	uint64_t acked_seq;
 	char sku[SKUS][8];
 	/* the batch in hand */
@@ -568,6 +570,8 @@ static void pay_take(const struct wr_charge *c)
 	die("payment slots exhausted");
 }
 
+static void admission_new(void);
+
 static void pend_push(const struct fs_cmd *c)
 {
 	if (S.pend_n < PEND_MAX)
@@ -959,38 +963,58 @@ static void crash_recover(const struct fs_cmd *in, const uint8_t *served, uint32
 	check_counters(S.st, "after recovery");
 	check_acks();
 	check_charges();
-	fr_free(S.buckets);   /* buckets are volatile: a restart refills them */
-	S.buckets = fr_new(256);
+	wr_admission_free(S.adm);   /* admission is volatile: a restart refills every bucket */
+	admission_new();
 	memset(S.admitted, 0, sizeof S.admitted);
 	S.bucket_born = S.t;
 	sink_reopen();
 	S.t += 200 + rnd(2000);   /* the restart takes a while */
 }
 
-/* Admission the state machine does not own: per-user buckets (fairness.c). */
-static int admit(struct fs_cmd *c)
+static uint32_t pay_in_use(void)
 {
-	if (c->type != FS_CMD_RESERVE || c->origin == ORIGIN_NONE)
-		return 1;
-	int tier = c->claim_tier ? c->claim_tier - 1 : wr_sku_default_tier(S.st, c->sku, c->sku_len);
-	if (tier < 0)
-		tier = 4;
-	struct fr_verdict v;
-	int r = fr_take(S.buckets, c->user, c->user_len, tier, S.t, &v);
-	CHECK(r >= 0, "admission table full");
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < PAY_SLOTS; i++)
+		n += S.pay[i].used;
+	return n;
+}
+
+/* The writer's admission with the risk scoring out of reach (the reference
+ * model has no risk flags): buckets per tier, the payment capacity. */
+static void admission_new(void)
+{
+	struct wr_admission_config ac = { .user_count_max = 256, .charge_capacity = PAY_SLOTS / 2,
+	                                  .risk_regular_streak = UINT32_MAX, .risk_device_users = UINT32_MAX,
+	                                  .risk_ip_users = UINT32_MAX };
+	S.adm = wr_admission_new(&ac, NULL);
+	CHECK(S.adm != NULL, "wr_admission_new");
+}
+
+/* Admission the state machine does not own (writer/admission.c): refused
+ * commands are answered at once and never reach the decide step. */
+static int admit(struct wr_admission_batch *ab, struct fs_cmd *c)
+{
+	struct fs_ans refusal;
+	memset(&refusal, 0, sizeof refusal);
+	int ok = wr_admit(S.adm, ab, S.st, c, &refusal);
 	int u = user_index(c);
-	if (r == 1 && u >= 0) {
+	if (ok && c->type == FS_CMD_RESERVE && u >= 0) {
+		int tier = c->claim_tier ? c->claim_tier - 1 : wr_sku_default_tier(S.st, c->sku, c->sku_len);
+		if (tier < 0)
+			tier = 4;
 		S.admitted[u]++;
 		uint64_t rate = fr_tier_rate_per_min(tier);
 		uint64_t bound = rate + rate * (uint64_t)(S.t - S.bucket_born) / 60000 + 1;
 		CHECK(tier == 0 || S.admitted[u] <= bound, "user %u admitted %u times, bucket allows %" PRIu64,
 		      u, S.admitted[u], bound);
-		return 1;
 	}
-	struct fs_ans a = { .tag = c->tag, .http = 429, .err = FS_ERR_RATE_LIMITED, .body = FS_BODY_ERROR };
-	CHECK(v.retry_after_ms > 0, "429 without retry_after");
-	deliver(&a);
-	S.st_429++;
+	if (ok)
+		return 1;
+	CHECK(refusal.http == 429 || refusal.http == 503, "admission refused with %u", refusal.http);
+	CHECK(refusal.http != 429 || refusal.expires_at_ms > 0, "429 without retry_after");
+	refusal.tag = c->tag;
+	deliver(&refusal);
+	S.st_429 += refusal.http == 429;
 	return 0;
 }
 
@@ -1003,12 +1027,16 @@ static void writer_batch(void)
 		S.cmds[i].origin = ORIGIN_NONE;
 		S.cmds[i].tag = ++S.tag;   /* answers are matched by tag */
 	}
+	struct wr_admission_batch ab;
+	wr_admission_batch(S.adm, &ab, S.t, jr_bytes(S.j), pay_in_use());
 	uint32_t take = 0;
 	while (take < S.pend_n && n < CMD_MAX) {
 		struct fs_cmd *c = &S.pend[take++];
-		if (admit(c))
+		if (admit(&ab, c))
 			S.cmds[n++] = *c;
 	}
+	struct fs_cmd flags[4];
+	CHECK(wr_admission_flags(S.adm, flags, 4) == 0, "a risk flag with risk scoring off");
 	memmove(S.pend, S.pend + take, (S.pend_n - take) * sizeof *S.pend);
 	S.pend_n -= take;
 	if (n == 0)
@@ -1072,8 +1100,8 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 	S.st = wr_state_new(&S.lim);
 	S.dur = wr_state_new(&S.lim);
 	S.m = model_new(&S.lim);
-	S.buckets = fr_new(256);
-	CHECK(S.st && S.dur && S.m && S.buckets, "allocation");
+	admission_new();
+	CHECK(S.st && S.dur && S.m, "allocation");
 	out_init(&S.out, CMD_MAX);
 	out_init(&S.rout, CMD_MAX * 6);
 	S.reqs = xcalloc(REQ_CAP, sizeof *S.reqs);
@@ -1140,7 +1168,7 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 	wr_state_free(S.st);
 	wr_state_free(S.dur);
 	model_free(S.m);
-	fr_free(S.buckets);
+	wr_admission_free(S.adm);
 	sm_free(&S.sm);
 	out_free(&S.out);
 	out_free(&S.rout);
