@@ -601,6 +601,7 @@ void dp_worker_free(struct dp_worker *w)
 	munmap(w->conns, dp_conn_bytes(w->cfg.conn_max));
 	free(w->free_list);
 	free(w->flush);
+	free(w->proto.route.sku_cache);
 	fs_jwt_key_free(&w->jwt);
 	free(w);
 }
