@@ -1082,8 +1082,22 @@ static void writer_batch(void)
 
 /* ---- one seed ------------------------------------------------------------------------------- */
 
+/* Open file descriptors of this process: a restart must not leak any. */
+static uint32_t fd_count(void)
+{
+	uint32_t n = 0;
+	char link[64], path[64];
+	for (int fd = 0; fd < 65536; fd++) {
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		if (readlink(link, path, sizeof path) > 0)
+			n++;
+	}
+	return n;
+}
+
 static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *base)
 {
+	uint32_t fds_before = fd_count();
 	memset(&S, 0, sizeof S);
 	S.seed = seed;
 	S.rng = seed;
@@ -1183,6 +1197,9 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 	free(S.h);
 	free(S.paths);
 	free(S.loc);
+	uint32_t fds_after = fd_count();
+	CHECK(fds_after == fds_before, "%u file descriptors open after the run, %u before: %" PRIu64
+	      " restarts leaked %u", fds_after, fds_before, S.st_crashes, fds_after - fds_before);
 	char cmd[400];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", S.root);
 	if (system(cmd) != 0)
