@@ -231,8 +231,12 @@ def main():
     redis.cmd("DEL", "stock:%s" % SKU)
     payprovider._Server.handle_error = lambda *a: None   # a killed client resets its connection: expected
     prov = payprovider.Provider().start()
+    # tables sized for the sale: start-up faults every table in, and a restart
+    # with the 1 GiB defaults takes tens of seconds on a busy 2-core box
     srv = fc.Server(workers=2, demo=False, extra=["--postgres", conninfo, "--redis", rd, "--no-pin",
-                                                  "--payment-provider", prov.url])
+                                                  "--payment-provider", prov.url, "--users-max", "100000",
+                                                  "--reservations-max", "200000", "--orders-max", "100000",
+                                                  "--idempotency-keys-max", "400000"])
     ledger = Ledger()
     kills = 0
     try:
