@@ -7,6 +7,7 @@ import os
 import sys
 
 root, allow_path = sys.argv[1], sys.argv[2]
+build = sys.argv[3] if len(sys.argv) > 3 else root   # clang-tidy names files relative to it
 allowed, bad = set(), []
 for n, line in enumerate(open(allow_path), 1):
     line = line.strip()
@@ -24,8 +25,14 @@ for line in sys.stdin:
     if not line.strip():
         continue
     tool, check, rest = (line.split(" ", 2) + ["", ""])[:3]
-    path = os.path.normpath(rest.split(":", 1)[0])
-    rel = os.path.relpath(path, root) if os.path.isabs(path) else path
+    path = rest.split(":", 1)[0]
+    if os.path.isabs(path):
+        full = path
+    elif os.path.exists(os.path.join(root, path)):   # cppcheck: relative to the checkout
+        full = os.path.join(root, path)
+    else:                                            # clang-tidy: relative to the build dir
+        full = os.path.join(build, path)
+    rel = os.path.relpath(os.path.normpath(full), root)
     key = (tool, check, rel)
     if key in allowed:
         used.add(key)

@@ -37,10 +37,10 @@ PY
 	# shellcheck disable=SC2086
 	run-clang-tidy -p "$build" -quiet -j 2 $files 2>/dev/null \
 		| sed 's/\x1b\[[0-9;]*m//g' \
-		| sed -n 's/^\(\/[^:]*\):\([0-9]*\):[0-9]*: warning: \(.*\) \[\([a-z0-9.,-]*\)\]$/clang-tidy \4 \1:\2: \3/p' \
+		| sed -n 's/^\([^ :]*\):\([0-9]*\):[0-9]*: warning: \(.*\) \[\([a-z0-9.,-]*\)\]$/clang-tidy \4 \1:\2: \3/p' \
 		> "$out/tidy" || true
 	echo "static: clang-tidy: $(wc -l < "$out/tidy") findings"
 else
 	echo "static: clang-tidy not installed"; : > "$out/tidy"
 fi
-cat "$out/cppcheck" "$out/tidy" | python3 "$root/tests/static/allow.py" "$root" "$root/tests/static/allowlist.txt"
+cat "$out/cppcheck" "$out/tidy" | python3 "$root/tests/static/allow.py" "$root" "$root/tests/static/allowlist.txt" "$build"
