@@ -144,9 +144,15 @@ suite() {
 run_tests() {
 	trap stop_services EXIT
 	start_services
-	suite build --suite unit --suite e2e --suite sinks --suite fuzz --suite perf --suite deploy
+	suite build --suite unit --suite e2e --suite sinks --suite fuzz --suite perf --suite deploy \
+		--suite sim --suite soak --suite static
+	# ASan + UBSan with leak checking: the unit suite, and the end-to-end suites
+	# that face input and shutdown (API, bad input, admin, payments, sinks);
+	# the slow, timing-heavy ones (crash, race, risk) are the long version (RELIABILITY.md)
+	ASAN_OPTIONS=detect_leaks=1 suite build-debug --suite unit
+	ASAN_OPTIONS=detect_leaks=1 suite build-debug e2e-api e2e-bad_input e2e-admin e2e-payments e2e-sinks
 	# faults: e2e tests of the debug build's test-only fault switches (common/fs_fault.h)
-	ASAN_OPTIONS=detect_leaks=0 suite build-debug --suite unit --suite faults
+	ASAN_OPTIONS=detect_leaks=0 suite build-debug --suite faults
 	stop_services
 	trap - EXIT
 	echo

@@ -148,7 +148,11 @@ static int connect_admin(void)
 		fail("--admin: '%s' is neither unix:PATH nor HOST:PORT", admin);
 	memcpy(host, admin, (size_t)(colon - admin));
 	host[colon - admin] = 0;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1)) };
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);   /* atoi took "99999" as port 34463 */
+	if (end == colon + 1 || *end != 0 || port == 0 || port > 65535)
+		fail("--admin: '%s' has no valid port", admin);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
 		fail("--admin: '%s' is not an IPv4 address", host);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -13,6 +13,7 @@
 #include "writer/replicate.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -256,14 +257,31 @@ static const struct option long_opts[] = {
 
 static void apply_config_file(struct options *o, const char *path);
 
+/* Option strings live as long as the process, so they are copied into one
+ * static arena instead of malloc'd: nothing is left to free at exit (the
+ * ASan build runs the end-to-end suites with leak checking). */
+static char opt_arena[32768];
+static size_t opt_arena_used;
+
+static char *keep(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	if (n > sizeof opt_arena - opt_arena_used)
+		die("option strings longer than %s bytes in all", "32768");
+	char *p = opt_arena + opt_arena_used;
+	memcpy(p, s, n);
+	opt_arena_used += n;
+	return p;
+}
+
 static void apply(struct options *o, int opt, const char *v)
 {
 	switch (opt) {
 	case O_LISTEN:  parse_listen(o, v); break;
-	case O_DATA:    o->data_dir = strdup(v); break;
-	case O_SECRET:  o->jwt_secret_file = strdup(v); break;
-	case O_ADMIN:   o->admin = strdup(v); break;
-	case O_ADMIN_TOKEN: o->admin_token_file = strdup(v); break;
+	case O_DATA:    o->data_dir = keep(v); break;
+	case O_SECRET:  o->jwt_secret_file = keep(v); break;
+	case O_ADMIN:   o->admin = keep(v); break;
+	case O_ADMIN_TOKEN: o->admin_token_file = keep(v); break;
 	case O_WORKERS: o->workers = (uint32_t)parse_u64("workers", v, 1, DP_WORKERS_MAX); workers_given = 1; break;
 	case O_CONNS:   o->conn_max = (uint32_t)parse_u64("connections", v, 1, 1000000); o->conn_max_given = 1; break;
 	case O_SEND_TIMEOUT: o->send_timeout_ms = (uint32_t)parse_u64("send-timeout-ms", v, 100, 3600000); break;
@@ -283,14 +301,14 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_NO_SYNC: o->no_sync = 1; break;
 	case O_NO_PREFAULT: o->no_prefault = 1; break;
 	case O_CONFIG:  apply_config_file(o, v); break;
-	case O_DPDK:    o->dpdk = strdup(v); break;
-	case O_DPDK_IP: o->dpdk_ip = strdup(v); break;
-	case O_DPDK_GW: o->dpdk_gateway = strdup(v); break;
+	case O_DPDK:    o->dpdk = keep(v); break;
+	case O_DPDK_IP: o->dpdk_ip = keep(v); break;
+	case O_DPDK_GW: o->dpdk_gateway = keep(v); break;
 	case O_BUSY_POLL: o->busy_poll = 1; break;
-	case O_PG:      o->postgres = strdup(v); break;
-	case O_KAFKA:   o->kafka = strdup(v); break;
-	case O_KAFKA_TOPIC: o->kafka_topic = strdup(v); break;
-	case O_REDIS:   o->redis = strdup(v); break;
+	case O_PG:      o->postgres = keep(v); break;
+	case O_KAFKA:   o->kafka = keep(v); break;
+	case O_KAFKA_TOPIC: o->kafka_topic = keep(v); break;
+	case O_REDIS:   o->redis = keep(v); break;
 	case O_REPLICATE:
 		if (strcmp(v, "kafka") != 0)
 			die("--replicate: '%s' is not supported (kafka)", v);
@@ -299,7 +317,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_SHARD:
 		if (v[0] == 0 || strlen(v) > 200 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(v))
 			die("--shard: '%s' must be 1..200 of A-Z a-z 0-9 . _ -", v);
-		o->shard = strdup(v);
+		o->shard = keep(v);
 		break;
 	case O_STANDBY: o->standby = 1; break;
 	case O_FAILOVER: o->failover_after_ms = (uint32_t)parse_u64("failover-after", v, 0, 3600000); break;
@@ -312,14 +330,14 @@ static void apply(struct options *o, int opt, const char *v)
 		char perr[512];
 		if (pay_provider_check(v, perr, sizeof perr) != 0)
 			die("--payment-provider: %s", perr);
-		o->payment_provider = strdup(v);
+		o->payment_provider = keep(v);
 		break;
 	}
 	case O_IP_RATE: o->ip_rate = (uint32_t)parse_u64("ip-rate", v, 0, 1000000); break;
 	case O_RISK_IP: o->risk_ip_users = (uint32_t)parse_u64("risk-ip-users", v, 1, 1000000); break;
 	case O_SNAP_EVERY: o->snapshot_every_mb = parse_u64("snapshot-every-mb", v, 0, 1ull << 30); break;
 	case O_RETENTION: o->retention_ms = parse_duration_ms("retention", v); break;
-	case O_ARCHIVE: o->archive = strdup(v); break;
+	case O_ARCHIVE: o->archive = keep(v); break;
 	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_connections, stdout); fputs(usage_replication, stdout); fputs(usage_payments, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
@@ -353,10 +371,10 @@ static void apply_config_file(struct options *o, const char *path)
 
 static char *path_in(const char *dir, const char *name)
 {
-	size_t n = strlen(dir) + strlen(name) + 2;
-	char *p = malloc(n);
-	snprintf(p, n, "%s/%s", dir, name);
-	return p;
+	char p[PATH_MAX];
+	if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p)
+		die("path too long under %s", dir);
+	return keep(p);
 }
 
 /* The admin token file: 32 random bytes as hex, created 0600 if missing. */
@@ -894,7 +912,9 @@ static void stop_all(struct daemon *d)
 {
 	atomic_store(d->ready, 0);
 	d->dataplane.ops->stop(&d->dataplane);
-	ctl_admin_stop(d->admin);
+	ctl_admin_stop(d->admin);   /* it reads the dataplane's counters until here */
+	if (d->dataplane.ops->free != NULL)
+		d->dataplane.ops->free(&d->dataplane);
 	pay_stop(d->pay);
 	wr_stop(d->w);
 	for (uint32_t i = 0; i < d->sk.count; i++)

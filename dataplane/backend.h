@@ -52,6 +52,9 @@ struct dp_backend_ops {
 	/* Prometheus samples of the backend's own (port, TCP stack) appended
 	 * to buf; returns the bytes written (< cap). NULL: none. */
 	size_t (*metrics)(const struct dp_backend *b, char *buf, size_t cap);
+	/* Frees what stop() kept readable (the counters), once nobody reads
+	 * them any more. NULL: nothing to free. */
+	void (*free)(struct dp_backend *b);
 };
 
 extern const struct dp_backend_ops dp_io_uring_ops;

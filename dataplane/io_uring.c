@@ -594,6 +594,18 @@ void dp_worker_stop(struct dp_worker *w)
 	io_uring_queue_exit(&w->ring);
 }
 
+void dp_worker_free(struct dp_worker *w)
+{
+	if (w == NULL)
+		return;
+	munmap(w->conns, dp_conn_bytes(w->cfg.conn_max));
+	free(w->free_list);
+	free(w->flush);
+	free(w->proto.route.sku_cache);
+	fs_jwt_key_free(&w->jwt);
+	free(w);
+}
+
 const struct dp_stats *dp_worker_stats(const struct dp_worker *w) { return &w->stats; }
 
 /* ---- the io_uring backend (backend.h): SO_REUSEPORT listeners, one worker per listener */
@@ -665,7 +677,18 @@ static uint32_t uring_stats(const struct dp_backend *b, const struct dp_stats **
 	return n;
 }
 
+static void uring_free(struct dp_backend *b)
+{
+	struct uring_group *g = b->self;
+	if (g == NULL)
+		return;
+	for (uint32_t i = 0; i < g->started; i++)
+		dp_worker_free(g->workers[i]);
+	free(g);
+	b->self = NULL;
+}
+
 const struct dp_backend_ops dp_io_uring_ops = {
 	.name = "io_uring", .claim = uring_claim, .start = uring_start, .stop = uring_stop,
-	.stats = uring_stats, .metrics = NULL,
+	.stats = uring_stats, .metrics = NULL, .free = uring_free,
 };

@@ -445,6 +445,20 @@ uint32_t dp_lwip_poll(struct dp_lwip *g, int64_t now_ms)
 
 /* ------------------------------------------------------------ life cycle */
 
+/* Frees what dp_lwip_open reserved before it failed (found by cppcheck:
+ * every failure path leaked the slot table and the struct). */
+static void open_undo(struct dp_lwip *g, int jwt_ready)
+{
+	if (g->conns != NULL && g->conns != MAP_FAILED)
+		munmap(g->conns, dp_conn_bytes(g->cfg.worker.conn_max));
+	free(g->gc);
+	free(g->free_list);
+	free(g->flush);
+	if (jwt_ready)
+		fs_jwt_key_free(&g->jwt);
+	free(g);
+}
+
 struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t err_len)
 {
 	const struct dp_worker_config *wc = &cfg->worker;
@@ -471,6 +485,7 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 	g->flush = calloc(wc->conn_max, sizeof(uint32_t));
 	if (g->conns == MAP_FAILED || g->gc == NULL || g->free_list == NULL || g->flush == NULL) {
 		snprintf(err, err_len, "cannot reserve %u connections: out of memory", wc->conn_max);
+		open_undo(g, 0);
 		return NULL;
 	}
 	for (uint32_t i = 0; i < wc->conn_max; i++) {
@@ -487,6 +502,7 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 	g->proto.route.now_ms = fs_wall_ms();
 	if (fs_jwt_key_init(&g->jwt, wc->jwt_key, wc->jwt_key_len) != 0) {
 		snprintf(err, err_len, "OpenSSL cannot provide HMAC-SHA256");
+		open_undo(g, 0);
 		return NULL;
 	}
 	g->proto.route.jwt = &g->jwt;
@@ -507,6 +523,7 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 	if (netif_add(&g->netif, &ip, &mask, &gw, g, netif_setup, ethernet_input) == NULL) {
 		snprintf(err, err_len, "lwIP refused the interface");
 		the_stack = NULL;
+		open_undo(g, 1);
 		return NULL;
 	}
 	netif_set_default(&g->netif);
@@ -521,6 +538,7 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 			tcp_close(pcb);
 		netif_remove(&g->netif);
 		the_stack = NULL;
+		open_undo(g, 1);
 		return NULL;
 	}
 	g->listener = tcp_listen(pcb);
@@ -528,6 +546,7 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 		snprintf(err, err_len, "lwIP cannot listen on TCP port %u: out of memory", cfg->port);
 		netif_remove(&g->netif);
 		the_stack = NULL;
+		open_undo(g, 1);
 		return NULL;
 	}
 	tcp_arg(g->listener, g);

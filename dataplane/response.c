@@ -21,7 +21,7 @@ struct out_buf {
 
 static void put(struct out_buf *b, const char *s, size_t len)
 {
-	if (b->p != NULL && b->n + len <= b->cap)
+	if (len > 0 && b->p != NULL && b->n + len <= b->cap)   /* s may be NULL when len is 0 */
 		memcpy(b->p + b->n, s, len);
 	b->n += len;
 }

@@ -82,6 +82,8 @@ int dp_listen_group(const char *host, uint16_t port, uint32_t count, int *fds, c
  * Returns NULL with a reason in err. */
 struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err, size_t err_len);
 void dp_worker_stop(struct dp_worker *w);
+/* Frees a stopped worker (its counters die with it: stop readers first). */
+void dp_worker_free(struct dp_worker *w);
 const struct dp_stats *dp_worker_stats(const struct dp_worker *w);
 uint64_t dp_conn_bytes(uint32_t conn_max);
 

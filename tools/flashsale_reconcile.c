@@ -93,7 +93,11 @@ static int replay(struct rc_state *st, const char *dir)
 	uint32_t rec_cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
 	struct fs_cmd *recs = malloc(rec_cap * sizeof *recs);
 	struct jr_batch b;
-	int rc;
+	int rc = 0;
+	if (recs == NULL) {   /* found by clang-tidy: rc and err were read uninitialised */
+		snprintf(err, sizeof err, "out of memory for the record buffer");
+		rc = -1;
+	}
 	while (recs && (rc = jr_reader_next(rd, UINT64_MAX, &b, err, sizeof err)) == 1) {
 		st->journal_last = b.seq;
 		if (b.seq > st->cursor)

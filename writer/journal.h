@@ -55,6 +55,17 @@ struct jr_header {
 _Static_assert(sizeof(struct jr_header) == JR_HEADER_BYTES, "journal header is 64 bytes on disk");
 _Static_assert(offsetof(struct jr_header, header_hash) == 56, "header_hash follows 56 hashed bytes");
 
+/* An injectable write path, for fault-injection tests only (tests/sim):
+ * when jr_config.io is set, jr_append hands each batch (header + body + pad,
+ * `len` bytes at offset `off` of segment `fd`) to write_sync instead of the
+ * io_uring write + fdatasync. It returns 0 once the bytes are durable, or -1
+ * with errno set (the append then fails exactly as an I/O error does).
+ * NULL (every real caller) keeps the io_uring path unchanged. */
+struct jr_io {
+	int (*write_sync)(void *ctx, int fd, const void *buf, size_t len, uint64_t off);
+	void *ctx;
+};
+
 struct jr_config {
 	const char *dir;            /* created if missing */
 	uint64_t segment_bytes;     /* preallocation and rotation size, e.g. 64 MiB */
@@ -68,6 +79,7 @@ struct jr_config {
 	 * 0 = replay everything from batch 1. */
 	uint64_t after_seq;
 	uint8_t  after_chain[16];
+	const struct jr_io *io;     /* NULL: io_uring (see struct jr_io) */
 };
 
 /* Pre-zeroed segments. On ext4 an fdatasync after writing into a fallocated

@@ -337,6 +337,9 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	w->cfg = *cfg;
 	w->snap = snap;
 	w->port_count = cfg->port_count;
+	w->wake.fd = w->charge_waker.fd = -1;   /* wr_close closes only what was made */
+	for (uint32_t i = 0; i < w->port_count; i++)
+		w->ports[i].producer.fd = -1;
 	snprintf(w->journal_dir, sizeof w->journal_dir, "%s/journal", cfg->data_dir);
 	w->st = wr_state_new(&cfg->limits);
 	struct wr_admission_config ac = {
@@ -1211,6 +1214,14 @@ void wr_close(struct writer *w)
 	free(w->cmds);
 	wr_batch_out_free(&w->out);
 	free(w->deferred);
+	/* the eventfds (found by tests/sim: every open/close leaked 2 + ports) */
+	if (w->wake.fd >= 0)
+		close(w->wake.fd);
+	if (w->charge_waker.fd >= 0)
+		close(w->charge_waker.fd);
+	for (uint32_t i = 0; i < w->port_count; i++)
+		if (w->ports[i].producer.fd >= 0)
+			close(w->ports[i].producer.fd);
 	if (w->mem && w->mem != MAP_FAILED)
 		munmap(w->mem, w->mem_bytes);
 	munmap(w, sizeof *w);

@@ -979,6 +979,17 @@ uint8_t model_order_status(const struct model *m, uint64_t order_no)
 	return order_no >= 1 && order_no <= m->order_count ? m->orders[order_no - 1].status : FS_ORDER_NONE;
 }
 
+void model_restart(struct model *m)
+{
+	for (uint64_t i = 0; i < m->order_count; i++)
+		m->orders[i].has_waiter = 0;
+}
+
+uint64_t model_order_res(const struct model *m, uint64_t order_no)
+{
+	return order_no >= 1 && order_no <= m->order_count ? m->orders[order_no - 1].res_no : 0;
+}
+
 int64_t model_next_expiry(const struct model *m, uint64_t *res_no)
 {
 	int64_t next = INT64_MAX;

@@ -64,6 +64,11 @@ void model_decide(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct 
 /* The allocator journaled a WAITLIST_SERVE the model had nothing to do for. */
 void model_serve_journaled(struct model *m, const char *sku, uint8_t sku_len);
 
+/* The process restarted: requests that waited for a payment's outcome
+ * died with their connections (the state replayed from the journal has no
+ * waiters), nothing else changes. */
+void model_restart(struct model *m);
+
 /* Checks wr_due()'s output (n commands, asked for at most max) at t_ms:
  * every command is due, in the promised order, no duplicates, and, when
  * n < max, nothing due is missing. Returns NULL or a message. */
@@ -93,6 +98,8 @@ uint8_t model_res_status(const struct model *m, uint64_t res_no);
 const char *model_res_user(const struct model *m, uint64_t res_no, uint8_t *len);
 int64_t model_res_expires(const struct model *m, uint64_t res_no);
 uint8_t model_order_status(const struct model *m, uint64_t order_no);
+/* The reservation an order was made for, or 0 when there is no such order. */
+uint64_t model_order_res(const struct model *m, uint64_t order_no);
 /* The earliest deadline of a RESERVED hold (and, when res_no is not NULL,
  * that reservation), or INT64_MAX. */
 int64_t model_next_expiry(const struct model *m, uint64_t *res_no);

@@ -670,7 +670,7 @@ static void http_close(void *self)
 	struct http_prov *h = self;
 	if (h == NULL)
 		return;
-	for (uint32_t i = 0; i < h->conn_count; i++)
+	for (uint32_t i = 0; h->conns != NULL && i < h->conn_count; i++)   /* NULL: open ran out of memory */
 		conn_close(&h->conns[i]);
 	free(h->conns);
 	free(h->pfd_conn);

@@ -57,8 +57,16 @@ static int parse_address(struct redis_sink *r, const char *address)
 		return -1;
 	memcpy(r->host, address, host_len);
 	r->host[host_len] = 0;
-	r->port = colon ? atoi(colon + 1) : 6379;
-	return r->port > 0 && r->port < 65536 ? 0 : -1;
+	if (colon == NULL) {
+		r->port = 6379;
+		return 0;
+	}
+	char *end;
+	long port = strtol(colon + 1, &end, 10);   /* atoi took "6379x" as 6379 */
+	if (end == colon + 1 || *end != 0 || port <= 0 || port >= 65536)
+		return -1;
+	r->port = (int)port;
+	return 0;
 }
 
 static void disconnect(struct redis_sink *r, int64_t now_ms)
