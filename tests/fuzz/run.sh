@@ -18,11 +18,11 @@ http)     SRCS="dataplane/http.c dataplane/json.c dataplane/response.c dataplane
 json)     SRCS="dataplane/json.c"; LIBS=""; MAXLEN=512 ;;
 jwt)      SRCS="common/fs_jwt.c"; LIBS="-lcrypto"; MAXLEN=900 ;;
 journal)  SRCS=$(cd "$root" && echo writer/*.c common/*.c)
-          LIBS="-luring -lcrypto -lxxhash -lpthread"; MAXLEN=8192 ;;
+          LIBS="-luring -lcrypto -lxxhash -lpthread -lrdkafka"; MAXLEN=8192 ;;
 pay_http) SRCS="common/fs_cmd.c"; LIBS=""; MAXLEN=4200 ;;
 admin)    SRCS="$(cd "$root" && echo dataplane/http.c dataplane/response.c dataplane/io_uring.c dataplane/conn.c \
           dataplane/route.c dataplane/json.c dataplane/iplimit.c control/backup.c common/*.c writer/*.c writer/pay/*.c)"
-          LIBS="-lhttp_parser -luring -lcrypto -lxxhash -lpthread"; MAXLEN=2048
+          LIBS="-lhttp_parser -luring -lcrypto -lxxhash -lpthread -lrdkafka"; MAXLEN=2048
           # one writer lives for the whole run (threads, journal): LeakSanitizer
           # takes its buffers for a leak of whichever input it checks; leaks of
           # the admin thread are caught by the ASan e2e run instead
