@@ -40,7 +40,13 @@ static int connect_admin(const char *admin, char *err, size_t err_len)
 	}
 	memcpy(host, admin, (size_t)(colon - admin));
 	host[colon - admin] = 0;
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1)) };
+	char *end = NULL;
+	long port = strtol(colon + 1, &end, 10);
+	if (end == colon + 1 || *end != 0 || port < 1 || port > 65535) {
+		snprintf(err, err_len, "admin address '%s' has no port 1..65535", admin);
+		return -1;
+	}
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
 		snprintf(err, err_len, "admin address '%s' is not an IPv4 address", host);
 		return -1;
