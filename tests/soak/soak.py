@@ -204,8 +204,18 @@ def verify(srv, ledger, prov, conninfo, redis, when):
     # sinks: catch up, reconcile, Redis
     ok, last = sk.wait_lag_zero(srv, [SKU])
     check(ok, "%s: sinks did not catch up: %r" % (when, last and last[0].get("sinks")))
-    before = len(sk.FAILURES)
-    sk.check_reconcile(srv.data_dir, conninfo, when)
+    # The server is live: holds expire, so the journal can gain batches
+    # between reconcile's read of the journal and its read of PostgreSQL
+    # (seen: "compared 345 of 357 batches", PostgreSQL ahead with EXPIRED).
+    # Such a difference goes away on the next try; a real one stays.
+    for attempt in range(5):
+        before = len(sk.FAILURES)
+        sk.check_reconcile(srv.data_dir, conninfo, when)
+        if len(sk.FAILURES) == before or attempt == 4:
+            break
+        print("%s: reconcile raced the live journal (try %d), again after the sinks catch up" % (when, attempt + 1))
+        del sk.FAILURES[before:]
+        sk.wait_lag_zero(srv, [SKU])
     sk.check_redis(srv, redis, [SKU], when)
     FAIL.extend(sk.FAILURES[before:])
     # the provider: never charged twice, every PAID order charged
