@@ -322,6 +322,18 @@ static int snapshot_load_latest(struct writer *w, struct jr_config *jc, int *ref
 	return 0;
 }
 
+/* Publishes the tables' fill for /metrics (flashsale_table_used). */
+static void publish_usage(struct writer *w)
+{
+	struct wr_usage u;
+	wr_usage(w->st, &u);
+	atomic_store_explicit(&w->usage[0], u.users, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[1], u.reservations, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[2], u.orders, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[3], u.idem_keys, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[4], u.holdings, memory_order_relaxed);
+}
+
 struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, char *err, size_t err_len)
 {
 	assert(cfg->batch_count_max > 0 && cfg->batch_count_max <= WR_BATCH_COUNT_MAX);
@@ -408,6 +420,7 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	for (uint32_t i = 0; i < wr_sku_count(w->st); i++)
 		publish_sku(w, i);
 	publish_ip_rules(w);
+	publish_usage(w);   /* the replayed fill, before the first batch: /metrics never reads 0 after a restart */
 	/* orders PENDING at the last stop: charge again with the same idempotency
 	 * key (the ring takes what fits now; the loop hands over the rest) */
 	struct wr_usage u;
@@ -609,13 +622,7 @@ static void account(struct writer *w, uint32_t n)
 			atomic_fetch_add_explicit(c->err == FS_OK ? &k->granted : &k->refused, 1, memory_order_relaxed);
 		}
 	}
-	struct wr_usage u;
-	wr_usage(w->st, &u);
-	atomic_store_explicit(&w->usage[0], u.users, memory_order_relaxed);
-	atomic_store_explicit(&w->usage[1], u.reservations, memory_order_relaxed);
-	atomic_store_explicit(&w->usage[2], u.orders, memory_order_relaxed);
-	atomic_store_explicit(&w->usage[3], u.idem_keys, memory_order_relaxed);
-	atomic_store_explicit(&w->usage[4], u.holdings, memory_order_relaxed);
+	publish_usage(w);
 }
 
 /* Appends the decided batch. 0 when durable (or nothing to journal), -1

@@ -63,13 +63,6 @@ def table_used(srv, table):
     raise AssertionError("no table_used for " + table)
 
 
-# Known bug (issue 15, seed 531738593): after a kill -9 restart from a
-# snapshot + tail, the next cycle's reservations are refused 503 overloaded
-# although the tables drained. CI runs the cycles without the restarts until
-# it is fixed; FS_CAPACITY_RESTARTS=1 runs the failing version.
-RESTARTS = os.environ.get("FS_CAPACITY_RESTARTS") == "1"
-
-
 class Capacity(unittest.TestCase):
     def setUp(self):
         self.rng = random.Random(SEED)
@@ -146,11 +139,12 @@ class Capacity(unittest.TestCase):
             # ---- restarts (kill -9) and a snapshot now and then
             if cycle % 3 == 1:
                 srv.admin_ok("snapshot")
-            if cycle % 3 == 2 and RESTARTS:
+            if cycle % 3 == 2:
                 srv.kill9()
                 srv.start()
                 self.assertEqual(srv.counters("cap")["sold"], paid_total)
-            # ---- the retention passes: the table empties by itself
+            # ---- the retention passes: the table empties by itself (after a
+            # restart the gauge holds the replayed fill at once, so this waits)
             self.assertTrue(fc.wait_for(lambda: table_used(srv, "reservations") == 0, timeout=15),
                             "cycle %d: %d reservations still live" % (cycle, table_used(srv, "reservations")))
             self.assertEqual(table_used(srv, "orders"), 0)
