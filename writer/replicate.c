@@ -5,6 +5,7 @@
  * calls rp_ship once per batch (group commit amortises it like the
  * fdatasync) and rp_follow in standby.
  */
+#include "common/fs_u64file.h"
 #include "writer/replicate.h"
 #include "writer/snapshot.h"
 
@@ -180,42 +181,9 @@ size_t rp_msg_build(uint32_t kind, uint64_t epoch, const void *payload, size_t l
 
 /* ---- epoch file ----------------------------------------------------------- */
 
-static uint64_t epoch_read(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	unsigned long long v = 0;
-	if (f) {
-		if (fscanf(f, "%llu", &v) != 1)
-			v = 0;
-		fclose(f);
-	}
-	return v;
-}
+static uint64_t epoch_read(const char *path) { return fs_u64file_read(path); }
 
-static int epoch_write(const char *path, uint64_t epoch)
-{
-	char tmp[RP_PATH_BYTES + 8], text[32];
-	snprintf(tmp, sizeof tmp, "%s.tmp", path);
-	int len = snprintf(text, sizeof text, "%" PRIu64 "\n", epoch);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -1;
-	int ok = write(fd, text, (size_t)len) == len && fsync(fd) == 0;
-	close(fd);
-	if (!ok || rename(tmp, path) != 0)
-		return -1;
-	char dir[RP_PATH_BYTES];
-	snprintf(dir, sizeof dir, "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (slash)
-		*slash = 0;
-	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return 0;
-}
+static int epoch_write(const char *path, uint64_t epoch) { return fs_u64file_write(path, epoch, 0600); }
 
 /* ---- Kafka handles --------------------------------------------------------- */
 

@@ -14,6 +14,7 @@
  * sink resends from the cursor, so consumers see each (seq, idx) at least
  * once and drop any (seq, idx) <= the last one they applied.
  */
+#include "common/fs_u64file.h"
 #include "writer/sink/sink.h"
 #include "common/fs_clock.h"
 
@@ -59,43 +60,9 @@ struct kafka_sink {
 
 /* ---------------------------------------------------------------- cursor */
 
-static uint64_t cursor_read(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	unsigned long long v = 0;
-	if (f) {
-		if (fscanf(f, "%llu", &v) != 1)
-			v = 0;
-		fclose(f);
-	}
-	return v;
-}
+static uint64_t cursor_read(const char *path) { return fs_u64file_read(path); }
 
-/* Atomically replaces the cursor file. 0 or -1 (errno set). */
-static int cursor_write(const char *path, uint64_t seq)
-{
-	char tmp[KF_PATH_BYTES + 8], text[32];
-	snprintf(tmp, sizeof tmp, "%s.tmp", path);
-	int len = snprintf(text, sizeof text, "%" PRIu64 "\n", seq);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -1;
-	int ok = write(fd, text, (size_t)len) == len && fsync(fd) == 0;
-	close(fd);
-	if (!ok || rename(tmp, path) != 0)
-		return -1;
-	char dir[KF_PATH_BYTES];
-	snprintf(dir, sizeof dir, "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (slash)
-		*slash = 0;
-	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return 0;
-}
+static int cursor_write(const char *path, uint64_t seq) { return fs_u64file_write(path, seq, 0644); }
 
 /* ------------------------------------------------------------- delivery */
 
