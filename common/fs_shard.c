@@ -20,6 +20,13 @@ uint64_t fs_shard_hash(const char *sku, size_t len)
 		h ^= (uint8_t)sku[i];
 		h *= UINT64_C(0x100000001b3);
 	}
+	/* MurmurHash3's fmix64: FNV-1a alone leaves the last bytes of short,
+	 * similar names (sku-1, sku-2) out of the high bits and the low residues */
+	h ^= h >> 33;
+	h *= UINT64_C(0xff51afd7ed558ccd);
+	h ^= h >> 33;
+	h *= UINT64_C(0xc4ceb9fe1a85ec53);
+	h ^= h >> 33;
 	return h;
 }
 

@@ -7,7 +7,7 @@
  *   appliance   which flashsaled box owns the SKU (--shard NAME --shard-map)
  *   writer      which writer shard inside that box owns it (--writers N)
  * A SKU pinned in the map goes where the map says; any other SKU goes by a
- * stable hash of its name (FNV-1a 64), so every process that reads the same
+ * stable hash of its name (FNV-1a 64, then MurmurHash3's fmix64), so every process that reads the same
  * map decides the same owner without talking to the others.
  *
  * Public ids carry their owner (fs_cmd.h: "r"/"o" + 16 hex digits of the
