@@ -178,7 +178,11 @@ static const char usage_payments[] =
 "3 orders failed that way in a row open the 1 s breaker. Orders PENDING at a crash are charged again\n"
 "at start-up with the same key: the provider must charge a key at most once (and answer 409 only for\n"
 "a key it charged). Plain http:// (put a TLS proxy on loopback); the host is resolved at start-up;\n"
-"keep-alive connections, at most 64 requests in flight.\n";
+"keep-alive connections, at most 64 requests in flight.\n"
+"Refunds (flashctl order refund) are POST URL/refund, Idempotency-Key: refund-<order id>, the same\n"
+"body plus \"refund\":true. Answers: 200 {\"status\":\"refunded\"} or 409: REFUNDED; 402: refused,\n"
+"the order stays PAID; errors are retried as for charges. A refund in flight at a crash is sent\n"
+"again at start-up with the same key. The built-in provider refunds at once (tok_down...: an error).\n";
 
 static volatile sig_atomic_t stop_signal;
 static int workers_given;   /* --workers was set (the DPDK backend defaults to 1 lane) */
@@ -404,6 +408,8 @@ static void create_demo(struct fs_port *port, const struct fs_snapshot *snap)
 	cmd.sale.hold_ms = 120000;
 	cmd.sale.default_tier = 4;
 	cmd.sale.price_cents = 1999;
+	memcpy(cmd.key, "flashsaled", 10);   /* who asked (fs_cmd.h): the embedded default itself */
+	cmd.key_len = 10;
 	if (ctl_admin_call(port, &cmd, &ans, 5000) != 0 || (ans.http != 201 && ans.err != FS_ERR_EXISTS)) {
 		if (atomic_load(&((struct fs_snapshot *)snap)->journal_stalled)) {
 			/* a full disk: serve what can be served, the writer retries */
@@ -579,6 +585,7 @@ struct daemon {
 	uint16_t tcp_port;
 	char admin_host[64];
 	const char *admin_token;          /* required on the admin TCP port */
+	const char *admin_token_name;     /* journaled as who asked: "token:NAME" */
 	struct dp_backend dataplane;
 	struct fs_snapshot *snap;
 	struct wr_config wc;
@@ -755,9 +762,12 @@ static void resolve_admin(struct daemon *d)
 		d->tcp_port = (uint16_t)parse_u64("admin", colon + 1, 1, 65535);
 		d->unix_path = path_in(o->data_dir, "admin.sock");   /* the local socket stays */
 	}
-	if (d->tcp_host)
-		d->admin_token = admin_token_load(o->admin_token_file ? o->admin_token_file
-		                                                     : path_in(o->data_dir, "admin.token"));
+	if (d->tcp_host) {
+		const char *tf = o->admin_token_file ? o->admin_token_file : path_in(o->data_dir, "admin.token");
+		const char *slash = strrchr(tf, '/');
+		d->admin_token = admin_token_load(tf);
+		d->admin_token_name = slash ? slash + 1 : tf;
+	}
 }
 
 /* The writer: opens the journal and replays it (the snapshot is mapped by
@@ -864,7 +874,8 @@ static void start_dataplane(struct daemon *d)
 static void start_admin(struct daemon *d)
 {
 	struct ctl_admin_config ac = { .unix_path = d->unix_path, .tcp_host = d->tcp_host, .tcp_port = d->tcp_port,
-	                               .admin_token = d->admin_token, .writer = d->w,
+	                               .admin_token = d->admin_token, .admin_token_name = d->admin_token_name,
+	                               .writer = d->w,
 	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
 	                               .dataplane = &d->dataplane, .payments = d->pay, .ready = d->ready, .data_dir = d->o.data_dir,
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
