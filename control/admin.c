@@ -317,9 +317,11 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "\"sinks\":[");
 	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
-		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu}",
+		uint64_t lag_ms = a->cfg.sink_lag_ms ? a->cfg.sink_lag_ms(a->cfg.sinks[i]) : 0;
+		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n,
+		              "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu,\"lag_s\":%.3f}",
 		              i ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
-		              (unsigned long long)(durable - (applied < durable ? applied : durable)));
+		              (unsigned long long)(durable - (applied < durable ? applied : durable)), (double)lag_ms / 1000.0);
 	}
 	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "]");
 	if (a->cfg.repl) {
@@ -563,6 +565,12 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 		if (a->cfg.sink_stopped)
 			n = put(b, n, "flashsale_sink_stopped{sink=\"%s\"} %d\n", a->cfg.sink_names[i],
 			        a->cfg.sink_stopped(a->cfg.sinks[i]));
+	}
+	if (a->cfg.sink_lag_ms != NULL) {   /* the same lag in time: what an alert threshold means */
+		n = put(b, n, "# TYPE flashsale_sink_lag_seconds gauge\n");
+		for (uint32_t i = 0; i < a->cfg.sink_count; i++)
+			n = put(b, n, "flashsale_sink_lag_seconds{sink=\"%s\"} %.3f\n", a->cfg.sink_names[i],
+			        (double)a->cfg.sink_lag_ms(a->cfg.sinks[i]) / 1000.0);
 	}
 	if (a->cfg.sink_connected != NULL) {
 		n = put(b, n, "# TYPE flashsale_sink_connected gauge\n# TYPE flashsale_sink_errors_total counter\n");

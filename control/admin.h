@@ -46,6 +46,7 @@ struct ctl_admin_config {
 	const char *const *sink_names;
 	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */
 	int (*sink_stopped)(void *sink);        /* 1 when sink i stopped at a batch its target rejects */
+	uint64_t (*sink_lag_ms)(void *sink);    /* how long its oldest batch not applied is durable; NULL: not reported */
 	void **sinks;
 	int (*sink_connected)(void *sink, uint64_t *errors);   /* 1 while open; NULL: not reported */
 	void *repl;                                          /* NULL without --replicate */

@@ -414,7 +414,7 @@ static void top_frame(FILE *f, const struct ctl_view *v, struct top_spark *sp, i
 	        s->payments_outstanding, eol);
 	fprintf(f, "sinks:");
 	for (uint32_t i = 0; i < s->sink_count; i++)
-		fprintf(f, "  %s lag %.0f%s", s->sink[i].name, s->sink[i].lag,
+		fprintf(f, "  %s lag %.0f batches %.1f s%s", s->sink[i].name, s->sink[i].lag, s->sink[i].lag_s,
 		        s->sink[i].connected == 0 ? " \033[1;31mDISCONNECTED\033[0m" : "");
 	fprintf(f, "%s%srefusals:", s->sink_count ? "" : " none", eol);
 	for (uint32_t i = 0; i < s->reason_count; i++)

@@ -448,6 +448,13 @@ static uint64_t sink_applied(void *p)
 	return st.applied_seq;
 }
 
+static uint64_t sink_lag_ms(void *p)
+{
+	struct sink_stats st;
+	sink_stats(p, &st);
+	return st.lag_ms;
+}
+
 static int sink_is_stopped(void *p)
 {
 	struct sink_stats st;
@@ -880,7 +887,8 @@ static void start_admin(struct daemon *d)
 	                               .dataplane = &d->dataplane, .payments = d->pay, .ready = d->ready, .data_dir = d->o.data_dir,
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
 	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
-	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped };
+	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped,
+	                               .sink_lag_ms = sink_lag_ms };
 #ifdef FS_HAVE_REPLICATE
 	ac.repl = d->repl;
 	ac.repl_stats = d->repl ? repl_stats : NULL;
