@@ -6,12 +6,14 @@
 #include "common/fs_snapshot.h"
 #include "control/admin.h"
 #include "dataplane/backend.h"
+#include "dataplane/route.h"
 #include "writer/pay/payment.h"
 #include "writer/sink/sink.h"
 #include "common/fs_cidr.h"
 #include "writer/writer.h"
 #include "writer/replicate.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <getopt.h>
@@ -603,6 +605,7 @@ struct daemon {
 	struct dp_iplimit *iplimit;       /* --connections-per-ip, NULL when off */
 	struct rp *repl;                  /* --replicate: the shard's log */
 	_Atomic int *ready;               /* 0 while recovering or draining (MAP_SHARED, like snap) */
+	int dataplane_started;            /* by open_writer's before_replay (listen_early) */
 };
 
 /* The snapshot and the ready flag, MAP_SHARED: the DPDK backend's lane
@@ -777,6 +780,21 @@ static void resolve_admin(struct daemon *d)
 	}
 }
 
+static void start_dataplane(struct daemon *d);
+
+/* wr_open's before_replay: the ports exist, the journal is not replayed
+ * yet. The dataplane starts now with the ready flag at
+ * DP_READY_RECOVERING, so the listeners answer during replay (/healthz 200,
+ * /readyz 503 recovering, every other route 503 recovering). */
+static void listen_early(void *arg, struct writer *w)
+{
+	struct daemon *d = arg;
+	assert(atomic_load(d->ready) == DP_READY_RECOVERING);
+	d->w = w;
+	start_dataplane(d);
+	d->dataplane_started = 1;
+}
+
 /* The writer: opens the journal and replays it (the snapshot is mapped by
  * open_replication, which runs first). */
 static void open_writer(struct daemon *d)
@@ -791,7 +809,11 @@ static void open_writer(struct daemon *d)
 		.retention_ms = o->retention_ms,
 		.snapshot_pace_us = getenv("FS_TEST_SNAPSHOT_PACE_US") ?   /* crash tests only */
 		                    (uint32_t)strtoul(getenv("FS_TEST_SNAPSHOT_PACE_US"), NULL, 10) : 0,
+		.replay_pace_us = getenv("FS_TEST_REPLAY_PACE_US") ?       /* the recovery test only */
+		                  (uint32_t)strtoul(getenv("FS_TEST_REPLAY_PACE_US"), NULL, 10) : 0,
+		.before_replay = listen_early, .before_replay_arg = d,
 	};
+	atomic_store(d->ready, DP_READY_RECOVERING);
 	if (o->archive && mkdir(o->archive, 0755) != 0 && errno != EEXIST)
 		die("cannot create --archive '%s'", o->archive);
 	printf("flashsaled: recovering from %s/journal ...\n", o->data_dir);
@@ -857,6 +879,8 @@ static void create_demo_step(struct daemon *d)
 
 static void start_dataplane(struct daemon *d)
 {
+	if (d->dataplane_started)
+		return;   /* listen_early started it before the replay */
 	const struct options *o = &d->o;
 	struct dp_backend *b = &d->dataplane;
 	for (uint32_t i = 0; i < o->workers; i++)
