@@ -150,7 +150,7 @@ run_tests() {
 	# that face input and shutdown (API, bad input, admin, payments, sinks);
 	# the slow, timing-heavy ones (crash, race, risk) are the long version (RELIABILITY.md)
 	ASAN_OPTIONS=detect_leaks=1 suite build-debug --suite unit
-	ASAN_OPTIONS=detect_leaks=1 suite build-debug e2e-api e2e-bad_input e2e-admin e2e-payments e2e-sinks
+	ASAN_OPTIONS=detect_leaks=1 suite build-debug e2e-api e2e-bad_input e2e-admin e2e-payments e2e-sinks e2e-refund
 	# faults: e2e tests of the debug build's test-only fault switches (common/fs_fault.h)
 	ASAN_OPTIONS=detect_leaks=0 suite build-debug --suite faults
 	stop_services

@@ -139,6 +139,8 @@ const char *fs_order_status_name(enum fs_order_status s)
 		[FS_ORDER_PENDING] = "PENDING",
 		[FS_ORDER_PAID] = "PAID",
 		[FS_ORDER_FAILED] = "FAILED",
+		[FS_ORDER_REFUNDING] = "REFUNDING",
+		[FS_ORDER_REFUNDED] = "REFUNDED",
 	};
 	if ((unsigned)s >= sizeof(names) / sizeof(names[0]) || names[s] == NULL)
 		return "UNKNOWN";
@@ -175,6 +177,8 @@ const char *fs_cmd_type_name(enum fs_cmd_type t)
 		[FS_CMD_RISK_FLAG] = "risk_flag",
 		[FS_CMD_RECLAIM] = "reclaim",
 		[FS_CMD_STOCK_REMOVE] = "stock_remove",
+		[FS_CMD_REFUND] = "refund",
+		[FS_CMD_REFUND_RESULT] = "refund_result",
 	};
 	if ((unsigned)t >= FS_CMD_TYPE_COUNT || names[t] == NULL)
 		return "unknown";

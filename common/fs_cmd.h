@@ -59,6 +59,10 @@ enum fs_cmd_type {
 	FS_CMD_RECLAIM = 23,     /* ref = reservations up to this number are reclaimed;
 	                          * out_ref = orders up to this number are then reclaimed */
 	FS_CMD_STOCK_REMOVE = 24, /* sku, quantity (only from available), user = the admin identity */
+	/* refunds (admin, then the payment thread) */
+	FS_CMD_REFUND = 25,      /* ref = order number (PAID -> REFUNDING), quantity = 1 to put the
+	                          * units back on sale (--restock), 0 not */
+	FS_CMD_REFUND_RESULT = 26, /* ref = order number, pay = enum fs_pay of the provider's refund */
 	FS_CMD_TYPE_COUNT
 };
 
@@ -99,7 +103,13 @@ enum fs_res_status {
 	FS_RES_STATUS_COUNT
 };
 
-enum fs_order_status { FS_ORDER_NONE = 0, FS_ORDER_PENDING, FS_ORDER_PAID, FS_ORDER_FAILED };
+enum fs_order_status { FS_ORDER_NONE = 0, FS_ORDER_PENDING, FS_ORDER_PAID, FS_ORDER_FAILED,
+                       FS_ORDER_REFUNDING,   /* paid; a refund is with the provider */
+                       FS_ORDER_REFUNDED };
+
+/* Every admin command carries who asked in `key` (journaled): "uid:N" for
+ * the admin socket's peer, or the admin token's name. */
+#define FS_ADMIN_IDENT_LEN_MAX 32
 
 /* Outcome of a charge, reported by the payment thread. */
 enum fs_pay { FS_PAY_OK = 1, FS_PAY_DECLINED = 2, FS_PAY_ERROR = 3, FS_PAY_INVALID = 4 };

@@ -50,7 +50,8 @@ struct ctl_admin {
 	char *out;                     /* response buffer */
 	char *body;                    /* metrics/status body (ADMIN_BODY_BYTES) */
 	uint64_t tag;
-	char ident[32];                /* who sent the request in progress: "uid:N" or "admin-token" */
+	char ident[FS_ADMIN_IDENT_LEN_MAX + 1];   /* who sent the request in progress: "uid:N" or
+	                                          * "token:" + the admin token file's name */
 };
 
 /* ---- calls into the writer ------------------------------------------------ */
@@ -61,7 +62,7 @@ int ctl_admin_call(struct fs_port *port, struct fs_cmd *cmd, struct fs_ans *ans,
 	uint64_t tag = atomic_fetch_add(&tag_next, 1);
 	struct fs_cmd *slot = fs_ring_slot(&port->cmds);
 	if (slot == NULL)
-		return -1;
+		return -2;
 	*slot = *cmd;
 	slot->tag = tag;
 	fs_ring_produce(&port->cmds, 1);
@@ -147,9 +148,20 @@ static int respond_ans(struct ctl_admin *a, const struct fs_ans *ans)
 	return dp_resp_answer(a->out, ADMIN_OUT_BYTES, ans, 0);
 }
 
+/* Every journaled admin command carries who asked (fs_cmd.h). */
+static void stamp_ident(const struct ctl_admin *a, struct fs_cmd *cmd)
+{
+	size_t n = strlen(a->ident);
+	assert(n > 0 && n <= FS_ADMIN_IDENT_LEN_MAX && n <= sizeof cmd->key);
+	memcpy(cmd->key, a->ident, n);
+	cmd->key_len = (uint8_t)n;
+}
+
 static int call_writer(struct ctl_admin *a, struct fs_cmd *cmd)
 {
 	struct fs_ans ans;
+	if (cmd->type != FS_CMD_SALE_GET)
+		stamp_ident(a, cmd);
 	if (ctl_admin_call(a->cfg.port, cmd, &ans, 5000) != 0)
 		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "writer did not answer", 0);
 	return respond_ans(a, &ans);
@@ -305,9 +317,11 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "\"sinks\":[");
 	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
-		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu}",
+		uint64_t lag_ms = a->cfg.sink_lag_ms ? a->cfg.sink_lag_ms(a->cfg.sinks[i]) : 0;
+		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n,
+		              "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu,\"lag_s\":%.3f}",
 		              i ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
-		              (unsigned long long)(durable - (applied < durable ? applied : durable)));
+		              (unsigned long long)(durable - (applied < durable ? applied : durable)), (double)lag_ms / 1000.0);
 	}
 	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "]");
 	if (a->cfg.repl) {
@@ -552,6 +566,12 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 			n = put(b, n, "flashsale_sink_stopped{sink=\"%s\"} %d\n", a->cfg.sink_names[i],
 			        a->cfg.sink_stopped(a->cfg.sinks[i]));
 	}
+	if (a->cfg.sink_lag_ms != NULL) {   /* the same lag in time: what an alert threshold means */
+		n = put(b, n, "# TYPE flashsale_sink_lag_seconds gauge\n");
+		for (uint32_t i = 0; i < a->cfg.sink_count; i++)
+			n = put(b, n, "flashsale_sink_lag_seconds{sink=\"%s\"} %.3f\n", a->cfg.sink_names[i],
+			        (double)a->cfg.sink_lag_ms(a->cfg.sinks[i]) / 1000.0);
+	}
 	if (a->cfg.sink_connected != NULL) {
 		n = put(b, n, "# TYPE flashsale_sink_connected gauge\n# TYPE flashsale_sink_errors_total counter\n");
 		for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
@@ -675,6 +695,41 @@ static int route_sale(struct ctl_admin *a, const struct dp_request *r, const cha
 	return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
 }
 
+/* POST /admin/orders/{id}/refund[?restock=1]: PAID -> REFUNDED through the
+ * provider (writer/alloc.c decide_refund). Waits up to ADMIN_REFUND_MS for
+ * the provider's outcome; past that the refund goes on (202 REFUNDING) and
+ * the same call later reads its outcome. */
+#define ADMIN_REFUND_MS 10000
+static int route_order(struct ctl_admin *a, const struct dp_request *r, const char *req, size_t len)
+{
+	const char *p = r->path.p + strlen("/admin/orders/");
+	size_t plen = r->path.len - strlen("/admin/orders/");
+	if (r->method != DP_M_POST)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 405, "method_not_allowed", NULL, 0);
+	if (plen != FS_PUBID_LEN + 7 || memcmp(p + FS_PUBID_LEN, "/refund", 7) != 0)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", NULL, 0);
+	uint64_t restock;
+	struct fs_cmd cmd;
+	memset(&cmd, 0, sizeof cmd);
+	cmd.type = FS_CMD_REFUND;
+	cmd.ref = fs_pubid_parse(p, FS_PUBID_LEN, 'o');
+	if (cmd.ref == 0 || query_u64(req, len, "restock", 0, &restock) != 0 || restock > 1)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "an order id o<16 hex> and restock=0|1", 0);
+	cmd.quantity = (uint32_t)restock;
+	stamp_ident(a, &cmd);
+	fprintf(stderr, "admin: refund %.*s%s asked by %s\n", FS_PUBID_LEN, p, restock ? " (restock)" : "", a->ident);
+	struct fs_ans ans;
+	int rc = ctl_admin_call(a->cfg.port, &cmd, &ans, ADMIN_REFUND_MS);
+	if (rc == -2)
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "the writer's admin ring is full", 0);
+	if (rc != 0) {
+		char body[128];
+		int n = snprintf(body, sizeof body, "{\"order_id\":\"%.*s\",\"status\":\"REFUNDING\"}", FS_PUBID_LEN, p);
+		return respond(a, 202, "application/json", body, (size_t)n);
+	}
+	return respond_ans(a, &ans);
+}
+
 /* POST /admin/ip?cidr=C&action=deny|allow|remove, GET /admin/ip */
 static int route_ip(struct ctl_admin *a, const struct dp_request *r, const char *req, size_t len)
 {
@@ -788,6 +843,8 @@ static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp
 	}
 	if (r.path.len == 8 && memcmp(r.path.p, "/metrics", 8) == 0)
 		return metrics(a);
+	if (r.method == DP_M_POST)   /* the verbs that are not journaled leave this line (who and what) */
+		fprintf(stderr, "admin: POST %.*s by %s\n", (int)(r.path.len < 200 ? r.path.len : 200), r.path.p, a->ident);
 	if (r.path.len == 12 && memcmp(r.path.p, "/admin/drain", 12) == 0 && r.method == DP_M_POST) {
 		atomic_store(a->cfg.ready, 0);
 		return respond(a, 200, "application/json", "{\"ok\":true}", 11);
@@ -806,6 +863,8 @@ static int handle(struct ctl_admin *a, const char *req, size_t len, int over_tcp
 	}
 	if (r.path.len > 13 && memcmp(r.path.p, "/admin/sales/", 13) == 0)
 		return route_sale(a, &r, req, len);
+	if (r.path.len > 14 && memcmp(r.path.p, "/admin/orders/", 14) == 0)
+		return route_order(a, &r, req, len);
 	if (r.path.len == 9 && memcmp(r.path.p, "/admin/ip", 9) == 0)
 		return route_ip(a, &r, req, len);
 	if (r.path.len == 12 && memcmp(r.path.p, "/admin/tiers", 12) == 0 && r.method == DP_M_POST)
@@ -935,8 +994,8 @@ static void conn_read(struct ctl_admin *a, struct admin_conn *c)
 		return;
 	if (!c->authorized)   /* a whole request always reaches the end of its headers */
 		{ conn_refuse(a, c, 401, "unauthorized", "admin token required"); return; }
-	if (c->over_tcp) {   /* who asked, journaled with stock removal */
-		snprintf(a->ident, sizeof a->ident, "admin-token");
+	if (c->over_tcp) {   /* who asked, journaled with every admin command */
+		snprintf(a->ident, sizeof a->ident, "token:%.25s", a->cfg.admin_token_name ? a->cfg.admin_token_name : "admin");
 	} else {
 		struct ucred cred;
 		socklen_t cl = sizeof cred;

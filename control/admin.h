@@ -34,6 +34,7 @@ struct ctl_admin_config {
 	const char *tcp_host;           /* NULL: none */
 	uint16_t tcp_port;
 	const char *admin_token;        /* required on TCP */
+	const char *admin_token_name;   /* its name in the journal ("token:NAME"): the file's base name */
 	struct writer *writer;
 	struct fs_port *port;           /* the admin's port to the writer */
 	struct fs_snapshot *snap;
@@ -45,6 +46,7 @@ struct ctl_admin_config {
 	const char *const *sink_names;
 	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */
 	int (*sink_stopped)(void *sink);        /* 1 when sink i stopped at a batch its target rejects */
+	uint64_t (*sink_lag_ms)(void *sink);    /* how long its oldest batch not applied is durable; NULL: not reported */
 	void **sinks;
 	int (*sink_connected)(void *sink, uint64_t *errors);   /* 1 while open; NULL: not reported */
 	void *repl;                                          /* NULL without --replicate */
@@ -60,7 +62,8 @@ void ctl_admin_stop(struct ctl_admin *a);
 
 /* Sends one command through the admin port and waits (bounded) for its
  * answer. For start-up (the demo sale) and the admin thread itself.
- * Returns 0 with *ans filled, -1 on timeout or a full ring. */
+ * Returns 0 with *ans filled, -1 on timeout, -2 when the ring is full
+ * (the command was not sent). */
 int ctl_admin_call(struct fs_port *port, struct fs_cmd *cmd, struct fs_ans *ans, int timeout_ms);
 
 #endif

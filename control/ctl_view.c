@@ -147,7 +147,8 @@ static void sample(struct ctl_scrape *s, const char *name, const char *lab, size
 		s->ring_depth += v;
 	} else if (strcmp(name, "flashsale_ring_full_total") == 0) {
 		s->ring_full = v;
-	} else if (strcmp(name, "flashsale_sink_lag_batches") == 0 || strcmp(name, "flashsale_sink_connected") == 0) {
+	} else if (strcmp(name, "flashsale_sink_lag_batches") == 0 || strcmp(name, "flashsale_sink_connected") == 0 ||
+	           strcmp(name, "flashsale_sink_lag_seconds") == 0) {
 		if (label(lab, lab_len, "sink", a, sizeof a))
 			return;
 		uint32_t i = 0;
@@ -162,6 +163,8 @@ static void sample(struct ctl_scrape *s, const char *name, const char *lab, size
 		}
 		if (strcmp(name, "flashsale_sink_lag_batches") == 0)
 			s->sink[i].lag = v;
+		else if (strcmp(name, "flashsale_sink_lag_seconds") == 0)
+			s->sink[i].lag_s = v;
 		else
 			s->sink[i].connected = v;
 	} else if (strcmp(name, "flashsale_payments_outstanding") == 0) {
@@ -338,8 +341,8 @@ int ctl_view_json(const struct ctl_view *v, char *buf, size_t cap)
 		    s->reason[i].total, v->reason_rate[i]);
 	put(buf, cap, &n, "],\"sinks\":[");
 	for (uint32_t i = 0; i < s->sink_count; i++)
-		put(buf, cap, &n, "%s{\"sink\":\"%s\",\"lag_batches\":%.0f,\"connected\":%.0f}", i ? "," : "",
-		    s->sink[i].name, s->sink[i].lag, s->sink[i].connected);
+		put(buf, cap, &n, "%s{\"sink\":\"%s\",\"lag_batches\":%.0f,\"lag_s\":%.3f,\"connected\":%.0f}",
+		    i ? "," : "", s->sink[i].name, s->sink[i].lag, s->sink[i].lag_s, s->sink[i].connected);
 	put(buf, cap, &n, "],\"writer\":{\"batch_p50\":%.1f,\"batch_p99\":%.1f,\"fdatasync_p50_ms\":%.3f,"
 	    "\"fdatasync_p99_ms\":%.3f,\"batches_total\":%.0f,\"journal_seq\":%.0f,\"owed_ms\":%.0f},"
 	    "\"rings\":{\"depth\":%.0f,\"full_total\":%.0f},"

@@ -46,7 +46,7 @@ struct ctl_scrape {
 	struct { char name[32]; double total; } reason[CTL_REASONS_MAX];   /* refusals, every command */
 	double ring_depth, ring_full;
 	uint32_t sink_count;
-	struct { char name[16]; double lag, connected; } sink[CTL_SINKS_MAX];
+	struct { char name[16]; double lag, lag_s, connected; } sink[CTL_SINKS_MAX];   /* lag: batches */
 	double payments_outstanding, breaker_open, batches, journal_seq, writer_owed_ms;
 	/* --replicate (writer/replicate.h): repl_role -1 when not replicated,
 	 * else 0 primary, 1 standby, 2 fenced */

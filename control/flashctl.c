@@ -32,7 +32,13 @@ static const char usage[] =
 "  sale status SKU            counters (as GET /v1/skus/SKU) plus rates and sink lag\n"
 "  stock add SKU N            add N units to a sale\n"
 "  stock remove SKU N         take N units out of a sale, only from available (never below reserved +\n"
-"                             sold; 409 bad_state otherwise); journaled with who asked (uid or token)\n"
+"                             sold; 409 bad_state otherwise)\n"
+"  order refund ORDER_ID [--restock]\n"
+"                             PAID -> REFUNDED through the payment provider (idempotency key\n"
+"                             refund-ORDER_ID, retried after a crash, never refunded twice); the units\n"
+"                             leave the sale unless --restock puts them back on sale; waits up to\n"
+"                             10 s for the provider (then 202 REFUNDING: ask again to read the outcome)\n";
+static const char usage2[] =
 "  ip deny|allow|remove CIDR  the operator's IP lists (journaled); deny: 403 at the edge;\n"
 "                             allow: exempt from IP-based limits and scores\n"
 "  ip list                    the IP rules in force\n"
@@ -67,6 +73,8 @@ static const char usage[] =
 "  token --user U [--tier T] [--ttl 1h] [--device D] [--jwt-secret-file F]\n"
 "                             print an HS256 JWT (default secret ./var/jwt.secret)\n"
 "Defaults: --admin unix:./var/admin.sock; a TCP admin needs --admin-token-file (./var/admin.token).\n"
+"Every admin command is journaled with who asked: uid:N (the admin socket's peer) or token:NAME\n"
+"(the admin token file's name, over TCP).\n"
 "Exit status: 0 on success, 1 when flashsaled refused (its reason is printed), 2 on bad usage.\n";
 
 static const char *admin = "unix:./var/admin.sock";
@@ -406,7 +414,7 @@ static void top_frame(FILE *f, const struct ctl_view *v, struct top_spark *sp, i
 	        s->payments_outstanding, eol);
 	fprintf(f, "sinks:");
 	for (uint32_t i = 0; i < s->sink_count; i++)
-		fprintf(f, "  %s lag %.0f%s", s->sink[i].name, s->sink[i].lag,
+		fprintf(f, "  %s lag %.0f batches %.1f s%s", s->sink[i].name, s->sink[i].lag, s->sink[i].lag_s,
 		        s->sink[i].connected == 0 ? " \033[1;31mDISCONNECTED\033[0m" : "");
 	fprintf(f, "%s%srefusals:", s->sink_count ? "" : " none", eol);
 	for (uint32_t i = 0; i < s->reason_count; i++)
@@ -470,6 +478,7 @@ int main(int argc, char **argv)
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			fputs(usage, stdout);
+			fputs(usage2, stdout);
 			return 0;
 		}
 		if (strcmp(argv[i], "--admin") != 0 && strcmp(argv[i], "--admin-token-file") != 0)
@@ -539,6 +548,14 @@ int main(int argc, char **argv)
 		return call("POST", "/admin/promote");
 	if (strcmp(cmd, "replication") == 0)
 		return call("GET", "/admin/replication");
+	if (strcmp(cmd, "order") == 0 && (argc - i == 2 || (argc - i == 3 && strcmp(argv[i + 2], "--restock") == 0)) &&
+	    strcmp(argv[i], "refund") == 0) {
+		char target[256];
+		if (fs_pubid_parse(argv[i + 1], strlen(argv[i + 1]), 'o') == 0)
+			fail("order refund: '%s' is not an order id (o + 16 hex digits)", argv[i + 1]);
+		snprintf(target, sizeof target, "/admin/orders/%s/refund%s", argv[i + 1], argc - i == 3 ? "?restock=1" : "");
+		return call("POST", target);
+	}
 	if (strcmp(cmd, "stock") == 0 && argc - i == 3 && (strcmp(argv[i], "add") == 0 || strcmp(argv[i], "remove") == 0)) {
 		char target[256];
 		snprintf(target, sizeof target, "/admin/sales/%s/stock?%s=%llu", argv[i + 1], argv[i],

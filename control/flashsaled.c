@@ -6,12 +6,14 @@
 #include "common/fs_snapshot.h"
 #include "control/admin.h"
 #include "dataplane/backend.h"
+#include "dataplane/route.h"
 #include "writer/pay/payment.h"
 #include "writer/sink/sink.h"
 #include "common/fs_cidr.h"
 #include "writer/writer.h"
 #include "writer/replicate.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <getopt.h>
@@ -178,7 +180,11 @@ static const char usage_payments[] =
 "3 orders failed that way in a row open the 1 s breaker. Orders PENDING at a crash are charged again\n"
 "at start-up with the same key: the provider must charge a key at most once (and answer 409 only for\n"
 "a key it charged). Plain http:// (put a TLS proxy on loopback); the host is resolved at start-up;\n"
-"keep-alive connections, at most 64 requests in flight.\n";
+"keep-alive connections, at most 64 requests in flight.\n"
+"Refunds (flashctl order refund) are POST URL/refund, Idempotency-Key: refund-<order id>, the same\n"
+"body plus \"refund\":true. Answers: 200 {\"status\":\"refunded\"} or 409: REFUNDED; 402: refused,\n"
+"the order stays PAID; errors are retried as for charges. A refund in flight at a crash is sent\n"
+"again at start-up with the same key. The built-in provider refunds at once (tok_down...: an error).\n";
 
 static volatile sig_atomic_t stop_signal;
 static int workers_given;   /* --workers was set (the DPDK backend defaults to 1 lane) */
@@ -404,6 +410,8 @@ static void create_demo(struct fs_port *port, const struct fs_snapshot *snap)
 	cmd.sale.hold_ms = 120000;
 	cmd.sale.default_tier = 4;
 	cmd.sale.price_cents = 1999;
+	memcpy(cmd.key, "flashsaled", 10);   /* who asked (fs_cmd.h): the embedded default itself */
+	cmd.key_len = 10;
 	if (ctl_admin_call(port, &cmd, &ans, 5000) != 0 || (ans.http != 201 && ans.err != FS_ERR_EXISTS)) {
 		if (atomic_load(&((struct fs_snapshot *)snap)->journal_stalled)) {
 			/* a full disk: serve what can be served, the writer retries */
@@ -440,6 +448,13 @@ static uint64_t sink_applied(void *p)
 	struct sink_stats st;
 	sink_stats(p, &st);
 	return st.applied_seq;
+}
+
+static uint64_t sink_lag_ms(void *p)
+{
+	struct sink_stats st;
+	sink_stats(p, &st);
+	return st.lag_ms;
 }
 
 static int sink_is_stopped(void *p)
@@ -579,6 +594,7 @@ struct daemon {
 	uint16_t tcp_port;
 	char admin_host[64];
 	const char *admin_token;          /* required on the admin TCP port */
+	const char *admin_token_name;     /* journaled as who asked: "token:NAME" */
 	struct dp_backend dataplane;
 	struct fs_snapshot *snap;
 	struct wr_config wc;
@@ -589,6 +605,7 @@ struct daemon {
 	struct dp_iplimit *iplimit;       /* --connections-per-ip, NULL when off */
 	struct rp *repl;                  /* --replicate: the shard's log */
 	_Atomic int *ready;               /* 0 while recovering or draining (MAP_SHARED, like snap) */
+	int dataplane_started;            /* by open_writer's before_replay (listen_early) */
 };
 
 /* The snapshot and the ready flag, MAP_SHARED: the DPDK backend's lane
@@ -755,9 +772,27 @@ static void resolve_admin(struct daemon *d)
 		d->tcp_port = (uint16_t)parse_u64("admin", colon + 1, 1, 65535);
 		d->unix_path = path_in(o->data_dir, "admin.sock");   /* the local socket stays */
 	}
-	if (d->tcp_host)
-		d->admin_token = admin_token_load(o->admin_token_file ? o->admin_token_file
-		                                                     : path_in(o->data_dir, "admin.token"));
+	if (d->tcp_host) {
+		const char *tf = o->admin_token_file ? o->admin_token_file : path_in(o->data_dir, "admin.token");
+		const char *slash = strrchr(tf, '/');
+		d->admin_token = admin_token_load(tf);
+		d->admin_token_name = slash ? slash + 1 : tf;
+	}
+}
+
+static void start_dataplane(struct daemon *d);
+
+/* wr_open's before_replay: the ports exist, the journal is not replayed
+ * yet. The dataplane starts now with the ready flag at
+ * DP_READY_RECOVERING, so the listeners answer during replay (/healthz 200,
+ * /readyz 503 recovering, every other route 503 recovering). */
+static void listen_early(void *arg, struct writer *w)
+{
+	struct daemon *d = arg;
+	assert(atomic_load(d->ready) == DP_READY_RECOVERING);
+	d->w = w;
+	start_dataplane(d);
+	d->dataplane_started = 1;
 }
 
 /* The writer: opens the journal and replays it (the snapshot is mapped by
@@ -774,7 +809,11 @@ static void open_writer(struct daemon *d)
 		.retention_ms = o->retention_ms,
 		.snapshot_pace_us = getenv("FS_TEST_SNAPSHOT_PACE_US") ?   /* crash tests only */
 		                    (uint32_t)strtoul(getenv("FS_TEST_SNAPSHOT_PACE_US"), NULL, 10) : 0,
+		.replay_pace_us = getenv("FS_TEST_REPLAY_PACE_US") ?       /* the recovery test only */
+		                  (uint32_t)strtoul(getenv("FS_TEST_REPLAY_PACE_US"), NULL, 10) : 0,
+		.before_replay = listen_early, .before_replay_arg = d,
 	};
+	atomic_store(d->ready, DP_READY_RECOVERING);
 	if (o->archive && mkdir(o->archive, 0755) != 0 && errno != EEXIST)
 		die("cannot create --archive '%s'", o->archive);
 	printf("flashsaled: recovering from %s/journal ...\n", o->data_dir);
@@ -840,6 +879,8 @@ static void create_demo_step(struct daemon *d)
 
 static void start_dataplane(struct daemon *d)
 {
+	if (d->dataplane_started)
+		return;   /* listen_early started it before the replay */
 	const struct options *o = &d->o;
 	struct dp_backend *b = &d->dataplane;
 	for (uint32_t i = 0; i < o->workers; i++)
@@ -864,12 +905,14 @@ static void start_dataplane(struct daemon *d)
 static void start_admin(struct daemon *d)
 {
 	struct ctl_admin_config ac = { .unix_path = d->unix_path, .tcp_host = d->tcp_host, .tcp_port = d->tcp_port,
-	                               .admin_token = d->admin_token, .writer = d->w,
+	                               .admin_token = d->admin_token, .admin_token_name = d->admin_token_name,
+	                               .writer = d->w,
 	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
 	                               .dataplane = &d->dataplane, .payments = d->pay, .ready = d->ready, .data_dir = d->o.data_dir,
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
 	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
-	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped };
+	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped,
+	                               .sink_lag_ms = sink_lag_ms };
 #ifdef FS_HAVE_REPLICATE
 	ac.repl = d->repl;
 	ac.repl_stats = d->repl ? repl_stats : NULL;

@@ -405,8 +405,8 @@ static double check_running(struct pf *p, const char *admin, const char *token)
 	for (uint32_t i = 0; i < s.sink_count; i++) {
 		char name[64];
 		snprintf(name, sizeof name, "sink %s", s.sink[i].name);
-		snprintf(got, sizeof got, "%s, lag %.0f batches", s.sink[i].connected == 0 ? "DISCONNECTED" : "connected",
-		         s.sink[i].lag);
+		snprintf(got, sizeof got, "%s, lag %.0f batches (%.1f s)",
+		         s.sink[i].connected == 0 ? "DISCONNECTED" : "connected", s.sink[i].lag, s.sink[i].lag_s);
 		row(p, name, got, "connected, lag < 1000", s.sink[i].connected == 0 ? 2 : s.sink[i].lag >= 1000 ? 1 : 0);
 	}
 	/* measured journal bytes per decision, when there is history */

@@ -317,8 +317,9 @@ static void route_health(const struct dp_route_ctx *ctx, const struct dp_request
 	/* a writer inside one batch for > 2 s owes its answers: not healthy */
 	int64_t busy = atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->writer_busy_since_ms, memory_order_relaxed);
 	int stalled = busy != 0 && ctx->now_ms - busy > DP_WRITER_STALL_MS;
-	int ok = !stalled && (!ready_check || ctx->ready);
+	int ok = !stalled && (!ready_check || ctx->ready == 1);
 	const char *body = ok ? "{\"ok\":true}" : stalled && !ready_check ? "{\"ok\":false,\"reason\":\"writer_stalled\"}" :
+	                   ctx->ready == DP_READY_RECOVERING ? "{\"ok\":false,\"reason\":\"recovering\"}" :
 	                   "{\"ok\":false}";
 	int n = dp_resp_raw(out, cap, ok ? 200 : 503, "application/json", body, strlen(body), req->keep_alive);
 	assert(n > 0);
@@ -341,6 +342,11 @@ void dp_route(const struct dp_route_ctx *ctx, const struct dp_request *req,
 		if (req->method != DP_M_GET && req->method != DP_M_HEAD)
 			{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
 		{ route_health(ctx, req, slice_eq(path, "/readyz"), out, cap, res); return; }
+	}
+	/* start-up replay: nothing but health is served until the state is whole */
+	if (ctx->ready == DP_READY_RECOVERING) {
+		respond_error(res, out, cap, ka, 503, "recovering", "replaying the journal: retry in a moment");
+		return;
 	}
 	/* the operator's deny list (journaled `flashctl ip deny`); allow wins */
 	uint32_t ip = client_ip(ctx, req, auth);

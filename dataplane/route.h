@@ -33,13 +33,16 @@ struct dp_sku_cache {
 	} e[DP_SKU_CACHE_SLOTS];
 };
 
+#define DP_READY_RECOVERING 2     /* the ready flag during start-up replay (flashsaled.c) */
+
 struct dp_route_ctx {
 	const struct fs_snapshot *snap;
 	struct dp_sku_cache *sku_cache; /* NULL: render every GET; else this thread's */
 	struct fs_jwt_key *jwt;         /* prepared once per worker thread */
 	int64_t now_ms;
 	uint32_t quantity_max;
-	int ready;                      /* 0 while recovering/draining: /readyz 503 */
+	int ready;                      /* 1 ready; 0 draining or starting; DP_READY_RECOVERING while the
+	                                 * journal replays: /readyz 503, every route but health 503 */
 	const struct fs_cidr *trusted;  /* trusted proxies/addresses (loopback by default) */
 	uint32_t trusted_count;
 };

@@ -183,10 +183,11 @@ int wr_admit(struct wr_admission *ad, struct wr_admission_batch *b, const struct
              const struct fs_cmd *c, struct fs_ans *refusal)
 {
 	assert(c->type < FS_CMD_TYPE_COUNT);
+	int charge = c->type == FS_CMD_CHECKOUT || c->type == FS_CMD_REFUND;   /* each may hand one over */
 	int refuse = (b->journal_full && (c->type == FS_CMD_RESERVE || c->type == FS_CMD_CHECKOUT)) ||
-	             (c->type == FS_CMD_CHECKOUT && b->charges >= ad->cfg.charge_capacity);
-	/* every checkout of the batch counts, refused or not: conservative */
-	if (c->type == FS_CMD_CHECKOUT)
+	             (charge && b->charges >= ad->cfg.charge_capacity);
+	/* every checkout (and refund) of the batch counts, refused or not: conservative */
+	if (charge)
 		b->charges++;
 	struct fr_verdict v = { 0 };
 	int rate = 1;

@@ -97,6 +97,7 @@ struct wr_order {
 	uint8_t  waiter_count;       /* volatile: requests waiting for the outcome */
 	uint32_t user;
 	uint8_t  waiter_origin[WR_ORDER_WAITERS];
+	uint8_t  restock;            /* REFUNDING: the units go back on sale when refunded */
 	uint64_t waiter_tag[WR_ORDER_WAITERS];
 	char     token[FS_ID_LEN_MAX];
 	uint64_t idem_h0, idem_h1;   /* its checkout key's slot identity */
@@ -1403,6 +1404,7 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 	c->out_val = o->amount_cents;
 	record_res_change(st, c, r, out);
 	struct wr_charge *ch = &out->charges[out->charge_count++];
+	ch->kind = WR_CHARGE_PAY;   /* the buffer is reused: a refund may have been here */
 	ch->order_no = order_no;
 	ch->amount_cents = o->amount_cents;
 	ch->token_len = o->token_len;
@@ -1446,6 +1448,121 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 		struct fs_ans *a = answer_new(out, o->waiter_origin[i], o->waiter_tag[i]);
 		fill_order(st, c->ref, a, FS_BODY_CHECKOUT);
 		a->http = o->status == FS_ORDER_PAID ? 200 : 402;
+	}
+	o->waiter_count = 0;
+}
+
+/* ---- refunds ---------------------------------------------------------------- */
+
+/* The provider's request for a refund of order_no (the payment thread
+ * sends it once the REFUND record is durable). */
+static void refund_charge(const struct wr_state *st, uint64_t order_no, struct wr_charge *ch)
+{
+	const struct wr_order *o = &(*order_at(st, order_no));
+	assert(o->status == FS_ORDER_REFUNDING);
+	memset(ch, 0, sizeof *ch);
+	ch->kind = WR_CHARGE_REFUND;
+	ch->order_no = order_no;
+	ch->amount_cents = o->amount_cents;
+	ch->token_len = o->token_len;
+	memcpy(ch->token, o->token, o->token_len);
+	ch->user_len = st->users[o->user].len;
+	memcpy(ch->user, st->users[o->user].name, ch->user_len);
+}
+
+/* Journals a refund command: its outcome is the order's new status, and
+ * the record names the order's SKU. */
+static void record_order_change(struct wr_state *st, struct fs_cmd *c, const struct wr_order *o,
+                                const struct wr_res *r, struct wr_batch_out *out)
+{
+	const struct wr_sku *k = &st->skus[r->sku];
+	c->err = FS_OK;
+	c->out_status = o->status;
+	memcpy(c->sku, k->name, k->name_len);
+	c->sku_len = k->name_len;
+	sku_touch(st, out, r->sku);
+	record_emit(out, c);
+}
+
+/* FS_CMD_REFUND (admin): a PAID order becomes REFUNDING and its refund goes
+ * to the provider; the admin's request waits for the outcome like a
+ * checkout does. A repeat while refunding waits too; a repeat once
+ * REFUNDED is answered 200 with the order (nothing journaled). */
+static void decide_refund(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
+{
+	struct wr_order *o = order_get(st, c->ref);
+	if (o == NULL) {
+		c->err = order_reclaimed(st, c->ref) ? FS_ERR_RECLAIMED : FS_ERR_NOT_FOUND;
+		{ answer_error(out, c, c->err); return; }
+	}
+	if (o->status == FS_ORDER_REFUNDED || o->status == FS_ORDER_REFUNDING) {
+		c->err = FS_ERR_EXISTS;   /* not journaled: a repeat */
+		if (o->status == FS_ORDER_REFUNDING && o->waiter_count < WR_ORDER_WAITERS && c->origin != WR_ORIGIN_NONE) {
+			o->waiter_origin[o->waiter_count] = c->origin;
+			o->waiter_tag[o->waiter_count++] = c->tag;
+			return;
+		}
+		struct fs_ans *a = answer_new(out, c->origin, c->tag);
+		fill_order(st, c->ref, a, FS_BODY_ORDER);
+		a->http = o->status == FS_ORDER_REFUNDED ? 200 : 202;
+		return;
+	}
+	if (o->status != FS_ORDER_PAID || c->quantity > 1) {
+		c->err = o->status != FS_ORDER_PAID ? FS_ERR_BAD_STATE : FS_ERR_BAD_REQUEST;
+		{ answer_error(out, c, c->err); return; }
+	}
+	struct wr_res *r = &(*res_at(st, o->res_no));
+	assert(r->status == FS_RES_CONFIRMED);
+	o->status = FS_ORDER_REFUNDING;
+	o->restock = (uint8_t)c->quantity;
+	o->reason = 0;
+	o->waiter_count = 0;
+	if (c->origin != WR_ORIGIN_NONE) {
+		o->waiter_origin[0] = c->origin;
+		o->waiter_tag[0] = c->tag;
+		o->waiter_count = 1;
+	}
+	c->out_val = o->amount_cents;
+	record_order_change(st, c, o, r, out);
+	refund_charge(st, c->ref, &out->charges[out->charge_count++]);
+}
+
+/* FS_CMD_REFUND_RESULT (payment thread): refunded, the units leave `sold`:
+ * back to available with --restock, else out of the sale (total shrinks);
+ * a refund the provider refused leaves the order PAID (the operator may
+ * ask again: same idempotency key). */
+static void decide_refund_result(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
+{
+	struct wr_order *o = order_get(st, c->ref);
+	if (o == NULL || o->status != FS_ORDER_REFUNDING ||
+	    (c->pay != FS_PAY_OK && c->pay != FS_PAY_DECLINED && c->pay != FS_PAY_ERROR &&
+	     c->pay != FS_PAY_INVALID)) {
+		c->err = FS_ERR_BAD_STATE;   /* late duplicate: the outcome is already known */
+		return;
+	}
+	struct wr_res *r = &(*res_at(st, o->res_no));
+	struct wr_sku *k = &st->skus[r->sku];
+	assert(r->status == FS_RES_CONFIRMED && k->sold >= r->qty);
+	c->quantity = r->qty;
+	c->out_val = o->restock;
+	if (c->pay == FS_PAY_OK) {
+		k->sold -= r->qty;
+		if (o->restock)
+			k->available += r->qty;
+		else
+			k->total -= r->qty;
+		o->status = FS_ORDER_REFUNDED;
+	} else {
+		o->status = FS_ORDER_PAID;
+		o->reason = c->pay;
+	}
+	record_order_change(st, c, o, r, out);
+	if (c->pay == FS_PAY_OK && o->restock)
+		waitlist_serve(st, r->sku, t_ms, out);
+	for (uint32_t i = 0; i < o->waiter_count; i++) {
+		struct fs_ans *a = answer_new(out, o->waiter_origin[i], o->waiter_tag[i]);
+		fill_order(st, c->ref, a, FS_BODY_ORDER);
+		a->http = o->status == FS_ORDER_REFUNDED ? 200 : 402;
 	}
 	o->waiter_count = 0;
 }
@@ -1731,6 +1848,8 @@ static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, stru
 	case FS_CMD_USER_TIER:    { decide_user_tier(st, c, out); return; }
 	case FS_CMD_RISK_FLAG:    { decide_risk_flag(st, c, out); return; }
 	case FS_CMD_RECLAIM:      { decide_reclaim(st, c, t_ms, out); return; }
+	case FS_CMD_REFUND:       { decide_refund(st, c, out); return; }
+	case FS_CMD_REFUND_RESULT: { decide_refund_result(st, c, t_ms, out); return; }
 	default:
 		c->err = FS_ERR_BAD_REQUEST;
 		{ answer_error(out, c, c->err); return; }
@@ -1959,9 +2078,14 @@ uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr
 	uint32_t n = 0;
 	for (uint64_t i = after > st->order_floor ? after : st->order_floor; i < st->order_count && n < max; i++) {
 		const struct wr_order *o = order_at(st, i + 1);
+		if (o->status == FS_ORDER_REFUNDING) {
+			refund_charge(st, i + 1, &out[n++]);
+			continue;
+		}
 		if (o->status != FS_ORDER_PENDING)
 			continue;
 		struct wr_charge *c = &out[n++];
+		memset(c, 0, sizeof *c);
 		c->order_no = i + 1;
 		c->amount_cents = o->amount_cents;
 		c->token_len = o->token_len;

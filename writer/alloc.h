@@ -63,7 +63,11 @@ struct wr_answer {
 	struct fs_ans ans;
 };
 
-/* A charge the payment thread must make once the batch is durable. */
+/* What the payment thread asks the provider for. */
+enum wr_charge_kind { WR_CHARGE_PAY = 0, WR_CHARGE_REFUND = 1 };
+
+/* A charge (or a refund of a paid order) the payment thread must make once
+ * the batch is durable. */
 struct wr_charge {
 	uint64_t order_no;
 	int64_t  amount_cents;
@@ -71,7 +75,8 @@ struct wr_charge {
 	char     token[FS_ID_LEN_MAX];
 	uint8_t  user_len;
 	char     user[FS_ID_LEN_MAX];
-	uint8_t  _pad[6];
+	uint8_t  kind;              /* enum wr_charge_kind */
+	uint8_t  _pad[5];
 };
 _Static_assert(sizeof(struct wr_charge) % 8 == 0, "charges travel in rings");
 
@@ -162,9 +167,9 @@ int wr_sku_default_tier(const struct wr_state *st, const char *name, size_t len)
 void wr_sku_view(const struct wr_state *st, uint32_t sku_idx, struct wr_sku_view *v);
 int wr_sku_find(const struct wr_state *st, const char *name, size_t len); /* -1 when absent */
 
-/* Orders still PENDING with an order number > after (after replay: their
- * charges must be retried with the same idempotency key), in order. Writes
- * up to max charges; returns how many. */
+/* Orders still PENDING or REFUNDING with an order number > after (after
+ * replay: their charges or refunds must be retried with the same
+ * idempotency key), in order. Writes up to max charges; returns how many. */
 uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr_charge *out, uint32_t max);
 
 struct wr_usage {

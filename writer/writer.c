@@ -149,6 +149,8 @@ static int replay_batch(void *arg, const struct jr_batch *b)
 			fs_snap_holder_set(rc->w->snap, rc->cmds[i].user, rc->cmds[i].user_len);
 	rc->w->last_t_ms = b->time_ms;
 	atomic_fetch_add(&rc->w->m.replayed_batches, 1);
+	if (rc->w->cfg.replay_pace_us)   /* tests only: a replay long enough to watch */
+		usleep(rc->w->cfg.replay_pace_us);
 	atomic_store(&rc->w->m.durable_seq, b->seq);
 	return 0;
 bad:
@@ -367,6 +369,8 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 		wr_close(w);
 		return NULL;
 	}
+	if (cfg->before_replay != NULL)   /* the listeners answer while we recover */
+		cfg->before_replay(cfg->before_replay_arg, w);
 	if (!cfg->no_prefault) {   /* before replay: the first decision must not fault */
 		struct timespec t0, t1;
 		clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -16,6 +16,8 @@
 #define WR_FSYNC_BUCKETS    20        /* 2^i microseconds, i = 0..19 */
 #define WR_BATCH_BUCKETS    14        /* 2^i commands, i = 0..13 */
 
+struct writer;
+
 struct wr_config {
 	const char *data_dir;             /* the journal lives in data_dir/journal */
 	struct wr_limits limits;
@@ -40,6 +42,12 @@ struct wr_config {
 	const char *archive_dir;
 	uint32_t snapshot_pace_us;        /* tests only: slow snapshot writing down (see snapshot.h) */
 	uint64_t retention_ms;            /* ended reservations/orders/keys kept this long (0 = forever) */
+	/* Called by wr_open once the ports exist, before the tables are faulted
+	 * in and the journal is replayed: the dataplane starts here and answers
+	 * (503 recovering) while the rest of wr_open runs. NULL: nothing. */
+	void (*before_replay)(void *arg, struct writer *w);
+	void *before_replay_arg;
+	uint32_t replay_pace_us;          /* tests only: each replayed batch takes this much longer */
 };
 
 struct wr_metrics {

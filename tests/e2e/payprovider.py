@@ -33,6 +33,14 @@ What an attempt gets, by its payment token (first match wins):
   - tok_flaky_<n>...     503 for the first <n> attempts of a key, then charged
   - anything else        402 invalid_token
 
+Refunds (flashctl order refund): POST <path>/refund, Idempotency-Key
+refund-o..., the charge's body plus "refund":true. Recorded apart (refunds(),
+"refunds" in the file): 200 {"status":"refunded"} once per key, 409 for a key
+already refunded, 402 {"status":"declined","reason":"not_charged"} for an
+order this provider never charged. set_refund_rule(prefix, action, delay_ms)
+by payment token: ok, fail (500), or slow (refunded at once, the answer sent
+delay_ms later: a client that dies meanwhile was refunded anyway).
+
 In-process:  p = Provider(record_path).start(); p.url; p.keys(); p.stop()
 Standalone:  python3 payprovider.py --port 8099 --record /tmp/charges.json
 """
@@ -61,6 +69,8 @@ class Provider:
         self.lock = threading.Lock()
         self.key_locks = {}
         self.records = {}          # key -> record dict
+        self.refund_records = {}   # refund key -> record dict
+        self.refund_rules = []     # (prefix, action, delay_ms)
         self.rules = []            # (prefix, action, delay_ms)
         self.mode = None           # (action, delay_ms) or None
         self.server = None
@@ -109,7 +119,15 @@ class Provider:
         with self.lock:
             self.mode = None if action in (None, "normal") else (action, delay_ms)
 
+    def set_refund_rule(self, prefix, action, delay_ms=0):
+        with self.lock:
+            self.refund_rules = [r for r in self.refund_rules if r[0] != prefix] + [(prefix, action, delay_ms)]
+
     # ---------------------------------------------------------- records
+    def refunds(self):
+        with self.lock:
+            return json.loads(json.dumps(self.refund_records))
+
     def keys(self):
         with self.lock:
             return json.loads(json.dumps(self.records))
@@ -127,7 +145,8 @@ class Provider:
         if not self.record_path:
             return
         with self.lock:
-            data = json.dumps({"keys": self.records, "in_flight_max": self.in_flight_max},
+            data = json.dumps({"keys": self.records, "refunds": self.refund_records,
+                               "in_flight_max": self.in_flight_max},
                               indent=1, sort_keys=True)
         tmp = self.record_path + ".tmp.%d" % threading.get_ident()
         with open(tmp, "w") as f:
@@ -178,9 +197,13 @@ class Provider:
             klock = self.key_locks.setdefault(key, threading.Lock())
             self.in_flight += 1
             self.in_flight_max = max(self.in_flight_max, self.in_flight)
+        refund = h.path.endswith("/refund")
         try:
             with klock:   # attempts with one key are processed one at a time
-                status, answer, delay = self._attempt(key, body, h)
+                if refund:
+                    status, answer, delay = self._refund(key, body)
+                else:
+                    status, answer, delay = self._attempt(key, body, h)
             self._save()
             if delay:
                 time.sleep(delay / 1000.0)
@@ -228,6 +251,34 @@ class Provider:
                 r["declined"] = answer["reason"]
             r["answers"].append(status if status is not None else "hang")
         return status, answer, delay
+
+    def _refund(self, key, body):
+        token = str(body.get("payment_token", ""))
+        oid = body.get("order_id")
+        with self.lock:
+            r = self.refund_records.setdefault(key, {
+                "order_id": oid, "amount_cents": body.get("amount_cents"), "refund": body.get("refund"),
+                "attempts": 0, "refunded": 0, "answers": []})
+            r["attempts"] += 1
+            if r["refunded"]:
+                r["answers"].append(409)
+                return 409, {"status": "already_refunded"}, 0
+            charged = self.records.get(oid, {}).get("charged", 0)
+            action, delay = "ok", 0
+            for prefix, a, d in self.refund_rules:
+                if token.startswith(prefix):
+                    action, delay = a, d
+                    break
+            if action == "fail":
+                r["answers"].append(500)
+                return 500, {"error": "internal"}, 0
+            if not charged:
+                r["answers"].append(402)
+                return 402, {"status": "declined", "reason": "not_charged"}, 0
+            r["refunded"] += 1
+            r["refunded_at"] = time.time()
+            r["answers"].append(200)
+        return 200, {"status": "refunded"}, delay if action == "slow" else 0
 
     def _control(self, h, raw):
         try:

@@ -384,6 +384,15 @@ def main():
         lags = {s["name"]: s["lag"] for s in st["sinks"]}
         check(st["journal_seq"] > seq_before and lags.get("postgres", 0) > 0,
               f"the PostgreSQL sink lags while its database is away ({lags}, journal_seq {st['journal_seq']})")
+        lag_s = {s["name"]: s["lag_s"] for s in st["sinks"]}
+        time.sleep(1.0)
+        lag_s2 = {s["name"]: s["lag_s"] for s in sale_status(server, "sinks-a")["sinks"]}
+        check(lag_s.get("postgres", 0) >= 0.5 and lag_s2.get("postgres", 0) >= lag_s["postgres"] + 0.5,
+              f"the PostgreSQL sink's lag in seconds grows while its database is away ({lag_s} then {lag_s2})")
+        m = re.search(r'^flashsale_sink_lag_seconds\{sink="postgres"\} ([0-9.]+)$',
+                      server.admin("metrics").stdout, re.M)
+        check(m is not None and float(m.group(1)) >= lag_s2["postgres"],
+              f"/metrics flashsale_sink_lag_seconds{{sink=postgres}} {m.group(1) if m else None} >= {lag_s2['postgres']}")
         ok_r = wait_for_sink(server, "sinks-a", "redis", timeout=10)
         check(ok_r, "the Redis sink keeps up (lag 0) while PostgreSQL is away")
         check_redis(server, redis, ["sinks-a"], "PostgreSQL away")
@@ -393,6 +402,8 @@ def main():
         need(ok, f"the PostgreSQL sink caught up (lag 0) within {LAG_WAIT_S:g} s after the database came back "
                  f"({[s['sinks'] for s in st]})")
         print(f"caught up {time.monotonic() - t0:.2f} s after connections were allowed again")
+        check(all(x["lag_s"] == 0 for x in st[0]["sinks"] + st[1]["sinks"]),
+              f"caught up: every sink's lag in seconds is 0 ({[x['sinks'] for x in st]})")
         t_all = dict(t1)
         t_all["sinks-a"] = dict(t1["sinks-a"])
         for k in ("granted", "reserved", "sold", "returned"):

@@ -71,7 +71,7 @@ struct prop {
 	uint32_t sku_names_n;
 	/* progress */
 	uint64_t done, epoch, batch;
-	uint64_t stat_ans[FS_ERR_COUNT], stat_promote, stat_wait, stat_paid, stat_expire, stat_serve, stat_reclaim;
+	uint64_t stat_ans[FS_ERR_COUNT], stat_promote, stat_wait, stat_paid, stat_expire, stat_serve, stat_reclaim, stat_refund;
 };
 
 static struct prop P;
@@ -316,6 +316,32 @@ static void gen_pay(struct fs_cmd *c)
 	c->origin = 9;   /* the payment thread's ring */
 }
 
+/* flashctl order refund (mostly of a PAID order, sometimes a repeat or a
+ * wrong one), and the payment thread's outcome of a refund in flight. */
+static void gen_refund(struct fs_cmd *c)
+{
+	uint64_t n = model_order_count(P.m);
+	uint64_t o = n ? 1 + rnd((uint32_t)n) : 1;
+	for (int i = 0; i < 6 && n && model_order_status(P.m, o) != FS_ORDER_PAID; i++)
+		o = 1 + rnd((uint32_t)n);
+	tc_reset(c, FS_CMD_REFUND);
+	c->ref = chance(2) ? n + 1 + rnd(3) : o;
+	c->quantity = chance(5) ? 2 : rnd(2);   /* restock, or a bad value */
+	tc_set(c->key, &c->key_len, FS_ID_LEN_MAX, "uid:0");
+}
+
+static void gen_refund_result(struct fs_cmd *c)
+{
+	uint64_t n = model_order_count(P.m);
+	uint64_t o = n ? 1 + rnd((uint32_t)n) : 1;
+	for (int i = 0; i < 8 && n && model_order_status(P.m, o) != FS_ORDER_REFUNDING; i++)
+		o = 1 + rnd((uint32_t)n);
+	uint32_t p = rnd(100);
+	tc_pay(c, o, p < 70 ? FS_PAY_OK : p < 85 ? FS_PAY_DECLINED : p < 97 ? FS_PAY_ERROR : 9);
+	c->type = FS_CMD_REFUND_RESULT;
+	c->origin = 9;   /* the payment thread's ring */
+}
+
 static void gen_create(struct fs_cmd *c, int must_work)
 {
 	char name[8];
@@ -381,6 +407,10 @@ static void gen_one(struct fs_cmd *c)
 	} else if (p < 863) {
 		tc_reset(c, chance(50) ? FS_CMD_PROMOTE : (uint8_t)(FS_CMD_TYPE_COUNT + rnd(100)));
 		c->ref = pick_res(0xff);
+	} else if (p < 880) {
+		gen_refund(c);
+	} else if (p < 895) {
+		gen_refund_result(c);
 	} else {
 		gen_reserve(c);
 	}
@@ -508,6 +538,7 @@ static void check_batch(uint32_t n, uint32_t nd)
 		if (c->type == FS_CMD_EXPIRE) P.stat_expire++;
 		if (c->type == FS_CMD_WAITLIST_SERVE) P.stat_serve++;
 		if (c->type == FS_CMD_RECLAIM) P.stat_reclaim++;
+		if (c->type == FS_CMD_REFUND_RESULT && c->pay == FS_PAY_OK) P.stat_refund++;
 	}
 	if (off != o->records_len)
 		FAIL(n, "records the model does not expect after the last command (%u of %u bytes)", off, o->records_len);
@@ -566,7 +597,7 @@ static void check_batch(uint32_t n, uint32_t nd)
 		if (ch >= o->charge_count)
 			FAIL(n, "cmd %u: the model expects a charge for order %llu", i, (unsigned long long)e->ch.order_no);
 		const struct wr_charge *g = &o->charges[ch++];
-		if (g->order_no != e->ch.order_no || g->amount_cents != e->ch.amount_cents ||
+		if (g->kind != e->ch.kind || g->order_no != e->ch.order_no || g->amount_cents != e->ch.amount_cents ||
 		    g->token_len != e->ch.token_len || memcmp(g->token, e->ch.token, g->token_len) != 0 ||
 		    g->user_len != e->ch.user_len || memcmp(g->user, e->ch.user, g->user_len) != 0)
 			FAIL(n, "cmd %u: charge differs (order %llu amount %lld, model order %llu amount %lld)", i,
@@ -730,14 +761,17 @@ static void test_alloc_matches_model(void **state)
 	for (int e = 0; e < FS_ERR_COUNT; e++)
 		if (P.stat_ans[e])
 			printf(" %s=%llu", fs_err_name((enum fs_err)e), (unsigned long long)P.stat_ans[e]);
-	printf("\nalloc_prop: waitlisted=%llu promoted=%llu expired=%llu serves=%llu paid=%llu reclaims=%llu\n",
+	printf("\nalloc_prop: waitlisted=%llu promoted=%llu expired=%llu serves=%llu paid=%llu reclaims=%llu "
+	       "refunds=%llu\n",
 	       (unsigned long long)P.stat_wait, (unsigned long long)P.stat_promote,
 	       (unsigned long long)P.stat_expire, (unsigned long long)P.stat_serve,
-	       (unsigned long long)P.stat_paid, (unsigned long long)P.stat_reclaim);
+	       (unsigned long long)P.stat_paid, (unsigned long long)P.stat_reclaim,
+	       (unsigned long long)P.stat_refund);
 	/* the workload must reach the interesting paths, or it proves little */
 	assert_true(P.stat_ans[FS_ERR_SOLD_OUT] > 0 || P.steps < 20000);
 	assert_true(P.stat_promote > 0 || P.steps < 20000);
 	assert_true(P.stat_reclaim > 0 || P.steps < 20000);
+	assert_true(P.stat_refund > 0 || P.steps < 20000);
 	assert_true(P.stat_ans[FS_ERR_LIMIT_REACHED] > 0 || P.steps < 20000);
 	assert_true(P.stat_ans[FS_ERR_OVERLOADED] > 0 || P.steps < 20000);
 }

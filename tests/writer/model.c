@@ -56,6 +56,7 @@ struct m_order {
 	char     token[FS_ID_LEN_MAX];
 	uint8_t  token_len;
 	int      has_waiter;              /* waiters (at most 4) */
+	uint8_t  restock;                 /* REFUNDING: units go back on sale when refunded */
 	uint8_t  waiter_origin[4];
 	uint64_t waiter_tag[4];
 };
@@ -751,6 +752,90 @@ static void do_pay_result(struct model *m, const struct fs_cmd *c, int64_t t_ms,
 	o->has_waiter = 0;
 }
 
+/* flashctl order refund: PAID -> REFUNDING, the refund goes to the provider;
+ * the admin's request waits for the outcome (like a checkout). */
+static void do_refund(struct model *m, const struct fs_cmd *c, struct m_effect *e)
+{
+	struct m_order *o = order_get(m, c->ref);
+	if (o == NULL) {
+		int gone = c->ref != 0 && c->ref <= m->order_count;
+		{ ans_error(e, c, gone ? FS_ERR_RECLAIMED : FS_ERR_NOT_FOUND); return; }
+	}
+	if (o->status == FS_ORDER_REFUNDING && o->has_waiter < 4) {
+		o->waiter_origin[o->has_waiter] = c->origin;
+		o->waiter_tag[o->has_waiter++] = c->tag;
+		return;
+	}
+	if (o->status == FS_ORDER_REFUNDING || o->status == FS_ORDER_REFUNDED) {
+		struct m_ans *a = ans_new(e, c->origin, c->tag);
+		fill_order(m, c->ref, a, FS_BODY_ORDER);
+		a->ans.http = o->status == FS_ORDER_REFUNDED ? 200 : 202;
+		return;
+	}
+	if (o->status != FS_ORDER_PAID)
+		{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
+	if (c->quantity > 1)
+		{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
+	struct m_res *r = &m->res[o->res_no - 1];
+	assert(r->status == FS_RES_CONFIRMED);
+	o->status = FS_ORDER_REFUNDING;
+	o->restock = (uint8_t)c->quantity;
+	o->reason = 0;
+	o->has_waiter = 1;
+	o->waiter_origin[0] = c->origin;
+	o->waiter_tag[0] = c->tag;
+	m->skus[r->sku].version++;
+	e->journaled = 1;
+	e->out_status = FS_ORDER_REFUNDING;
+	e->out_val = o->amount;
+	e->charge = 1;
+	memset(&e->ch, 0, sizeof e->ch);
+	e->ch.kind = WR_CHARGE_REFUND;
+	e->ch.order_no = c->ref;
+	e->ch.amount_cents = o->amount;
+	e->ch.token_len = o->token_len;
+	memcpy(e->ch.token, o->token, o->token_len);
+	e->ch.user_len = m->users[o->user].len;
+	memcpy(e->ch.user, m->users[o->user].name, e->ch.user_len);
+}
+
+/* The provider's outcome: refunded, the units leave `sold` (back to
+ * available with restock, else out of the sale); refused, PAID again. */
+static void do_refund_result(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
+{
+	struct m_order *o = order_get(m, c->ref);
+	if (o == NULL || o->status != FS_ORDER_REFUNDING ||
+	    (c->pay != FS_PAY_OK && c->pay != FS_PAY_DECLINED && c->pay != FS_PAY_ERROR &&
+	     c->pay != FS_PAY_INVALID))
+		return;
+	struct m_res *r = &m->res[o->res_no - 1];
+	struct m_sku *k = &m->skus[r->sku];
+	if (c->pay == FS_PAY_OK) {
+		assert(k->sold >= r->qty);
+		k->sold -= r->qty;
+		if (o->restock)
+			k->available += r->qty;
+		else
+			k->total -= r->qty;
+		o->status = FS_ORDER_REFUNDED;
+	} else {
+		o->status = FS_ORDER_PAID;
+		o->reason = c->pay;
+	}
+	k->version++;
+	e->journaled = 1;
+	e->out_status = o->status;
+	e->out_val = o->restock;
+	if (c->pay == FS_PAY_OK && o->restock)
+		serve(m, r->sku, t_ms, e);
+	for (int i = 0; i < o->has_waiter; i++) {
+		struct m_ans *a = ans_new(e, o->waiter_origin[i], o->waiter_tag[i]);
+		fill_order(m, c->ref, a, FS_BODY_ORDER);
+		a->ans.http = o->status == FS_ORDER_REFUNDED ? 200 : 402;
+	}
+	o->has_waiter = 0;
+}
+
 static void do_read(struct model *m, const struct fs_cmd *c, struct m_effect *e)
 {
 	int gone = c->type == FS_CMD_RES_GET ? c->ref != 0 && c->ref <= m->res_floor :
@@ -817,6 +902,8 @@ void model_decide(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct 
 	case FS_CMD_ORDER_GET:   do_read(m, c, e); break;
 	case FS_CMD_WAITLIST_SERVE: do_serve(m, c, t_ms, e); break;
 	case FS_CMD_RECLAIM:     do_reclaim(m, c, t_ms, e); break;
+	case FS_CMD_REFUND:      do_refund(m, c, e); break;
+	case FS_CMD_REFUND_RESULT: do_refund_result(m, c, t_ms, e); break;
 	default:                 ans_error(e, c, FS_ERR_BAD_REQUEST); break;
 	}
 }

@@ -1,7 +1,8 @@
 /* pay_builtin.c - the built-in test provider (pay_provider.h): decides every
  * attempt at once from the payment token (API.md): tok_ok* is charged,
  * tok_decline* declined, tok_down* a provider error, tok_slow_<ms> charged
- * and known <ms> later, anything else an invalid token. Used when
+ * and known <ms> later, anything else an invalid token. A refund is made at
+ * once, except for a tok_down* order (a provider error). Used when
  * flashsaled runs without --payment-provider.
  */
 #include "writer/pay/pay_provider.h"
@@ -43,6 +44,10 @@ static int test_start(void *self, uint32_t slot, const struct wr_charge *c, int6
 {
 	uint32_t delay_ms;
 	int out = pay_test_token(c->token, c->token_len, &delay_ms);
+	if (c->kind == WR_CHARGE_REFUND) {   /* refunds: made, known at once, unless the provider is down */
+		out = out == FS_PAY_ERROR ? FS_PAY_ERROR : FS_PAY_OK;
+		delay_ms = 0;
+	}
 	*due_ms = t + delay_ms;
 	return out == 0 ? FS_PAY_OK : out;
 }

@@ -29,6 +29,15 @@
  *                                                   "invalid_token"
  *     409 (any body)                             -> this key was already
  *                                                   charged: PAID
+ *   A refund of a paid order (flashctl order refund) is one request too, to
+ *   the path with "/refund" appended, with Idempotency-Key "refund-" + the
+ *   order id and the same body plus "refund":true:
+ *     200 {"status":"refunded"}   -> REFUNDED
+ *     409 (any body)              -> this key was already refunded: REFUNDED
+ *     402 {"status":"declined"}   -> refused: the order stays PAID
+ *   Errors are retried with the same key as for charges; a refund in flight
+ *   when flashsaled stops is sent again, same key, at the next start.
+ *
  *   A 409 must mean "already charged" and nothing else: a provider that
  *   sees an attempt while an earlier one with the same key is still being
  *   processed must wait for that one or answer a retryable error (5xx).
@@ -91,6 +100,7 @@ struct http_conn {
 	int      fd;
 	uint8_t  state;          /* enum conn_state */
 	uint8_t  reused;         /* this request went on a connection kept from an earlier answer */
+	uint8_t  refund;         /* the attempt in flight is a refund */
 	uint32_t slot;           /* the charge slot of the attempt in flight */
 	int64_t  deadline_ms;
 	uint32_t out_len, out_off;
@@ -254,9 +264,10 @@ static int request_build(const struct http_prov *h, struct http_conn *c, const s
 {
 	char id[FS_PUBID_LEN + 1];
 	fs_pubid_format(id, 'o', ch->order_no);
+	int refund = ch->kind == WR_CHARGE_REFUND;
 	char body[2 * 6 * FS_ID_LEN_MAX + 200];
-	int n = snprintf(body, sizeof body, "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"USD\","
-	                 "\"payment_token\":\"", id, (long long)ch->amount_cents);
+	int n = snprintf(body, sizeof body, "{\"order_id\":\"%s\",\"amount_cents\":%lld,\"currency\":\"USD\",%s"
+	                 "\"payment_token\":\"", id, (long long)ch->amount_cents, refund ? "\"refund\":true," : "");
 	assert(n > 0 && (size_t)n < sizeof body);
 	n = json_escape(body, (size_t)n, sizeof body, ch->token, ch->token_len);
 	if (n < 0 || (size_t)n + 12 >= sizeof body)
@@ -268,12 +279,14 @@ static int request_build(const struct http_prov *h, struct http_conn *c, const s
 	memcpy(body + n, "\"}", 3);
 	n += 2;
 	int m = snprintf(c->out, sizeof c->out,
-	                 "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: flashsaled\r\n"
-	                 "Content-Type: application/json\r\nIdempotency-Key: %s\r\n"
-	                 "Content-Length: %d\r\n\r\n%s", h->url.path, h->url.host_header, id, n, body);
+	                 "POST %s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: flashsaled\r\n"
+	                 "Content-Type: application/json\r\nIdempotency-Key: %s%s\r\n"
+	                 "Content-Length: %d\r\n\r\n%s", h->url.path, refund ? "/refund" : "",
+	                 h->url.host_header, refund ? "refund-" : "", id, n, body);
 	if (m < 0 || (size_t)m >= sizeof c->out)
 		return -1;
 	c->out_len = (uint32_t)m;
+	c->refund = (uint8_t)refund;
 	c->out_off = 0;
 	c->in_len = 0;
 	return 0;
@@ -454,10 +467,10 @@ static const jsmntok_t *json_member(const char *json, const jsmntok_t *tok, int 
 }
 
 /* The outcome an answer means (the contract above). */
-static int resp_outcome(const struct http_resp *r)
+static int resp_outcome(const struct http_resp *r, int refund)
 {
 	if (r->status == 409)
-		return FS_PAY_OK;   /* this key was already charged */
+		return FS_PAY_OK;   /* this key was already charged (refunded) */
 	if (r->status != 200 && r->status != 402)
 		return FS_PAY_ERROR;
 	jsmntok_t tok[HTTP_JSON_TOKENS_MAX];
@@ -468,7 +481,7 @@ static int resp_outcome(const struct http_resp *r)
 		return r->status == 402 ? FS_PAY_DECLINED : FS_PAY_ERROR;
 	if (r->status == 200) {
 		const jsmntok_t *s = json_member(r->body, tok, count, "status");
-		return s != NULL && tok_is(r->body, s, "charged") ? FS_PAY_OK : FS_PAY_ERROR;
+		return s != NULL && tok_is(r->body, s, refund ? "refunded" : "charged") ? FS_PAY_OK : FS_PAY_ERROR;
 	}
 	const jsmntok_t *why = json_member(r->body, tok, count, "reason");
 	return why != NULL && tok_is(r->body, why, "invalid_token") ? FS_PAY_INVALID : FS_PAY_DECLINED;
@@ -560,7 +573,7 @@ static int conn_step(struct http_prov *h, struct http_conn *c)
 			conn_close(c);
 			return FS_PAY_ERROR;
 		}
-		int out = resp_outcome(&r);
+		int out = resp_outcome(&r, c->refund);
 		if (r.close) {
 			conn_close(c);
 		} else {

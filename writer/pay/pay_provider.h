@@ -25,7 +25,9 @@ typedef void pay_done_fn(void *ctx, uint32_t slot, int outcome);
  * when the provider was made. Every function runs on the payment thread. */
 struct pay_provider_ops {
 	const char *name;
-	/* Begins one attempt at charge c (idempotency key: the order id).
+	/* Begins one attempt at charge c (idempotency key: the order id), or at
+	 * the refund of its order when c->kind is WR_CHARGE_REFUND (key:
+	 * "refund-" + the order id; FS_PAY_OK means refunded).
 	 * Returns the attempt's outcome (enum fs_pay) with *due_ms set to the
 	 * time it is known (now, or later for tok_slow_<ms>); 0 when the outcome
 	 * comes later through advance(); PAY_BUSY when it cannot start now. */

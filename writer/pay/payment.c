@@ -7,6 +7,10 @@
  * writer at due_ms). The thread sleeps in one poll() on the writer's kick,
  * the provider's sockets and the earliest due time.
  *
+ * A refund of a paid order (struct wr_charge kind WR_CHARGE_REFUND) takes
+ * the same path and is reported as a REFUND_RESULT command; its key is
+ * "refund-" + the order id.
+ *
  * Provider errors (timeouts, refused connections, answers outside the
  * contract) are retried with the same idempotency key (the order id) and a
  * doubling backoff, up to retry_count_max attempts; then the order fails
@@ -49,7 +53,7 @@ _Static_assert(sizeof(struct pay_slot) == 16, "the loops scan every slot: keep t
 
 struct pay_counters {
 	_Atomic uint64_t charges, attempts, attempt_errors, paid, declined, invalid, unavailable;
-	_Atomic uint64_t breaker_opened;
+	_Atomic uint64_t breaker_opened, refunded, refund_failed;
 	_Atomic uint32_t in_flight, breaker;
 };
 
@@ -160,13 +164,16 @@ static int report(struct payments *p, uint32_t i)
 	if (c == NULL)
 		return 0;
 	memset(c, 0, sizeof *c);
-	c->type = FS_CMD_PAY_RESULT;
+	int refund = p->charges[i].kind == WR_CHARGE_REFUND;
+	c->type = refund ? FS_CMD_REFUND_RESULT : FS_CMD_PAY_RESULT;
 	c->ref = p->charges[i].order_no;
 	c->pay = s->outcome;
-	const char *why = s->outcome == FS_PAY_OK ? "charged" : fs_pay_reason_name(s->outcome);
+	const char *why = s->outcome != FS_PAY_OK ? fs_pay_reason_name(s->outcome) : refund ? "refunded" : "charged";
 	c->text_len = (uint8_t)strlen(why);
 	memcpy(c->text, why, c->text_len);
-	switch (s->outcome) {
+	if (refund)
+		bump(s->outcome == FS_PAY_OK ? &p->n.refunded : &p->n.refund_failed);
+	else switch (s->outcome) {
 	case FS_PAY_OK:       bump(&p->n.paid); break;
 	case FS_PAY_DECLINED: bump(&p->n.declined); break;
 	case FS_PAY_INVALID:  bump(&p->n.invalid); break;
@@ -191,6 +198,7 @@ static void take_new(struct payments *p, int64_t t)
 		if (fs_ring_dequeue_burst(p->cfg.charges, c, 1) == 0)
 			break;
 		assert(c->order_no != 0 && c->token_len <= FS_ID_LEN_MAX && c->user_len <= FS_ID_LEN_MAX);
+		assert(c->kind == WR_CHARGE_PAY || c->kind == WR_CHARGE_REFUND);
 		s->state = SLOT_WAITING;
 		s->due_ms = t;
 		s->attempts = 0;
@@ -377,6 +385,8 @@ void pay_stats_get(const struct payments *p, struct pay_stats *s)
 	s->invalid = atomic_load_explicit(&n->invalid, memory_order_relaxed);
 	s->unavailable = atomic_load_explicit(&n->unavailable, memory_order_relaxed);
 	s->breaker_opened = atomic_load_explicit(&n->breaker_opened, memory_order_relaxed);
+	s->refunded = atomic_load_explicit(&n->refunded, memory_order_relaxed);
+	s->refund_failed = atomic_load_explicit(&n->refund_failed, memory_order_relaxed);
 	s->in_flight = atomic_load_explicit(&n->in_flight, memory_order_relaxed);
 	s->breaker = atomic_load_explicit(&n->breaker, memory_order_relaxed);
 }

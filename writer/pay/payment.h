@@ -48,6 +48,7 @@ struct pay_stats {
 	uint64_t attempt_errors;   /* attempts that ended FS_PAY_ERROR */
 	uint64_t paid, declined, invalid, unavailable;   /* outcomes reported */
 	uint64_t breaker_opened;   /* transitions to open (closed or half-open -> open) */
+	uint64_t refunded, refund_failed;   /* refund outcomes reported */
 	uint32_t in_flight;        /* charges held in the slot table */
 	uint32_t breaker;          /* enum pay_breaker */
 };

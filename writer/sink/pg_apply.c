@@ -352,7 +352,7 @@ static int64_t cursor_lock(PGconn *c, const char *name, char *err, size_t err_le
 
 static uint8_t status_parse(const char *s, int order)
 {
-	for (uint8_t i = 0; i < (order ? 4 : FS_RES_STATUS_COUNT); i++) {
+	for (uint8_t i = 0; i < (order ? FS_ORDER_REFUNDED + 1 : FS_RES_STATUS_COUNT); i++) {
 		const char *name = order ? fs_order_status_name(i) : fs_res_status_name(i);
 		if (strcmp(s, name) == 0)
 			return i;
@@ -404,7 +404,8 @@ static int collect(struct pg_apply *a, const struct fs_cmd *recs, uint32_t n)
 				return -1;
 			o->is_new = o->known = 1;
 			o->rec = i;
-		} else if (c->type == FS_CMD_PAY_RESULT && c->ref && !sm_tab_find(&a->orders, c->ref)) {
+		} else if ((c->type == FS_CMD_PAY_RESULT || c->type == FS_CMD_REFUND || c->type == FS_CMD_REFUND_RESULT) &&
+		           c->ref && !sm_tab_find(&a->orders, c->ref)) {
 			if (!sm_tab_upsert(&a->orders, c->ref))
 				return -1;
 		}
@@ -613,6 +614,29 @@ static uint32_t fold_pay_result(struct pg_apply *a, const struct fs_cmd *c, uint
 	return r->sku_slot;
 }
 
+/* REFUND: PAID -> REFUNDING. REFUND_RESULT: refunded, the units leave
+ * `sold` (back to available when out_val says restock, else out of total),
+ * or refused (PAID again). The record carries the SKU and the quantity. */
+static uint32_t fold_refund(struct pg_apply *a, const struct fs_cmd *c)
+{
+	struct pa_order *o = sm_tab_find(&a->orders, c->ref);
+	uint32_t k = sku_slot(a, c->sku, c->sku_len);
+	uint8_t want = c->type == FS_CMD_REFUND ? FS_ORDER_PAID : FS_ORDER_REFUNDING;
+	if (!o || !o->known || o->status != want || k == UINT32_MAX)
+		return UINT32_MAX;
+	if (c->type == FS_CMD_REFUND_RESULT && c->pay == FS_PAY_OK) {
+		struct pa_sku *s = &a->skus[k];
+		s->d_sold -= c->quantity;
+		if (c->out_val)
+			s->d_available += c->quantity;
+		else
+			s->d_total -= c->quantity;
+	}
+	o->status = c->out_status;
+	o->dirty = 1;
+	return k;
+}
+
 static uint32_t fold_record(struct pg_apply *a, const struct fs_cmd *c, uint32_t i)
 {
 	switch (c->type) {
@@ -630,6 +654,8 @@ static uint32_t fold_record(struct pg_apply *a, const struct fs_cmd *c, uint32_t
 		return fold_checkout(a, c);
 	case FS_CMD_PAY_RESULT:
 		return fold_pay_result(a, c, i);
+	case FS_CMD_REFUND: case FS_CMD_REFUND_RESULT:
+		return fold_refund(a, c);
 	default:
 		return UINT32_MAX;
 	}
@@ -658,6 +684,8 @@ static const char *out_status_name(const struct fs_cmd *c)
 		return fs_sale_state_name(c->out_status);
 	if (c->type == FS_CMD_STOCK_ADD || c->type == FS_CMD_STOCK_REMOVE || c->out_status == 0)
 		return NULL;
+	if (c->type == FS_CMD_REFUND || c->type == FS_CMD_REFUND_RESULT)
+		return fs_order_status_name(c->out_status);
 	return fs_res_status_name(c->out_status);
 }
 
@@ -675,14 +703,16 @@ static void event_row(struct pg_apply *a, struct pa_buf *b, const struct fs_cmd 
 	col(b);
 	if (c->key_len) buf_text(b, c->key, c->key_len, 0); else null_field(b);
 	col(b);
-	if (c->ref) buf_pubid(b, c->type == FS_CMD_PAY_RESULT ? 'o' : 'r', c->ref); else null_field(b);
+	int order_ref = c->type == FS_CMD_PAY_RESULT || c->type == FS_CMD_REFUND || c->type == FS_CMD_REFUND_RESULT;
+	if (c->ref) buf_pubid(b, order_ref ? 'o' : 'r', c->ref); else null_field(b);
 	buf_printf(b, "\t%u\t", c->quantity);
 	if (c->out_ref) buf_pubid(b, c->type == FS_CMD_CHECKOUT ? 'o' : 'r', c->out_ref); else null_field(b);
 	col(b);
 	const char *st = out_status_name(c);
 	if (st) buf_puts(b, st); else null_field(b);
 	buf_printf(b, "\t%" PRId64 "\t%u\t", c->out_val, c->pay);
-	int detail = c->text_len && (c->type == FS_CMD_PAY_RESULT || c->type == FS_CMD_SALE_FREEZE);
+	int detail = c->text_len && (c->type == FS_CMD_PAY_RESULT || c->type == FS_CMD_SALE_FREEZE ||
+	                             c->type == FS_CMD_REFUND_RESULT);
 	if (detail) buf_text(b, c->text, c->text_len, 0); else null_field(b);
 	buf_putc(b, '\n');
 }
@@ -912,7 +942,7 @@ static int write_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len
 	return rows_flush(a, c, fresh, "COPY orders (order_id, reservation_id, sku, user_id, quantity, "
 	                  "amount_cents, status, reason, paid_at, idempotency_key, created_seq) FROM STDIN", changed,
 	                  "UPDATE orders o SET status = u.st, reason = u.reason, "
-	                  "paid_at = timestamptz 'epoch' + u.paid * interval '1 millisecond' "
+	                  "paid_at = COALESCE(timestamptz 'epoch' + u.paid * interval '1 millisecond', o.paid_at) "
 	                  "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, reason, paid) "
 	                  "WHERE o.order_id = u.id", "update orders", err, err_len);
 }

@@ -25,6 +25,10 @@
 #define SINK_BACKOFF_MS_MAX  5000
 #define SINK_BUSY_MS         1
 #define SINK_TEXT_BYTES      1024
+#define SINK_LAG_OBS_MAX     256   /* durable sequences seen and not yet applied (lag_note) */
+
+/* When the thread first saw the writer's durable sequence at `seq`. */
+struct lag_obs { uint64_t seq; int64_t mono_ms; };
 
 struct sink {
 	struct sink_config cfg;
@@ -46,12 +50,15 @@ struct sink {
 	struct jr_batch batch;         /* the batch in hand (valid until the next jr_reader_next) */
 	int have_batch;
 	uint32_t idle_ms, backoff_ms;
+	struct lag_obs lag_obs[SINK_LAG_OBS_MAX];   /* a FIFO, oldest first */
+	uint32_t lag_head, lag_count;
 
 	/* stats */
 	_Atomic uint64_t read_seq, applied_seq, batches, rows, errors, opens;
 	_Atomic int connected;
 	_Atomic int stopped;           /* a poison batch: see SINK_REJECTED */
 	_Atomic uint64_t stopped_seq;
+	_Atomic int64_t behind_since_ms;   /* monotonic: the oldest batch not applied was durable by then; 0 = none */
 	uint64_t reject_seq;           /* batch rejected reject_count times in a row */
 	uint32_t reject_count;
 	pthread_mutex_t err_lock;      /* guards last_error only (never taken by the writer) */
@@ -267,10 +274,38 @@ static void idle(struct sink *s)
 	assert(s->idle_ms <= SINK_IDLE_MS_MAX);
 }
 
+/* The lag in time: each turn of the loop notes the durable sequence when it
+ * moved (a FIFO of (seq, when first seen)) and drops what is applied; the
+ * front is when the oldest batch not yet applied was durable, so the lag is
+ * now - front.mono_ms (to within one turn of the loop, which a
+ * sink_notify() starts). When the FIFO is full the newest entry takes the
+ * new sequence and keeps its older time: the lag then reads high, never low. */
+static void lag_note(struct sink *s)
+{
+	uint64_t durable = atomic_load(s->cfg.durable_seq);
+	uint64_t applied = atomic_load(&s->applied_seq);
+	uint32_t last = (s->lag_head + s->lag_count - 1) % SINK_LAG_OBS_MAX;
+	if (durable > applied && (s->lag_count == 0 || durable > s->lag_obs[last].seq)) {
+		if (s->lag_count == SINK_LAG_OBS_MAX) {
+			s->lag_obs[last].seq = durable;
+		} else {
+			last = (s->lag_head + s->lag_count++) % SINK_LAG_OBS_MAX;
+			s->lag_obs[last] = (struct lag_obs){ durable, fs_mono_ms() };
+		}
+	}
+	while (s->lag_count > 0 && s->lag_obs[s->lag_head].seq <= applied) {
+		s->lag_head = (s->lag_head + 1) % SINK_LAG_OBS_MAX;
+		s->lag_count--;
+	}
+	assert(s->lag_count <= SINK_LAG_OBS_MAX);
+	atomic_store(&s->behind_since_ms, s->lag_count ? s->lag_obs[s->lag_head].mono_ms : 0);
+}
+
 static void *sink_main(void *arg)
 {
 	struct sink *s = arg;
 	while (!atomic_load(&s->stop)) {
+		lag_note(s);
 		if (atomic_load(&s->stopped)) {
 			nap(s, 1000);   /* until sink_stop: nothing more is applied */
 			continue;
@@ -375,6 +410,8 @@ void sink_stats(struct sink *s, struct sink_stats *out)
 	out->read_seq = atomic_load(&s->read_seq);
 	out->applied_seq = atomic_load(&s->applied_seq);
 	out->lag_batches = out->durable_seq > out->applied_seq ? out->durable_seq - out->applied_seq : 0;
+	int64_t since = atomic_load(&s->behind_since_ms), now = fs_mono_ms();
+	out->lag_ms = out->lag_batches && since && now > since ? (uint64_t)(now - since) : 0;
 	out->batches = atomic_load(&s->batches);
 	out->rows = atomic_load(&s->rows);
 	out->errors = atomic_load(&s->errors);

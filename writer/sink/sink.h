@@ -78,6 +78,7 @@ struct sink_stats {
 	uint64_t read_seq;         /* last batch read from the journal and taken by the sink */
 	uint64_t applied_seq;      /* sink's durable cursor */
 	uint64_t lag_batches;      /* durable_seq - applied_seq */
+	uint64_t lag_ms;           /* how long the oldest batch not applied has been durable (0: none) */
 	uint64_t batches;          /* batches taken */
 	uint64_t rows;             /* records taken */
 	uint64_t errors;           /* failed attempts (open, read, apply) */

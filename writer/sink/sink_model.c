@@ -355,6 +355,31 @@ static uint32_t apply_pay_result(struct sink_model *m, const struct fs_cmd *c, i
 	return k;
 }
 
+/* REFUND and REFUND_RESULT carry the order's SKU, and REFUND_RESULT its
+ * quantity and restock flag, so they apply even when the model dropped the
+ * finished order (keep_terminal 0). */
+static uint32_t apply_refund(struct sink_model *m, const struct fs_cmd *c, uint64_t seq, uint32_t idx)
+{
+	uint32_t k = sm_sku_find(m, c->sku, c->sku_len);
+	struct sm_order *o = sm_tab_find(&m->orders, c->ref);
+	uint8_t want = c->type == FS_CMD_REFUND ? FS_ORDER_PAID : FS_ORDER_REFUNDING;
+	if (k == SM_NO_SKU || (o != NULL && o->status != want) || (o == NULL && m->keep_terminal)) {
+		anomaly(m, seq, idx, "refund: unknown sku, or order not in the state it applies to");
+		return SM_NO_SKU;
+	}
+	if (c->type == FS_CMD_REFUND_RESULT && c->pay == FS_PAY_OK) {
+		struct sm_sku *s = &m->skus[k];
+		s->sold -= c->quantity;
+		if (c->out_val)
+			s->available += c->quantity;
+		else
+			s->total -= c->quantity;
+	}
+	if (o != NULL)
+		o->status = c->out_status;
+	return k;
+}
+
 static uint32_t apply_record(struct sink_model *m, const struct fs_cmd *c, int64_t time_ms,
                              uint64_t seq, uint32_t idx)
 {
@@ -377,6 +402,8 @@ static uint32_t apply_record(struct sink_model *m, const struct fs_cmd *c, int64
 		return apply_checkout(m, c, seq, idx);
 	case FS_CMD_PAY_RESULT:
 		return apply_pay_result(m, c, time_ms, seq, idx);
+	case FS_CMD_REFUND: case FS_CMD_REFUND_RESULT:
+		return apply_refund(m, c, seq, idx);
 	default:
 		anomaly(m, seq, idx, "record type that is never journaled");
 		return SM_NO_SKU;
