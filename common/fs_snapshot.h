@@ -66,6 +66,9 @@ struct fs_snapshot {
 	_Atomic uint32_t ip_net[FS_IP_RULES_MAX];
 	_Atomic uint32_t ip_mask[FS_IP_RULES_MAX];
 	_Atomic uint32_t ip_action[FS_IP_RULES_MAX];   /* 1 deny, 2 allow */
+	/* the published reservations and orders (common/fs_pub.h), set by
+	 * wr_open() before any worker or lane starts; NULL without a writer */
+	struct fs_pub *pub;
 };
 
 /* 2 when an allow rule matches ip, else 1 when a deny rule does, else 0. */

@@ -7,6 +7,7 @@
 #include "dataplane/response.h"
 #include "dataplane/backend.h"
 #include "common/fs_cidr.h"
+#include "common/fs_pub.h"
 #include "common/fs_clock.h"
 #include "common/fs_fault.h"
 #include "writer/draw.h"
@@ -452,6 +453,11 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_journal_seq", "gauge", atomic_load(&m->durable_seq));
 	n = put_scalar(b, n, "flashsale_payments_outstanding", "gauge", atomic_load(&m->charges_outstanding));
 	n = put_scalar(b, n, "flashsale_risk_flags_total", "counter", atomic_load(&m->risk_flags));
+	/* reservation/order reads that met the writer mid-publish too often and
+	 * were sent to it instead of being answered from common/fs_pub.h */
+	const struct fs_pub *pub = a->cfg.snap->pub;
+	n = put_scalar(b, n, "flashsale_published_reads_busy_total", "counter",
+	               pub ? atomic_load(&((struct fs_pub *)pub)->busy) : 0);
 	int64_t busy = atomic_load(&a->cfg.snap->writer_busy_since_ms);
 	int64_t now_ms = fs_wall_ms();
 	n = put_scalar(b, n, "flashsale_writer_owed_ms", "gauge", busy && now_ms > busy ? (uint64_t)(now_ms - busy) : 0);

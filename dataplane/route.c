@@ -4,6 +4,7 @@
 #include "dataplane/route.h"
 #include "dataplane/json.h"
 #include "dataplane/response.h"
+#include "common/fs_pub.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -250,6 +251,37 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 	res->kind = DP_ROUTE_COMMAND;
 }
 
+/* A read of reservation / order `no` from the writer's published state
+ * (common/fs_pub.h): the same answer the writer gives, built by the same
+ * renderer. 0 when answered; -1 when there is no published state or the
+ * writer kept republishing it (the caller then asks the writer). */
+static int answer_published(const struct dp_route_ctx *ctx, const struct dp_request *req, int order,
+                            uint64_t no, const struct dp_auth_cache *auth, char *out, size_t cap,
+                            struct dp_route_result *res)
+{
+	const struct fs_pub *pub = ctx->snap->pub;
+	if (pub == NULL)
+		return -1;
+	struct fs_ans a;
+	const char *user = auth->claims.sub;
+	size_t len = auth->claims.sub_len;
+	enum fs_pub_rc rc = order ? fs_pub_order_read(pub, no, user, len, &a) : fs_pub_res_read(pub, no, user, len, &a);
+	if (rc == FS_PUB_BUSY)
+		return -1;
+	if (rc != FS_PUB_OK) {   /* as the writer's answer_error() builds it */
+		memset(&a, 0, sizeof a);
+		a.err = (uint8_t)(rc == FS_PUB_RECLAIMED ? FS_ERR_RECLAIMED : FS_ERR_NOT_FOUND);
+		a.http = (uint16_t)fs_err_http((enum fs_err)a.err);
+		a.body = FS_BODY_ERROR;
+	}
+	int n = dp_resp_answer(out, cap, &a, req->keep_alive);
+	assert(n > 0);
+	res->kind = DP_ROUTE_RESPOND;
+	res->http = a.http;
+	res->out_len = (uint32_t)n;
+	return 0;
+}
+
 static void route_res(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice id,
                       struct dp_slice tail, struct dp_auth_cache *auth, struct fs_cmd *cmd,
                       char *out, size_t cap, struct dp_route_result *res)
@@ -266,6 +298,8 @@ static void route_res(const struct dp_route_ctx *ctx, const struct dp_request *r
 	uint64_t res_no = fs_pubid_parse(id.p, id.len, 'r');
 	if (res_no == 0)
 		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
+	if (!checkout && req->method == DP_M_GET && answer_published(ctx, req, 0, res_no, auth, out, cap, res) == 0)
+		return;
 	memset(cmd, 0, offsetof(struct fs_cmd, sku));
 	cmd->ref = res_no;
 	cmd_user(cmd, auth);
@@ -304,6 +338,8 @@ static void route_order(const struct dp_route_ctx *ctx, const struct dp_request 
 	uint64_t order_no = fs_pubid_parse(id.p, id.len, 'o');
 	if (order_no == 0)
 		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
+	if (answer_published(ctx, req, 1, order_no, auth, out, cap, res) == 0)
+		return;
 	memset(cmd, 0, offsetof(struct fs_cmd, sku));
 	cmd->type = FS_CMD_ORDER_GET;
 	cmd->ref = order_no;

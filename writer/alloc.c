@@ -10,6 +10,7 @@
 #include "writer/draw.h"
 #include "writer/record.h"
 #include "common/fs_cidr.h"
+#include "common/fs_pub.h"
 #include "common/fs_fault.h"
 
 #include <assert.h>
@@ -191,7 +192,11 @@ int wr_batch_out_alloc(struct wr_batch_out *out, uint32_t cmd_count, uint32_t re
 	out->records = malloc(records_cap);
 	out->charges = calloc(cmd_count, sizeof *out->charges);
 	out->sku_touched = calloc(sku_count_max, sizeof(uint32_t));
-	return out->answers && out->records && out->charges && out->sku_touched ? 0 : -1;
+	out->touched_cap = WR_REC_COUNT_MAX(records_cap) + 1;
+	out->res_touched = calloc(out->touched_cap, sizeof(uint64_t));
+	out->order_touched = calloc(out->touched_cap, sizeof(uint64_t));
+	return out->answers && out->records && out->charges && out->sku_touched && out->res_touched &&
+	       out->order_touched ? 0 : -1;
 }
 
 void wr_batch_out_free(struct wr_batch_out *out)
@@ -200,6 +205,8 @@ void wr_batch_out_free(struct wr_batch_out *out)
 	free(out->records);
 	free(out->charges);
 	free(out->sku_touched);
+	free(out->res_touched);
+	free(out->order_touched);
 	memset(out, 0, sizeof *out);
 }
 
@@ -591,6 +598,18 @@ static void sku_touch(struct wr_state *st, struct wr_batch_out *out, uint32_t id
 	}
 }
 
+/* Reservation res_no's (and its order's) published answer changed. Every
+ * call comes with a record, so the lists cannot overflow touched_cap. */
+static void res_touch(struct wr_batch_out *out, uint64_t res_no, uint64_t order_no)
+{
+	if (out->res_touched == NULL)
+		return;
+	assert(out->res_touched_count < out->touched_cap && out->order_touched_count < out->touched_cap);
+	out->res_touched[out->res_touched_count++] = res_no;
+	if (order_no != 0)
+		out->order_touched[out->order_touched_count++] = order_no;
+}
+
 /* ---- output helpers ------------------------------------------------------- */
 
 static struct fs_ans *answer_new(struct wr_batch_out *out, uint8_t origin, uint64_t tag)
@@ -686,6 +705,7 @@ static void derived_emit(struct wr_state *st, struct wr_batch_out *out, uint8_t 
                          const struct wr_sku *k, uint64_t res_no)
 {
 	const struct wr_res *r = &(*res_at(st, res_no));
+	res_touch(out, res_no, 0);
 	struct fs_cmd d;
 	memset(&d, 0, sizeof d);
 	d.type = type;
@@ -1237,6 +1257,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	c->out_status = status;
 	c->out_val = r->expires_ms;
 	sku_touch(st, out, (uint32_t)sku);
+	res_touch(out, res_no, 0);
 	record_emit(out, c);
 	answer_res(st, c, res_no, status == FS_RES_RESERVED ? 201 : 202, out);
 }
@@ -1257,10 +1278,12 @@ static void release_place(struct wr_state *st, struct wr_sku *k, struct wr_res *
 
 /* Journals a command that changed reservation r: its outcome is r's new
  * status, and the record names r's SKU (the command may not have). */
-static void record_res_change(struct wr_state *st, struct fs_cmd *c, const struct wr_res *r,
+static void record_res_change(struct wr_state *st, struct fs_cmd *c, uint64_t res_no, const struct wr_res *r,
                               struct wr_batch_out *out)
 {
 	const struct wr_sku *k = &st->skus[r->sku];
+	assert(res_at(st, res_no) == r);
+	res_touch(out, res_no, r->order_no);
 	c->err = FS_OK;
 	c->out_status = r->status;
 	memcpy(c->sku, k->name, k->name_len);
@@ -1303,7 +1326,7 @@ static void decide_cancel(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 		release_place(st, k, r);
 	r->status = FS_RES_CANCELLED;
 	r->ended_ms = t_ms;
-	record_res_change(st, c, r, out);
+	record_res_change(st, c, c->ref, r, out);
 	waitlist_serve(st, r->sku, t_ms, out);
 	answer_res(st, c, c->ref, 200, out);
 }
@@ -1319,7 +1342,7 @@ static void decide_expire(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 	units_return(st, r);
 	r->status = FS_RES_EXPIRED;
 	r->ended_ms = t_ms;
-	record_res_change(st, c, r, out);
+	record_res_change(st, c, c->ref, r, out);
 	waitlist_serve(st, r->sku, t_ms, out);
 	answer_res(st, c, c->ref, 200, out);
 }
@@ -1402,7 +1425,7 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 	r->order_no = order_no;
 	c->out_ref = order_no;
 	c->out_val = o->amount_cents;
-	record_res_change(st, c, r, out);
+	record_res_change(st, c, c->ref, r, out);
 	struct wr_charge *ch = &out->charges[out->charge_count++];
 	ch->kind = WR_CHARGE_PAY;   /* the buffer is reused: a refund may have been here */
 	ch->order_no = order_no;
@@ -1441,7 +1464,7 @@ static void decide_pay_result(struct wr_state *st, struct fs_cmd *c, int64_t t_m
 		o->status = FS_ORDER_FAILED;
 		o->reason = c->pay;
 	}
-	record_res_change(st, c, r, out);
+	record_res_change(st, c, o->res_no, r, out);
 	if (c->pay != FS_PAY_OK)
 		waitlist_serve(st, r->sku, t_ms, out);
 	for (uint32_t i = 0; i < o->waiter_count; i++) {
@@ -1590,6 +1613,73 @@ static void decide_read(struct wr_state *st, struct fs_cmd *c, struct wr_batch_o
 	struct fs_ans *a = answer_new(out, c->origin, c->tag);
 	fill_order(st, c->ref, a, FS_BODY_ORDER);
 	a->http = 200;
+}
+
+/* ---- read access for the published reservations and orders ------------------ */
+
+void wr_pub_bounds(const struct wr_state *st, uint64_t *res_floor, uint64_t *res_count,
+                   uint64_t *order_floor, uint64_t *order_count)
+{
+	*res_floor = st->res_floor;
+	*res_count = st->res_count;
+	*order_floor = st->order_floor;
+	*order_count = st->order_count;
+	assert(*res_floor <= *res_count && *order_floor <= *order_count);
+}
+
+int wr_pub_res(const struct wr_state *st, uint64_t res_no, struct fs_pub_res_view *v)
+{
+	if (res_no <= st->res_floor || res_no > st->res_count)
+		return -1;
+	const struct wr_res *r = res_at(st, res_no);
+	assert(r->sku < st->sku_count && r->user < st->user_count);
+	v->res_no = res_no;
+	v->order_no = r->order_no;
+	v->ticket = r->status == FS_RES_QUEUED ? r->pq_ticket : r->status == FS_RES_WAITLISTED ? r->wl_ticket : 0;
+	v->expires_ms = r->expires_ms;
+	v->user = r->user;
+	v->qty = r->qty;
+	v->sku = (uint16_t)r->sku;
+	v->status = r->status;
+	return 0;
+}
+
+int wr_pub_order(const struct wr_state *st, uint64_t order_no, struct fs_pub_order_view *v)
+{
+	if (order_no <= st->order_floor || order_no > st->order_count)
+		return -1;
+	const struct wr_order *o = order_at(st, order_no);
+	if (o->res_no <= st->res_floor)
+		return -1;   /* gone with its reservation */
+	const struct wr_res *r = res_at(st, o->res_no);
+	v->order_no = order_no;
+	v->res_no = o->res_no;
+	v->paid_at_ms = o->paid_at_ms;
+	v->user = o->user;
+	v->qty = r->qty;
+	v->sku = (uint16_t)r->sku;
+	v->status = o->status;
+	assert(o->user == r->user);
+	return 0;
+}
+
+const char *wr_user_name(const struct wr_state *st, uint32_t idx, size_t *len)
+{
+	assert(idx < st->user_count);
+	*len = st->users[idx].len;
+	return st->users[idx].name;
+}
+
+uint32_t wr_user_count(const struct wr_state *st) { return st->user_count; }
+
+void wr_sku_queue(const struct wr_state *st, uint32_t sku_idx, uint64_t *wl_served, uint64_t *pq_served,
+                  uint32_t *drawn)
+{
+	assert(sku_idx < st->sku_count);
+	const struct wr_sku *k = &st->skus[sku_idx];
+	*wl_served = k->wl_served;
+	*pq_served = k->pq_served;
+	*drawn = k->drawn;
 }
 
 /* ---- fairness rules: operator tier table, risk flags, IP lists ------------------ */
@@ -1923,6 +2013,8 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
 	out->record_count = 0;
 	out->charge_count = 0;
 	out->sku_touched_count = 0;
+	out->res_touched_count = 0;
+	out->order_touched_count = 0;
 	st->last_t_ms = t_ms;
 	for (uint32_t i = 0; i < n && i < WR_PREFETCH_AHEAD; i++)
 		prefetch(st, &cmds[i], &st->pre[i % WR_PREFETCH_AHEAD]);

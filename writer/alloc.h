@@ -92,6 +92,13 @@ struct wr_batch_out {
 	uint32_t charge_count;
 	uint32_t sku_touched_count; /* SKUs whose counters/state changed */
 	uint32_t *sku_touched;      /* room for sku_count_max indexes */
+	/* Reservations and orders whose published answer changed (each comes
+	 * with a journal record, so touched_cap = the most records a batch
+	 * holds); the writer republishes them once the batch is durable
+	 * (common/fs_pub.h). May repeat a number. NULL: not tracked. */
+	uint64_t *res_touched, *order_touched;
+	uint32_t res_touched_count, order_touched_count;
+	uint32_t touched_cap;
 };
 
 /* The one sizing rule of a decide step's output. A batch of cmd_count
@@ -132,6 +139,21 @@ uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t 
  * orders' keys go with them. Numbers are never reused: a reclaimed one
  * reads 404 FS_ERR_RECLAIMED. 0 (the default) keeps everything. */
 void wr_state_set_retention(struct wr_state *st, int64_t retention_ms);
+
+/* Read access for the published reservations and orders (common/fs_pub.h):
+ * the live numbers are (floor, count]; 0 and a view when no is live, else -1. */
+struct fs_pub_res_view;
+struct fs_pub_order_view;
+void wr_pub_bounds(const struct wr_state *st, uint64_t *res_floor, uint64_t *res_count,
+                   uint64_t *order_floor, uint64_t *order_count);
+int wr_pub_res(const struct wr_state *st, uint64_t res_no, struct fs_pub_res_view *v);
+int wr_pub_order(const struct wr_state *st, uint64_t order_no, struct fs_pub_order_view *v);
+/* User idx's name (users are never reclaimed), idx < wr_user_count(). */
+const char *wr_user_name(const struct wr_state *st, uint32_t idx, size_t *len);
+uint32_t wr_user_count(const struct wr_state *st);
+/* A SKU's waitlist and waiting-room heads and whether it was drawn. */
+void wr_sku_queue(const struct wr_state *st, uint32_t sku_idx, uint64_t *wl_served, uint64_t *pq_served,
+                  uint32_t *drawn);
 
 /* Earliest hold deadline, opening time or reclaim, or INT64_MAX when none. */
 int64_t wr_next_deadline(const struct wr_state *st);

@@ -31,6 +31,8 @@
 #include "writer/journal.h"
 #include "writer/record.h"
 #include "writer/snapshot.h"
+#include "writer/publish.h"
+#include "common/fs_prefault.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -113,6 +115,8 @@ struct writer {
 	struct wr_repl_ops repl;          /* ship == NULL: single-box */
 	uint32_t role;                    /* FS_ROLE_*, writer thread only (published in snap->role) */
 	struct replay_ctx *follow_rc;     /* standby: buffers to re-decide log batches */
+	struct fs_pub *pub;               /* published reservations and orders (MAP_SHARED) */
+	struct wr_publisher publisher;
 };
 
 /* Nanoseconds on the monotonic clock (start-up and snapshot timings). */
@@ -363,12 +367,16 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 		.risk_ip_users = cfg->risk_ip_users,
 	};
 	w->admission = wr_admission_new(&ac, &w->m.risk_flags);
-	if (w->st == NULL || alloc_buffers(w) != 0 || w->admission == NULL) {
+	const struct wr_limits *l = &cfg->limits;
+	w->pub = fs_pub_map(l->sku_count_max, l->user_count_max, l->reservation_count_max, l->order_count_max);
+	if (w->st == NULL || alloc_buffers(w) != 0 || w->admission == NULL || w->pub == NULL ||
+	    wr_publisher_init(&w->publisher, w->pub, l->sku_count_max) != 0) {
 		snprintf(err, err_len, "cannot reserve memory for the tables (%llu bytes)",
-		         (unsigned long long)wr_state_bytes(&cfg->limits));
+		         (unsigned long long)(wr_state_bytes(l) + wr_pub_bytes(l)));
 		wr_close(w);
 		return NULL;
 	}
+	snap->pub = w->pub;   /* before any worker or lane starts: they read it from here */
 	if (cfg->before_replay != NULL)   /* the listeners answer while we recover */
 		cfg->before_replay(cfg->before_replay_arg, w);
 	if (!cfg->no_prefault) {   /* before replay: the first decision must not fault */
@@ -376,6 +384,7 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		wr_state_prefault(w->st);
 		wr_admission_prefault(w->admission);
+		fs_prefault(w->pub, w->pub->bytes);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		w->m.tables_fault_ms = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000 +
 		                                  (t1.tv_nsec - t0.tv_nsec) / 1000000);
@@ -423,6 +432,7 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 		       (unsigned long long)atomic_load(&w->m.replayed_batches), (double)(s2 - s1) / 1e6);
 	for (uint32_t i = 0; i < wr_sku_count(w->st); i++)
 		publish_sku(w, i);
+	wr_publish_all(&w->publisher, w->st);
 	publish_ip_rules(w);
 	publish_usage(w);   /* the replayed fill, before the first batch: /metrics never reads 0 after a restart */
 	/* orders PENDING at the last stop: charge again with the same idempotency
@@ -472,6 +482,13 @@ void wr_print_budget(const struct wr_config *c)
 	       "journal segments %.0f MiB\n", c->port_count, c->ring_slots,
 	       (double)c->port_count * c->ring_slots * (sizeof(struct fs_cmd) + sizeof(struct fs_ans)) / mib,
 	       c->batch_count_max, (double)c->segment_bytes / mib);
+	printf("flashsaled: published reservations and orders (shared with the workers): %.0f MiB\n",
+	       (double)wr_pub_bytes(l) / mib);
+}
+
+uint64_t wr_pub_bytes(const struct wr_limits *l)
+{
+	return fs_pub_bytes(l->sku_count_max, l->user_count_max, l->reservation_count_max, l->order_count_max);
 }
 
 /* ---- the batch loop ------------------------------------------------------------ */
@@ -704,6 +721,7 @@ static void after_durable(struct writer *w, uint32_t n)
 			fs_snap_holder_set(w->snap, w->cmds[i].user, w->cmds[i].user_len);
 	for (uint32_t i = 0; i < w->out.sku_touched_count; i++)
 		publish_sku(w, w->out.sku_touched[i]);
+	wr_publish_batch(&w->publisher, w->st, &w->out, w->cmds, n);   /* before release(): a 201 read back finds it */
 	for (uint32_t i = 0; i < n; i++)
 		if (w->cmds[i].type == FS_CMD_IP_RULE && w->cmds[i].err == FS_OK) {
 			publish_ip_rules(w);
@@ -1066,6 +1084,8 @@ static int apply_log_batch(struct writer *w, const struct jr_batch *b)
 		return -1;
 	for (uint32_t i = 0; i < rc->out.sku_touched_count; i++)
 		publish_sku(w, rc->out.sku_touched[i]);
+	wr_publish_batch(&w->publisher, w->st, &rc->out, rc->cmds,
+	                 b->record_count < rc->cmd_cap ? b->record_count : rc->cmd_cap);
 	for (uint32_t i = 0; i < b->record_count && i < rc->cmd_cap; i++)
 		if (rc->cmds[i].type == FS_CMD_IP_RULE) {
 			publish_ip_rules(w);
@@ -1222,6 +1242,12 @@ void wr_close(struct writer *w)
 	}
 	wr_state_free(w->st);
 	wr_admission_free(w->admission);
+	if (w->pub != NULL) {
+		if (w->snap != NULL && w->snap->pub == w->pub)
+			w->snap->pub = NULL;
+		wr_publisher_free(&w->publisher);
+		fs_pub_unmap(w->pub);
+	}
 	free(w->cmds);
 	wr_batch_out_free(&w->out);
 	free(w->deferred);

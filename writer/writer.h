@@ -142,6 +142,8 @@ const struct wr_metrics *wr_metrics(const struct writer *w);
 /* The durable sequence (sinks never read past it). */
 const _Atomic uint64_t *wr_durable_seq(const struct writer *w);
 void wr_print_budget(const struct wr_config *cfg);
+/* Bytes of the published reservations and orders (common/fs_pub.h) for l. */
+uint64_t wr_pub_bytes(const struct wr_limits *l);
 const char *wr_journal_dir(const struct writer *w);
 /* Usage of the fixed tables (approximate while running). */
 void wr_table_usage(const struct writer *w, struct wr_usage *u);

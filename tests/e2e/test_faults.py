@@ -4,7 +4,11 @@ POST /admin/fault on the admin socket; absent from the release build):
 - a writer stuck inside one batch for > 2 s turns /healthz (and /readyz) 503
   with reason writer_stalled, and 200 again once it finishes;
 - a broken conservation invariant freezes the sale (journaled), and
-  reservations then get 503 frozen.
+  reservations then get 503 frozen;
+- a reservation read while the writer is stuck between deciding a cancel and
+  journaling it is answered at once (by the worker, from published state)
+  and still shows RESERVED: a decision is never visible before it is
+  durable (invariant 3); CANCELLED once the cancel's answer came.
 Registered for the debug build only (suite 'faults'); elsewhere it skips."""
 import os
 import sys
@@ -47,6 +51,30 @@ class FaultTest(unittest.TestCase):
         self.assertEqual(srv.call("GET", "/readyz").status, 503)
         th.join(20)
         self.assertTrue(fc.wait_for(lambda: srv.call("GET", "/healthz").status == 200, timeout=10))
+
+    def test_read_never_shows_an_undurable_cancel(self):
+        srv = self.srv
+        tok = srv.py_token("inv3")
+        r = srv.reserve(tok, "demo", "k3", 1)
+        self.assertEqual(r.status, 201, r)
+        rid = r.json()["reservation_id"]
+        st, body = admin_raw(srv, "POST", "/admin/fault?writer_stall_ms=3000")
+        self.assertEqual(st, 200, body)
+        answers = []
+        th = threading.Thread(target=lambda: answers.append(srv.cancel(tok, rid)))
+        th.start()
+        # the cancel is decided and the writer sleeps before its journal write
+        r = fc.wait_for(lambda: srv.call("GET", "/healthz").status == 503 or None, timeout=6)
+        self.assertIsNotNone(r, "the writer never stalled")
+        self.assertTrue(th.is_alive(), "the cancel was answered during the stall")
+        r = srv.get_res(tok, rid)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["status"], "RESERVED", "a read showed a cancel before it was durable")
+        self.assertTrue(th.is_alive(), "the read waited for the stalled writer")
+        th.join(20)
+        self.assertEqual(answers[0].status, 200, answers)
+        self.assertEqual(answers[0].json()["status"], "CANCELLED")
+        self.assertEqual(srv.get_res(tok, rid).json()["status"], "CANCELLED")
 
     def test_broken_invariant_freezes_the_sale(self):
         srv = self.srv
