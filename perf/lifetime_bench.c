@@ -6,9 +6,11 @@
  * keys, a quarter of them cancelled; batches of 4096, no fdatasync) in a
  * temp dir, then measures:
  *   - start-up by full replay (jr_open from batch 1 through the decide step),
- *   - a snapshot write (bytes, time) and the fork() that starts it in the
- *     writer (the longest stall the writer sees), plus the first batch
- *     decided after the fork (copy-on-write faults land on it),
+ *   - a snapshot taken as the writer takes it (snapshotter.h: a thread
+ *     replays its own copy of the state up to the batch and writes it;
+ *     one halfway first, so the measured one, 64 batches before the end,
+ *     replays one interval): its bytes and time, the writer's hand-over,
+ *     and the longest batch the writer decided while it was taken,
  *   - start-up from the snapshot + a tail of 64 batches (load time, tail
  *     time).
  * Prints one table row per length. Not a test: numbers go to RESULTS.md.
@@ -17,6 +19,7 @@
 #include "writer/journal.h"
 #include "writer/record.h"
 #include "writer/snapshot.h"
+#include "writer/snapshotter.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,49 +127,70 @@ static void run(uint64_t decisions)
 	static uint64_t res_of[BATCH];
 	/* the snapshot after the batch at snap_k: a tail of about 64 batches */
 	uint64_t snap_k = decisions / BATCH > 66 ? (decisions / BATCH - 64) * BATCH : BATCH;
+	/* an earlier one, halfway: the snapshotter's first request replays the
+	 * whole history up to it; the measured one (snap_k) an interval */
+	uint64_t half_k = snap_k / 2 / BATCH * BATCH;
 	struct wr_snap_stamp stamp = { 0 };
-	double fork_ms = 0, after_fork_ms = 0, plain_ms = 0, snap_write_s = 0;
+	double fork_ms = 0, after_fork_ms = 0, plain_ms = 0, snap_write_s = 0, snap_t0 = 0;
+	int snapping = 0;
+	struct wr_snapshotter_result snap_res = { 0 };
+	struct wr_snapshotter_config sc = { .data_dir = dir, .journal_dir = jdir, .limits = l };
+	struct wr_snapshotter *snapper = wr_snapshotter_new(&sc, err, sizeof err);
+	if (snapper == NULL) {
+		fprintf(stderr, "lifetime_bench: %s\n", err);
+		exit(1);
+	}
 	for (uint64_t k = 0; k < decisions; k += BATCH) {
 		uint32_t n = make_batch(k, BATCH, res_of);
 		double b0 = now_s();
 		wr_decide(st, cmds, n, ++t, 0, &out);
 		double b1 = now_s();
-		if (k == snap_k - BATCH)
-			plain_ms = (b1 - b0) * 1e3;   /* a batch like the one after the fork, without it */
+		if (k < snap_k && (b1 - b0) * 1e3 > plain_ms && k + 64 * BATCH >= snap_k)
+			plain_ms = (b1 - b0) * 1e3;   /* the longest of the 64 batches before it */
 		for (uint32_t i = 0; i < n; i++)
 			if (cmds[i].type == FS_CMD_RESERVE)
 				res_of[(k + i) % BATCH] = cmds[i].out_ref;
 		jr_append(j, t, out.record_count, out.records, out.records_len);
-		if (k == snap_k) {
-			/* the writer's snapshot: fork, the child writes, the parent decides on */
-			stamp.seq = jr_last_seq(j);
-			stamp.time_ms = t;
-			jr_last_chain(j, stamp.chain);
-			double f0 = now_s();
-			pid_t pid = fork();
-			if (pid == 0) {
-				char e[1024];
-				if (getenv("FS_BENCH_IDLE_CHILD")) {   /* copy-on-write alone, no writing child */
-					sleep(3);
-					_exit(wr_snapshot_write(dir, st, &stamp, 0, e, sizeof e) == 0 ? 0 : 1);
-				}
-				_exit(wr_snapshot_write(dir, st, &stamp, 0, e, sizeof e) == 0 ? 0 : 1);
-			}
-			double f1 = now_s();
-			fork_ms = (f1 - f0) * 1e3;
-			uint32_t m = make_batch(k + BATCH, BATCH, res_of);
-			double a0 = now_s();
-			wr_decide(st, cmds, m, ++t, 0, &out);
-			after_fork_ms = (now_s() - a0) * 1e3;
-			for (uint32_t i = 0; i < m; i++)
-				if (cmds[i].type == FS_CMD_RESERVE)
-					res_of[(k + BATCH + i) % BATCH] = cmds[i].out_ref;
-			jr_append(j, t, out.record_count, out.records, out.records_len);
-			k += BATCH;
-			int status;
-			waitpid(pid, &status, 0);
-			snap_write_s = now_s() - f0;
+		while (k == snap_k && snapping) {   /* the halfway one is still being taken */
+			struct wr_snapshotter_result res;
+			snapping = !wr_snapshotter_poll(snapper, &res);
+			usleep(1000);
 		}
+		if ((k == snap_k || k == half_k) && !snapping) {
+			/* the writer's snapshot: hand the sequence to the snapshotter
+			 * thread, which replays its own copy up to it and writes it */
+			stamp.seq = jr_last_seq(j);
+			double f0 = now_s();
+			if (wr_snapshotter_request(snapper, stamp.seq) != 0)
+				exit(1);
+			fork_ms = (now_s() - f0) * 1e3;
+			snap_t0 = f0;
+			snapping = 1;
+		} else if (snapping) {
+			double ms = (b1 - b0) * 1e3;
+			if (ms > after_fork_ms)
+				after_fork_ms = ms;
+			struct wr_snapshotter_result res;
+			if (wr_snapshotter_poll(snapper, &res)) {
+				snapping = 0;
+				snap_write_s = now_s() - snap_t0;
+				snap_res = res;
+			}
+		}
+	}
+	while (snapping) {   /* history ended before the snapshot: wait for it */
+		struct wr_snapshotter_result res;
+		if (wr_snapshotter_poll(snapper, &res)) {
+			snapping = 0;
+			snap_write_s = now_s() - snap_t0;
+			snap_res = res;
+		}
+		usleep(1000);
+	}
+	wr_snapshotter_free(snapper);
+	if (!snap_res.ok || snap_res.seq != stamp.seq) {
+		fprintf(stderr, "lifetime_bench: the snapshot failed\n");
+		exit(1);
 	}
 	struct wr_usage u;
 	wr_usage(st, &u);
@@ -203,9 +227,10 @@ static void run(uint64_t decisions)
 	}
 	jr_close(j);
 	wr_state_free(r2.st);
-	printf("| %.1f M | %u | %.2f s | %.2f s + %.2f s (%llu batches) | %.1f MiB | %.2f s | %.1f ms | %.1f ms (vs %.1f ms) |\n",
+	printf("| %.1f M | %u | %.2f s | %.2f s + %.2f s (%llu batches) | %.1f MiB | %.2f s (replay %.2f s of %llu batches, write %.2f s) | %.3f ms | %.1f ms (vs %.1f ms) |\n",
 	       (double)decisions / 1e6, u.reservations, full_s, l1 - l0, l2 - l1, (unsigned long long)r2.batches,
-	       (double)sb.st_size / (1 << 20), snap_write_s, fork_ms, after_fork_ms, plain_ms);
+	       (double)sb.st_size / (1 << 20), snap_write_s, snap_res.replay_ms / 1e3,
+	       (unsigned long long)snap_res.batches, snap_res.write_ms / 1e3, fork_ms, after_fork_ms, plain_ms);
 	fflush(stdout);
 	char cmd[600];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -216,7 +241,7 @@ static void run(uint64_t decisions)
 int main(int argc, char **argv)
 {
 	out_init(BATCH * 2);
-	printf("| decisions | live reservations | full replay | snapshot load + tail | snapshot | write | fork stall | first batch after fork |\n");
+	printf("| decisions | live reservations | full replay | snapshot load + tail | snapshot | snapshot time | hand-over | longest batch while it was taken |\n");
 	printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
 	if (argc == 1) {
 		run(1000000);

@@ -105,8 +105,11 @@ struct wr_order {
 };
 
 struct wr_user {
-	char    name[FS_ID_LEN_MAX];
-	uint8_t len;
+	char     name[FS_ID_LEN_MAX];
+	uint8_t  len;                /* 0: a free entry (reclaimed, on the free list) */
+	uint8_t  _pad[3];
+	uint32_t res_live;           /* its reservations not reclaimed yet; while free:
+	                              * the next free entry's index + 1 (0 = none) */
 };
 
 struct wr_hold_slot { uint64_t key; uint32_t held; uint32_t bought; };  /* key 0 = empty */
@@ -125,7 +128,9 @@ struct wr_pre { uint64_t user_hash; XXH128_hash_t idem_hash; };
 struct wr_state {
 	struct wr_limits lim;
 	uint32_t sku_count;
-	uint32_t user_count;
+	uint32_t user_count;         /* entries ever used (live + free) */
+	uint32_t users_live;         /* interned and not reclaimed */
+	uint32_t user_free;          /* free list of reclaimed entries: index + 1, 0 = empty */
 	uint64_t res_count;          /* reservation numbers 1..res_count were handed out */
 	uint64_t order_count;
 	/* Retention (alloc.h): numbers <= the floors were reclaimed; the live
@@ -375,14 +380,44 @@ static int64_t user_intern_h(struct wr_state *st, const char *name, size_t len, 
 		i = (i + 1) & st->user_slot_mask;
 	}
 	assert(probe <= st->user_slot_mask);   /* more slots than users: a probe ends empty */
-	if (!create || st->user_count >= st->lim.user_count_max)
+	if (!create || st->users_live >= st->lim.user_count_max)
 		return -1;
-	uint32_t idx = st->user_count++;
+	uint32_t idx = st->user_free ? st->user_free - 1 : st->user_count++;
+	if (st->user_free) {
+		assert(st->users[idx].len == 0);
+		st->user_free = st->users[idx].res_live;
+	}
+	st->users_live++;
+	memset(&st->users[idx], 0, sizeof st->users[idx]);
 	memcpy(st->users[idx].name, name, len);
 	st->users[idx].len = (uint8_t)len;
 	st->user_slots[i] = idx + 1;
-	assert(st->user_count <= st->lim.user_count_max);
+	assert(st->user_count <= st->lim.user_count_max && st->users_live <= st->user_count);
 	return idx;
+}
+
+/* Takes user idx out of the name table (backward-shift deletion, so every
+ * other name stays reachable from its home slot). */
+static void user_unlink(struct wr_state *st, uint32_t idx)
+{
+	const struct wr_user *u = &st->users[idx];
+	uint32_t mask = st->user_slot_mask;
+	uint32_t i = (uint32_t)str_hash(u->name, u->len) & mask;
+	uint32_t probe = 0;
+	for (; probe <= mask && st->user_slots[i] != idx + 1; probe++)
+		i = (i + 1) & mask;
+	assert(probe <= mask && st->user_slots[i] == idx + 1);
+	uint32_t j = (i + 1) & mask;
+	for (probe = 0; probe <= mask && st->user_slots[j] != 0; probe++, j = (j + 1) & mask) {
+		const struct wr_user *e = &st->users[st->user_slots[j] - 1];
+		uint32_t home = (uint32_t)str_hash(e->name, e->len) & mask;
+		int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			st->user_slots[i] = st->user_slots[j];
+			i = j;
+		}
+	}
+	st->user_slots[i] = 0;
 }
 
 
@@ -407,6 +442,24 @@ static struct wr_hold_slot *slot_find(struct wr_hold_slot *tab, uint32_t mask, u
 	}
 	assert(!"holding table without an empty slot");
 	return NULL;
+}
+
+/* Removes slot h from a holding table (backward-shift deletion). */
+static void slot_delete(struct wr_hold_slot *tab, uint32_t mask, uint32_t *count, struct wr_hold_slot *h)
+{
+	assert(h->key != 0 && *count > 0);
+	uint32_t i = (uint32_t)(h - tab);
+	uint32_t j = (i + 1) & mask;
+	for (uint32_t probe = 0; probe <= mask && tab[j].key != 0; probe++, j = (j + 1) & mask) {
+		uint32_t home = (uint32_t)XXH3_64bits(&tab[j].key, sizeof tab[j].key) & mask;
+		int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			tab[i] = tab[j];
+			i = j;
+		}
+	}
+	memset(&tab[i], 0, sizeof tab[i]);
+	(*count)--;
 }
 
 /* Units a user holds (reserved, waiting, paying) and bought, per SKU. */
@@ -1005,6 +1058,8 @@ static void decide_create(struct wr_state *st, struct fs_cmd *c, struct wr_batch
 	a->http = 201;
 }
 
+static void users_release(struct wr_state *st, uint32_t sku);
+
 /* Returns the new stored state for an admin transition, or -1 if refused. */
 static int transition(uint8_t type, uint8_t from)
 {
@@ -1092,6 +1147,8 @@ static void decide_admin(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, st
 		else if (to != FS_SALE_FROZEN && k->state == FS_SALE_FROZEN)
 			holds_unfreeze(st, k, t_ms);
 		k->state = (uint8_t)to;
+		if (to == FS_SALE_CLOSED)
+			users_release(st, (uint32_t)idx);
 	}
 	c->err = FS_OK;
 	c->out_status = k->state;
@@ -1206,7 +1263,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 		{ answer_error(out, c, c->err); return; }
 	}
 	if (st->res_count - st->res_floor >= st->lim.reservation_count_max || st->idem_count >= st->lim.idem_count_max ||
-	    (user < 0 && st->user_count >= st->lim.user_count_max) ||
+	    (user < 0 && st->users_live >= st->lim.user_count_max) ||
 	    (h == NULL && st->hold_count >= st->lim.holding_count_max) ||
 	    (dev != 0 && dh == NULL && st->dev_hold_count >= st->lim.holding_count_max)) {
 		c->err = FS_ERR_OVERLOADED;
@@ -1228,6 +1285,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	memset(r, 0, sizeof *r);
 	r->sku = (uint32_t)sku;
 	r->user = (uint32_t)user;
+	st->users[user].res_live++;
 	r->qty = c->quantity;
 	r->status = r->orig_status = status;
 	r->dev_hash = dev;
@@ -1859,6 +1917,55 @@ static int res_due_reclaim(struct wr_state *st, uint64_t res_no, int64_t t_ms)
 	       (!(r->links & 4) || (k->drawn && in_ended_prefix(st, &k->pq, LINK_PQ, FS_RES_QUEUED, res_no)));
 }
 
+/* A user whose last reservation was just reclaimed goes too, with its
+ * holdings, unless it holds units or bought some in a sale that is not
+ * closed (the per-user limit of that sale must still count them). Part of
+ * the RECLAIM decision, so replay frees the same users. Costs one holding
+ * lookup per SKU. The entry goes on the free list: the next new user takes
+ * it (no live reservation or order names it any more). */
+static void user_reclaim(struct wr_state *st, uint32_t user)
+{
+	assert(st->users[user].res_live == 0);
+	for (uint32_t s = 0; s < st->sku_count; s++) {
+		const struct wr_hold_slot *h = hold_find(st, user, s, 0);
+		if (h != NULL && (h->held != 0 || (h->bought != 0 && st->skus[s].state != FS_SALE_CLOSED)))
+			return;
+	}
+	for (uint32_t s = 0; s < st->sku_count; s++) {
+		struct wr_hold_slot *h = hold_find(st, user, s, 0);
+		if (h != NULL)
+			slot_delete(st->holds, st->hold_slot_mask, &st->hold_count, h);
+	}
+	user_unlink(st, user);
+	memset(&st->users[user], 0, sizeof st->users[user]);
+	st->users[user].res_live = st->user_free;   /* the free list's link */
+	st->user_free = user + 1;
+	assert(st->users_live > 0);
+	st->users_live--;
+}
+
+/* A sale closed: the users kept only because they bought in it (their
+ * reservations are all reclaimed) may go now. One pass over the holding
+ * table (tens of ms for the default 4 M slots, once per sale); the
+ * candidates are collected first (in the draw's scratch), since a reclaim
+ * moves other holdings around. At most reservation_count_max per close;
+ * the rest stay until a later close or reclaim looks at them. */
+static void users_release(struct wr_state *st, uint32_t sku)
+{
+	uint32_t n = 0;
+	for (uint64_t i = 0; i <= st->hold_slot_mask && n < st->lim.reservation_count_max; i++) {
+		const struct wr_hold_slot *h = &st->holds[i];
+		if (h->key == 0 || ((h->key - 1) & 0xffff) != sku)
+			continue;
+		uint32_t user = (uint32_t)((h->key - 1) >> 16);
+		assert(user < st->user_count && st->users[user].len != 0);
+		if (st->users[user].res_live == 0)
+			st->scratch[n++] = user;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		user_reclaim(st, st->scratch[i]);
+}
+
 /* FS_CMD_RECLAIM: frees the reservations up to number c->ref (each ended
  * and unlinked, else the command is refused), the idempotency keys of
  * them and of their orders, and the order slots whose reservations are
@@ -1884,7 +1991,11 @@ static void decide_reclaim(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 			const struct wr_order *o = order_at(st, r->order_no);
 			idem_delete(st, o->idem_h0, o->idem_h1);
 		}
+		uint32_t user = r->user;
 		memset(r, 0, sizeof *r);
+		assert(st->users[user].len != 0 && st->users[user].res_live > 0);
+		if (--st->users[user].res_live == 0)
+			user_reclaim(st, user);
 	}
 	st->res_floor = c->ref;
 	while (st->order_floor < st->order_count && order_at(st, st->order_floor + 1)->res_no <= st->res_floor) {
@@ -2190,7 +2301,7 @@ uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr
 
 void wr_usage(const struct wr_state *st, struct wr_usage *u)
 {
-	u->users = st->user_count;
+	u->users = st->users_live;
 	u->reservations = (uint32_t)(st->res_count - st->res_floor);
 	u->orders = (uint32_t)(st->order_count - st->order_floor);
 	u->order_no_max = st->order_count;
@@ -2222,7 +2333,7 @@ uint64_t wr_state_digest(const struct wr_state *st)
 		                  o->status, o->reason };
 		XXH3_64bits_update(h, f, sizeof f);
 	}
-	uint64_t f[7] = { st->user_count, st->idem_count, st->hold_count, st->res_count, st->dev_hold_count,
+	uint64_t f[7] = { st->users_live, st->idem_count, st->hold_count, st->res_count, st->dev_hold_count,
 	                  st->res_floor, st->order_floor };
 	XXH3_64bits_update(h, f, sizeof f);
 	uint64_t d = XXH3_64bits_digest(h);
@@ -2232,7 +2343,7 @@ uint64_t wr_state_digest(const struct wr_state *st)
 
 /* ---- the state image (snapshots) ------------------------------------------------ */
 
-#define WR_IMG_VERSION 1u
+#define WR_IMG_VERSION 2u   /* 2: users reclaimed (live count, free list, res_live) */
 
 /* The scalars of struct wr_state, as one fixed little-endian section. */
 struct wr_img_meta {
@@ -2245,6 +2356,7 @@ struct wr_img_meta {
 	uint32_t ip_rule_count, _pad;
 	int64_t  last_t_ms;
 	uint64_t res_floor, order_floor;
+	uint32_t users_live, user_free;
 };
 
 int64_t wr_state_time_ms(const struct wr_state *st) { return st->last_t_ms; }
@@ -2315,6 +2427,8 @@ int wr_state_image(const struct wr_state *st, const struct wr_image_sink *s)
 	m.last_t_ms = st->last_t_ms;
 	m.res_floor = st->res_floor;
 	m.order_floor = st->order_floor;
+	m.users_live = st->users_live;
+	m.user_free = st->user_free;
 	int rc = img_dense(s, WR_IMG_META, &m, sizeof m);
 	if (rc == 0)
 		rc = img_dense(s, WR_IMG_SKUS, st->skus, (uint64_t)st->sku_count * sizeof *st->skus);
@@ -2324,7 +2438,7 @@ int wr_state_image(const struct wr_state *st, const struct wr_image_sink *s)
 		rc = img_dense(s, WR_IMG_USERS, st->users, (uint64_t)st->user_count * sizeof *st->users);
 	if (rc == 0)
 		rc = img_sparse(s, WR_IMG_USER_SLOTS, st->user_slots, sizeof *st->user_slots,
-		                (uint64_t)st->user_slot_mask + 1, st->user_count, sizeof *st->user_slots);
+		                (uint64_t)st->user_slot_mask + 1, st->users_live, sizeof *st->user_slots);
 	if (rc == 0)
 		rc = s->section(s->arg, WR_IMG_RES, (st->res_count - st->res_floor) * sizeof *st->res);
 	for (uint64_t no = st->res_floor + 1; rc == 0 && no <= st->res_count; no++)
@@ -2410,10 +2524,12 @@ int wr_state_image_load(struct wr_state *st, uint32_t id, const uint8_t *p, uint
 		    m.order_count - m.order_floor > st->lim.order_count_max ||
 		    m.idem_count > st->lim.idem_count_max || m.hold_count > st->lim.holding_count_max ||
 		    m.dev_hold_count > st->lim.holding_count_max || m.tier_count > WR_TIER_COUNT_MAX ||
-		    m.ip_rule_count > WR_IP_RULES_MAX)
+		    m.ip_rule_count > WR_IP_RULES_MAX || m.users_live > m.user_count || m.user_free > m.user_count)
 			return img_fail(err, err_len, "counts over the table limits", id);
 		st->sku_count = m.sku_count;
 		st->user_count = m.user_count;
+		st->users_live = m.users_live;
+		st->user_free = m.user_free;
 		st->res_count = m.res_count;
 		st->order_count = m.order_count;
 		st->idem_count = m.idem_count;
@@ -2436,7 +2552,7 @@ int wr_state_image_load(struct wr_state *st, uint32_t id, const uint8_t *p, uint
 		return img_load_dense(st->users, (uint64_t)st->user_count * sizeof *st->users, p, len, id, err, err_len);
 	case WR_IMG_USER_SLOTS:
 		return img_load_sparse(st->user_slots, sizeof *st->user_slots, (uint64_t)st->user_slot_mask + 1,
-		                       st->user_count, p, len, id, err, err_len);
+		                       st->users_live, p, len, id, err, err_len);
 	case WR_IMG_RES:
 		if (len != (st->res_count - st->res_floor) * sizeof *st->res)
 			return img_fail(err, err_len, "length does not match the entry count", id);
@@ -2494,7 +2610,8 @@ int wr_state_image_done(struct wr_state *st, char *err, size_t err_len)
 	}
 	for (uint64_t no = st->res_floor + 1; no <= st->res_count; no++) {
 		const struct wr_res *r = res_at(st, no);
-		if (r->sku >= st->sku_count || r->user >= st->user_count || r->order_no > st->order_count ||
+		if (r->sku >= st->sku_count || r->user >= st->user_count || st->users[r->user].len == 0 ||
+		    r->order_no > st->order_count ||
 		    (r->order_no != 0 && r->order_no <= st->order_floor)) {
 			snprintf(err, err_len, "reservation %llu refers outside the tables", (unsigned long long)no);
 			return -1;
@@ -2510,7 +2627,7 @@ void wr_each_holder(const struct wr_state *st, void (*fn)(void *arg, const char 
 		if (h->key == 0 || h->held + h->bought == 0)
 			continue;
 		uint64_t user = (h->key - 1) >> 16;
-		if (user < st->user_count)
+		if (user < st->user_count && st->users[user].len != 0)
 			fn(arg, st->users[user].name, st->users[user].len);
 	}
 }

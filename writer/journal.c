@@ -1376,6 +1376,12 @@ int jr_reader_next(struct jr_reader *r, uint64_t seq_max, struct jr_batch *b,
 	}
 }
 
+void jr_reader_chain(const struct jr_reader *r, uint8_t out[16])
+{
+	assert(r != NULL && r->scan.have_prev);
+	memcpy(out, r->scan.prev_sha, 16);
+}
+
 void jr_reader_close(struct jr_reader *r)
 {
 	if (r == NULL)

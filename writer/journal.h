@@ -161,6 +161,10 @@ int jr_reader_seek(struct jr_reader *r, uint64_t after_seq);
  * <= seq_max is available yet, -1 on damage (message in err). */
 int jr_reader_next(struct jr_reader *r, uint64_t seq_max, struct jr_batch *b,
                    char *err, size_t err_len);
+/* The chain value (first 16 bytes of SHA-256 of the header) of the batch
+ * jr_reader_next returned last: what a snapshot of the state after it is
+ * stamped with (snapshotter.c). */
+void jr_reader_chain(const struct jr_reader *r, uint8_t out[16]);
 void jr_reader_close(struct jr_reader *r);
 
 #endif

@@ -33,6 +33,7 @@
 #include "writer/snapshot.h"
 #include "writer/publish.h"
 #include "common/fs_prefault.h"
+#include "writer/snapshotter.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -88,8 +89,9 @@ struct writer {
 	uint64_t recharge_max;            /* ... and up to this order number */
 	struct wr_admission *admission;
 	_Atomic uint32_t usage[5];
-	/* snapshots (snapshot.h): at most one child writing at a time */
-	pid_t snap_pid;
+	/* snapshots (snapshot.h, snapshotter.h): at most one being written */
+	struct wr_snapshotter *snapper;   /* NULL when snapshots are off */
+	int snap_busy;
 	struct wr_snap_stamp snap_pending;
 	uint64_t snap_started_ns;
 	uint64_t snap_seq;                /* newest durable snapshot (0: none) */
@@ -425,6 +427,14 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	atomic_store(&w->m.startup_tail_ms, (s2 - s1) / 1000000);
 	atomic_store(&w->m.journal_first_seq, jr_first_seq(w->j));
 	w->snap_mark_bytes = jr_bytes_total(w->j);
+	struct wr_snapshotter_config sc = { .data_dir = cfg->data_dir, .journal_dir = w->journal_dir,
+	                                    .limits = cfg->limits, .base_seq = jc.after_seq,
+	                                    .pace_us = cfg->snapshot_pace_us };
+	w->snapper = wr_snapshotter_new(&sc, err, err_len);
+	if (w->snapper == NULL) {
+		wr_close(w);
+		return NULL;
+	}
 	wr_state_set_retention(w->st, (int64_t)cfg->retention_ms);   /* after replay: it follows the journal */
 	if (!cfg->quiet)
 		printf("flashsaled: start-up: snapshot %llu loaded in %.1f ms; journal tail of %llu batches "
@@ -884,50 +894,24 @@ static void idle_wait(struct writer *w)
 
 /* ---- snapshots and segment retention -------------------------------------------- */
 
-/* Forks a child that writes the state as it is now (a batch boundary: the
- * last batch decided is durable) to a snapshot file. The parent goes on at
- * once; the kernel copies a page of the tables only when the parent writes
- * to it, so the stall is the fork itself (page tables), not the copy. */
+/* Asks the snapshotter (snapshotter.h) for a snapshot of the state after
+ * the last durable batch. The writer only hands over a sequence number: the
+ * snapshotter brings its own copy of the state up to it by replaying the
+ * journal and writes that, so no page of the writer's tables is shared or
+ * copied (a fork's copy-on-write faults stalled the batches after it for
+ * seconds, perf/RESULTS.md). The stall metric times this hand-over. */
 static void snapshot_start(struct writer *w)
 {
-	assert(w->snap_pid == 0);
+	assert(!w->snap_busy && w->snapper != NULL);
 	struct wr_snap_stamp stamp = { .seq = jr_last_seq(w->j), .time_ms = w->last_t_ms };
 	jr_last_chain(w->j, stamp.chain);
-	pid_t parent = getpid();
 	uint64_t t0 = mono_ns();
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid == 0) {
-		/* The child of a multi-threaded process: only async-signal-safe
-		 * calls from here (wr_snapshot_write allocates nothing). It dies
-		 * with the writer and holds none of its descriptors (the journal's
-		 * lock, sockets). */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(3);
-		close_range(3, ~0u, 0);
-		char err[PATH_MAX + 256];
-		int rc = wr_snapshot_write(w->cfg.data_dir, w->st, &stamp, w->cfg.snapshot_pace_us, err, sizeof err);
-		if (rc != 0) {
-			size_t len = strlen(err);
-			err[len] = '\n';
-			ssize_t wr = write(2, err, len + 1);
-			(void)wr;
-		}
-		_exit(rc == 0 ? 0 : 1);
-	}
-	uint64_t fork_us = (mono_ns() - t0) / 1000;
-	if (fork_us > atomic_load(&w->m.snapshot_fork_us_max))
-		atomic_store(&w->m.snapshot_fork_us_max, fork_us);
-	if (pid < 0) {
-		fprintf(stderr, "writer: snapshot: fork: %s\n", strerror(errno));
-		atomic_fetch_add(&w->m.snapshot_failures, 1);
-		atomic_store(&w->snap_result, -1);
-		atomic_store(&w->snap_done, w->snap_req_taken);
-		return;
-	}
-	w->snap_pid = pid;
+	int rc = wr_snapshotter_request(w->snapper, stamp.seq);
+	uint64_t stall_us = (mono_ns() - t0) / 1000;
+	if (stall_us > atomic_load(&w->m.snapshot_fork_us_max))
+		atomic_store(&w->m.snapshot_fork_us_max, stall_us);
+	assert(rc == 0);   /* never busy: the writer asks only after the last one was reported */
+	w->snap_busy = 1;
 	w->snap_pending = stamp;
 	w->snap_started_ns = t0;
 	w->snap_mark_bytes = jr_bytes_total(w->j);
@@ -962,20 +946,19 @@ static void segments_drop(struct writer *w, int64_t t_ms)
 	}
 }
 
-/* Reaps a finished child, starts a snapshot when one is asked for or due,
- * and lets old segments go. Called between batches; `idle` when the
- * writer found nothing to do for a while. */
-static void snapshot_poll(struct writer *w, int64_t t_ms, int idle)
+/* Takes a finished snapshot's result, starts one when asked for or due,
+ * and lets old segments go. Called between batches. */
+static void snapshot_poll(struct writer *w, int64_t t_ms)
 {
-	if (w->snap_pid > 0) {
-		int status = 0;
-		pid_t r = waitpid(w->snap_pid, &status, WNOHANG);
-		if (r == 0)
-			return;
-		int ok = r == w->snap_pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-		w->snap_pid = 0;
+	if (w->snap_busy) {
+		struct wr_snapshotter_result res;
+		if (!wr_snapshotter_poll(w->snapper, &res))
+			goto drop;
+		int ok = res.ok;
+		w->snap_busy = 0;
 		if (ok) {
-			w->snap_seq = w->snap_pending.seq;
+			assert(res.seq == w->snap_pending.seq);
+			w->snap_seq = res.seq;
 			w->snap_oldest_kept = wr_snapshot_prune(w->cfg.data_dir, WR_SNAP_KEEP);
 			char path[PATH_MAX + 64];
 			struct stat sb;
@@ -986,21 +969,19 @@ static void snapshot_poll(struct writer *w, int64_t t_ms, int idle)
 			atomic_store(&w->m.snapshot_write_ms_last, (mono_ns() - w->snap_started_ns) / 1000000);
 			w->drop_next_ms = 0;
 		} else {
-			fprintf(stderr, "writer: snapshot of batch %llu failed (status %d); the previous one stays\n",
-			        (unsigned long long)w->snap_pending.seq, status);
+			fprintf(stderr, "writer: snapshot of batch %llu failed; the previous one stays\n",
+			        (unsigned long long)w->snap_pending.seq);
 			atomic_fetch_add(&w->m.snapshot_failures, 1);
 		}
 		atomic_store(&w->snap_result, ok ? (int64_t)w->snap_seq : -1);
 		atomic_store(&w->snap_done, w->snap_req_taken);
 	}
 	uint64_t req = atomic_load(&w->snap_req);
-	/* A due snapshot waits for a quiet moment (the batches right after a
-	 * fork pay its copy-on-write faults: seconds on the 2-core box, see
-	 * perf/RESULTS.md), but never past 4 intervals, so restart time stays
-	 * bounded under endless load. An operator's request goes at once. */
+	/* Due every interval, busy or idle: taking one costs the writer a
+	 * hand-over, not a stall, so restart time stays within an interval
+	 * (plus the one being written) under endless load. */
 	uint64_t since = jr_bytes_total(w->j) - w->snap_mark_bytes;
-	int due = w->cfg.snapshot_every_bytes != 0 &&
-	          since >= w->cfg.snapshot_every_bytes * (idle ? 1 : 4);
+	int due = w->cfg.snapshot_every_bytes != 0 && since >= w->cfg.snapshot_every_bytes;
 	if (req != w->snap_req_taken || due) {
 		w->snap_req_taken = req;
 		if (jr_last_seq(w->j) == w->snap_seq && w->snap_seq != 0) {
@@ -1012,6 +993,7 @@ static void snapshot_poll(struct writer *w, int64_t t_ms, int idle)
 			snapshot_start(w);
 		}
 	}
+drop:
 	segments_drop(w, t_ms);
 }
 
@@ -1173,7 +1155,7 @@ static void *writer_main(void *arg)
 			atomic_store(&w->snap->role, FS_ROLE_FENCED);
 			continue;
 		}
-		snapshot_poll(w, fs_wall_ms(), idle_rounds + 1 >= WR_IDLE_YIELDS);
+		snapshot_poll(w, fs_wall_ms());
 		int64_t t = fs_wall_ms();
 		if (t < w->last_t_ms)
 			t = w->last_t_ms;   /* batch time never goes backwards */
@@ -1222,11 +1204,6 @@ void wr_stop(struct writer *w)
 	(void)r;
 	pthread_join(w->thread, NULL);
 	w->started = 0;
-	if (w->snap_pid > 0) {   /* it died with the writer thread (PDEATHSIG): reap it */
-		int status;
-		waitpid(w->snap_pid, &status, 0);
-		w->snap_pid = 0;
-	}
 }
 
 void wr_close(struct writer *w)
@@ -1234,6 +1211,7 @@ void wr_close(struct writer *w)
 	if (w == NULL)
 		return;
 	wr_stop(w);
+	wr_snapshotter_free(w->snapper);   /* finishes a snapshot being written */
 	if (w->j)
 		jr_close(w->j);
 	if (w->follow_rc) {

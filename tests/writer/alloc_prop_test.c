@@ -72,6 +72,8 @@ struct prop {
 	/* progress */
 	uint64_t done, epoch, batch;
 	uint64_t stat_ans[FS_ERR_COUNT], stat_promote, stat_wait, stat_paid, stat_expire, stat_serve, stat_reclaim, stat_refund;
+	uint64_t stat_users_gone;   /* users reclaimed (live users fell after a batch) */
+	uint32_t users_before;
 };
 
 static struct prop P;
@@ -157,6 +159,7 @@ static void out_free(struct wr_batch_out *o)
 
 static void epoch_begin(void)
 {
+	P.users_before = 0;   /* a fresh state: no user went */
 	struct wr_limits *l = &P.lim;
 	int tight = chance(50);          /* tables that fill up (503 overloaded), or roomy ones */
 	l->sku_count_max = 6;
@@ -637,6 +640,9 @@ static void check_batch(uint32_t n, uint32_t nd)
 		FAIL(n, "usage users/res/orders/idem/holdings %u/%u/%u/%u/%u, model %u/%u/%u/%u/%u",
 		     u.users, u.reservations, u.orders, u.idem_keys, u.holdings,
 		     mu.users, mu.reservations, mu.orders, mu.idem_keys, mu.holdings);
+	if (u.users < P.users_before)
+		P.stat_users_gone += P.users_before - u.users;
+	P.users_before = u.users;
 	(void)nd;
 }
 
@@ -762,16 +768,17 @@ static void test_alloc_matches_model(void **state)
 		if (P.stat_ans[e])
 			printf(" %s=%llu", fs_err_name((enum fs_err)e), (unsigned long long)P.stat_ans[e]);
 	printf("\nalloc_prop: waitlisted=%llu promoted=%llu expired=%llu serves=%llu paid=%llu reclaims=%llu "
-	       "refunds=%llu\n",
+	       "refunds=%llu users_reclaimed=%llu\n",
 	       (unsigned long long)P.stat_wait, (unsigned long long)P.stat_promote,
 	       (unsigned long long)P.stat_expire, (unsigned long long)P.stat_serve,
 	       (unsigned long long)P.stat_paid, (unsigned long long)P.stat_reclaim,
-	       (unsigned long long)P.stat_refund);
+	       (unsigned long long)P.stat_refund, (unsigned long long)P.stat_users_gone);
 	/* the workload must reach the interesting paths, or it proves little */
 	assert_true(P.stat_ans[FS_ERR_SOLD_OUT] > 0 || P.steps < 20000);
 	assert_true(P.stat_promote > 0 || P.steps < 20000);
 	assert_true(P.stat_reclaim > 0 || P.steps < 20000);
 	assert_true(P.stat_refund > 0 || P.steps < 20000);
+	assert_true(P.stat_users_gone > 0 || P.steps < 20000);
 	assert_true(P.stat_ans[FS_ERR_LIMIT_REACHED] > 0 || P.steps < 20000);
 	assert_true(P.stat_ans[FS_ERR_OVERLOADED] > 0 || P.steps < 20000);
 }

@@ -28,6 +28,7 @@ struct m_sku {
 struct m_user {
 	char    name[FS_ID_LEN_MAX];
 	uint8_t len;
+	uint8_t gone;                   /* reclaimed: a later arrival of the name is a new user */
 };
 
 struct m_res {
@@ -65,8 +66,9 @@ struct model {
 	struct wr_limits lim;
 	struct m_sku skus[M_SKU_MAX];
 	uint32_t sku_count;
-	struct m_user *users;
-	uint32_t user_count;
+	struct m_user *users;           /* never reused: grows past user_count_max once users go */
+	uint32_t user_count, user_cap;
+	uint32_t users_live;
 	struct m_res *res;              /* index = reservation number - 1 */
 	uint64_t res_count;
 	struct m_order *orders;         /* index = order number - 1 */
@@ -89,7 +91,8 @@ struct model *model_new(const struct wr_limits *lim)
 	struct model *m = calloc(1, sizeof *m);
 	assert(m != NULL);
 	m->lim = *lim;
-	m->users = calloc(lim->user_count_max, sizeof *m->users);
+	m->user_cap = lim->user_count_max;
+	m->users = calloc(m->user_cap, sizeof *m->users);
 	m->res_cap = lim->reservation_count_max;
 	m->order_cap = lim->order_count_max;
 	m->res = calloc(m->res_cap, sizeof *m->res);
@@ -128,7 +131,7 @@ static int sku_find(const struct model *m, const char *name, size_t len)
 static int user_find(const struct model *m, const char *name, size_t len)
 {
 	for (uint32_t i = 0; i < m->user_count; i++)
-		if (same(m->users[i].name, m->users[i].len, name, len))
+		if (!m->users[i].gone && same(m->users[i].name, m->users[i].len, name, len))
 			return (int)i;
 	return -1;
 }
@@ -187,15 +190,42 @@ static uint64_t reclaim_target(const struct model *m, int64_t t_ms, int64_t rete
 
 void model_set_retention(struct model *m, int64_t retention_ms) { m->retention_ms = retention_ms; }
 
+/* After a RECLAIM: a user none of whose reservations is left goes, with
+ * its holdings, unless it bought units of a sale that is not closed (that
+ * sale's per-user limit still counts them). */
+static void user_maybe_gone(struct model *m, uint32_t user)
+{
+	if (m->users[user].gone)
+		return;
+	for (uint64_t i = m->res_floor; i < m->res_count; i++)
+		if (m->res[i].user == user)
+			return;
+	for (uint64_t i = 0; i < m->res_floor; i++) {
+		const struct m_res *r = &m->res[i];
+		if (r->user == user && r->status == FS_RES_CONFIRMED && m->skus[r->sku].state != FS_SALE_CLOSED)
+			return;
+	}
+	m->users[user].gone = 1;
+	m->users_live--;
+	for (uint32_t s = 0; s < M_SKU_MAX; s++)
+		if (m->pair_seen[(size_t)user * M_SKU_MAX + s]) {
+			m->pair_seen[(size_t)user * M_SKU_MAX + s] = 0;
+			m->pair_count--;
+		}
+}
+
 static void do_reclaim(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
 {
 	if (c->ref <= m->res_floor || c->ref > reclaim_target(m, t_ms, 0, 0))
 		return;   /* refused, not journaled, no answer */
+	uint64_t from = m->res_floor;
 	for (uint64_t no = m->res_floor + 1; no <= c->ref; no++) {
 		const struct m_res *r = &m->res[no - 1];
 		m->idem_count -= 1 + (r->order_no != 0);   /* its key and its order's key */
 	}
 	m->res_floor = c->ref;
+	for (uint64_t no = from + 1; no <= c->ref; no++)
+		user_maybe_gone(m, m->res[no - 1].user);
 	while (m->order_floor < m->order_count && m->orders[m->order_floor].res_no <= m->res_floor)
 		m->order_floor++;
 	e->journaled = 1;
@@ -472,6 +502,9 @@ static void do_admin(struct model *m, const struct fs_cmd *c, int64_t t_ms, stru
 			}
 		}
 		k->state = (uint8_t)to;
+		if (to == FS_SALE_CLOSED)   /* users kept for their purchases in it may go */
+			for (uint32_t u = 0; u < m->user_count; u++)
+				user_maybe_gone(m, u);
 	}
 	k->version++;
 	e->journaled = 1;
@@ -531,13 +564,22 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 		{ ans_error(e, c, FS_ERR_SOLD_OUT); return; }
 	int new_pair = user < 0 || !m->pair_seen[(size_t)user * M_SKU_MAX + (uint32_t)sku];
 	if (m->res_count - m->res_floor >= m->lim.reservation_count_max || m->idem_count >= m->lim.idem_count_max ||
-	    (user < 0 && m->user_count >= m->lim.user_count_max) ||
+	    (user < 0 && m->users_live >= m->lim.user_count_max) ||
 	    (new_pair && m->pair_count >= m->lim.holding_count_max) ||
 	    (c->text_len && !dev_seen && m->dev_pair_count >= m->lim.holding_count_max))
 		{ ans_error(e, c, FS_ERR_OVERLOADED); return; }
 	if (c->text_len && !dev_seen)
 		m->dev_pair_count++;
 	if (user < 0) {
+		if (m->user_count == m->user_cap) {   /* indices are never reused */
+			m->users = realloc(m->users, 2 * m->user_cap * sizeof *m->users);
+			m->pair_seen = realloc(m->pair_seen, 2 * (size_t)m->user_cap * M_SKU_MAX);
+			assert(m->users != NULL && m->pair_seen != NULL);
+			memset(m->users + m->user_cap, 0, m->user_cap * sizeof *m->users);
+			memset(m->pair_seen + (size_t)m->user_cap * M_SKU_MAX, 0, (size_t)m->user_cap * M_SKU_MAX);
+			m->user_cap *= 2;
+		}
+		m->users_live++;
 		user = (int)m->user_count++;
 		memcpy(m->users[user].name, c->user, c->user_len);
 		m->users[user].len = c->user_len;
@@ -1032,7 +1074,7 @@ void model_sku_view(const struct model *m, uint32_t idx, struct m_sku_view *v)
 void model_usage(const struct model *m, struct wr_usage *u)
 {
 	memset(u, 0, sizeof *u);
-	u->users = m->user_count;
+	u->users = m->users_live;
 	u->reservations = (uint32_t)(m->res_count - m->res_floor);
 	u->orders = (uint32_t)(m->order_count - m->order_floor);
 	u->order_no_max = m->order_count;
