@@ -1404,6 +1404,7 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 	record_res_change(st, c, r, out);
 	struct wr_charge *ch = &out->charges[out->charge_count++];
 	ch->order_no = order_no;
+	ch->reissued = 0;
 	ch->amount_cents = o->amount_cents;
 	ch->token_len = o->token_len;
 	memcpy(ch->token, o->token, o->token_len);
@@ -1968,6 +1969,7 @@ uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr
 		memcpy(c->token, o->token, o->token_len);
 		c->user_len = st->users[o->user].len;
 		memcpy(c->user, st->users[o->user].name, c->user_len);
+		c->reissued = 1;   /* an earlier run may have charged it: never FAILED on errors alone */
 	}
 	return n;
 }

@@ -71,7 +71,9 @@ struct wr_charge {
 	char     token[FS_ID_LEN_MAX];
 	uint8_t  user_len;
 	char     user[FS_ID_LEN_MAX];
-	uint8_t  _pad[6];
+	uint8_t  reissued;          /* 1: handed again after a restart (an earlier
+	                             * attempt may have reached the provider) */
+	uint8_t  _pad[5];
 };
 _Static_assert(sizeof(struct wr_charge) % 8 == 0, "charges travel in rings");
 
@@ -163,8 +165,8 @@ void wr_sku_view(const struct wr_state *st, uint32_t sku_idx, struct wr_sku_view
 int wr_sku_find(const struct wr_state *st, const char *name, size_t len); /* -1 when absent */
 
 /* Orders still PENDING with an order number > after (after replay: their
- * charges must be retried with the same idempotency key), in order. Writes
- * up to max charges; returns how many. */
+ * charges must be retried with the same idempotency key), in order, marked
+ * reissued. Writes up to max charges; returns how many. */
 uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr_charge *out, uint32_t max);
 
 struct wr_usage {

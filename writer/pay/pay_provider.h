@@ -18,7 +18,9 @@
 #define PAY_BUSY (-1)
 
 /* Called by a provider's advance() for each attempt that finished:
- * `outcome` is enum fs_pay (FS_PAY_ERROR for a timeout or an I/O error). */
+ * `outcome` is enum fs_pay, FS_PAY_ERROR when the attempt may have charged
+ * (a timeout or an I/O error after the request left), or PAY_ERROR_CLEAN
+ * (pay_retry.h) when it certainly charged nothing. */
 typedef void pay_done_fn(void *ctx, uint32_t slot, int outcome);
 
 /* A provider. One attempt per slot at a time; `slot` < the slot count given
@@ -26,7 +28,7 @@ typedef void pay_done_fn(void *ctx, uint32_t slot, int outcome);
 struct pay_provider_ops {
 	const char *name;
 	/* Begins one attempt at charge c (idempotency key: the order id).
-	 * Returns the attempt's outcome (enum fs_pay) with *due_ms set to the
+	 * Returns the attempt's outcome (as for pay_done_fn) with *due_ms set to the
 	 * time it is known (now, or later for tok_slow_<ms>); 0 when the outcome
 	 * comes later through advance(); PAY_BUSY when it cannot start now. */
 	int (*start)(void *self, uint32_t slot, const struct wr_charge *c, int64_t now_ms, int64_t *due_ms);
