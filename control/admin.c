@@ -607,6 +607,7 @@ static size_t metrics_payments(struct ctl_admin *a, char *b, size_t n)
 		n = put(b, n, "flashsale_payment_outcomes_total{outcome=\"%s\"} %llu\n", outcomes[i].name,
 		        (unsigned long long)outcomes[i].v);
 	n = put_scalar(b, n, "flashsale_payment_breaker_opened_total", "counter", s.breaker_opened);
+	n = put_scalar(b, n, "flashsale_payment_kept_pending_total", "counter", s.kept_pending);
 	n = put_scalar(b, n, "flashsale_payment_in_flight", "gauge", s.in_flight);
 	n = put_scalar(b, n, "flashsale_payment_breaker_state", "gauge", s.breaker);
 	return n;

@@ -1487,6 +1487,7 @@ static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms,
 	struct wr_charge *ch = &out->charges[out->charge_count++];
 	ch->kind = WR_CHARGE_PAY;   /* the buffer is reused: a refund may have been here */
 	ch->order_no = order_no;
+	ch->reissued = 0;
 	ch->amount_cents = o->amount_cents;
 	ch->token_len = o->token_len;
 	memcpy(ch->token, o->token, o->token_len);
@@ -2295,6 +2296,7 @@ uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr
 		memcpy(c->token, o->token, o->token_len);
 		c->user_len = st->users[o->user].len;
 		memcpy(c->user, st->users[o->user].name, c->user_len);
+		c->reissued = 1;   /* an earlier run may have charged it: never FAILED on errors alone */
 	}
 	return n;
 }

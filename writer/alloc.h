@@ -76,7 +76,9 @@ struct wr_charge {
 	uint8_t  user_len;
 	char     user[FS_ID_LEN_MAX];
 	uint8_t  kind;              /* enum wr_charge_kind */
-	uint8_t  _pad[5];
+	uint8_t  reissued;          /* 1: handed again after a restart (an earlier
+	                             * attempt may have reached the provider) */
+	uint8_t  _pad[4];
 };
 _Static_assert(sizeof(struct wr_charge) % 8 == 0, "charges travel in rings");
 
@@ -191,7 +193,8 @@ int wr_sku_find(const struct wr_state *st, const char *name, size_t len); /* -1 
 
 /* Orders still PENDING or REFUNDING with an order number > after (after
  * replay: their charges or refunds must be retried with the same
- * idempotency key), in order. Writes up to max charges; returns how many. */
+ * idempotency key), in order, marked reissued. Writes up to max charges;
+ * returns how many. */
 uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr_charge *out, uint32_t max);
 
 struct wr_usage {

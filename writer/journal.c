@@ -49,6 +49,7 @@ _Static_assert(JR_HEADER_BYTES % 8 == 0, "batches are 8-byte aligned");
 #define JR_MSG_BYTES          (JR_PATH_BYTES_MAX + 256u)
 #define JR_RING_ENTRIES       4u
 #define JR_FILE_MODE          0600   /* segments hold user ids and payment references */
+#define JR_ZERO_RUN_WORDS     64u    /* 512 bytes: a sector */
 
 enum sc_status {
 	SC_FATAL = -2,   /* damage that is never a torn tail (msg set) */
@@ -476,6 +477,110 @@ static int sc_scan_rest(struct jr_scan *s, uint64_t from, uint64_t *written_end)
 	return 0;
 }
 
+/* ---- torn tail or damage ------------------------------------------------ */
+
+/* What an append writes in the header's flags (journal.h): how a torn write
+ * of this batch would show, so start-up can tell one from a complete batch
+ * that was damaged later. */
+static uint16_t tail_flags(const uint8_t *body, uint32_t body_len)
+{
+	uint32_t trail = 0;
+	while (trail < body_len && trail < JR_FLAG_TRAIL_MAX && body[body_len - 1 - trail] == 0)
+		trail++;
+	uint16_t flags = (uint16_t)trail;
+	uint32_t run = 0;   /* consecutive zero 8-byte words (the body is 8-aligned in the file) */
+	for (uint32_t w = 0; w + 8 <= body_len; w += 8) {
+		uint64_t v;
+		memcpy(&v, body + w, sizeof v);
+		run = v == 0 ? run + 1 : 0;
+		if (run == JR_ZERO_RUN_WORDS) {
+			flags |= JR_FLAG_ZERO_RUN;
+			break;
+		}
+	}
+	return flags;
+}
+
+/* 1 when changing one bit of raw makes it a valid header (then done so). */
+static int header_fix_one_bit(uint8_t raw[JR_HEADER_BYTES])
+{
+	for (uint32_t bit = 0; bit < JR_HEADER_BYTES * 8; bit++) {
+		raw[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		if (header_valid(raw))
+			return 1;
+		raw[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+	}
+	return 0;
+}
+
+/* 1 when the body, as read, is what header h was written with except for
+ * one bit (the last byte that should be non-zero reads zero: the bit that
+ * made it zero flipped). */
+static int body_fix_last_byte(uint8_t *body, const struct jr_header *h, uint32_t at)
+{
+	for (uint32_t bit = 0; bit < 8; bit++) {
+		body[at] = (uint8_t)(1u << bit);
+		if (XXH3_64bits(body, h->body_len) == h->body_hash)
+			return 1;
+	}
+	body[at] = 0;
+	return 0;
+}
+
+/* The last batch of the journal is bad (s->off) and nothing valid follows.
+ * A torn write -- the append never completed, so it was never acknowledged:
+ * some of its 512-byte sectors, or a prefix of it, reached the disk and the
+ * rest of the pre-zeroed segment still reads zero -- may be truncated. A
+ * complete batch with a bad checksum is damage to an acknowledged decision
+ * and must be refused. Torn evidence: no valid header (one that one flipped
+ * bit does not explain), a body beyond the file, more trailing zero bytes
+ * than the batch was written with, or a run of 512 zero bytes it was
+ * written without (a lost sector). Returns 1 (damage, reason in why), 0
+ * (torn), or -1 (read error: errno). */
+static int tail_damaged(struct jr_scan *s, char *why, size_t why_len)
+{
+	uint8_t raw[JR_HEADER_BYTES];
+	uint64_t got;
+	if (pread_full(s->fd, raw, sizeof raw, s->off, &got) != 0)
+		return -1;
+	if (got < sizeof raw || is_zero(raw, sizeof raw))
+		return 0;
+	int header_flipped = 0;
+	if (!header_valid(raw)) {
+		if (!header_fix_one_bit(raw))
+			return 0;   /* a header that never arrived whole */
+		header_flipped = 1;
+	}
+	struct jr_header h;
+	memcpy(&h, raw, sizeof h);
+	if (h.body_len == 0 || h.body_len > JR_BODY_BYTES_MAX || s->off + JR_HEADER_BYTES + h.body_len > s->size)
+		return 0;
+	uint8_t *body = malloc(h.body_len);
+	if (body == NULL)
+		return -1;
+	int rc = pread_full(s->fd, body, h.body_len, s->off + JR_HEADER_BYTES, &got);
+	int damaged = 0;
+	if (rc == 0 && got == h.body_len) {
+		uint32_t trail = 0, want = h.flags & JR_FLAG_TRAIL_MAX;
+		while (trail < h.body_len && body[h.body_len - 1 - trail] == 0)
+			trail++;
+		if (header_flipped)
+			damaged = XXH3_64bits(body, h.body_len) == h.body_hash;
+		else if (trail > want)
+			damaged = want < JR_FLAG_TRAIL_MAX && body_fix_last_byte(body, &h, h.body_len - 1 - want);
+		else
+			damaged = (h.flags & JR_FLAG_ZERO_RUN) || !(tail_flags(body, h.body_len) & JR_FLAG_ZERO_RUN);
+	}
+	free(body);
+	if (rc != 0)
+		return -1;
+	if (damaged)
+		snprintf(why, why_len, "%s offset %" PRIu64 ": batch %" PRIu64 " is complete but its %s checksum is "
+		         "bad: damage, not a torn write (it may have been acknowledged)", s->path, s->off, h.seq,
+		         header_flipped ? "header" : "body");
+	return damaged;
+}
+
 /* ---- jr_open ------------------------------------------------------------ */
 
 struct jr_replay {
@@ -526,6 +631,14 @@ static int open_replay_segment(struct journal *j, struct jr_scan *s, int is_last
 			else
 				snprintf(err, err_len, "journal: %s", s->msg);
 			return -1;
+		}
+		if (st == SC_BAD) {
+			char why[JR_MSG_BYTES];
+			int dmg = tail_damaged(s, why, sizeof why);
+			if (dmg != 0) {
+				snprintf(err, err_len, "journal: %s", dmg < 0 ? strerror(errno) : why);
+				return -1;
+			}
 		}
 		rp->torn_off = s->off;
 		rp->torn_bytes = written_end - s->off;
@@ -976,6 +1089,7 @@ static uint64_t append_build(struct journal *j, uint64_t seq, int64_t time_ms, u
 	h.time_ms = time_ms;
 	h.body_len = body_len;
 	h.body_hash = XXH3_64bits(body, body_len);
+	h.flags = tail_flags(body, body_len);
 	memcpy(h.prev_sha256, j->prev_sha, 16);
 	memcpy(j->buf, &h, sizeof h);
 	h.header_hash = XXH3_64bits(j->buf, 56);

@@ -19,9 +19,15 @@
  * Start-up (jr_open) reads every segment in order, checks every header and
  * body, the sequence and the chain, and hands each batch to a callback (the
  * writer replays it through the decide step). After the last valid batch of
- * the LAST segment, bytes that are all zero are free space; a partial or
- * corrupt batch followed only by zeros/garbage to the end of the last segment
- * is a torn tail: it is zeroed (logged) and appending continues right there.
+ * the LAST segment, bytes that are all zero are free space; a partial batch
+ * followed only by zeros/garbage to the end of the last segment is a torn
+ * tail: it is zeroed (logged) and appending continues right there. Partial
+ * means what a write that never completed leaves in a pre-zeroed segment
+ * (some sectors or a prefix arrived, the rest reads zero): no whole header,
+ * or more trailing zero bytes than the batch was written with, or a run of
+ * 512 zero bytes it was written without (the header's flags record both).
+ * A COMPLETE last batch with a bad checksum (say one flipped bit) is damage:
+ * it may have been acknowledged, so it is refused, never truncated.
  * Any other damage -- a bad checksum with a valid batch after it, a broken
  * chain, a sequence gap, damage in a segment that is not the last -- makes
  * jr_open fail with a message naming the file and the byte offset.
@@ -36,6 +42,8 @@
 #define JR_VERSION        1
 #define JR_HEADER_BYTES   64
 #define JR_BODY_BYTES_MAX (8u << 20)
+#define JR_FLAG_TRAIL_MAX 0x7fffu      /* flags & this: trailing zero bytes of the body (capped) */
+#define JR_FLAG_ZERO_RUN  0x8000u      /* the body holds 64 zero 8-byte words in a row */
 
 /* Every field is naturally aligned and there is no hidden padding: the
  * first 56 bytes are exactly what header_hash covers. (The magic is 32 bits
@@ -43,7 +51,7 @@
 struct jr_header {
 	uint32_t magic;           /* JR_MAGIC */
 	uint16_t version;         /* JR_VERSION */
-	uint16_t flags;           /* 0 */
+	uint16_t flags;           /* JR_FLAG_*: how a torn write of this batch would show */
 	uint64_t seq;
 	int64_t  time_ms;
 	uint64_t body_hash;       /* xxh3-64 of the body */

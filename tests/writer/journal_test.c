@@ -363,6 +363,13 @@ static void test_rotation(void **state)
 #define TORN_NEW_LEN   100u     /* body of the batch appended after the truncation */
 #define TORN_GARBAGE_EXTRA 64u  /* garbage also lands past the torn batch */
 
+/* Set by torn_build: what is left is not what a torn write leaves, so
+ * jr_open must refuse it. Garbage over the body of a batch whose header
+ * arrived is damage (a torn write leaves the pre-zeroed segment's zeros);
+ * so is zeroing exactly one one-bit byte at the end (one flipped bit does
+ * the same). */
+static int torn_expect_damage;
+
 /* Builds N batches, keeps the first k bytes of the last one and overwrites
  * the rest with zeros or garbage. Returns the last batch's offset. */
 static uint64_t torn_build(const struct jr_config *cfg, struct expect *e, uint64_t k, int garbage)
@@ -388,8 +395,31 @@ static uint64_t torn_build(const struct jr_config *cfg, struct expect *e, uint64
 	 * batch would not be torn at k. The first torn byte always differs. */
 	if (garbage && junk[0] == orig[0])
 		junk[0] ^= 0x5a;
+	/* Garbage that ends in a zero byte where the body ends would look like
+	 * a lost last byte (a torn write); keep the test to one kind. */
+	if (garbage && junk[total - 1 - k] == 0)
+		junk[total - 1 - k] = 0xa5;
 	file_rw(path, off + k, junk, end - k, 1);
+	uint32_t nonzero = 0, bits = 0;
+	for (uint64_t i = 0; i < total - k; i++) {
+		nonzero += orig[i] != 0;
+		bits += (uint32_t)__builtin_popcount(orig[i]);
+	}
+	torn_expect_damage = k >= JR_HEADER_BYTES && (garbage || (nonzero == 1 && bits == 1));
 	return off;
+}
+
+/* jr_open refuses the last batch as damage, naming its file and offset. */
+static void torn_refused(const struct jr_config *cfg, uint64_t off)
+{
+	char err[ERR_BYTES] = "", where[PATH_BYTES * 2], path[PATH_BYTES];
+	seg_name(path, cfg->dir, 1);
+	assert_null(jr_open(cfg, NULL, NULL, err, sizeof err));
+	snprintf(where, sizeof where, "%s offset %" PRIu64 ":", path, off);
+	if (strstr(err, where) == NULL || strstr(err, "damage, not a torn write") == NULL)
+		print_error("got '%s', want '%s'\n", err, where);
+	assert_non_null(strstr(err, where));
+	assert_non_null(strstr(err, "damage, not a torn write"));
 }
 
 static void torn_check(const struct jr_config *cfg, struct expect *e, uint64_t off, uint64_t k, int garbage)
@@ -435,7 +465,10 @@ static void test_torn_tail_every_offset(void **state)
 	for (int garbage = 0; garbage <= 1; garbage++) {
 		for (uint64_t k = 1; k < JR_HEADER_BYTES + TORN_LAST_LEN; k++) {
 			uint64_t off = torn_build(&cfg, e, k, garbage);
-			torn_check(&cfg, e, off, k, garbage);
+			if (torn_expect_damage)
+				torn_refused(&cfg, off);
+			else
+				torn_check(&cfg, e, off, k, garbage);
 		}
 	}
 	stderr_restore(saved);
@@ -584,9 +617,23 @@ static void test_damage_segments(void **state)
 	assert_non_null(strstr(err, "sequence gap (expected 7, found 8)"));
 	assert_non_null(strstr(err, renamed));
 
-	/* The same damage in the last segment's last batch is a torn tail. */
+	/* The same damage in the last segment's last batch is refused too: the
+	 * batch is complete, so it may have been acknowledged (tests/sim found it
+	 * truncated as a torn tail). In the body, in the header, at the end. */
 	dmg_build(&cfg, e, DMG_N);
 	flip_bit(e->file[DMG_N], e->offset[DMG_N] + JR_HEADER_BYTES + 10, 3);
+	dmg_expect_fail(&cfg, e, DMG_N, "damage, not a torn write");
+	dmg_build(&cfg, e, DMG_N);
+	flip_bit(e->file[DMG_N], e->offset[DMG_N] + 30, 6);
+	dmg_expect_fail(&cfg, e, DMG_N, "header checksum is bad");
+	dmg_build(&cfg, e, DMG_N);
+	flip_bit(e->file[DMG_N], e->offset[DMG_N] + JR_HEADER_BYTES + 999, 0);   /* its last byte */
+	dmg_expect_fail(&cfg, e, DMG_N, "damage, not a torn write");
+
+	/* A torn write of it (its last sector never arrived: zeros) is a torn tail. */
+	dmg_build(&cfg, e, DMG_N);
+	uint8_t zeros[16] = { 0 };
+	file_rw(e->file[DMG_N], e->offset[DMG_N] + JR_HEADER_BYTES + 1000 - sizeof zeros, zeros, sizeof zeros, 1);
 	int saved = stderr_to("/dev/null");
 	struct journal *j = open_or_fail(&cfg, e);
 	stderr_restore(saved);
@@ -655,10 +702,12 @@ static void test_crash_shapes(void **state)
 	assert_string_equal(e->file[4], path);
 	jr_close(j);
 
-	/* Torn first batch of the newest segment (batch 5, offset 0). */
+	/* Torn first batch of the newest segment (batch 5, offset 0): the
+	 * second half of its header never arrived. */
 	seg_name(path, dir, 5);
 	assert_string_equal(e->file[5], path);
-	flip_bit(path, 7, 0);
+	uint8_t half[JR_HEADER_BYTES / 2] = { 0 };
+	file_rw(path, JR_HEADER_BYTES / 2, half, sizeof half, 1);
 	int saved = stderr_to("/dev/null");
 	j = open_or_fail(&cfg, e);
 	stderr_restore(saved);

@@ -6,6 +6,7 @@
  * flashsaled runs without --payment-provider.
  */
 #include "writer/pay/pay_provider.h"
+#include "writer/pay/pay_retry.h"
 
 #include <assert.h>
 #include <string.h>
@@ -49,6 +50,8 @@ static int test_start(void *self, uint32_t slot, const struct wr_charge *c, int6
 		delay_ms = 0;
 	}
 	*due_ms = t + delay_ms;
+	if (out == FS_PAY_ERROR)
+		return PAY_ERROR_CLEAN;   /* tok_down: an unreachable provider charged nothing */
 	return out == 0 ? FS_PAY_OK : out;
 }
 

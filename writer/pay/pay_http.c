@@ -42,16 +42,22 @@
  *   sees an attempt while an earlier one with the same key is still being
  *   processed must wait for that one or answer a retryable error (5xx).
  *
+ *   A whole answer outside the contract (a 5xx, a 200 without "charged")
+ *   must mean the key was NOT charged. A timeout or a connection lost after
+ *   the request left is an UNKNOWN outcome: the provider may have charged.
+ *
  *   An ERROR is retried with the same key after a backoff that doubles
- *   (50 ms, 100 ms, ...) up to 3 attempts in all; then the order FAILED
- *   with reason provider_unavailable and its unit goes back on sale. 3 orders
+ *   (50 ms, 100 ms, ... capped at 5 s) up to 3 attempts in all; then the
+ *   order FAILED with reason provider_unavailable and its unit goes back on
+ *   sale, unless an attempt's outcome was UNKNOWN (or the charge was
+ *   re-issued after a restart): then the order stays PENDING, its unit held,
+ *   and is asked again with the same key until the provider answers 200,
+ *   402 or 409 (pay_retry.h). 3 orders
  *   in a row failed that way open the circuit breaker for 1 s: new checkouts
  *   are answered 503 at once, no attempt goes out; then one probe attempt
  *   decides whether it closes again. (Defaults; see struct pay_config.)
- *   A provider that answered an attempt flashsaled gave up on (a timeout)
- *   may have charged an order flashsaled reports as FAILED
- *   provider_unavailable: the provider's record, by idempotency key, is
- *   where an operator reconciles; charging again never happens.
+ *   So an order the provider charged never ends FAILED, and charging
+ *   again never happens.
  *
  *   The host is resolved once, at start-up. Answers are HTTP/1.1 (or 1.0)
  *   with Content-Length, chunked, or close-delimited bodies of at most
@@ -70,6 +76,7 @@
 #include <jsmn.h>
 
 #include "writer/pay/pay_provider.h"
+#include "writer/pay/pay_retry.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -101,6 +108,7 @@ struct http_conn {
 	uint8_t  state;          /* enum conn_state */
 	uint8_t  reused;         /* this request went on a connection kept from an earlier answer */
 	uint8_t  refund;         /* the attempt in flight is a refund */
+	uint8_t  sent;           /* a byte of this attempt's request left: it may have charged */
 	uint32_t slot;           /* the charge slot of the attempt in flight */
 	int64_t  deadline_ms;
 	uint32_t out_len, out_off;
@@ -288,6 +296,7 @@ static int request_build(const struct http_prov *h, struct http_conn *c, const s
 	c->out_len = (uint32_t)m;
 	c->refund = (uint8_t)refund;
 	c->out_off = 0;
+	c->sent = 0;
 	c->in_len = 0;
 	return 0;
 }
@@ -544,6 +553,7 @@ static int conn_step(struct http_prov *h, struct http_conn *c)
 				return 0;
 			if (n <= 0)
 				goto failed;
+			c->sent = 1;
 			c->out_off += (uint32_t)n;
 		}
 		c->state = CONN_RECEIVING;
@@ -574,6 +584,8 @@ static int conn_step(struct http_prov *h, struct http_conn *c)
 			return FS_PAY_ERROR;
 		}
 		int out = resp_outcome(&r, c->refund);
+		if (out == FS_PAY_ERROR)
+			out = PAY_ERROR_CLEAN;   /* a whole answer outside the contract: nothing charged */
 		if (r.close) {
 			conn_close(c);
 		} else {
@@ -593,7 +605,7 @@ failed:
 			return conn_step(h, c);
 	}
 	conn_close(c);
-	return FS_PAY_ERROR;
+	return c->sent ? FS_PAY_ERROR : PAY_ERROR_CLEAN;   /* FS_PAY_ERROR: it may have charged */
 }
 
 /* ---- provider ops ---------------------------------------------------------- */
@@ -613,13 +625,13 @@ static int http_start(void *self, uint32_t slot, const struct wr_charge *ch, int
 		return PAY_BUSY;
 	*due_ms = t;
 	if (request_build(h, c, ch) != 0)
-		return FS_PAY_ERROR;   /* cannot happen with bounded fields (static assert) */
+		return PAY_ERROR_CLEAN;   /* cannot happen with bounded fields (static assert) */
 	c->slot = slot;
 	c->deadline_ms = t + h->timeout_ms;
 	if (c->state == CONN_IDLE)
 		c->state = CONN_SENDING;
 	else if (conn_open(h, c) != 0)
-		return FS_PAY_ERROR;
+		return PAY_ERROR_CLEAN;
 	int out = c->state == CONN_CONNECTING ? 0 : conn_step(h, c);
 	if (out == 0)
 		*due_ms = c->deadline_ms;
@@ -669,7 +681,7 @@ static int64_t http_advance(void *self, const struct pollfd *pfd, uint32_t pfd_c
 			continue;
 		if (t >= c->deadline_ms) {
 			conn_close(c);   /* its answer, if it ever comes, must not be read as the next one's */
-			done(ctx, c->slot, FS_PAY_ERROR);
+			done(ctx, c->slot, c->sent ? FS_PAY_ERROR : PAY_ERROR_CLEAN);
 			continue;
 		}
 		if (c->deadline_ms < next)

@@ -18,7 +18,9 @@
 #define PAY_BUSY (-1)
 
 /* Called by a provider's advance() for each attempt that finished:
- * `outcome` is enum fs_pay (FS_PAY_ERROR for a timeout or an I/O error). */
+ * `outcome` is enum fs_pay, FS_PAY_ERROR when the attempt may have charged
+ * (a timeout or an I/O error after the request left), or PAY_ERROR_CLEAN
+ * (pay_retry.h) when it certainly charged nothing. */
 typedef void pay_done_fn(void *ctx, uint32_t slot, int outcome);
 
 /* A provider. One attempt per slot at a time; `slot` < the slot count given

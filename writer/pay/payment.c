@@ -14,7 +14,10 @@
  * Provider errors (timeouts, refused connections, answers outside the
  * contract) are retried with the same idempotency key (the order id) and a
  * doubling backoff, up to retry_count_max attempts; then the order fails
- * with provider_unavailable. breaker_failures orders in a row that failed
+ * with provider_unavailable, unless an attempt may have charged (a timeout
+ * after the request left, a re-issued charge): such an order stays PENDING
+ * and is asked again until the provider answers (pay_retry.h, the rule the
+ * simulation proves). breaker_failures orders in a row that failed
  * that way open a circuit breaker: payments_open drops to 0 (the dataplane
  * answers new checkouts 503 at once instead of piling them up) and no
  * attempt starts. After breaker_open_ms it half-opens: payments_open is 1
@@ -25,6 +28,7 @@
  * retry_count_max times.
  */
 #include "writer/pay/payment.h"
+#include "writer/pay/pay_retry.h"
 #include "common/fs_clock.h"
 
 #include <assert.h>
@@ -48,18 +52,20 @@ struct pay_slot {
 	uint8_t  state;          /* enum slot_state */
 	uint8_t  outcome;        /* DECIDED: enum fs_pay */
 	uint8_t  probe;          /* this attempt is the half-open probe */
+	uint8_t  uncertain;      /* an attempt may have charged: never FAILED on errors */
 };
 _Static_assert(sizeof(struct pay_slot) == 16, "the loops scan every slot: keep them small");
 
 struct pay_counters {
 	_Atomic uint64_t charges, attempts, attempt_errors, paid, declined, invalid, unavailable;
-	_Atomic uint64_t breaker_opened, refunded, refund_failed;
+	_Atomic uint64_t breaker_opened, refunded, refund_failed, kept_pending;
 	_Atomic uint32_t in_flight, breaker;
 };
 
 struct payments {
 	struct pay_config cfg;
 	struct pay_provider_ops prov;
+	struct pay_retry_rule rule;
 	struct pay_slot *slots;
 	struct wr_charge *charges;   /* slot_count, same index as slots */
 	uint32_t slot_count;
@@ -119,27 +125,32 @@ static void breaker_tick(struct payments *p, int64_t t)
 
 /* ---- slots ------------------------------------------------------------- */
 
-/* An attempt ended: retry after a backoff, or decide. */
+/* An attempt ended (outcome: enum fs_pay or PAY_ERROR_CLEAN): retry after
+ * a backoff, or decide (pay_retry_next). */
 static void attempt_done(struct payments *p, struct pay_slot *s, int outcome, int64_t t, int64_t due_ms)
 {
 	assert(s->state == SLOT_IN_FLIGHT || s->state == SLOT_WAITING);
-	assert(outcome >= FS_PAY_OK && outcome <= FS_PAY_INVALID);
+	assert(outcome == PAY_ERROR_CLEAN || (outcome >= FS_PAY_OK && outcome <= FS_PAY_INVALID));
 	if (s->probe) {
 		s->probe = 0;
 		p->probe_in_flight = 0;
 	}
-	int retry = outcome == FS_PAY_ERROR && s->attempts < p->cfg.retry_count_max;
-	if (outcome == FS_PAY_ERROR)
+	int error = outcome == FS_PAY_ERROR || outcome == PAY_ERROR_CLEAN;
+	if (error)
 		bump(&p->n.attempt_errors);
-	breaker_note(p, outcome, !retry, t);
-	if (retry) {
-		uint32_t shift = s->attempts - 1 < 20 ? s->attempts - 1 : 20;
+	int64_t backoff = 0;
+	int decided = pay_retry_next(&p->rule, s->attempts, outcome, &s->uncertain, &backoff);
+	breaker_note(p, error ? FS_PAY_ERROR : outcome, decided != 0 || s->attempts >= p->cfg.retry_count_max, t);
+	if (decided == 0) {
+		if (s->attempts == p->cfg.retry_count_max)
+			bump(&p->n.kept_pending);   /* out of attempts, but it may have charged */
 		s->state = SLOT_WAITING;   /* again with the same key, after a backoff */
-		s->due_ms = t + ((int64_t)p->cfg.retry_backoff_ms << shift);
+		s->due_ms = t + backoff;
 		return;
 	}
+	assert(decided >= FS_PAY_OK && decided <= FS_PAY_INVALID);
 	s->state = SLOT_DECIDED;
-	s->outcome = (uint8_t)outcome;
+	s->outcome = (uint8_t)decided;
 	s->due_ms = due_ms;
 }
 
@@ -203,6 +214,7 @@ static void take_new(struct payments *p, int64_t t)
 		s->due_ms = t;
 		s->attempts = 0;
 		s->probe = 0;
+		s->uncertain = c->reissued;   /* the last run may have charged it */
 		p->used_count++;
 		bump(&p->n.charges);
 	}
@@ -232,7 +244,7 @@ static int start_due(struct payments *p, int64_t t)
 			p->cursor = i;     /* first in line when a connection frees up */
 			return 1;
 		}
-		assert(out >= 0 && out <= FS_PAY_INVALID);
+		assert(out == PAY_ERROR_CLEAN || (out >= 0 && out <= FS_PAY_INVALID));
 		s->attempts++;
 		bump(&p->n.attempts);
 		s->state = SLOT_IN_FLIGHT;
@@ -324,6 +336,8 @@ struct payments *pay_start(const struct pay_config *cfg)
 		p->cfg.attempt_timeout_ms = 2000;
 	if (p->cfg.connection_count_max == 0)
 		p->cfg.connection_count_max = 64;
+	p->rule = (struct pay_retry_rule){ .attempt_count_max = p->cfg.retry_count_max,
+	                                   .backoff_ms = p->cfg.retry_backoff_ms };
 	p->slot_count = fs_ring_capacity(cfg->charges);
 	p->slots = calloc(p->slot_count, sizeof *p->slots);
 	p->charges = calloc(p->slot_count, sizeof *p->charges);
@@ -387,6 +401,7 @@ void pay_stats_get(const struct payments *p, struct pay_stats *s)
 	s->breaker_opened = atomic_load_explicit(&n->breaker_opened, memory_order_relaxed);
 	s->refunded = atomic_load_explicit(&n->refunded, memory_order_relaxed);
 	s->refund_failed = atomic_load_explicit(&n->refund_failed, memory_order_relaxed);
+	s->kept_pending = atomic_load_explicit(&n->kept_pending, memory_order_relaxed);
 	s->in_flight = atomic_load_explicit(&n->in_flight, memory_order_relaxed);
 	s->breaker = atomic_load_explicit(&n->breaker, memory_order_relaxed);
 }

@@ -8,6 +8,11 @@
  * provider error and the re-issue after a crash (writer.c charges PENDING
  * orders again at start-up) carry the same idempotency key, the order id
  * "o%016x". A provider that honours the key charges a card at most once.
+ * Never FAILED when it may have been charged: an order whose attempt may
+ * have reached the provider (a timeout after the request left, a charge
+ * re-issued after a restart) is never concluded FAILED on provider errors;
+ * it stays PENDING and is asked again until the provider answers
+ * (pay_retry.h).
  *
  * The thread owns a fixed slot table, one slot per charge the charge ring
  * can hold, so every charge the writer admitted has a place and at most that
@@ -49,6 +54,7 @@ struct pay_stats {
 	uint64_t paid, declined, invalid, unavailable;   /* outcomes reported */
 	uint64_t breaker_opened;   /* transitions to open (closed or half-open -> open) */
 	uint64_t refunded, refund_failed;   /* refund outcomes reported */
+	uint64_t kept_pending;     /* charges out of attempts kept PENDING: one may have charged */
 	uint32_t in_flight;        /* charges held in the slot table */
 	uint32_t breaker;          /* enum pay_breaker */
 };
