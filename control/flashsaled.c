@@ -482,8 +482,13 @@ static uint64_t sinks_gate(void *arg)
 }
 
 /* Sink threads tail the durable journal; each is off unless configured. */
-static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk)
+static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk, int sharded,
+                        uint32_t appliance)
 {
+	/* appliances as shards: each its own PostgreSQL cursor and Kafka topic */
+	static char cursor[64], topic[64];
+	snprintf(cursor, sizeof cursor, sharded ? "flashsaled.%s" : "flashsaled", o->shard);
+	snprintf(topic, sizeof topic, sharded ? "flashsale.journal.%s" : "flashsale.journal", o->shard);
 	const struct { const char *addr; enum sink_kind kind; const char *name; } want[3] = {
 		{ o->postgres, SINK_POSTGRES, "postgres" }, { o->replicate ? NULL : o->kafka, SINK_KAFKA, "kafka" },
 		{ o->redis, SINK_REDIS, "redis" } };
@@ -493,8 +498,9 @@ static void start_sinks(const struct options *o, struct writer *w, struct sinks 
 			continue;
 		struct sink_config c = { .kind = want[i].kind, .journal_dir = wr_journal_dir(w),
 		                         .durable_seq = wr_durable_seq(w), .address = want[i].addr,
-		                         .name = "flashsaled", .topic = o->kafka_topic ? o->kafka_topic : "flashsale.journal",
-		                         .data_dir = o->data_dir };
+		                         .name = cursor, .topic = o->kafka_topic ? o->kafka_topic : topic,
+		                         .data_dir = o->data_dir, .shard = sharded ? o->shard : NULL,
+		                         .appliance = appliance };
 		struct sink *s = sink_start(&c, err, sizeof err);
 		if (s == NULL)
 			die("%s", err);
@@ -866,7 +872,7 @@ static void open_writer(struct daemon *d)
 static void start_sinks_step(struct daemon *d)
 {
 	if (!d->o.standby)
-		start_sinks(&d->o, d->w, &d->sk);
+		start_sinks(&d->o, d->w, &d->sk, d->owners != NULL, d->appliance);
 }
 
 static void start_writer(struct daemon *d)
