@@ -7,6 +7,7 @@
 #include "control/ctl_view.h"
 #include "control/preflight.h"
 #include "control/report.h"
+#include "control/shardmap.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -68,6 +69,15 @@ static const char usage[] =
 "                             print an HS256 JWT (default secret ./var/jwt.secret)\n"
 "Defaults: --admin unix:./var/admin.sock; a TCP admin needs --admin-token-file (./var/admin.token).\n"
 "Exit status: 0 on success, 1 when flashsaled refused (its reason is printed), 2 on bad usage.\n";
+
+/* A string of its own: C11 caps one literal at 4095 bytes. */
+static const char usage_shards[] =
+"Appliances as shards (README \"Shards behind nginx\"):\n"
+"  shard-map --nginx|--haproxy --map FILE [--skus A,B,...] [--listen HOST:PORT] [--out FILE]\n"
+"                             the proxy configuration for appliances as shards (README \"Shards behind\n"
+"                             nginx\"): SKU routes by the map's pins and the SKUs listed, ids by the\n"
+"                             shard index they carry; other SKUs go to the first shard (421 if not its)\n"
+"  report SKU on a box that does not own SKU names the shard that does\n";
 
 static const char *admin = "unix:./var/admin.sock";
 static const char *admin_token_file = "./var/admin.token";
@@ -470,6 +480,7 @@ int main(int argc, char **argv)
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			fputs(usage, stdout);
+			fputs(usage_shards, stdout);
 			return 0;
 		}
 		if (strcmp(argv[i], "--admin") != 0 && strcmp(argv[i], "--admin-token-file") != 0)
@@ -505,6 +516,8 @@ int main(int argc, char **argv)
 		snprintf(target, sizeof target, "/admin/tiers?user=%s&tier=clear", argv[i + 1]);
 		return call("POST", target);
 	}
+	if (strcmp(cmd, "shard-map") == 0)
+		return ctl_shard_map(argc - i, argv + i);
 	if (strcmp(cmd, "report") == 0) {
 		char tok[FS_SECRET_LEN_MAX + 1] = "", err[512];
 		if (strncmp(admin, "unix:", 5) != 0 && ctl_client_token(admin_token_file, tok, sizeof tok, err, sizeof err) != 0)
