@@ -139,7 +139,7 @@ static int write_haproxy(FILE *out, const struct fs_shard_map *m, const struct c
 {
 	header(out, m, s, "HAProxy");
 	fprintf(out, "global\n"
-	             "    maxconn 100000\n"
+	             "    # maxconn: HAProxy derives it from the descriptor limit; raise that for a crowd\n"
 	             "defaults\n"
 	             "    mode http\n"
 	             "    option http-keep-alive\n"
