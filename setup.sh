@@ -21,7 +21,7 @@ cd "$(dirname "$0")"
 PKGS=(build-essential meson ninja-build pkg-config clang python3 curl procps iproute2
       liburing-dev libssl-dev libxxhash-dev libhttp-parser-dev libjsmn-dev libcmocka-dev
       libpq-dev libhiredis-dev librdkafka-dev postgresql redis-server
-      nginx-light wrk gnuplot-nox dpdk-dev libdpdk-dev liblwip-dev ethtool faketime
+      nginx-light haproxy wrk gnuplot-nox dpdk-dev libdpdk-dev liblwip-dev ethtool faketime
       chromium chromium-driver python3-selenium prometheus)
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -146,7 +146,30 @@ static int respond(struct ctl_admin *a, int http, const char *ctype, const char 
 
 static int respond_ans(struct ctl_admin *a, const struct fs_ans *ans)
 {
-	return dp_resp_answer(a->out, ADMIN_OUT_BYTES, ans, 0);
+	struct dp_id_owner owner = { a->cfg.appliance, 0 };   /* one writer per box */
+	return dp_resp_answer(a->out, ADMIN_OUT_BYTES, ans, owner, 0);
+}
+
+/* The appliance of the shard map that owns SKU cmd->sku when it is not
+ * this one, else -1. */
+static int sku_elsewhere(const struct ctl_admin *a, const struct fs_cmd *cmd)
+{
+	if (a->cfg.shards == NULL)
+		return -1;
+	uint32_t owner = fs_shard_appliance_of(a->cfg.shards, cmd->sku, cmd->sku_len);
+	return owner == a->cfg.appliance ? -1 : (int)owner;
+}
+
+/* 421 for a SKU another appliance owns: no sale of it is created, opened
+ * or reported here (exactly one writer per SKU across the boxes). */
+static int respond_misdirected(struct ctl_admin *a, const struct fs_cmd *cmd, uint32_t owner)
+{
+	const struct fs_shard_appliance *o = &a->cfg.shards->appliances[owner];
+	int n = snprintf(a->body, ADMIN_BODY_BYTES,
+	                 "{\"error\":\"misdirected\",\"shard\":\"%s\",\"address\":\"%s\",\"detail\":"
+	                 "\"SKU %.*s belongs to shard %s (--shard-map); this is shard %s\"}",
+	                 o->name, o->addr, cmd->sku_len, cmd->sku, o->name, a->cfg.shard_name);
+	return respond(a, 421, "application/json", a->body, (size_t)n);
 }
 
 /* Every journaled admin command carries who asked (fs_cmd.h). */
@@ -302,12 +325,13 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 	                 "{\"sku\":\"%.*s\",\"state\":\"%s\",\"total\":%llu,\"available\":%llu,"
 	                 "\"reserved\":%llu,\"sold\":%llu,\"version\":%llu,"
 	                 "\"reservations_granted_total\":%llu,\"reservations_refused_total\":%llu,"
-	                 "\"journal_seq\":%llu,",
+	                 "\"journal_seq\":%llu,\"shard\":\"%s\",",
 	                 ans.sku_len, ans.sku, fs_sale_state_name(ans.state),
 	                 (unsigned long long)ans.total, (unsigned long long)ans.available,
 	                 (unsigned long long)ans.reserved, (unsigned long long)ans.sold,
 	                 (unsigned long long)ans.version, (unsigned long long)ok,
-	                 (unsigned long long)refused, (unsigned long long)durable);
+	                 (unsigned long long)refused, (unsigned long long)durable,
+	                 a->cfg.shard_name ? a->cfg.shard_name : "");
 	if (ans.has_draw) {
 		char commit[65];
 		wr_hex(ans.draw_commit, 32, commit);
@@ -451,6 +475,9 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_journal_records_total", "counter", atomic_load(&m->records));
 	n = put_scalar(b, n, "flashsale_journal_bytes", "gauge", atomic_load(&m->journal_bytes));
 	n = put_scalar(b, n, "flashsale_journal_seq", "gauge", atomic_load(&m->durable_seq));
+	if (a->cfg.shards != NULL)   /* --shard NAME --shard-map: which appliance this is */
+		n = put(b, n, "# TYPE flashsale_shard_info gauge\nflashsale_shard_info{shard=\"%s\",index=\"%u\",shards=\"%u\"} 1\n",
+		        a->cfg.shard_name, a->cfg.appliance, a->cfg.shards->appliance_count);
 	n = put_scalar(b, n, "flashsale_payments_outstanding", "gauge", atomic_load(&m->charges_outstanding));
 	n = put_scalar(b, n, "flashsale_risk_flags_total", "counter", atomic_load(&m->risk_flags));
 	/* reservation/order reads that met the writer mid-publish too often and
@@ -666,6 +693,9 @@ static int route_sale(struct ctl_admin *a, const struct dp_request *r, const cha
 			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "SKU may use A-Z a-z 0-9 . _ -", 0);
 	memcpy(cmd.sku, p, sku_len);
 	cmd.sku_len = (uint8_t)sku_len;
+	int owner = sku_elsewhere(a, &cmd);
+	if (owner >= 0)
+		return respond_misdirected(a, &cmd, (uint32_t)owner);
 	if (slash == NULL) {
 		if (r->method == DP_M_GET)
 			return sale_status(a, &cmd);

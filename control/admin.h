@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include "common/fs_port.h"
+#include "common/fs_shard.h"
 #include "common/fs_snapshot.h"
 
 struct writer;
@@ -52,6 +53,9 @@ struct ctl_admin_config {
 	void *repl;                                          /* NULL without --replicate */
 	void (*repl_stats)(void *repl, struct rp_stats *out);
 	void (*repl_promote)(void *repl);
+	const struct fs_shard_map *shards;   /* --shard-map with appliances; NULL: every SKU is ours */
+	uint32_t appliance;                  /* this box's index in shards */
+	const char *shard_name;              /* --shard NAME, or NULL */
 };
 
 struct ctl_admin;

@@ -182,6 +182,13 @@ static void sample(struct ctl_scrape *s, const char *name, const char *lab, size
 		for (int r = 0; r < 3 && label(lab, lab_len, "role", a, sizeof a) == 0; r++)
 			if (strcmp(a, roles[r]) == 0)
 				s->repl_role = r;
+	} else if (strcmp(name, "flashsale_shard_info") == 0) {
+		if (label(lab, lab_len, "shard", s->shard, sizeof s->shard) != 0)
+			s->shard[0] = 0;
+		if (label(lab, lab_len, "index", a, sizeof a) == 0)
+			s->shard_index = strtod(a, NULL);
+		if (label(lab, lab_len, "shards", a, sizeof a) == 0)
+			s->shard_count = strtod(a, NULL);
 	} else if (strcmp(name, "flashsale_replication_epoch") == 0) {
 		s->repl_epoch = v;
 	} else if (strcmp(name, "flashsale_replication_lag_ms") == 0) {
@@ -350,6 +357,11 @@ int ctl_view_json(const struct ctl_view *v, char *buf, size_t cap)
 	    num(v->batch_p50), num(v->batch_p99), num(v->fsync_p50_ms), num(v->fsync_p99_ms), s->batches,
 	    s->journal_seq, s->writer_owed_ms, s->ring_depth, s->ring_full, s->payments_outstanding,
 	    s->breaker_open > 0 ? "true" : "false");
+	if (s->shard[0])   /* names are [A-Za-z0-9._-]: no escaping */
+		put(buf, cap, &n, "\"shard\":{\"name\":\"%s\",\"index\":%.0f,\"of\":%.0f},", s->shard, s->shard_index,
+		    s->shard_count);
+	else
+		put(buf, cap, &n, "\"shard\":null,");
 	static const char *const roles[3] = { "primary", "standby", "fenced" };
 	if (s->repl_role >= 0 && s->repl_role <= 2)
 		put(buf, cap, &n, "\"replication\":{\"role\":\"%s\",\"epoch\":%.0f,\"lag_ms\":%.0f,\"lag_records\":%.0f}}",

@@ -51,6 +51,9 @@ struct ctl_scrape {
 	/* --replicate (writer/replicate.h): repl_role -1 when not replicated,
 	 * else 0 primary, 1 standby, 2 fenced */
 	double repl_role, repl_epoch, repl_lag_ms, repl_lag_records;
+	/* --shard NAME --shard-map (flashsale_shard_info): "" when not sharded */
+	char shard[32];
+	double shard_index, shard_count;
 };
 
 struct ctl_view {

@@ -7,6 +7,7 @@
 #include "control/ctl_view.h"
 #include "control/preflight.h"
 #include "control/report.h"
+#include "control/shardmap.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -76,6 +77,15 @@ static const char usage2[] =
 "Every admin command is journaled with who asked: uid:N (the admin socket's peer) or token:NAME\n"
 "(the admin token file's name, over TCP).\n"
 "Exit status: 0 on success, 1 when flashsaled refused (its reason is printed), 2 on bad usage.\n";
+
+/* A string of its own: C11 caps one literal at 4095 bytes. */
+static const char usage_shards[] =
+"Appliances as shards (README \"Shards behind nginx\"):\n"
+"  shard-map --nginx|--haproxy --map FILE [--skus A,B,...] [--listen HOST:PORT] [--out FILE]\n"
+"                             the proxy configuration for appliances as shards (README \"Shards behind\n"
+"                             nginx\"): SKU routes by the map's pins and the SKUs listed, ids by the\n"
+"                             shard index they carry; other SKUs go to the first shard (421 if not its)\n"
+"  report SKU on a box that does not own SKU names the shard that does\n";
 
 static const char *admin = "unix:./var/admin.sock";
 static const char *admin_token_file = "./var/admin.token";
@@ -479,6 +489,7 @@ int main(int argc, char **argv)
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			fputs(usage, stdout);
 			fputs(usage2, stdout);
+			fputs(usage_shards, stdout);
 			return 0;
 		}
 		if (strcmp(argv[i], "--admin") != 0 && strcmp(argv[i], "--admin-token-file") != 0)
@@ -514,6 +525,8 @@ int main(int argc, char **argv)
 		snprintf(target, sizeof target, "/admin/tiers?user=%s&tier=clear", argv[i + 1]);
 		return call("POST", target);
 	}
+	if (strcmp(cmd, "shard-map") == 0)
+		return ctl_shard_map(argc - i, argv + i);
 	if (strcmp(cmd, "report") == 0) {
 		char tok[FS_SECRET_LEN_MAX + 1] = "", err[512];
 		if (strncmp(admin, "unix:", 5) != 0 && ctl_client_token(admin_token_file, tok, sizeof tok, err, sizeof err) != 0)

@@ -3,6 +3,7 @@
  * the admin socket, and stop them in order on SIGINT/SIGTERM.
  */
 #include "common/fs_jwt.h"
+#include "common/fs_shard.h"
 #include "common/fs_snapshot.h"
 #include "control/admin.h"
 #include "dataplane/backend.h"
@@ -75,6 +76,7 @@ struct options {
 	const char *payment_provider;
 	const char *replicate;          /* "kafka": every batch also in flashsale.<shard>.journal */
 	const char *shard;
+	const char *shard_map;          /* --shard-map FILE: appliances and pins (common/fs_shard.h) */
 	int standby;
 	uint32_t failover_after_ms;
 };
@@ -157,7 +159,12 @@ static const char usage_replication[] =
 "  --replicate kafka           answer only when a batch is fdatasync'd AND in the Kafka log of the shard\n"
 "                              (topic flashsale.<shard>.journal at --kafka BROKERS, acks=all); --kafka is\n"
 "                              then the log's brokers (no record sink)\n"
-"  --shard NAME                the shard this appliance serves (with --replicate)\n"
+"  --shard NAME                the shard this appliance serves: its replication log (--replicate) and,\n"
+"                              with --shard-map, the SKUs it owns\n"
+"  --shard-map FILE            appliances as shards (README \"Shards behind nginx\"): `shard NAME HOST:PORT`\n"
+"                              lines (index = order), `sku SKU NAME` pins; other SKUs by a stable hash.\n"
+"                              A SKU or id another shard owns gets 421 {\"error\":\"misdirected\",\"shard\"};\n"
+"                              ids carry the shard index; PostgreSQL rows carry the shard name\n"
 "  --standby                   follow the shard's log: serve SKU reads, answer writes 503 standby, until\n"
 "                              'flashctl promote' fences the old primary and makes this one the primary\n"
 "  --failover-after MS         (--standby) promote by itself when the primary wrote nothing (no batch,\n"
@@ -239,7 +246,8 @@ enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONN
        O_IDEM, O_BATCH, O_SEGMENT, O_BUDGET, O_IDLE, O_REQ, O_NO_DEMO, O_NO_PIN, O_NO_SYNC, O_NO_PREFAULT, O_CONFIG, O_HELP,
        O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
        O_BUSY_POLL, O_PAY, O_SNAP_EVERY, O_RETENTION, O_ARCHIVE,
-       O_SEND_TIMEOUT, O_CONNS_PER_IP, O_FD_RESERVE, O_REPLICATE, O_SHARD, O_STANDBY, O_FAILOVER };
+       O_SEND_TIMEOUT, O_CONNS_PER_IP, O_FD_RESERVE, O_REPLICATE, O_SHARD, O_STANDBY, O_FAILOVER,
+       O_SHARD_MAP };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -257,6 +265,7 @@ static const struct option long_opts[] = {
 	{ "kafka", 1, 0, O_KAFKA }, { "kafka-topic", 1, 0, O_KAFKA_TOPIC }, { "redis", 1, 0, O_REDIS },
 	{ "snapshot-every-mb", 1, 0, O_SNAP_EVERY }, { "retention", 1, 0, O_RETENTION }, { "archive", 1, 0, O_ARCHIVE },
 	{ "replicate", 1, 0, O_REPLICATE }, { "shard", 1, 0, O_SHARD }, { "standby", 0, 0, O_STANDBY },
+	{ "shard-map", 1, 0, O_SHARD_MAP },
 	{ "failover-after", 1, 0, O_FAILOVER },
 	{ "payment-provider", 1, 0, O_PAY }, { "trusted-proxy", 1, 0, O_TRUSTED }, { "ip-rate", 1, 0, O_IP_RATE }, { "risk-ip-users", 1, 0, O_RISK_IP },
 	{ 0, 0, 0, 0 } };
@@ -325,6 +334,7 @@ static void apply(struct options *o, int opt, const char *v)
 			die("--shard: '%s' must be 1..200 of A-Z a-z 0-9 . _ -", v);
 		o->shard = keep(v);
 		break;
+	case O_SHARD_MAP: o->shard_map = keep(v); break;
 	case O_STANDBY: o->standby = 1; break;
 	case O_FAILOVER: o->failover_after_ms = (uint32_t)parse_u64("failover-after", v, 0, 3600000); break;
 	case O_TRUSTED:
@@ -487,8 +497,13 @@ static uint64_t sinks_gate(void *arg)
 }
 
 /* Sink threads tail the durable journal; each is off unless configured. */
-static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk)
+static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk, int sharded,
+                        uint32_t appliance)
 {
+	/* appliances as shards: each its own PostgreSQL cursor and Kafka topic */
+	static char cursor[64], topic[64];
+	snprintf(cursor, sizeof cursor, sharded ? "flashsaled.%s" : "flashsaled", o->shard);
+	snprintf(topic, sizeof topic, sharded ? "flashsale.journal.%s" : "flashsale.journal", o->shard);
 	const struct { const char *addr; enum sink_kind kind; const char *name; } want[3] = {
 		{ o->postgres, SINK_POSTGRES, "postgres" }, { o->replicate ? NULL : o->kafka, SINK_KAFKA, "kafka" },
 		{ o->redis, SINK_REDIS, "redis" } };
@@ -498,8 +513,9 @@ static void start_sinks(const struct options *o, struct writer *w, struct sinks 
 			continue;
 		struct sink_config c = { .kind = want[i].kind, .journal_dir = wr_journal_dir(w),
 		                         .durable_seq = wr_durable_seq(w), .address = want[i].addr,
-		                         .name = "flashsaled", .topic = o->kafka_topic ? o->kafka_topic : "flashsale.journal",
-		                         .data_dir = o->data_dir };
+		                         .name = cursor, .topic = o->kafka_topic ? o->kafka_topic : topic,
+		                         .data_dir = o->data_dir, .shard = sharded ? o->shard : NULL,
+		                         .appliance = appliance };
 		struct sink *s = sink_start(&c, err, sizeof err);
 		if (s == NULL)
 			die("%s", err);
@@ -606,6 +622,9 @@ struct daemon {
 	struct rp *repl;                  /* --replicate: the shard's log */
 	_Atomic int *ready;               /* 0 while recovering or draining (MAP_SHARED, like snap) */
 	int dataplane_started;            /* by open_writer's before_replay (listen_early) */
+	struct fs_shard_map shards;       /* --shard-map (static: the DPDK lanes inherit it at fork) */
+	const struct fs_shard_map *owners;   /* &shards when it names appliances, else NULL */
+	uint32_t appliance;               /* this box's index in owners */
 };
 
 /* The snapshot and the ready flag, MAP_SHARED: the DPDK backend's lane
@@ -716,6 +735,51 @@ static void check_options(struct daemon *d)
 	if (o->replicate)
 		die("--replicate: this flashsaled was built without librdkafka (%s)", "apt-get install librdkafka-dev, rebuild");
 #endif
+}
+
+/* --shard-map FILE: load it; with `shard` lines, --shard NAME must be one
+ * of them and gives this box's index (the bits 56..63 of its ids). */
+static void load_shard_map(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	if (o->shard_map == NULL)
+		return;
+	char err[512];
+	if (fs_shard_load(&d->shards, o->shard_map, err, sizeof err) != 0) {
+		fprintf(stderr, "flashsaled: --shard-map %s: %s\n", o->shard_map, err);
+		exit(2);
+	}
+	if (d->shards.appliance_count == 0)
+		return;   /* writer pins only: every SKU is this box's */
+	if (o->shard == NULL)
+		die("--shard-map %s names appliances: add --shard NAME (which one this is)", o->shard_map);
+	int idx = fs_shard_appliance_index(&d->shards, o->shard);
+	if (idx < 0)
+		die("--shard %s is not declared by a `shard` line of the --shard-map", o->shard);
+	d->owners = &d->shards;
+	d->appliance = (uint32_t)idx;
+	printf("flashsaled: shard %s (%u of %u appliances in %s)\n", o->shard, d->appliance,
+	       d->shards.appliance_count, o->shard_map);
+}
+
+/* Every sale in the journal must be one the map gives this box: a SKU that
+ * moved to another shard would have two writers (refused, naming it). */
+static void check_owned_skus(struct daemon *d)
+{
+	if (d->owners == NULL)
+		return;
+	uint32_t count = atomic_load(&d->snap->count);
+	for (uint32_t i = 0; i < count; i++) {
+		const struct fs_snap_sku *k = &d->snap->skus[i];
+		uint32_t owner = fs_shard_appliance_of(d->owners, k->name, k->name_len);
+		if (owner == d->appliance)
+			continue;
+		fprintf(stderr, "flashsaled: the journal holds a sale of SKU %.*s, which the --shard-map gives to "
+		        "shard %s, not %s: one SKU, one writer (pin it here with `sku %.*s %s`, or move its sale)\n",
+		        k->name_len, k->name, d->owners->appliances[owner].name, d->o.shard, k->name_len, k->name,
+		        d->o.shard);
+		exit(2);
+	}
 }
 
 /* The dataplane backend --dpdk chooses, and what it must hold before the
@@ -847,7 +911,7 @@ static void open_writer(struct daemon *d)
 static void start_sinks_step(struct daemon *d)
 {
 	if (!d->o.standby)
-		start_sinks(&d->o, d->w, &d->sk);
+		start_sinks(&d->o, d->w, &d->sk, d->owners != NULL, d->appliance);
 }
 
 static void start_writer(struct daemon *d)
@@ -873,6 +937,8 @@ static void start_payments(struct daemon *d)
 
 static void create_demo_step(struct daemon *d)
 {
+	if (d->owners != NULL && fs_shard_appliance_of(d->owners, "demo", 4) != d->appliance)
+		return;   /* another shard owns the SKU 'demo' */
 	if (d->o.demo && !d->o.standby)
 		create_demo(wr_port(d->w, d->o.workers), d->snap);
 }
@@ -896,6 +962,7 @@ static void start_dataplane(struct daemon *d)
 		.send_timeout_ms = o->send_timeout_ms, .iplimit = d->iplimit,
 		.quantity_max = o->limits.quantity_max, .ready = d->ready,
 		.trusted = o->trusted, .trusted_count = o->trusted_count,
+		.shards = d->owners, .appliance = d->appliance,
 	};
 	char err[512];
 	if (b->ops->start(b, err, sizeof err) != 0)
@@ -912,7 +979,9 @@ static void start_admin(struct daemon *d)
 	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
 	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
 	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped,
-	                               .sink_lag_ms = sink_lag_ms };
+	                               .sink_lag_ms = sink_lag_ms,
+	                               .shards = d->owners, .appliance = d->appliance,
+	                               .shard_name = d->owners ? d->o.shard : NULL };
 #ifdef FS_HAVE_REPLICATE
 	ac.repl = d->repl;
 	ac.repl_stats = d->repl ? repl_stats : NULL;
@@ -934,11 +1003,13 @@ static void install_signals(struct daemon *d)
 /* Start-up, in order. A step that fails says why and exits 2 (die). */
 static const struct { const char *name; void (*run)(struct daemon *d); } start_steps[] = {
 	{ "check options", check_options },
+	{ "load the shard map", load_shard_map },
 	{ "claim the dataplane", claim_dataplane },
 	{ "load secrets", load_secrets },
 	{ "resolve the admin address", resolve_admin },
 	{ "open the shard's log (--replicate)", open_replication },
 	{ "open the writer (replay)", open_writer },
+	{ "check the journal's SKUs are this shard's", check_owned_skus },
 	{ "attach replication", attach_replication },
 	{ "start the sinks", start_sinks_step },
 	{ "start the writer", start_writer },

@@ -175,6 +175,31 @@ static void refusals(const char *admin, const char *token)
 		printf("  none\n");
 }
 
+/* Appliances as shards: asks the running flashsaled who owns sku. Returns
+ * 0 with this box's shard name in `shard` ("" when it is not sharded or
+ * does not answer), or 1 after printing the owner when another shard owns
+ * sku (its admin answered 421 misdirected: this journal holds no sale of it). */
+static int shard_of(const char *admin, const char *token, const char *sku, char *shard, size_t shard_len)
+{
+	char target[96], buf[4096], err[256];
+	const char *body;
+	shard[0] = 0;
+	snprintf(target, sizeof target, "/admin/sales/%s", sku);
+	int st = ctl_client_call(admin, token, "GET", target, buf, sizeof buf, &body, 3000, err, sizeof err);
+	const char *s = st == 200 || st == 421 ? strstr(body, "\"shard\":\"") : NULL;
+	if (s != NULL) {
+		s += strlen("\"shard\":\"");
+		size_t n = strcspn(s, "\"");
+		snprintf(shard, shard_len, "%.*s", (int)(n < shard_len ? n : shard_len - 1), s);
+	}
+	if (st != 421)
+		return 0;
+	const char *a = strstr(body, "\"address\":\"");
+	printf("sale %s belongs to shard %s%s%.*s: run the report on that appliance\n", sku, shard,
+	       a ? " at " : "", a ? (int)strcspn(a + 11, "\"") : 0, a ? a + 11 : "");
+	return 1;
+}
+
 int ctl_report(int argc, char **argv, const char *admin, const char *token)
 {
 	const char *data_dir = "./var", *sku = NULL;
@@ -192,7 +217,9 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 		fprintf(stderr, "flashctl: usage: report SKU [--data-dir DIR]\n");
 		exit(2);
 	}
-	char dir[4096], err[512];
+	char dir[4096], err[512], shard[64];
+	if (shard_of(admin, token, sku, shard, sizeof shard) != 0)
+		return 1;
 	snprintf(dir, sizeof dir, "%s/journal", data_dir);
 	/* a running flashsaled may be writing the next batch: read only up to
 	 * its durable sequence when it tells us one */
@@ -291,6 +318,8 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 		}
 	}
 	printf("closing statement for sale %s (journal %s, %" PRIu64 " batches replayed)\n", sku, dir, r.batches);
+	if (shard[0])
+		printf("  shard              %s (appliances as shards: this box owns the SKU)\n", shard);
 	printf("  state              %s\n", fs_sale_state_name(v.state));
 	printf("units\n  total              %" PRIu64 "\n  sold               %" PRIu64 "\n  held (reserved)    %" PRIu64
 	       "\n  available          %" PRIu64 "\n  returned           %" PRIu64 " (%" PRIu64 " cancellations, %" PRIu64

@@ -8,7 +8,7 @@
 int dp_status_slot(int http)
 {
 	static const int codes[DP_ST_OTHER] = { 200, 201, 202, 400, 401, 402, 403, 404, 405, 408,
-	                                        409, 410, 413, 414, 422, 429, 431, 501, 503, 505 };
+	                                        409, 410, 413, 414, 421, 422, 429, 431, 501, 503, 505 };
 	for (int i = 0; i < DP_ST_OTHER; i++)
 		if (codes[i] == http)
 			return i;
@@ -18,7 +18,7 @@ int dp_status_slot(int http)
 int dp_status_of_slot(int slot)
 {
 	static const int codes[DP_ST_COUNT] = { 200, 201, 202, 400, 401, 402, 403, 404, 405, 408,
-	                                        409, 410, 413, 414, 422, 429, 431, 501, 503, 505, 0 };
+	                                        409, 410, 413, 414, 421, 422, 429, 431, 501, 503, 505, 0 };
 	return codes[slot];
 }
 
@@ -156,7 +156,8 @@ void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans
 {
 	assert(c->waiting);
 	assert(DP_OUT_BYTES - c->out_len >= DP_ANSWER_BYTES_MAX);
-	int n = dp_resp_answer(c->out + c->out_len, DP_OUT_BYTES - c->out_len, a, c->wait_keep_alive);
+	struct dp_id_owner owner = { p->route.appliance, 0 };   /* one writer per box */
+	int n = dp_resp_answer(c->out + c->out_len, DP_OUT_BYTES - c->out_len, a, owner, c->wait_keep_alive);
 	assert(n > 0);
 	c->out_len += (uint32_t)n;
 	c->waiting = 0;

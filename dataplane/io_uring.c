@@ -563,6 +563,8 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 	w->proto.route.trusted = cfg->trusted;
 	w->proto.route.trusted_count = cfg->trusted_count;
 	w->proto.route.quantity_max = cfg->quantity_max;
+	w->proto.route.shards = cfg->shards;
+	w->proto.route.appliance = cfg->appliance;
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
 		snprintf(err, err_len, "worker %u: cannot start thread", cfg->index);
 		return NULL;

@@ -499,6 +499,8 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 	g->proto.stats = cfg->stats;
 	g->proto.route.snap = wc->snap;
 	g->proto.route.quantity_max = wc->quantity_max;
+	g->proto.route.shards = wc->shards;
+	g->proto.route.appliance = wc->appliance;
 	g->proto.route.now_ms = fs_wall_ms();
 	if (fs_jwt_key_init(&g->jwt, wc->jwt_key, wc->jwt_key_len) != 0) {
 		snprintf(err, err_len, "OpenSSL cannot provide HMAC-SHA256");

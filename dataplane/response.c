@@ -17,6 +17,7 @@ struct out_buf {
 	char *p;        /* NULL while counting */
 	size_t cap;
 	size_t n;       /* bytes produced so far, may exceed cap */
+	struct dp_id_owner owner;   /* who minted the numbers put_pubid writes */
 };
 
 static void put(struct out_buf *b, const char *s, size_t len)
@@ -87,7 +88,7 @@ static void put_key(struct out_buf *b, const char *key, int first)
 static void put_pubid(struct out_buf *b, char prefix, uint64_t no)
 {
 	char id[FS_PUBID_LEN + 1];
-	fs_pubid_format(id, prefix, no);
+	fs_pubid_format(id, prefix, dp_id_public(b->owner, no));
 	put(b, "\"", 1);
 	put(b, id, FS_PUBID_LEN);
 	put(b, "\"", 1);
@@ -122,6 +123,7 @@ static const char *reason_phrase(int http)
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
 	case 415: return "Unsupported Media Type";
+	case 421: return "Misdirected Request";
 	case 422: return "Unprocessable Content";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
@@ -397,9 +399,15 @@ static void body_sale(struct out_buf *b, const struct fs_ans *a)
 	put(b, "}", 1);
 }
 
+struct answer_arg {
+	const struct fs_ans *a;
+	struct dp_id_owner owner;
+};
+
 static void body_answer(struct out_buf *b, const void *arg)
 {
-	const struct fs_ans *a = arg;
+	const struct fs_ans *a = ((const struct answer_arg *)arg)->a;
+	b->owner = ((const struct answer_arg *)arg)->owner;
 	switch (a->body) {
 	case FS_BODY_RES: body_res(b, a); break;
 	case FS_BODY_CHECKOUT: body_checkout(b, a); break;
@@ -432,7 +440,7 @@ static void body_answer(struct out_buf *b, const void *arg)
 /* For FS_ERR_RATE_LIMITED the answer carries retry_after_ms in
  * expires_at_ms and queue_position in position (fs_ans has no fields of its
  * own for them). A zero a->http means fs_err_http(a->err). */
-int dp_resp_answer(char *out, size_t cap, const struct fs_ans *a, int keep_alive)
+int dp_resp_answer(char *out, size_t cap, const struct fs_ans *a, struct dp_id_owner owner, int keep_alive)
 {
 	assert(a != NULL);
 	int http = a->http != 0 ? a->http : fs_err_http((enum fs_err)a->err);
@@ -443,5 +451,6 @@ int dp_resp_answer(char *out, size_t cap, const struct fs_ans *a, int keep_alive
 	}
 	if (a->body == FS_BODY_ERROR && a->err == FS_ERR_FROZEN)
 		h.retry_after_s = DP_FROZEN_RETRY_S;   /* an operator is looking; holds wait meanwhile */
-	return resp_write(out, cap, &h, body_answer, a);
+	struct answer_arg arg = { a, owner };
+	return resp_write(out, cap, &h, body_answer, &arg);
 }

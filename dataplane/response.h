@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "common/fs_cmd.h"
+#include "dataplane/pubid.h"
 
 /* Formats the answer the writer produced. Bodies (API.md):
  *  FS_BODY_ERROR:    {"error":"<fs_err_name>"} (+ "retry_after_ms","queue_position" and a
@@ -19,8 +20,9 @@
  *  FS_BODY_SALE:     {"sku","state","total","available","reserved","sold","version"}
  *  FS_BODY_EMPTY:    {"ok":true}
  * Times are RFC 3339 UTC with milliseconds ("2026-11-25T16:22:44.123Z").
+ * The writer's numbers in a become public ids of `owner` (dataplane/pubid.h).
  * Returns bytes written, or -1 when cap is too small. */
-int dp_resp_answer(char *out, size_t cap, const struct fs_ans *a, int keep_alive);
+int dp_resp_answer(char *out, size_t cap, const struct fs_ans *a, struct dp_id_owner owner, int keep_alive);
 
 /* {"error":"<error>"[,"detail":"<detail>"]} with the given status. */
 int dp_resp_error(char *out, size_t cap, int http, const char *error,

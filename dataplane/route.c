@@ -3,6 +3,7 @@
  */
 #include "dataplane/route.h"
 #include "dataplane/json.h"
+#include "dataplane/pubid.h"
 #include "dataplane/response.h"
 #include "common/fs_pub.h"
 
@@ -36,6 +37,60 @@ static void respond_error(struct dp_route_result *res, char *out, size_t cap, in
 	res->kind = DP_ROUTE_RESPOND;
 	res->http = (uint16_t)http;
 	res->out_len = (uint32_t)n;
+}
+
+/* 421 {"error":"misdirected","shard":"NAME"}: appliance `owner` of the
+ * shard map serves this (a proxy with a stale map, or a client that came
+ * straight to the wrong box). Not a hot path: snprintf is fine. */
+static void respond_misdirected(const struct dp_route_ctx *ctx, int keep_alive, uint32_t owner,
+                                char *out, size_t cap, struct dp_route_result *res)
+{
+	assert(ctx->shards != NULL && owner < ctx->shards->appliance_count && owner != ctx->appliance);
+	char body[96];
+	int bl = snprintf(body, sizeof body, "{\"error\":\"misdirected\",\"shard\":\"%s\"}",
+	                  ctx->shards->appliances[owner].name);
+	assert(bl > 0 && (size_t)bl < sizeof body);   /* names are <= 31 bytes of [A-Za-z0-9._-] */
+	int n = dp_resp_raw(out, cap, 421, "application/json", body, (size_t)bl, keep_alive);
+	assert(n > 0);
+	res->kind = DP_ROUTE_RESPOND;
+	res->http = 421;
+	res->out_len = (uint32_t)n;
+}
+
+/* For a SKU this box has no sale of: answers 421 and returns 1 when the
+ * shard map gives it to another appliance, else returns 0 (the caller
+ * answers unknown_sku). Every sale a box holds is one the map gives it
+ * (admin refuses the others, start-up refuses a journal holding one), so
+ * the served path never pays the map's look-up. */
+static int sku_misdirected(const struct dp_route_ctx *ctx, int keep_alive, struct dp_slice sku,
+                           char *out, size_t cap, struct dp_route_result *res)
+{
+	if (ctx->shards == NULL)
+		return 0;
+	uint32_t owner = fs_shard_appliance_of(ctx->shards, sku.p, sku.len);
+	if (owner == ctx->appliance)
+		return 0;
+	respond_misdirected(ctx, keep_alive, owner, out, cap, res);
+	return 1;
+}
+
+/* 1 when a parsed id belongs here; else answers (421 for another
+ * appliance of the map, 404 for an owner that does not exist) and returns 0. */
+static int id_here(const struct dp_route_ctx *ctx, int keep_alive, struct dp_id_owner owner,
+                   char *out, size_t cap, struct dp_route_result *res)
+{
+	if (owner.appliance != ctx->appliance) {
+		if (ctx->shards != NULL && owner.appliance < ctx->shards->appliance_count)
+			respond_misdirected(ctx, keep_alive, owner.appliance, out, cap, res);
+		else
+			respond_error(res, out, cap, keep_alive, 404, "not_found", NULL);
+		return 0;
+	}
+	if (owner.writer != 0) {   /* one writer per box */
+		respond_error(res, out, cap, keep_alive, 404, "not_found", NULL);
+		return 0;
+	}
+	return 1;
 }
 
 /* Splits "/v1/<coll>/<id>[/<tail>]": id and optional tail. 0 when malformed. */
@@ -143,7 +198,7 @@ static int render_sku(const struct fs_snapshot *snap, int idx, struct dp_slice s
 	a.reserved = v.reserved;
 	a.sold = v.sold;
 	a.version = v.version;
-	return dp_resp_answer(out, cap, &a, keep_alive);
+	return dp_resp_answer(out, cap, &a, (struct dp_id_owner){ 0, 0 }, keep_alive);   /* no ids */
 }
 
 /* A standby's read is as stale as its replication lag: say so in a header
@@ -167,6 +222,8 @@ static void route_sku_get(const struct dp_route_ctx *ctx, const struct dp_reques
                           char *out, size_t cap, struct dp_route_result *res)
 {
 	int idx = fs_snap_find(ctx->snap, sku.p, sku.len);
+	if (idx < 0 && sku_misdirected(ctx, req->keep_alive, sku, out, cap, res))
+		return;
 	if (idx < 0)
 		{ respond_error(res, out, cap, req->keep_alive, 404, "unknown_sku", NULL); return; }
 	res->kind = DP_ROUTE_RESPOND;
@@ -213,6 +270,8 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 	if (dp_json_reserve_body(req->body.p, req->body.len, ctx->quantity_max, &qty, &detail) != 0)
 		{ respond_error(res, out, cap, ka, 400, "bad_request", detail); return; }
 	int idx = fs_snap_find(ctx->snap, sku.p, sku.len);
+	if (idx < 0 && sku_misdirected(ctx, ka, sku, out, cap, res))
+		return;
 	if (idx < 0)
 		{ respond_error(res, out, cap, ka, 404, "unknown_sku", NULL); return; }
 	struct fs_sku_read v;
@@ -295,9 +354,12 @@ static void route_res(const struct dp_route_ctx *ctx, const struct dp_request *r
 		{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
 	if (authenticate(ctx, req, auth) != 0)
 		{ respond_error(res, out, cap, ka, 401, "unauthorized", NULL); return; }
-	uint64_t res_no = fs_pubid_parse(id.p, id.len, 'r');
+	struct dp_id_owner owner;
+	uint64_t res_no = dp_id_parse(id.p, id.len, 'r', &owner);
 	if (res_no == 0)
 		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
+	if (!id_here(ctx, ka, owner, out, cap, res))
+		return;
 	if (!checkout && req->method == DP_M_GET && answer_published(ctx, req, 0, res_no, auth, out, cap, res) == 0)
 		return;
 	memset(cmd, 0, offsetof(struct fs_cmd, sku));
@@ -335,9 +397,12 @@ static void route_order(const struct dp_route_ctx *ctx, const struct dp_request 
 		{ respond_error(res, out, cap, ka, 405, "method_not_allowed", NULL); return; }
 	if (authenticate(ctx, req, auth) != 0)
 		{ respond_error(res, out, cap, ka, 401, "unauthorized", NULL); return; }
-	uint64_t order_no = fs_pubid_parse(id.p, id.len, 'o');
+	struct dp_id_owner owner;
+	uint64_t order_no = dp_id_parse(id.p, id.len, 'o', &owner);
 	if (order_no == 0)
 		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
+	if (!id_here(ctx, ka, owner, out, cap, res))
+		return;
 	if (answer_published(ctx, req, 1, order_no, auth, out, cap, res) == 0)
 		return;
 	memset(cmd, 0, offsetof(struct fs_cmd, sku));

@@ -10,6 +10,7 @@
 #include "common/fs_cidr.h"
 #include "common/fs_cmd.h"
 #include "common/fs_jwt.h"
+#include "common/fs_shard.h"
 #include "common/fs_snapshot.h"
 #include "dataplane/http.h"
 
@@ -45,6 +46,8 @@ struct dp_route_ctx {
 	                                 * journal replays: /readyz 503, every route but health 503 */
 	const struct fs_cidr *trusted;  /* trusted proxies/addresses (loopback by default) */
 	uint32_t trusted_count;
+	const struct fs_shard_map *shards; /* --shard-map with appliances; NULL: this box owns every SKU */
+	uint32_t appliance;             /* this box's index in shards (0 without one) */
 };
 
 /* Per connection: the last token it presented and what it proved, and

@@ -28,7 +28,7 @@
 
 enum { DP_ST_200, DP_ST_201, DP_ST_202, DP_ST_400, DP_ST_401, DP_ST_402, DP_ST_403,
        DP_ST_404, DP_ST_405, DP_ST_408, DP_ST_409, DP_ST_410, DP_ST_413, DP_ST_414,
-       DP_ST_422, DP_ST_429, DP_ST_431, DP_ST_501, DP_ST_503, DP_ST_505, DP_ST_OTHER,
+       DP_ST_421, DP_ST_422, DP_ST_429, DP_ST_431, DP_ST_501, DP_ST_503, DP_ST_505, DP_ST_OTHER,
        DP_ST_COUNT };
 int dp_status_slot(int http);
 int dp_status_of_slot(int slot);
@@ -70,6 +70,8 @@ struct dp_worker_config {
 	_Atomic int *ready;             /* 0 while recovering or draining */
 	const struct fs_cidr *trusted;  /* trusted proxies/addresses: X-Forwarded-For believed, no IP limits */
 	uint32_t trusted_count;
+	const struct fs_shard_map *shards; /* --shard-map with appliances; NULL: every SKU is ours */
+	uint32_t appliance;             /* this box's index in shards */
 };
 
 struct dp_worker;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <librdkafka/rdkafka.h>
 
+#include "common/fs_shard.h"
 #include "writer/sink/pg_apply.h"
 #include "writer/sink/sink_model.h"
 
@@ -50,7 +51,9 @@ static void usage(FILE *f)
 	           "                        [--cursor NAME] [--group ID] [--until-seq N]\n"
 	           "  Applies the journal topic written by flashsaled's Kafka sink to PostgreSQL.\n"
 	           "  --cursor: sink_cursor row (default loader); --group: consumer group\n"
-	           "  (default flashsale-loader); --until-seq: exit 0 once batch N is applied.\n");
+	           "  (default flashsale-loader); --until-seq: exit 0 once batch N is applied.\n"
+	           "  --shard NAME --shard-map FILE: the topic of appliance NAME (flashsaled --shard,\n"
+	           "  default topic flashsale.journal.NAME): rows carry shard NAME, ids its index.\n");
 }
 
 /* ------------------------------------------------------------ JSON decode */
@@ -283,7 +286,9 @@ int main(int argc, char **argv)
 		{"kafka", required_argument, NULL, 'k'}, {"topic", required_argument, NULL, 't'},
 		{"postgres", required_argument, NULL, 'p'}, {"cursor", required_argument, NULL, 'c'},
 		{"group", required_argument, NULL, 'g'}, {"until-seq", required_argument, NULL, 'u'},
-		{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+		{"help", no_argument, NULL, 'h'}, {"shard", required_argument, NULL, 's'},
+		{"shard-map", required_argument, NULL, 'm'}, {NULL, 0, NULL, 0}};
+	const char *shard = NULL, *map_path = NULL;
 	const char *brokers = NULL, *topic = NULL, *group = "flashsale-loader";
 	struct loader l = {.cursor_name = "loader"};
 	uint64_t until = 0;
@@ -296,9 +301,25 @@ int main(int argc, char **argv)
 		case 'c': l.cursor_name = optarg; break;
 		case 'g': group = optarg; break;
 		case 'u': until = strtoull(optarg, NULL, 10); break;
+		case 's': shard = optarg; break;
+		case 'm': map_path = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
+	}
+	static char shard_topic[64];
+	int appliance = 0;
+	if (shard != NULL || map_path != NULL) {
+		static struct fs_shard_map map;
+		char err[256];
+		if (shard == NULL || map_path == NULL || fs_shard_load(&map, map_path, err, sizeof err) != 0 ||
+		    (appliance = fs_shard_appliance_index(&map, shard)) < 0) {
+			fprintf(stderr, "flashsale-loader: --shard NAME and --shard-map FILE (declaring NAME) go together\n");
+			return 2;
+		}
+		snprintf(shard_topic, sizeof shard_topic, "flashsale.journal.%s", shard);
+		if (topic == NULL)
+			topic = shard_topic;
 	}
 	if (!brokers || !topic || !l.conninfo || optind != argc) {
 		fprintf(stderr, "flashsale-loader: --kafka, --topic and --postgres are required\n");
@@ -309,6 +330,8 @@ int main(int argc, char **argv)
 	if (!(l.apply = pg_apply_new()) || sm_tab_init(&l.pending, sizeof(struct pending), 256) != 0 ||
 	    pg_connect(&l) != 0)
 		return 2;
+	if (shard != NULL)
+		pg_apply_set_shard(l.apply, shard, (uint32_t)appliance);
 	rd_kafka_t *rk = consumer(brokers, group, topic);
 	if (!rk)
 		return 2;

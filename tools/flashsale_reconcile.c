@@ -16,6 +16,7 @@
 #include <string.h>
 #include <libpq-fe.h>
 
+#include "common/fs_shard.h"
 #include "writer/journal.h"
 #include "writer/record.h"
 #include "writer/sink/sink_model.h"
@@ -29,7 +30,22 @@ struct rc_state {
 	uint64_t records;         /* journal records up to cursor */
 	uint64_t journal_last;    /* last batch in the journal */
 	uint64_t diffs;
+	char where[96];           /* " WHERE shard = '...'" with --shard, else "" */
+	uint32_t appliance;       /* --shard's index in --shard-map: the ids' bits 56..63 */
 };
+
+/* A journal number as the public id its rows carry (common/fs_shard.h). */
+static void id_format(const struct rc_state *st, char out[FS_PUBID_LEN + 1], char prefix, uint64_t no)
+{
+	fs_pubid_format(out, prefix, fs_id_compose(st->appliance, 0, no));
+}
+
+/* The journal number of a row's id; 0 when malformed or another shard's. */
+static uint64_t id_parse(const struct rc_state *st, const char *id, char prefix)
+{
+	uint64_t no = fs_pubid_parse(id, strlen(id), prefix);
+	return fs_id_appliance(no) == st->appliance && fs_id_writer(no) == 0 ? fs_id_local(no) : 0;
+}
 
 static void diff(struct rc_state *st, const char *fmt, ...)
 {
@@ -45,14 +61,26 @@ static void diff(struct rc_state *st, const char *fmt, ...)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: flashsale-reconcile --journal DIR --postgres CONNINFO [--cursor NAME]\n"
+	           "                           [--shard NAME --shard-map FILE]\n"
 	           "  Replays the journal into an in-memory model and compares it with the PostgreSQL\n"
 	           "  projection up to the batch the sink cursor NAME has applied (default: the highest\n"
 	           "  cursor in sink_cursor). Prints each difference; exit 0 when there is none, 1 when\n"
-	           "  there are differences, 2 on errors.\n");
+	           "  there are differences, 2 on errors.\n"
+	           "  --shard NAME --shard-map FILE: appliances sharing one database (flashsaled --shard):\n"
+	           "  only rows whose shard column is NAME, ids of NAME's index in the map, and the\n"
+	           "  cursor flashsaled.NAME unless --cursor says otherwise.\n");
 }
 
+/* Runs `sql` with st->where appended (one shard's rows). Exits 2 on error. */
 static PGresult *query(struct rc_state *st, const char *sql)
 {
+	char full[1024];
+	int n = snprintf(full, sizeof full, "%s%s", sql, st->where);
+	if (n < 0 || (size_t)n >= sizeof full) {
+		fprintf(stderr, "flashsale-reconcile: query too long\n");
+		exit(2);
+	}
+	sql = full;
 	PGresult *r = PQexec(st->pg, sql);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		fprintf(stderr, "flashsale-reconcile: %s: %s", sql, PQresultErrorMessage(r));
@@ -76,7 +104,11 @@ static void read_cursor(struct rc_state *st, const char *name)
 	} else {
 		snprintf(sql, sizeof sql, "SELECT max(seq) FROM sink_cursor");
 	}
+	char where[sizeof st->where];
+	memcpy(where, st->where, sizeof where);
+	st->where[0] = 0;   /* sink_cursor has no shard column: its name says it */
 	PGresult *r = query(st, sql);
+	memcpy(st->where, where, sizeof where);
 	st->cursor = PQntuples(r) == 1 ? (uint64_t)col_i64(r, 0, 0) : 0;
 	PQclear(r);
 }
@@ -194,7 +226,7 @@ static int mark(struct sm_tab *seen, uint64_t key)
 static void check_res_row(struct rc_state *st, PGresult *r, int i, struct sm_tab *seen)
 {
 	const char *id = PQgetvalue(r, i, 0);
-	uint64_t no = fs_pubid_parse(id, strlen(id), 'r');
+	uint64_t no = id_parse(st, id, 'r');
 	const struct sm_res *x = no ? sm_tab_find(&st->m.res, no) : NULL;
 	if (!x) {
 		diff(st, "reservation %s: in postgres, not in the journal", id);
@@ -203,7 +235,7 @@ static void check_res_row(struct rc_state *st, PGresult *r, int i, struct sm_tab
 	mark(seen, no);
 	char order[FS_PUBID_LEN + 1] = "";
 	if (x->order_no)
-		fs_pubid_format(order, 'o', x->order_no);
+		id_format(st, order, 'o', x->order_no);
 	cmp_str(st, "reservation", id, "sku", st->m.skus[x->sku_idx].sku, PQgetvalue(r, i, 1));
 	cmp_i64(st, "reservation", id, "quantity", x->quantity, col_i64(r, i, 2));
 	cmp_str(st, "reservation", id, "status", fs_res_status_name(x->status), PQgetvalue(r, i, 3));
@@ -225,7 +257,7 @@ static void check_reservations(struct rc_state *st)
 		const struct sm_res *x = sm_tab_slot(&st->m.res, i);
 		if (x && !sm_tab_find(&seen, x->no)) {
 			char id[FS_PUBID_LEN + 1];
-			fs_pubid_format(id, 'r', x->no);
+			id_format(st, id, 'r', x->no);
 			diff(st, "reservation %s: in the journal, missing in postgres", id);
 		}
 	}
@@ -236,7 +268,7 @@ static void check_reservations(struct rc_state *st)
 static void check_order_row(struct rc_state *st, PGresult *r, int i, struct sm_tab *seen)
 {
 	const char *id = PQgetvalue(r, i, 0);
-	uint64_t no = fs_pubid_parse(id, strlen(id), 'o');
+	uint64_t no = id_parse(st, id, 'o');
 	const struct sm_order *o = no ? sm_tab_find(&st->m.orders, no) : NULL;
 	if (!o) {
 		diff(st, "order %s: in postgres, not in the journal", id);
@@ -244,7 +276,7 @@ static void check_order_row(struct rc_state *st, PGresult *r, int i, struct sm_t
 	}
 	mark(seen, no);
 	char res[FS_PUBID_LEN + 1];
-	fs_pubid_format(res, 'r', o->res_no);
+	id_format(st, res, 'r', o->res_no);
 	cmp_str(st, "order", id, "reservation_id", res, PQgetvalue(r, i, 1));
 	cmp_str(st, "order", id, "status", fs_order_status_name(o->status), PQgetvalue(r, i, 2));
 	cmp_i64(st, "order", id, "amount_cents", o->amount_cents, col_i64(r, i, 3));
@@ -264,7 +296,7 @@ static void check_orders(struct rc_state *st)
 		const struct sm_order *o = sm_tab_slot(&st->m.orders, i);
 		if (o && !sm_tab_find(&seen, o->no)) {
 			char id[FS_PUBID_LEN + 1];
-			fs_pubid_format(id, 'o', o->no);
+			id_format(st, id, 'o', o->no);
 			diff(st, "order %s: in the journal, missing in postgres", id);
 		}
 	}
@@ -281,18 +313,52 @@ static void check_events(struct rc_state *st)
 	PQclear(r);
 }
 
+/* --shard NAME --shard-map FILE: one shard's rows, ids and cursor. 0 or -1. */
+static int shard_select(struct rc_state *st, const char *shard, const char *map_path, const char **cursor,
+                        char *cursor_name, size_t cursor_len)
+{
+	if (shard == NULL && map_path == NULL)
+		return 0;
+	if (shard == NULL || map_path == NULL) {
+		fprintf(stderr, "flashsale-reconcile: --shard and --shard-map go together\n");
+		return -1;
+	}
+	static struct fs_shard_map map;
+	char err[256];
+	if (fs_shard_load(&map, map_path, err, sizeof err) != 0) {
+		fprintf(stderr, "flashsale-reconcile: --shard-map %s: %s\n", map_path, err);
+		return -1;
+	}
+	int idx = fs_shard_appliance_index(&map, shard);
+	if (idx < 0) {
+		fprintf(stderr, "flashsale-reconcile: --shard %s: not a `shard` of %s\n", shard, map_path);
+		return -1;
+	}
+	st->appliance = (uint32_t)idx;
+	/* names are [A-Za-z0-9._-] (fs_shard_parse): no quoting needed */
+	snprintf(st->where, sizeof st->where, " WHERE shard = '%s'", shard);
+	if (*cursor == NULL) {
+		snprintf(cursor_name, cursor_len, "flashsaled.%s", shard);
+		*cursor = cursor_name;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"journal", required_argument, NULL, 'j'}, {"postgres", required_argument, NULL, 'p'},
-		{"cursor", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-	const char *dir = NULL, *conninfo = NULL, *cursor = NULL;
+		{"cursor", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+		{"shard", required_argument, NULL, 's'}, {"shard-map", required_argument, NULL, 'm'}, {NULL, 0, NULL, 0}};
+	const char *dir = NULL, *conninfo = NULL, *cursor = NULL, *shard = NULL, *map_path = NULL;
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
 		case 'j': dir = optarg; break;
 		case 'p': conninfo = optarg; break;
 		case 'c': cursor = optarg; break;
+		case 's': shard = optarg; break;
+		case 'm': map_path = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -302,6 +368,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	struct rc_state st = {0};
+	char cursor_name[64];
+	if (shard_select(&st, shard, map_path, &cursor, cursor_name, sizeof cursor_name) != 0)
+		return 2;
 	st.pg = PQconnectdb(conninfo);
 	if (PQstatus(st.pg) != CONNECTION_OK) {
 		fprintf(stderr, "flashsale-reconcile: postgres: %s", PQerrorMessage(st.pg));

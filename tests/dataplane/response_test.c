@@ -17,6 +17,8 @@
 
 #include "dataplane/response.h"
 
+#define NO_OWNER ((struct dp_id_owner){ 0, 0 })
+
 struct parsed {
 	int http;
 	char head[1024];
@@ -98,7 +100,7 @@ static struct fs_ans ans(uint8_t body, uint16_t http)
 static void answer(const struct fs_ans *a, struct parsed *p, char *keys)
 {
 	char out[2048];
-	int n = dp_resp_answer(out, sizeof(out), a, 1);
+	int n = dp_resp_answer(out, sizeof(out), a, NO_OWNER, 1);
 	parse_answer(out, n, p);
 	assert_int_equal(p->http, a->http);
 	keys_of(p, keys);
@@ -287,7 +289,7 @@ static void test_empty_and_errors(void **state)
 	a = ans(FS_BODY_ERROR, 0);
 	a.err = FS_ERR_SOLD_OUT;
 	char out[512];
-	int n = dp_resp_answer(out, sizeof(out), &a, 1);
+	int n = dp_resp_answer(out, sizeof(out), &a, NO_OWNER, 1);
 	parse_answer(out, n, &p);
 	assert_int_equal(p.http, 409);
 }
@@ -313,7 +315,7 @@ static void test_rate_limited(void **state)
 	char out[512];
 	struct fs_ans limited = { .http = 429, .err = FS_ERR_RATE_LIMITED, .body = FS_BODY_ERROR,
 	                          .expires_at_ms = 3000, .position = 7 };
-	int n = dp_resp_answer(out, sizeof(out), &limited, 0);
+	int n = dp_resp_answer(out, sizeof(out), &limited, NO_OWNER, 0);
 	parse_answer(out, n, &p);
 	assert_int_equal(p.http, 429);
 	keys_of(&p, keys);
@@ -322,7 +324,7 @@ static void test_rate_limited(void **state)
 	assert_non_null(strstr(p.head, "\r\nConnection: close\r\n"));
 	limited.expires_at_ms = 1;
 	limited.position = 0;
-	n = dp_resp_answer(out, sizeof(out), &limited, 1);
+	n = dp_resp_answer(out, sizeof(out), &limited, NO_OWNER, 1);
 	parse_answer(out, n, &p);
 	assert_non_null(strstr(p.head, "\r\nRetry-After: 1\r\n"));
 }
@@ -365,7 +367,7 @@ static void test_connection_close(void **state)
 	char out[512];
 	struct parsed p;
 	struct fs_ans a = ans(FS_BODY_EMPTY, 200);
-	int n = dp_resp_answer(out, sizeof(out), &a, 0);
+	int n = dp_resp_answer(out, sizeof(out), &a, NO_OWNER, 0);
 	parse_answer(out, n, &p);
 	assert_non_null(strstr(p.head, "\r\nConnection: close\r\n"));
 	n = dp_resp_error(out, sizeof(out), 413, "payload_too_large", NULL, 0);
@@ -383,6 +385,33 @@ static void test_connection_close(void **state)
 	                         "Content-Length: 0\r\n\r\n");
 }
 
+/* The public ids carry the owner (appliance bits 56..63, writer 48..55);
+ * the owner 0/0 leaves the writer's numbers as they were before shards. */
+static void test_ids_carry_owner(void **state)
+{
+	(void)state;
+	struct fs_ans a = ans(FS_BODY_CHECKOUT, 200);
+	a.order_no = 3;
+	a.order_status = FS_ORDER_PAID;
+	a.amount_cents = 100;
+	char out[1024];
+	int n = dp_resp_answer(out, sizeof(out), &a, (struct dp_id_owner){ 2, 1 }, 1);
+	assert_true(n > 0);
+	out[n] = 0;
+	assert_non_null(strstr(out, "\"order_id\":\"o0201000000000003\""));
+	assert_non_null(strstr(out, "\"reservation_id\":\"r020100000000001a\""));
+	n = dp_resp_answer(out, sizeof(out), &a, NO_OWNER, 1);
+	out[n] = 0;
+	assert_non_null(strstr(out, "\"order_id\":\"o0000000000000003\""));
+	/* and back: the local number and its owner */
+	struct dp_id_owner o;
+	assert_int_equal(dp_id_parse("r020100000000001a", 17, 'r', &o), 0x1a);
+	assert_int_equal(o.appliance, 2);
+	assert_int_equal(o.writer, 1);
+	assert_int_equal(dp_id_parse("r020100000000001a", 17, 'o', &o), 0);
+	assert_int_equal(dp_id_parse("rff00000000000000", 17, 'r', &o), 0);   /* no local number */
+}
+
 static void test_cap_too_small(void **state)
 {
 	(void)state;
@@ -390,17 +419,17 @@ static void test_cap_too_small(void **state)
 	a.res_status = FS_RES_RESERVED;
 	a.order_no = 5;
 	char out[1024];
-	int n = dp_resp_answer(out, sizeof(out), &a, 1);
+	int n = dp_resp_answer(out, sizeof(out), &a, NO_OWNER, 1);
 	assert_true(n > 0);
 	char copy[1024];
 	memcpy(copy, out, (size_t)n);
 	for (int cap = 0; cap < n; cap++)
-		assert_int_equal(dp_resp_answer(out, (size_t)cap, &a, 1), -1);
-	assert_int_equal(dp_resp_answer(out, (size_t)n, &a, 1), n);
+		assert_int_equal(dp_resp_answer(out, (size_t)cap, &a, NO_OWNER, 1), -1);
+	assert_int_equal(dp_resp_answer(out, (size_t)n, &a, NO_OWNER, 1), n);
 	assert_memory_equal(out, copy, (size_t)n);
 	/* nothing written past cap */
 	memset(out, 'Z', sizeof(out));
-	assert_int_equal(dp_resp_answer(out, (size_t)n - 1, &a, 1), -1);
+	assert_int_equal(dp_resp_answer(out, (size_t)n - 1, &a, NO_OWNER, 1), -1);
 	for (size_t i = (size_t)n - 1; i < sizeof(out); i++)
 		assert_int_equal(out[i], 'Z');
 	n = dp_resp_error(out, sizeof(out), 400, "bad_request", "x", 1);
@@ -409,7 +438,7 @@ static void test_cap_too_small(void **state)
 	assert_int_equal(dp_resp_raw(out, (size_t)n - 1, 200, "text/plain", "abc", 3, 1), -1);
 	struct fs_ans limited = { .http = 429, .err = FS_ERR_RATE_LIMITED, .body = FS_BODY_ERROR,
 	                          .expires_at_ms = 1, .position = 1 };
-	assert_int_equal(dp_resp_answer(out, 10, &limited, 1), -1);
+	assert_int_equal(dp_resp_answer(out, 10, &limited, NO_OWNER, 1), -1);
 }
 
 int main(void)
@@ -425,6 +454,7 @@ int main(void)
 		cmocka_unit_test(test_rate_limited),
 		cmocka_unit_test(test_error_detail_and_escaping),
 		cmocka_unit_test(test_connection_close),
+		cmocka_unit_test(test_ids_carry_owner),
 		cmocka_unit_test(test_cap_too_small),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -74,6 +74,8 @@ struct pg_apply {
 	const struct fs_cmd *recs;
 	uint64_t seq;
 	int64_t time_ms;
+	char shard[FS_SHARD_NAME_LEN_MAX + 1];   /* every row's shard column ("" without --shard) */
+	uint32_t appliance;        /* ids are written with it (common/fs_shard.h) */
 };
 
 /* ---------------------------------------------------------------- buffers */
@@ -173,10 +175,12 @@ static void buf_ts(struct pa_buf *b, int64_t ms)
 	           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
-static void buf_pubid(struct pa_buf *b, char prefix, uint64_t no)
+/* The public id of the journal's (local) number: the one clients were
+ * given (dataplane/pubid.h), so rows of several appliances never collide. */
+static void buf_pubid(const struct pg_apply *a, struct pa_buf *b, char prefix, uint64_t no)
 {
 	char id[FS_PUBID_LEN + 1];
-	fs_pubid_format(id, prefix, no);
+	fs_pubid_format(id, prefix, fs_id_compose(a->appliance, 0, no));
 	buf_puts(b, id);
 }
 
@@ -198,6 +202,14 @@ struct pg_apply *pg_apply_new(void)
 		return NULL;
 	}
 	return a;
+}
+
+void pg_apply_set_shard(struct pg_apply *a, const char *shard, uint32_t appliance)
+{
+	assert(a != NULL && shard != NULL && strlen(shard) <= FS_SHARD_NAME_LEN_MAX);
+	assert(appliance < FS_SHARD_APPLIANCES_MAX);
+	memcpy(a->shard, shard, strlen(shard) + 1);
+	a->appliance = appliance;
 }
 
 void pg_apply_free(struct pg_apply *a)
@@ -413,8 +425,15 @@ static int collect(struct pg_apply *a, const struct fs_cmd *recs, uint32_t n)
 	return 0;
 }
 
+/* The journal's number of a row's id (the rows fetched are the ones asked
+ * for, so they carry this apply's appliance). */
+static uint64_t id_local(const char *id, char prefix)
+{
+	return fs_id_local(fs_pubid_parse(id, FS_PUBID_LEN, prefix));
+}
+
 /* Builds "{"id","id",...}" of the ids of unknown rows. Returns the count. */
-static size_t unknown_ids(const struct sm_tab *t, int order, struct pa_buf *out)
+static size_t unknown_ids(const struct pg_apply *a, const struct sm_tab *t, int order, struct pa_buf *out)
 {
 	size_t count = 0;
 	out->len = 0;
@@ -428,7 +447,7 @@ static size_t unknown_ids(const struct sm_tab *t, int order, struct pa_buf *out)
 			continue;
 		if (count++)
 			buf_putc(out, ',');
-		buf_pubid(out, order ? 'o' : 'r', ((const struct pa_res *)e)->no);
+		buf_pubid(a, out, order ? 'o' : 'r', ((const struct pa_res *)e)->no);
 	}
 	buf_putc(out, '}');
 	out->p[out->len] = 0;
@@ -437,7 +456,7 @@ static size_t unknown_ids(const struct sm_tab *t, int order, struct pa_buf *out)
 
 static int fetch_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
 {
-	if (unknown_ids(&a->orders, 1, &a->arr[0]) == 0)
+	if (unknown_ids(a, &a->orders, 1, &a->arr[0]) == 0)
 		return 0;
 	const char *v[1] = {a->arr[0].p};
 	PGresult *r = PQexecParams(c, "SELECT order_id, reservation_id, status, amount_cents FROM orders "
@@ -445,8 +464,8 @@ static int fetch_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len
 	if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
 		return exec_ok(c, r, PGRES_TUPLES_OK, "fetch orders", err, err_len);
 	for (int i = 0; i < PQntuples(r); i++) {
-		struct pa_order *o = sm_tab_find(&a->orders, fs_pubid_parse(PQgetvalue(r, i, 0), FS_PUBID_LEN, 'o'));
-		uint64_t res_no = fs_pubid_parse(PQgetvalue(r, i, 1), FS_PUBID_LEN, 'r');
+		struct pa_order *o = sm_tab_find(&a->orders, id_local(PQgetvalue(r, i, 0), 'o'));
+		uint64_t res_no = id_local(PQgetvalue(r, i, 1), 'r');
 		if (!o || res_no == 0)
 			continue;
 		o->known = 1;
@@ -466,7 +485,7 @@ static int fetch_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len
 
 static int fetch_res(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
 {
-	if (unknown_ids(&a->res, 0, &a->arr[0]) == 0)
+	if (unknown_ids(a, &a->res, 0, &a->arr[0]) == 0)
 		return 0;
 	const char *v[1] = {a->arr[0].p};
 	PGresult *r = PQexecParams(c,
@@ -476,7 +495,7 @@ static int fetch_res(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
 	if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
 		return exec_ok(c, r, PGRES_TUPLES_OK, "fetch reservations", err, err_len);
 	for (int i = 0; i < PQntuples(r); i++) {
-		struct pa_res *x = sm_tab_find(&a->res, fs_pubid_parse(PQgetvalue(r, i, 0), FS_PUBID_LEN, 'r'));
+		struct pa_res *x = sm_tab_find(&a->res, id_local(PQgetvalue(r, i, 0), 'r'));
 		const char *sku = PQgetvalue(r, i, 1);
 		if (!x || strlen(sku) > FS_SKU_LEN_MAX)
 			continue;
@@ -486,7 +505,7 @@ static int fetch_res(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
 		x->known = 1;
 		x->quantity = (uint32_t)strtoul(PQgetvalue(r, i, 2), NULL, 10);
 		x->status = status_parse(PQgetvalue(r, i, 3), 0);
-		x->order_no = PQgetisnull(r, i, 4) ? 0 : fs_pubid_parse(PQgetvalue(r, i, 4), FS_PUBID_LEN, 'o');
+		x->order_no = PQgetisnull(r, i, 4) ? 0 : id_local(PQgetvalue(r, i, 4), 'o');
 		x->expires_at_ms = PQgetisnull(r, i, 5) ? 0 : strtoll(PQgetvalue(r, i, 5), NULL, 10);
 	}
 	PQclear(r);
@@ -704,9 +723,9 @@ static void event_row(struct pg_apply *a, struct pa_buf *b, const struct fs_cmd 
 	if (c->key_len) buf_text(b, c->key, c->key_len, 0); else null_field(b);
 	col(b);
 	int order_ref = c->type == FS_CMD_PAY_RESULT || c->type == FS_CMD_REFUND || c->type == FS_CMD_REFUND_RESULT;
-	if (c->ref) buf_pubid(b, order_ref ? 'o' : 'r', c->ref); else null_field(b);
+	if (c->ref) buf_pubid(a, b, order_ref ? 'o' : 'r', c->ref); else null_field(b);
 	buf_printf(b, "\t%u\t", c->quantity);
-	if (c->out_ref) buf_pubid(b, c->type == FS_CMD_CHECKOUT ? 'o' : 'r', c->out_ref); else null_field(b);
+	if (c->out_ref) buf_pubid(a, b, c->type == FS_CMD_CHECKOUT ? 'o' : 'r', c->out_ref); else null_field(b);
 	col(b);
 	const char *st = out_status_name(c);
 	if (st) buf_puts(b, st); else null_field(b);
@@ -714,6 +733,8 @@ static void event_row(struct pg_apply *a, struct pa_buf *b, const struct fs_cmd 
 	int detail = c->text_len && (c->type == FS_CMD_PAY_RESULT || c->type == FS_CMD_SALE_FREEZE ||
 	                             c->type == FS_CMD_REFUND_RESULT);
 	if (detail) buf_text(b, c->text, c->text_len, 0); else null_field(b);
+	col(b);
+	buf_puts(b, a->shard);
 	buf_putc(b, '\n');
 }
 
@@ -728,7 +749,7 @@ static int write_events(struct pg_apply *a, PGconn *c, const struct fs_cmd *recs
 		return -1;
 	}
 	return copy_in(c, "COPY journal_events (seq, idx, batch_time, type, user_id, sku, idempotency_key, "
-	                  "ref, quantity, out_ref, out_status, out_val, pay, detail) FROM STDIN", &a->buf,
+	                  "ref, quantity, out_ref, out_status, out_val, pay, detail, shard) FROM STDIN", &a->buf,
 	               err, err_len);
 }
 
@@ -764,13 +785,13 @@ static int write_sku(struct pg_apply *a, PGconn *c, const struct pa_sku *s, char
 	snprintf(v_num[8], 24, "%u", g->default_tier);
 	snprintf(v_num[9], 24, "%" PRId64, g->price_cents);
 	snprintf(v_num[10], 24, "%" PRId64, g->opens_at_ms);
-	const char *v[13] = {sku, state, v_num[0], v_num[1], v_num[2], v_num[3], v_num[5], v_num[6],
-	                     v_num[7], v_num[8], v_num[9], g->opens_at_ms ? v_num[10] : NULL, v_num[4]};
+	const char *v[14] = {sku, state, v_num[0], v_num[1], v_num[2], v_num[3], v_num[5], v_num[6],
+	                     v_num[7], v_num[8], v_num[9], g->opens_at_ms ? v_num[10] : NULL, v_num[4], a->shard};
 	return exec_params(c, "INSERT INTO sales (sku, state, total, available, reserved, sold, per_user, "
-	                      "hold_ms, waitlist_max, default_tier, price_cents, opens_at, version) VALUES "
+	                      "hold_ms, waitlist_max, default_tier, price_cents, opens_at, version, shard) VALUES "
 	                      "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-	                      "timestamptz 'epoch' + $12::bigint * interval '1 millisecond', $13)",
-	                   13, v, "insert sales", err, err_len);
+	                      "timestamptz 'epoch' + $12::bigint * interval '1 millisecond', $13, $14)",
+	                   14, v, "insert sales", err, err_len);
 }
 
 static int write_skus(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
@@ -785,7 +806,7 @@ static void res_row(struct pg_apply *a, struct pa_buf *b, const struct pa_res *r
 {
 	const struct fs_cmd *c = &a->recs[r->rec];
 	const struct pa_sku *s = &a->skus[r->sku_slot];
-	buf_pubid(b, 'r', r->no);
+	buf_pubid(a, b, 'r', r->no);
 	col(b);
 	buf_text(b, s->sku, s->sku_len, 0);
 	col(b);
@@ -795,8 +816,8 @@ static void res_row(struct pg_apply *a, struct pa_buf *b, const struct pa_res *r
 	col(b);
 	if (c->key_len) buf_text(b, c->key, c->key_len, 0); else null_field(b);
 	col(b);
-	if (r->order_no) buf_pubid(b, 'o', r->order_no); else null_field(b);
-	buf_printf(b, "\t%" PRIu64 "\n", a->seq);
+	if (r->order_no) buf_pubid(a, b, 'o', r->order_no); else null_field(b);
+	buf_printf(b, "\t%" PRIu64 "\t%s\n", a->seq, a->shard);
 }
 
 /* Appends one element to an array literal under construction. */
@@ -812,10 +833,10 @@ static void arr_add(struct pa_buf *b, const char *s, size_t len)
 	buf_putc(b, '"');
 }
 
-static void arr_id(struct pa_buf *b, char prefix, uint64_t no)
+static void arr_id(const struct pg_apply *a, struct pa_buf *b, char prefix, uint64_t no)
 {
 	char id[FS_PUBID_LEN + 1];
-	fs_pubid_format(id, prefix, no);
+	fs_pubid_format(id, prefix, fs_id_compose(a->appliance, 0, no));
 	arr_add(b, no ? id : NULL, FS_PUBID_LEN);
 }
 
@@ -875,16 +896,16 @@ static int write_res(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
 			res_row(a, &a->buf, r);
 			fresh++;
 		} else if (r->dirty) {
-			arr_id(&a->arr[0], 'r', r->no);
+			arr_id(a, &a->arr[0], 'r', r->no);
 			const char *st = fs_res_status_name(r->status);
 			arr_add(&a->arr[1], st, strlen(st));
-			arr_id(&a->arr[2], 'o', r->order_no);
+			arr_id(a, &a->arr[2], 'o', r->order_no);
 			arr_i64(&a->arr[3], r->expires_at_ms, r->expires_at_ms == 0);
 			changed++;
 		}
 	}
 	return rows_flush(a, c, fresh, "COPY reservations (reservation_id, sku, user_id, quantity, status, "
-	                  "expires_at, idempotency_key, order_id, created_seq) FROM STDIN", changed,
+	                  "expires_at, idempotency_key, order_id, created_seq, shard) FROM STDIN", changed,
 	                  "UPDATE reservations r SET status = u.st, order_id = u.oid, "
 	                  "expires_at = timestamptz 'epoch' + u.exp * interval '1 millisecond' "
 	                  "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, oid, exp) "
@@ -897,9 +918,9 @@ static void order_row(struct pg_apply *a, struct pa_buf *b, const struct pa_orde
 	const struct pa_res *r = sm_tab_find(&a->res, o->res_no);
 	assert(r && r->known);
 	const struct pa_sku *s = &a->skus[r->sku_slot];
-	buf_pubid(b, 'o', o->no);
+	buf_pubid(a, b, 'o', o->no);
 	col(b);
-	buf_pubid(b, 'r', o->res_no);
+	buf_pubid(a, b, 'r', o->res_no);
 	col(b);
 	buf_text(b, s->sku, s->sku_len, 0);
 	col(b);
@@ -915,7 +936,7 @@ static void order_row(struct pg_apply *a, struct pa_buf *b, const struct pa_orde
 	if (o->paid_at_ms) buf_ts(b, o->paid_at_ms); else null_field(b);
 	col(b);
 	if (c->key_len) buf_text(b, c->key, c->key_len, 0); else null_field(b);
-	buf_printf(b, "\t%" PRIu64 "\n", a->seq);
+	buf_printf(b, "\t%" PRIu64 "\t%s\n", a->seq, a->shard);
 }
 
 static int write_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
@@ -930,7 +951,7 @@ static int write_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len
 			order_row(a, &a->buf, o);
 			fresh++;
 		} else if (o->dirty) {
-			arr_id(&a->arr[0], 'o', o->no);
+			arr_id(a, &a->arr[0], 'o', o->no);
 			const char *st = fs_order_status_name(o->status);
 			arr_add(&a->arr[1], st, strlen(st));
 			const struct fs_cmd *p = o->reason_rec != UINT32_MAX ? &a->recs[o->reason_rec] : NULL;
@@ -940,7 +961,7 @@ static int write_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len
 		}
 	}
 	return rows_flush(a, c, fresh, "COPY orders (order_id, reservation_id, sku, user_id, quantity, "
-	                  "amount_cents, status, reason, paid_at, idempotency_key, created_seq) FROM STDIN", changed,
+	                  "amount_cents, status, reason, paid_at, idempotency_key, created_seq, shard) FROM STDIN", changed,
 	                  "UPDATE orders o SET status = u.st, reason = u.reason, "
 	                  "paid_at = COALESCE(timestamptz 'epoch' + u.paid * interval '1 millisecond', o.paid_at) "
 	                  "FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, reason, paid) "

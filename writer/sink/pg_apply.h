@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <libpq-fe.h>
 #include "common/fs_cmd.h"
+#include "common/fs_shard.h"
 #include "writer/journal.h"
 
 enum pg_apply_rc {
@@ -39,6 +40,12 @@ extern const unsigned pg_migration_count;
  * of memory. Not thread-safe: one per applying thread. */
 struct pg_apply *pg_apply_new(void);
 void pg_apply_free(struct pg_apply *a);
+
+/* Appliances sharing one database (--shard NAME --shard-map): every row
+ * written carries `shard` (at most FS_SHARD_NAME_LEN_MAX bytes) in its
+ * shard column and ids are written as public ids of appliance `appliance`
+ * (bits 56..63). Default "" and 0: one box, ids as the journal numbers them. */
+void pg_apply_set_shard(struct pg_apply *a, const char *shard, uint32_t appliance);
 
 /* Applies, in order, every embedded migration (writer/sink/migrations/NNN_*.sql)
  * not yet listed in schema_migrations, each in its own transaction under an
