@@ -333,7 +333,8 @@ static int answer_published(const struct dp_route_ctx *ctx, const struct dp_requ
 		a.http = (uint16_t)fs_err_http((enum fs_err)a.err);
 		a.body = FS_BODY_ERROR;
 	}
-	int n = dp_resp_answer(out, cap, &a, req->keep_alive);
+	struct dp_id_owner owner = { ctx->appliance, 0 };   /* one writer per box */
+	int n = dp_resp_answer(out, cap, &a, owner, req->keep_alive);
 	assert(n > 0);
 	res->kind = DP_ROUTE_RESPOND;
 	res->http = a.http;

@@ -93,7 +93,7 @@ static void batch(struct t *x, struct fs_cmd *cmds, uint32_t n)
 
 static int render(const struct fs_ans *a, char *buf, size_t cap)
 {
-	int n = dp_resp_answer(buf, cap, a, 1);
+	int n = dp_resp_answer(buf, cap, a, (struct dp_id_owner){ 0, 0 }, 1);
 	assert_true(n > 0);
 	return n;
 }
