@@ -103,12 +103,27 @@ static void set_close(struct wr_publisher *pb, const struct wr_state *st, uint32
 	}
 }
 
+/* A reclaimed user's entry is reused for a new user (alloc.c's free
+ * list): its published name is rewritten before the first reservation that
+ * names the new user. Every reservation of the old one is below the floor
+ * by then (a user goes only with its last reservation), so a reader of
+ * those answers from the floor, never from the name. */
+static void name_user(struct wr_publisher *pb, const struct wr_state *st, uint32_t idx)
+{
+	size_t len;
+	const char *name = wr_user_name(st, idx, &len);
+	const struct fs_pub_user *u = &fs_pub_users(pb->pub)[idx];
+	if (u->len != len || memcmp(u->name, name, len) != 0)
+		fs_pub_set_user(pb->pub, idx, name, len);
+}
+
 static void store_res(struct wr_publisher *pb, const struct wr_state *st, uint64_t res_no)
 {
 	struct fs_pub_res_view v;
 	if (wr_pub_res(st, res_no, &v) != 0)
 		return;   /* reclaimed in the same batch: the floor answers for it */
 	assert(pb->mark[v.sku]);
+	name_user(pb, st, v.user);
 	fs_pub_res_store(pb->pub, &v);
 }
 
@@ -127,8 +142,10 @@ static void store_all_res_of_set(struct wr_publisher *pb, const struct wr_state 
 	wr_pub_bounds(st, &rf, &rc, &of, &oc);
 	for (uint64_t no = rf + 1; no <= rc; no++) {
 		struct fs_pub_res_view v;
-		if (wr_pub_res(st, no, &v) == 0 && pb->mark[v.sku])
+		if (wr_pub_res(st, no, &v) == 0 && pb->mark[v.sku]) {
+			name_user(pb, st, v.user);
 			fs_pub_res_store(pb->pub, &v);
+		}
 	}
 }
 
