@@ -312,6 +312,13 @@ class WritersTest(unittest.TestCase):
         self.srv.start()
         for sku in SKUS:
             self.assertEqual(self.counters(sku), live_counters[sku])
+        # flashctl report finds each SKU's journal in its shard
+        for sku in ("sku-0", "sku-3", "sku-7"):
+            p = self.srv.admin("report", sku, "--data-dir", self.srv.data_dir)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertIn("closing statement for sale %s (journal %s/journal" % (sku, self.shard_dir(owner(sku))),
+                          p.stdout)
+            self.assertIn("sold               %d" % live_counters[sku]["sold"], p.stdout)
 
 
 if __name__ == "__main__":
