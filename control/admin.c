@@ -168,6 +168,14 @@ static const char *shard_label(const struct ctl_admin *a, uint32_t k, char buf[2
 	return buf;
 }
 
+/* The writer shard whose journal sink i reads. */
+static uint32_t sink_shard(const struct ctl_admin *a, uint32_t i)
+{
+	uint32_t k = a->cfg.sink_shards ? a->cfg.sink_shards[i] : 0;
+	assert(k < a->cfg.writer_count);
+	return k;
+}
+
 /* A command about one SKU goes to its owner; one about no SKU (IP rules,
  * user tiers: every shard decides with them) to every shard, answered
  * with the first refusal, else the last answer. */
@@ -337,10 +345,12 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 		              commit, ans.drawn ? "true" : "false", ans.queued);
 	}
 	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "\"sinks\":[");
-	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+	for (uint32_t i = 0, listed = 0; i < a->cfg.sink_count; i++) {
+		if (sink_shard(a, i) != shard)
+			continue;   /* another shard's journal: not this SKU's */
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
 		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu}",
-		              i ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
+		              listed++ ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
 		              (unsigned long long)(durable - (applied < durable ? applied : durable)));
 	}
 	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "]");
@@ -645,9 +655,9 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 		open_all &= atomic_load(&a->cfg.snaps[k]->payments_open) != 0;
 	(void)s;
 	n = put_scalar(b, n, "flashsale_payments_breaker_open", "gauge", open_all ? 0 : 1);   /* any shard's */
-	uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
 	n = put(b, n, "# TYPE flashsale_sink_lag_batches gauge\n");
 	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+		uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writers[sink_shard(a, i)]));
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
 		n = put(b, n, "flashsale_sink_lag_batches{sink=\"%s\"} %llu\n", a->cfg.sink_names[i],
 		        (unsigned long long)(applied < durable ? durable - applied : 0));

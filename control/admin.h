@@ -48,6 +48,7 @@ struct ctl_admin_config {
 	uint64_t (*sink_applied)(void *sink);   /* applied sequence of sink i */
 	int (*sink_stopped)(void *sink);        /* 1 when sink i stopped at a batch its target rejects */
 	void **sinks;
+	const uint32_t *sink_shards;            /* writer shard whose journal sink i reads (NULL: shard 0) */
 	int (*sink_connected)(void *sink, uint64_t *errors);   /* 1 while open; NULL: not reported */
 	/* writer shards (flashsaled --writers N): shard k's writer, admin port,
 	 * snapshot, payments and directory; [0] repeats writer, port, snap,

@@ -172,8 +172,8 @@ static const char usage_writers[] =
 "                              its own journal, snapshots, sequence and chain under DIR/shard-K (N = 1: DIR\n"
 "                              as ever); a SKU goes to the shard a stable hash of its name picks, unless\n"
 "                              --shard-map pins it. A data dir starts only with the N it was made with.\n"
-"                              Table limits (--users-max, ...) are per shard. Not with --dpdk, --postgres,\n"
-"                              --kafka, --redis, --replicate or --standby (refused at start)\n"
+"                              Table limits (--users-max, ...) are per shard; --redis: a sink per shard.\n"
+"                              Not with --dpdk, --postgres, --kafka, --replicate or --standby (refused)\n"
 "  --shard-map FILE            `writer SKU K` lines pin SKUs to shards (format: common/fs_shard.h)\n"
 "\n";
 
@@ -489,9 +489,13 @@ static uint64_t sinks_gate(void *arg)
 	return low;
 }
 
-/* Sink threads tail the durable journal; each is off unless configured. */
-static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk)
+/* Sink threads tail the durable journal; each is off unless configured.
+ * With writer shards each shard has its own (named "<sink>-shard-K"),
+ * tailing that shard's journal. */
+static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk, uint32_t shard,
+                        uint32_t shards, const char *dir)
 {
+	static char shard_names[FS_SHARD_WRITERS_MAX][3][32];
 	const struct { const char *addr; enum sink_kind kind; const char *name; } want[3] = {
 		{ o->postgres, SINK_POSTGRES, "postgres" }, { o->replicate ? NULL : o->kafka, SINK_KAFKA, "kafka" },
 		{ o->redis, SINK_REDIS, "redis" } };
@@ -502,13 +506,14 @@ static void start_sinks(const struct options *o, struct writer *w, struct sinks 
 		struct sink_config c = { .kind = want[i].kind, .journal_dir = wr_journal_dir(w),
 		                         .durable_seq = wr_durable_seq(w), .address = want[i].addr,
 		                         .name = "flashsaled", .topic = o->kafka_topic ? o->kafka_topic : "flashsale.journal",
-		                         .data_dir = o->data_dir };
+		                         .data_dir = dir };
 		struct sink *s = sink_start(&c, err, sizeof err);
 		if (s == NULL)
 			die("%s", err);
 		sk->s[sk->count] = s;
 		sk->ptrs[sk->count] = s;
-		sk->names[sk->count] = want[i].name;
+		snprintf(shard_names[shard][i], sizeof shard_names[shard][i], "%s-shard-%u", want[i].name, shard);
+		sk->names[sk->count] = shards > 1 ? shard_names[shard][i] : want[i].name;
 		sk->kinds[sk->count] = want[i].kind;
 		sk->count++;
 		printf("flashsaled: %s sink on (%s)\n", want[i].name, want[i].kind == SINK_POSTGRES ? "conninfo given" : want[i].addr);
@@ -602,7 +607,11 @@ struct daemon {
 	struct fs_snapshot *snap;
 	struct wr_config wc;
 	struct writer *w;
-	struct sinks sk;
+	struct sinks sks[FS_SHARD_WRITERS_MAX];   /* each writer shard's */
+	void *sink_ptrs[3 * FS_SHARD_WRITERS_MAX];   /* every shard's, for the admin socket */
+	const char *sink_names[3 * FS_SHARD_WRITERS_MAX];
+	uint32_t sink_shards[3 * FS_SHARD_WRITERS_MAX];
+	uint32_t sink_count;
 	struct payments *pay;
 	struct ctl_admin *admin;
 	struct dp_iplimit *iplimit;       /* --connections-per-ip, NULL when off */
@@ -710,7 +719,8 @@ static void check_writers(struct daemon *d)
 	d->writer_count = o->writers;
 	if (o->writers > 1) {
 		const char *what = o->dpdk ? "--dpdk (its lane processes have one port each)" :
-		                   o->postgres ? "--postgres" : o->kafka ? "--kafka" : o->redis ? "--redis" :
+		                   o->postgres ? "--postgres (rows would carry each shard's own numbers)" :
+		                   o->kafka ? "--kafka (records would carry each shard's own numbers)" :
 		                   o->replicate ? "--replicate" : o->standby ? "--standby" : NULL;
 		if (what != NULL)
 			die("--writers N > 1 does not run with %s yet: use --writers 1 (README \"Writer shards\")", what);
@@ -943,7 +953,14 @@ static void open_writer(struct daemon *d)
 static void start_sinks_step(struct daemon *d)
 {
 	if (!d->o.standby)
-		start_sinks(&d->o, d->w, &d->sk);
+		for (uint32_t k = 0; k < d->writer_count; k++) {
+			start_sinks(&d->o, d->ws[k], &d->sks[k], k, d->writer_count, d->shard_dirs[k]);
+			for (uint32_t i = 0; i < d->sks[k].count; i++) {
+				d->sink_ptrs[d->sink_count] = d->sks[k].ptrs[i];
+				d->sink_names[d->sink_count] = d->sks[k].names[i];
+				d->sink_shards[d->sink_count++] = k;
+			}
+		}
 }
 
 /* Writer shard k on core k while the cores allow one each and one more
@@ -1031,8 +1048,8 @@ static void start_admin(struct daemon *d)
 	                               .admin_token = d->admin_token, .writer = d->w,
 	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
 	                               .dataplane = &d->dataplane, .payments = d->pay, .ready = d->ready, .data_dir = d->o.data_dir,
-	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
-	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
+	                               .sink_count = d->sink_count, .sink_names = d->sink_names,
+	                               .sink_applied = sink_applied, .sinks = d->sink_ptrs, .sink_shards = d->sink_shards,
 	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped,
 	                               .writer_count = d->writer_count, .shard_map = d->map_in_use };
 	for (uint32_t k = 0; k < d->writer_count; k++) {
@@ -1092,8 +1109,9 @@ static void stop_all(struct daemon *d)
 		pay_stop(d->pays[k]);
 	for (uint32_t k = 0; k < d->writer_count; k++)
 		wr_stop(d->ws[k]);
-	for (uint32_t i = 0; i < d->sk.count; i++)
-		sink_stop(d->sk.s[i]);
+	for (uint32_t k = 0; k < d->writer_count; k++)
+		for (uint32_t i = 0; i < d->sks[k].count; i++)
+			sink_stop(d->sks[k].s[i]);
 	for (uint32_t k = d->writer_count; k-- > 0;)   /* shard 0 last: the others use its workers' eventfds */
 		wr_close(d->ws[k]);
 	dp_iplimit_free(d->iplimit);

@@ -17,7 +17,9 @@ The seed is printed; rerun one with FS_SEED=<seed>. FS_WRITERS_ROUNDS sets
 the number of load + kill -9 rounds (default 2)."""
 import os
 import random
+import json
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -305,9 +307,9 @@ class WritersTest(unittest.TestCase):
         finally:
             one.cleanup()
         # what is not built for shards is refused, not half done
-        rc, out = self.start_other("--writers", "2", "--redis", "127.0.0.1:1")
+        rc, out = self.start_other("--writers", "2", "--postgres", "host=127.0.0.1 port=1")
         self.assertEqual(rc, 2, out)
-        self.assertIn("does not run with --redis", out)
+        self.assertIn("does not run with --postgres", out)
         # and the same flags start it again, everything still there
         self.srv.start()
         for sku in SKUS:
@@ -319,6 +321,48 @@ class WritersTest(unittest.TestCase):
             self.assertIn("closing statement for sale %s (journal %s/journal" % (sku, self.shard_dir(owner(sku))),
                           p.stdout)
             self.assertIn("sold               %d" % live_counters[sku]["sold"], p.stdout)
+
+    def test_redis_sink_per_shard(self):
+        """--redis with writer shards: one sink per shard, each SKU's stock:<sku>
+        equal to the API's answer (needs FS_TEST_REDIS, as ./setup.sh test sets)."""
+        addr = os.environ.get("FS_TEST_REDIS")
+        if not addr:
+            self.skipTest("FS_TEST_REDIS not set (./setup.sh test starts Redis)")
+        self.srv.extra += ["--redis", addr]
+        self.srv.start()
+        tag = uuid.uuid4().hex[:6]
+        skus = ["rd%s-%d" % (tag, i) for i in range(8)]
+        for sku in skus:
+            self.srv.create_sale(sku, STOCK)
+        secret = self.srv.secret()
+        for i in range(40):
+            sku = skus[i % len(skus)]
+            r = self.srv.reserve(fc.mint_token(secret, "rd-user-%d" % i), sku, "rd-%s-%d" % (tag, i), 1)
+            self.assertEqual(r.status, 201, r)
+        host, _, port = addr.rpartition(":")
+        rs = socket.create_connection((host or "127.0.0.1", int(port)), timeout=5)
+        f = rs.makefile("rb")
+
+        def redis_get(key):
+            rs.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key.encode()))
+            line = f.readline()
+            self.assertTrue(line.startswith(b"$"), line)
+            n = int(line[1:])
+            return None if n < 0 else f.read(n + 2)[:-2]
+        try:
+            for sku in skus:
+                api = self.counters(sku)
+                ok = fc.wait_for(lambda: (redis_get("stock:" + sku) or b"null") and
+                                 json.loads(redis_get("stock:" + sku) or b"null") == api, timeout=10)
+                self.assertTrue(ok, "%s: redis %r, api %r" % (sku, redis_get("stock:" + sku), api))
+        finally:
+            rs.close()
+        metrics = self.srv.admin_ok("metrics")
+        for k in (0, 1):
+            self.assertIn('flashsale_sink_lag_batches{sink="redis-shard-%d"}' % k, metrics)
+        st = json.loads(self.srv.admin_ok("sale", "status", skus[0]))
+        k = st["writer_shard"]
+        self.assertEqual([x["name"] for x in st["sinks"]], ["redis-shard-%d" % k])
 
 
 if __name__ == "__main__":
