@@ -919,6 +919,8 @@ static void check_owners(struct daemon *d)
 			if (d->writer_count > 1 && owner != k) {
 				fprintf(stderr, "flashsaled: SKU '%.*s' lives in %s's journal but the shard map gives it to "
 				        "writer %u: restore the map it was started with\n", e->name_len, e->name, d->shard_dirs[k], owner);
+				for (uint32_t j = d->writer_count; j-- > 0;)   /* nothing started yet: close what replayed */
+					wr_close(d->ws[j]);
 				exit(2);
 			}
 			assert(owner == k || d->writer_count <= 1);
