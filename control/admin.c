@@ -3,6 +3,7 @@
  */
 #include "control/admin.h"
 #include "control/backup.h"
+#include "control/writers.h"
 #include "dataplane/http.h"
 #include "dataplane/response.h"
 #include "dataplane/backend.h"
@@ -144,9 +145,10 @@ static int respond(struct ctl_admin *a, int http, const char *ctype, const char 
 	return dp_resp_raw(a->out, ADMIN_OUT_BYTES, http, ctype, body, len, 0);
 }
 
-static int respond_ans(struct ctl_admin *a, const struct fs_ans *ans)
+/* Writer shard `shard`'s answer: its numbers become public ids (pubid.h). */
+static int respond_ans(struct ctl_admin *a, const struct fs_ans *ans, uint32_t shard)
 {
-	struct dp_id_owner owner = { a->cfg.appliance, 0 };   /* one writer per box */
+	struct dp_id_owner owner = { a->cfg.appliance, shard };
 	return dp_resp_answer(a->out, ADMIN_OUT_BYTES, ans, owner, 0);
 }
 
@@ -181,14 +183,52 @@ static void stamp_ident(const struct ctl_admin *a, struct fs_cmd *cmd)
 	cmd->key_len = (uint8_t)n;
 }
 
+/* The writer shard that owns a SKU (the dataplane decides the same way). */
+static uint32_t sku_shard(const struct ctl_admin *a, const char *sku, size_t len)
+{
+	if (a->cfg.writer_count <= 1)
+		return 0;
+	uint32_t k = fs_shard_writer_of(a->cfg.shard_map, sku, len, a->cfg.writer_count);
+	assert(k < a->cfg.writer_count);
+	return k;
+}
+
+/* Writer shard k's label: none with one writer (the series are as they
+ * were before shards), else writer="k". */
+static const char *shard_label(const struct ctl_admin *a, uint32_t k, char buf[24])
+{
+	if (a->cfg.writer_count <= 1)
+		return "";
+	snprintf(buf, 24, "writer=\"%u\"", k);
+	return buf;
+}
+
+/* The writer shard whose journal sink i reads. */
+static uint32_t sink_shard(const struct ctl_admin *a, uint32_t i)
+{
+	uint32_t k = a->cfg.sink_shards ? a->cfg.sink_shards[i] : 0;
+	assert(k < a->cfg.writer_count);
+	return k;
+}
+
+/* A command about one SKU goes to its owner; one about no SKU (IP rules,
+ * user tiers: every shard decides with them) to every shard, answered
+ * with the first refusal, else the last answer. */
 static int call_writer(struct ctl_admin *a, struct fs_cmd *cmd)
 {
 	struct fs_ans ans;
 	if (cmd->type != FS_CMD_SALE_GET)
 		stamp_ident(a, cmd);
-	if (ctl_admin_call(a->cfg.port, cmd, &ans, 5000) != 0)
-		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "writer did not answer", 0);
-	return respond_ans(a, &ans);
+	uint32_t first = cmd->sku_len ? sku_shard(a, cmd->sku, cmd->sku_len) : 0;
+	uint32_t end = cmd->sku_len ? first + 1 : a->cfg.writer_count, k;
+	for (k = first; k < end; k++) {
+		struct fs_cmd c = *cmd;
+		if (ctl_admin_call(a->cfg.ports[k], &c, &ans, 5000) != 0)
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "writer did not answer", 0);
+		if (ans.http >= 300)
+			break;
+	}
+	return respond_ans(a, &ans, k < end ? k : end - 1);
 }
 
 static int sale_create(struct ctl_admin *a, const char *req, size_t len, struct fs_cmd *cmd)
@@ -215,7 +255,7 @@ static int sale_create(struct ctl_admin *a, const char *req, size_t len, struct 
 	cmd->sale.outflow_per_s = (uint32_t)outflow;
 	if (window > 0) {   /* a waiting room: commit to a secret seed now */
 		char commit[65], err[256];
-		if (wr_draw_seed_create(a->cfg.data_dir, cmd->sku, cmd->sku_len, commit, err, sizeof err) != 0)
+		if (wr_draw_seed_create(a->cfg.shard_dirs[sku_shard(a, cmd->sku, cmd->sku_len)], cmd->sku, cmd->sku_len, commit, err, sizeof err) != 0)
 			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", err, 0);
 		memcpy(cmd->text, commit, 64);
 		cmd->text_len = 64;
@@ -282,11 +322,12 @@ static int promote(struct ctl_admin *a)
  * published snapshot. 0, or -1 for an unknown SKU. */
 static int sale_from_snapshot(struct ctl_admin *a, const struct fs_cmd *cmd, struct fs_ans *ans)
 {
-	int idx = fs_snap_find(a->cfg.snap, cmd->sku, cmd->sku_len);
+	const struct fs_snapshot *snap = a->cfg.snaps[sku_shard(a, cmd->sku, cmd->sku_len)];
+	int idx = fs_snap_find(snap, cmd->sku, cmd->sku_len);
 	if (idx < 0)
 		return -1;
 	struct fs_sku_read v;
-	fs_snap_read(a->cfg.snap, idx, &v);
+	fs_snap_read(snap, idx, &v);
 	memset(ans, 0, sizeof *ans);
 	ans->http = 200;
 	memcpy(ans->sku, cmd->sku, cmd->sku_len);
@@ -304,14 +345,16 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 {
 	cmd->type = FS_CMD_SALE_GET;
 	struct fs_ans ans;
-	if (atomic_load(&a->cfg.snap->role) != FS_ROLE_PRIMARY) {
+	uint32_t shard = sku_shard(a, cmd->sku, cmd->sku_len);
+	struct writer *w = a->cfg.writers[shard];
+	if (atomic_load(&a->cfg.snaps[shard]->role) != FS_ROLE_PRIMARY) {
 		if (sale_from_snapshot(a, cmd, &ans) != 0)
 			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "unknown_sku", NULL, 0);
-	} else if (ctl_admin_call(a->cfg.port, cmd, &ans, 5000) != 0)
+	} else if (ctl_admin_call(a->cfg.ports[shard], cmd, &ans, 5000) != 0)
 		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "writer did not answer", 0);
 	if (ans.http != 200)
-		return respond_ans(a, &ans);
-	const struct wr_metrics *m = wr_metrics(a->cfg.writer);
+		return respond_ans(a, &ans, shard);
+	const struct wr_metrics *m = wr_metrics(w);
 	uint64_t ok = 0, refused = 0;
 	for (int e = 0; e < FS_ERR_COUNT; e++) {
 		uint64_t v = atomic_load(&((struct wr_metrics *)m)->outcomes[FS_CMD_RESERVE][e]);
@@ -320,17 +363,17 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 		else if (e != FS_ERR_EXISTS)   /* an idempotent repeat is neither */
 			refused += v;
 	}
-	uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
+	uint64_t durable = atomic_load(wr_durable_seq(w));
 	int n = snprintf(a->body, ADMIN_BODY_BYTES,
 	                 "{\"sku\":\"%.*s\",\"state\":\"%s\",\"total\":%llu,\"available\":%llu,"
 	                 "\"reserved\":%llu,\"sold\":%llu,\"version\":%llu,"
 	                 "\"reservations_granted_total\":%llu,\"reservations_refused_total\":%llu,"
-	                 "\"journal_seq\":%llu,\"shard\":\"%s\",",
+	                 "\"writer_shard\":%u,\"writer_shards\":%u,\"journal_seq\":%llu,\"shard\":\"%s\",",
 	                 ans.sku_len, ans.sku, fs_sale_state_name(ans.state),
 	                 (unsigned long long)ans.total, (unsigned long long)ans.available,
 	                 (unsigned long long)ans.reserved, (unsigned long long)ans.sold,
 	                 (unsigned long long)ans.version, (unsigned long long)ok,
-	                 (unsigned long long)refused, (unsigned long long)durable,
+	                 (unsigned long long)refused, shard, a->cfg.writer_count, (unsigned long long)durable,
 	                 a->cfg.shard_name ? a->cfg.shard_name : "");
 	if (ans.has_draw) {
 		char commit[65];
@@ -340,12 +383,14 @@ static int sale_status(struct ctl_admin *a, struct fs_cmd *cmd)
 		              commit, ans.drawn ? "true" : "false", ans.queued);
 	}
 	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "\"sinks\":[");
-	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+	for (uint32_t i = 0, listed = 0; i < a->cfg.sink_count; i++) {
+		if (sink_shard(a, i) != shard)
+			continue;   /* another shard's journal: not this SKU's */
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
 		uint64_t lag_ms = a->cfg.sink_lag_ms ? a->cfg.sink_lag_ms(a->cfg.sinks[i]) : 0;
 		n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n,
 		              "%s{\"name\":\"%s\",\"applied_seq\":%llu,\"lag\":%llu,\"lag_s\":%.3f}",
-		              i ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
+		              listed++ ? "," : "", a->cfg.sink_names[i], (unsigned long long)applied,
 		              (unsigned long long)(durable - (applied < durable ? applied : durable)), (double)lag_ms / 1000.0);
 	}
 	n += snprintf(a->body + n, ADMIN_BODY_BYTES - (size_t)n, "]");
@@ -459,97 +504,167 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_accept_errors_total", "counter", accept_errors);
 	n = put_scalar(b, n, "flashsale_ring_full_total", "counter", ring_full);
 	n = put(b, n, "# TYPE flashsale_ring_depth gauge\n");
-	for (uint32_t i = 0; i < worker_count; i++)
-		n = put(b, n, "flashsale_ring_depth{worker=\"%u\"} %u\n", i,
-		        fs_ring_count(&wr_port(a->cfg.writer, i)->cmds));
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++)
+		for (uint32_t i = 0; i < worker_count; i++) {
+			char lb[24];
+			const char *l = shard_label(a, k, lb);
+			n = put(b, n, "flashsale_ring_depth{%s%sworker=\"%u\"} %u\n", l, l[0] ? "," : "", i,
+			        fs_ring_count(&wr_port(a->cfg.writers[k], i)->cmds));
+		}
 	if (dp && dp->ops->metrics && n < ADMIN_BODY_BYTES)
 		n += dp->ops->metrics(dp, b + n, ADMIN_BODY_BYTES - n);   /* the backend's own (DPDK port, TCP) */
 	return n;
 }
 
-static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
+/* One counter or gauge of struct wr_metrics, a sample per writer shard. */
+static size_t put_writer_field(struct ctl_admin *a, char *b, size_t n, const char *name, const char *type, size_t off)
 {
-	struct wr_metrics *m = (struct wr_metrics *)wr_metrics(a->cfg.writer);
-	n = put_scalar(b, n, "flashsale_writer_batches_total", "counter", atomic_load(&m->batches));
-	n = put_scalar(b, n, "flashsale_writer_commands_total", "counter", atomic_load(&m->commands));
-	n = put_scalar(b, n, "flashsale_journal_records_total", "counter", atomic_load(&m->records));
-	n = put_scalar(b, n, "flashsale_journal_bytes", "gauge", atomic_load(&m->journal_bytes));
-	n = put_scalar(b, n, "flashsale_journal_seq", "gauge", atomic_load(&m->durable_seq));
-	if (a->cfg.shards != NULL)   /* --shard NAME --shard-map: which appliance this is */
-		n = put(b, n, "# TYPE flashsale_shard_info gauge\nflashsale_shard_info{shard=\"%s\",index=\"%u\",shards=\"%u\"} 1\n",
-		        a->cfg.shard_name, a->cfg.appliance, a->cfg.shards->appliance_count);
-	n = put_scalar(b, n, "flashsale_payments_outstanding", "gauge", atomic_load(&m->charges_outstanding));
-	n = put_scalar(b, n, "flashsale_risk_flags_total", "counter", atomic_load(&m->risk_flags));
-	/* reservation/order reads that met the writer mid-publish too often and
-	 * were sent to it instead of being answered from common/fs_pub.h */
-	const struct fs_pub *pub = a->cfg.snap->pub;
-	n = put_scalar(b, n, "flashsale_published_reads_busy_total", "counter",
-	               pub ? atomic_load(&((struct fs_pub *)pub)->busy) : 0);
-	int64_t busy = atomic_load(&a->cfg.snap->writer_busy_since_ms);
-	int64_t now_ms = fs_wall_ms();
-	n = put_scalar(b, n, "flashsale_writer_owed_ms", "gauge", busy && now_ms > busy ? (uint64_t)(now_ms - busy) : 0);
-	n = put_scalar(b, n, "flashsale_snapshots_total", "counter", atomic_load(&m->snapshots));
-	n = put_scalar(b, n, "flashsale_snapshot_failures_total", "counter", atomic_load(&m->snapshot_failures));
-	n = put_scalar(b, n, "flashsale_snapshot_seq", "gauge", atomic_load(&m->snapshot_seq));
-	n = put_scalar(b, n, "flashsale_snapshot_bytes", "gauge", atomic_load(&m->snapshot_bytes));
-	n = put_scalar(b, n, "flashsale_snapshot_fork_us_max", "gauge", atomic_load(&m->snapshot_fork_us_max));
-	n = put_scalar(b, n, "flashsale_snapshot_write_ms", "gauge", atomic_load(&m->snapshot_write_ms_last));
-	n = put_scalar(b, n, "flashsale_journal_first_seq", "gauge", atomic_load(&m->journal_first_seq));
-	n = put_scalar(b, n, "flashsale_journal_segments_dropped_total", "counter", atomic_load(&m->segments_dropped));
-	n = put_scalar(b, n, "flashsale_journal_segments_held_by_sinks", "gauge", atomic_load(&m->segments_held_by_sinks));
-	n = put_scalar(b, n, "flashsale_startup_snapshot_ms", "gauge", atomic_load(&m->startup_snapshot_ms));
-	n = put_scalar(b, n, "flashsale_startup_tail_ms", "gauge", atomic_load(&m->startup_tail_ms));
-	n = put_scalar(b, n, "flashsale_startup_tail_batches", "gauge", atomic_load(&m->replayed_batches));
-	n = put_scalar(b, n, "flashsale_journal_append_failures_total", "counter",
-	               atomic_load(&m->journal_append_failures));
-	n = put_scalar(b, n, "flashsale_journal_stalls_total", "counter", atomic_load(&m->journal_stalls));
-	n = put_scalar(b, n, "flashsale_journal_stalled", "gauge", atomic_load(&m->journal_stalled));
-	n = put_scalar(b, n, "flashsale_journal_stall_refused_total", "counter",
-	               atomic_load(&m->journal_stall_refused));
-	n = put_scalar(b, n, "flashsale_journal_prepare_failures_total", "counter",
-	               atomic_load(&m->journal_prep_failures));
-	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
-	uint64_t cum = 0;
-	for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {
-		cum += atomic_load(&m->fsync_hist[i]);
-		n = put(b, n, "flashsale_fdatasync_seconds_bucket{le=\"%g\"} %llu\n", (double)(2ull << i) / 1e6,
-		        (unsigned long long)cum);
+	n = put(b, n, "# TYPE %s %s\n", name, type);
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+		char lb[24];
+		const char *l = shard_label(a, k, lb);
+		const _Atomic uint64_t *v = (const _Atomic uint64_t *)((const char *)wr_metrics(a->cfg.writers[k]) + off);
+		n = put(b, n, "%s%s%s%s %llu\n", name, l[0] ? "{" : "", l, l[0] ? "}" : "",
+		        (unsigned long long)atomic_load((_Atomic uint64_t *)v));
 	}
-	n = put(b, n, "flashsale_fdatasync_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-	n = put(b, n, "flashsale_fdatasync_seconds_sum %g\nflashsale_fdatasync_seconds_count %llu\n",
-	        (double)atomic_load(&m->fsync_ns_sum) / 1e9, (unsigned long long)cum);
-	n = put(b, n, "# TYPE flashsale_batch_commands histogram\n");
-	cum = 0;
-	for (int i = 0; i < WR_BATCH_BUCKETS; i++) {
-		cum += atomic_load(&m->batch_hist[i]);
-		n = put(b, n, "flashsale_batch_commands_bucket{le=\"%llu\"} %llu\n", (2ull << i) - 1, (unsigned long long)cum);
-	}
-	n = put(b, n, "flashsale_batch_commands_bucket{le=\"+Inf\"} %llu\nflashsale_batch_commands_count %llu\n",
-	        (unsigned long long)cum, (unsigned long long)cum);
-	n = put(b, n, "# TYPE flashsale_decisions_total counter\n");
-	for (int t = 1; t < FS_CMD_TYPE_COUNT; t++)
-		for (int e = 0; e < FS_ERR_COUNT; e++) {
-			uint64_t v = atomic_load(&m->outcomes[t][e]);
-			if (v)
-				n = put(b, n, "flashsale_decisions_total{command=\"%s\",outcome=\"%s\"} %llu\n",
-				        fs_cmd_type_name(t), fs_err_name(e), (unsigned long long)v);
-		}
-	struct wr_usage u;
-	wr_table_usage(a->cfg.writer, &u);
-	n = put(b, n, "# TYPE flashsale_table_used gauge\n");
-	n = put(b, n, "flashsale_table_used{table=\"users\"} %u\nflashsale_table_used{table=\"reservations\"} %u\n"
-	        "flashsale_table_used{table=\"orders\"} %u\nflashsale_table_used{table=\"idempotency_keys\"} %u\n"
-	        "flashsale_table_used{table=\"holdings\"} %u\n", u.users, u.reservations, u.orders, u.idem_keys, u.holdings);
 	return n;
 }
 
+static const struct { const char *name, *type; size_t off; } writer_fields[] = {
+	{ "flashsale_writer_batches_total", "counter", offsetof(struct wr_metrics, batches) },
+	{ "flashsale_writer_commands_total", "counter", offsetof(struct wr_metrics, commands) },
+	{ "flashsale_journal_records_total", "counter", offsetof(struct wr_metrics, records) },
+	{ "flashsale_journal_bytes", "gauge", offsetof(struct wr_metrics, journal_bytes) },
+	{ "flashsale_journal_seq", "gauge", offsetof(struct wr_metrics, durable_seq) },
+	{ "flashsale_payments_outstanding", "gauge", offsetof(struct wr_metrics, charges_outstanding) },
+	{ "flashsale_risk_flags_total", "counter", offsetof(struct wr_metrics, risk_flags) },
+	{ NULL, NULL, 0 },   /* flashsale_writer_owed_ms: from the snapshot */
+	{ "flashsale_snapshots_total", "counter", offsetof(struct wr_metrics, snapshots) },
+	{ "flashsale_snapshot_failures_total", "counter", offsetof(struct wr_metrics, snapshot_failures) },
+	{ "flashsale_snapshot_seq", "gauge", offsetof(struct wr_metrics, snapshot_seq) },
+	{ "flashsale_snapshot_bytes", "gauge", offsetof(struct wr_metrics, snapshot_bytes) },
+	{ "flashsale_snapshot_fork_us_max", "gauge", offsetof(struct wr_metrics, snapshot_fork_us_max) },
+	{ "flashsale_snapshot_write_ms", "gauge", offsetof(struct wr_metrics, snapshot_write_ms_last) },
+	{ "flashsale_journal_first_seq", "gauge", offsetof(struct wr_metrics, journal_first_seq) },
+	{ "flashsale_journal_segments_dropped_total", "counter", offsetof(struct wr_metrics, segments_dropped) },
+	{ "flashsale_journal_segments_held_by_sinks", "gauge", offsetof(struct wr_metrics, segments_held_by_sinks) },
+	{ "flashsale_startup_snapshot_ms", "gauge", offsetof(struct wr_metrics, startup_snapshot_ms) },
+	{ "flashsale_startup_tail_ms", "gauge", offsetof(struct wr_metrics, startup_tail_ms) },
+	{ "flashsale_startup_tail_batches", "gauge", offsetof(struct wr_metrics, replayed_batches) },
+	{ "flashsale_journal_append_failures_total", "counter", offsetof(struct wr_metrics, journal_append_failures) },
+	{ "flashsale_journal_stalls_total", "counter", offsetof(struct wr_metrics, journal_stalls) },
+	{ "flashsale_journal_stalled", "gauge", offsetof(struct wr_metrics, journal_stalled) },
+	{ "flashsale_journal_stall_refused_total", "counter", offsetof(struct wr_metrics, journal_stall_refused) },
+	{ "flashsale_journal_prepare_failures_total", "counter", offsetof(struct wr_metrics, journal_prep_failures) },
+};
+
+static size_t metrics_writer_hist(struct ctl_admin *a, char *b, size_t n)
+{
+	n = put(b, n, "# TYPE flashsale_fdatasync_seconds histogram\n");
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+		struct wr_metrics *m = (struct wr_metrics *)wr_metrics(a->cfg.writers[k]);
+		char lb[24];
+		const char *l = shard_label(a, k, lb), *c = l[0] ? "," : "";
+		uint64_t cum = 0;
+		for (int i = 0; i < WR_FSYNC_BUCKETS; i++) {
+			cum += atomic_load(&m->fsync_hist[i]);
+			n = put(b, n, "flashsale_fdatasync_seconds_bucket{%s%sle=\"%g\"} %llu\n", l, c, (double)(2ull << i) / 1e6,
+			        (unsigned long long)cum);
+		}
+		n = put(b, n, "flashsale_fdatasync_seconds_bucket{%s%sle=\"+Inf\"} %llu\n", l, c, (unsigned long long)cum);
+		n = put(b, n, "flashsale_fdatasync_seconds_sum%s%s%s %g\nflashsale_fdatasync_seconds_count%s%s%s %llu\n",
+		        l[0] ? "{" : "", l, l[0] ? "}" : "", (double)atomic_load(&m->fsync_ns_sum) / 1e9,
+		        l[0] ? "{" : "", l, l[0] ? "}" : "", (unsigned long long)cum);
+	}
+	n = put(b, n, "# TYPE flashsale_batch_commands histogram\n");
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+		struct wr_metrics *m = (struct wr_metrics *)wr_metrics(a->cfg.writers[k]);
+		char lb[24];
+		const char *l = shard_label(a, k, lb), *c = l[0] ? "," : "";
+		uint64_t cum = 0;
+		for (int i = 0; i < WR_BATCH_BUCKETS; i++) {
+			cum += atomic_load(&m->batch_hist[i]);
+			n = put(b, n, "flashsale_batch_commands_bucket{%s%sle=\"%llu\"} %llu\n", l, c, (2ull << i) - 1,
+			        (unsigned long long)cum);
+		}
+		n = put(b, n, "flashsale_batch_commands_bucket{%s%sle=\"+Inf\"} %llu\nflashsale_batch_commands_count%s%s%s %llu\n",
+		        l, c, (unsigned long long)cum, l[0] ? "{" : "", l, l[0] ? "}" : "", (unsigned long long)cum);
+	}
+	return n;
+}
+
+static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
+{
+	for (size_t f = 0; f < sizeof writer_fields / sizeof writer_fields[0]; f++) {
+		if (writer_fields[f].name != NULL) {
+			n = put_writer_field(a, b, n, writer_fields[f].name, writer_fields[f].type, writer_fields[f].off);
+			continue;
+		}
+		n = put(b, n, "# TYPE flashsale_writer_owed_ms gauge\n");
+		for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+			int64_t busy = atomic_load(&a->cfg.snaps[k]->writer_busy_since_ms);
+			int64_t now_ms = fs_wall_ms();
+			char lb[24];
+			const char *l = shard_label(a, k, lb);
+			n = put(b, n, "flashsale_writer_owed_ms%s%s%s %llu\n", l[0] ? "{" : "", l, l[0] ? "}" : "",
+			        (unsigned long long)(busy && now_ms > busy ? (uint64_t)(now_ms - busy) : 0));
+		}
+	}
+	if (a->cfg.shards != NULL)   /* --shard NAME --shard-map: which appliance this is */
+		n = put(b, n, "# TYPE flashsale_shard_info gauge\nflashsale_shard_info{shard=\"%s\",index=\"%u\",shards=\"%u\"} 1\n",
+		        a->cfg.shard_name, a->cfg.appliance, a->cfg.shards->appliance_count);
+	/* reservation/order reads that met the writer mid-publish too often and
+	 * were sent to it instead of being answered from common/fs_pub.h */
+	n = put(b, n, "# TYPE flashsale_published_reads_busy_total counter\n");
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+		const struct fs_pub *pub = a->cfg.snaps[k]->pub;
+		char lb[24];
+		const char *l = shard_label(a, k, lb);
+		n = put(b, n, "flashsale_published_reads_busy_total%s%s%s %llu\n", l[0] ? "{" : "", l, l[0] ? "}" : "",
+		        (unsigned long long)(pub ? atomic_load(&((struct fs_pub *)pub)->busy) : 0));
+	}
+	n = metrics_writer_hist(a, b, n);
+	n = put(b, n, "# TYPE flashsale_decisions_total counter\n");
+	for (int t = 1; t < FS_CMD_TYPE_COUNT; t++)
+		for (int e = 0; e < FS_ERR_COUNT; e++)
+			for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+				struct wr_metrics *m = (struct wr_metrics *)wr_metrics(a->cfg.writers[k]);
+				uint64_t v = atomic_load(&m->outcomes[t][e]);
+				char lb[24];
+				const char *l = shard_label(a, k, lb);
+				if (v)
+					n = put(b, n, "flashsale_decisions_total{%s%scommand=\"%s\",outcome=\"%s\"} %llu\n", l,
+					        l[0] ? "," : "", fs_cmd_type_name(t), fs_err_name(e), (unsigned long long)v);
+			}
+	n = put(b, n, "# TYPE flashsale_table_used gauge\n");
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+		struct wr_usage u;
+		wr_table_usage(a->cfg.writers[k], &u);
+		char lb[24];
+		const char *l = shard_label(a, k, lb), *c = l[0] ? "," : "";
+		n = put(b, n, "flashsale_table_used{%s%stable=\"users\"} %u\nflashsale_table_used{%s%stable=\"reservations\"} %u\n"
+		        "flashsale_table_used{%s%stable=\"orders\"} %u\nflashsale_table_used{%s%stable=\"idempotency_keys\"} %u\n"
+		        "flashsale_table_used{%s%stable=\"holdings\"} %u\n", l, c, u.users, l, c, u.reservations, l, c, u.orders,
+		        l, c, u.idem_keys, l, c, u.holdings);
+	}
+	return n;
+}
+
+/* Every SKU of every writer shard: (shard, index) pairs in order. */
+#define FOR_EACH_SKU(a, k, s, i) \
+	for (uint32_t k = 0; k < (a)->cfg.writer_count; k++) \
+		for (const struct fs_snapshot *s = (a)->cfg.snaps[k]; s != NULL; s = NULL) \
+			for (uint32_t i = 0; i < atomic_load(&((struct fs_snapshot *)s)->count); i++)
+
 static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 {
-	const struct fs_snapshot *s = a->cfg.snap;
-	uint32_t count = atomic_load(&((struct fs_snapshot *)s)->count);
 	static const char *fields[4] = { "total", "available", "reserved", "sold" };
+	/* which writer shard owns each SKU (fixed at start-up) */
+	n = put(b, n, "# TYPE flashsale_sku_writer gauge\n");
+	FOR_EACH_SKU(a, k, s, i)
+		n = put(b, n, "flashsale_sku_writer{sku=\"%.*s\",writer=\"%u\"} 1\n", s->skus[i].name_len, s->skus[i].name, k);
 	n = put(b, n, "# TYPE flashsale_sku_units gauge\n");
-	for (uint32_t i = 0; i < count; i++) {
+	FOR_EACH_SKU(a, k, s, i) {
 		struct fs_sku_read v;
 		fs_snap_read(s, (int)i, &v);
 		uint64_t vals[4] = { v.total, v.available, v.reserved, v.sold };
@@ -558,7 +673,7 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 			        s->skus[i].name, fields[f], (unsigned long long)vals[f]);
 	}
 	n = put(b, n, "# TYPE flashsale_sku_version gauge\n");
-	for (uint32_t i = 0; i < count; i++) {
+	FOR_EACH_SKU(a, k, s, i) {
 		struct fs_sku_read v;
 		fs_snap_read(s, (int)i, &v);
 		n = put(b, n, "flashsale_sku_version{sku=\"%.*s\"} %llu\n", s->skus[i].name_len, s->skus[i].name,
@@ -566,32 +681,36 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 	}
 	/* one series per SKU with value 1 for its state (an "info" gauge) */
 	n = put(b, n, "# TYPE flashsale_sku_state gauge\n");
-	for (uint32_t i = 0; i < count; i++) {
+	FOR_EACH_SKU(a, k, s, i) {
 		struct fs_sku_read v;
 		fs_snap_read(s, (int)i, &v);
 		n = put(b, n, "flashsale_sku_state{sku=\"%.*s\",state=\"%s\"} 1\n", s->skus[i].name_len,
 		        s->skus[i].name, fs_sale_state_name((enum fs_sale_state)v.state));
 	}
 	n = put(b, n, "# TYPE flashsale_sku_reservations_total counter\n");
-	for (uint32_t i = 0; i < count; i++)
+	FOR_EACH_SKU(a, k, s, i)
 		n = put(b, n, "flashsale_sku_reservations_total{sku=\"%.*s\",outcome=\"granted\"} %llu\n"
 		        "flashsale_sku_reservations_total{sku=\"%.*s\",outcome=\"refused\"} %llu\n",
 		        s->skus[i].name_len, s->skus[i].name, (unsigned long long)atomic_load(&s->skus[i].granted),
 		        s->skus[i].name_len, s->skus[i].name, (unsigned long long)atomic_load(&s->skus[i].refused));
 	/* waitlist and waiting-room depth, as the writer last published them */
 	n = put(b, n, "# TYPE flashsale_waitlist_depth gauge\n# TYPE flashsale_waiting_room_queued gauge\n");
-	for (uint32_t i = 0; i < count; i++) {
+	FOR_EACH_SKU(a, k, s, i) {
 		struct fs_sku_read v;
 		fs_snap_read(s, (int)i, &v);
 		n = put(b, n, "flashsale_waitlist_depth{sku=\"%.*s\"} %u\nflashsale_waiting_room_queued{sku=\"%.*s\"} %u\n",
 		        s->skus[i].name_len, s->skus[i].name, v.waitlist_count, s->skus[i].name_len, s->skus[i].name,
 		        v.queued);
 	}
-	n = put_scalar(b, n, "flashsale_payments_breaker_open", "gauge",
-	               atomic_load(&((struct fs_snapshot *)s)->payments_open) ? 0 : 1);
-	uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writer));
+	const struct fs_snapshot *s = a->cfg.snap;
+	uint32_t open_all = 1;
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++)
+		open_all &= atomic_load(&a->cfg.snaps[k]->payments_open) != 0;
+	(void)s;
+	n = put_scalar(b, n, "flashsale_payments_breaker_open", "gauge", open_all ? 0 : 1);   /* any shard's */
 	n = put(b, n, "# TYPE flashsale_sink_lag_batches gauge\n");
 	for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+		uint64_t durable = atomic_load(wr_durable_seq(a->cfg.writers[sink_shard(a, i)]));
 		uint64_t applied = a->cfg.sink_applied(a->cfg.sinks[i]);
 		n = put(b, n, "flashsale_sink_lag_batches{sink=\"%s\"} %llu\n", a->cfg.sink_names[i],
 		        (unsigned long long)(applied < durable ? durable - applied : 0));
@@ -620,10 +739,19 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 /* The payment thread's counters (writer/pay/payment.h). */
 static size_t metrics_payments(struct ctl_admin *a, char *b, size_t n)
 {
-	if (a->cfg.payments == NULL)
+	if (a->cfg.payments_of[0] == NULL)
 		return n;
+	/* every writer shard has its payment thread: their sum (breaker: the worst) */
 	struct pay_stats s;
-	pay_stats_get(a->cfg.payments, &s);
+	memset(&s, 0, sizeof s);
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+		struct pay_stats t;
+		pay_stats_get(a->cfg.payments_of[k], &t);
+		s.charges += t.charges, s.attempts += t.attempts, s.attempt_errors += t.attempt_errors;
+		s.paid += t.paid, s.declined += t.declined, s.invalid += t.invalid, s.unavailable += t.unavailable;
+		s.breaker_opened += t.breaker_opened, s.in_flight += t.in_flight;
+		s.breaker = t.breaker > s.breaker ? t.breaker : s.breaker;
+	}
 	n = put_scalar(b, n, "flashsale_payment_charges_total", "counter", s.charges);
 	n = put_scalar(b, n, "flashsale_payment_attempts_total", "counter", s.attempts);
 	n = put_scalar(b, n, "flashsale_payment_attempt_errors_total", "counter", s.attempt_errors);
@@ -749,14 +877,17 @@ static int route_order(struct ctl_admin *a, const struct dp_request *r, const ch
 	struct fs_cmd cmd;
 	memset(&cmd, 0, sizeof cmd);
 	cmd.type = FS_CMD_REFUND;
-	cmd.ref = fs_pubid_parse(p, FS_PUBID_LEN, 'o');
+	struct dp_id_owner owner;
+	cmd.ref = dp_id_parse(p, FS_PUBID_LEN, 'o', &owner);
+	if (cmd.ref != 0 && (owner.appliance != a->cfg.appliance || owner.writer >= a->cfg.writer_count))
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 404, "not_found", "no order of this appliance has this id", 0);
 	if (cmd.ref == 0 || query_u64(req, len, "restock", 0, &restock) != 0 || restock > 1)
 		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "an order id o<16 hex> and restock=0|1", 0);
 	cmd.quantity = (uint32_t)restock;
 	stamp_ident(a, &cmd);
 	fprintf(stderr, "admin: refund %.*s%s asked by %s\n", FS_PUBID_LEN, p, restock ? " (restock)" : "", a->ident);
 	struct fs_ans ans;
-	int rc = ctl_admin_call(a->cfg.port, &cmd, &ans, ADMIN_REFUND_MS);
+	int rc = ctl_admin_call(a->cfg.ports[owner.writer], &cmd, &ans, ADMIN_REFUND_MS);   /* the order's shard */
 	if (rc == -2)
 		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 503, "overloaded", "the writer's admin ring is full", 0);
 	if (rc != 0) {
@@ -764,7 +895,7 @@ static int route_order(struct ctl_admin *a, const struct dp_request *r, const ch
 		int n = snprintf(body, sizeof body, "{\"order_id\":\"%.*s\",\"status\":\"REFUNDING\"}", FS_PUBID_LEN, p);
 		return respond(a, 202, "application/json", body, (size_t)n);
 	}
-	return respond_ans(a, &ans);
+	return respond_ans(a, &ans, owner.writer);
 }
 
 /* POST /admin/ip?cidr=C&action=deny|allow|remove, GET /admin/ip */
@@ -840,24 +971,64 @@ static int route_fault(struct ctl_admin *a, const char *req, size_t len)
 	return respond(a, 200, "application/json", "{\"ok\":true}", 11);
 }
 #endif
-/* POST /admin/snapshot: a snapshot now; answers its journal sequence. */
+/* POST /admin/snapshot: a snapshot now, of every writer shard; answers
+ * shard 0's journal sequence as "seq" (and each shard's under "shards"). */
 static int route_snapshot(struct ctl_admin *a)
 {
-	char err[256], body[128];
-	int64_t seq = wr_snapshot_now(a->cfg.writer, 600000, err, sizeof err);
-	if (seq < 0)
-		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 500, "snapshot_failed", err, 0);
-	int len = snprintf(body, sizeof body, "{\"seq\":%lld}", (long long)seq);
+	char err[256], body[1024];
+	int len = 0;
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+		int64_t seq = wr_snapshot_now(a->cfg.writers[k], 600000, err, sizeof err);
+		if (seq < 0)
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 500, "snapshot_failed", err, 0);
+		if (k == 0)
+			len = snprintf(body, sizeof body, "{\"seq\":%lld", (long long)seq);
+		if (a->cfg.writer_count > 1)
+			len += snprintf(body + len, sizeof body - (size_t)len, "%s{\"writer\":%u,\"seq\":%lld}",
+			                k ? "," : ",\"shards\":[", k, (long long)seq);
+	}
+	len += snprintf(body + len, sizeof body - (size_t)len, a->cfg.writer_count > 1 ? "]}" : "}");
 	return respond(a, 200, "application/json", body, (size_t)len);
+}
+
+/* Writer shards: DIR/writers and DIR's secrets, then each shard into
+ * DIR/shard-K (ctl_backup each: a snapshot per shard, taken one after the
+ * other; each shard's copy is consistent on its own, as its SKUs are). */
+static int backup_shards(struct ctl_admin *a, const char *dir, char *body, size_t cap, char *err, size_t err_len)
+{
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		snprintf(err, err_len, "backup: mkdir %.900s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (ctl_writers_layout(dir, a->cfg.writer_count, err, err_len) != 0)
+		return -1;
+	size_t n = (size_t)snprintf(body, cap, "{\"shards\":[");
+	for (uint32_t k = 0; k < a->cfg.writer_count; k++) {
+		char sub[1100];
+		uint64_t seq = 0, last = 0;
+		ctl_writer_dir(sub, sizeof sub, dir, a->cfg.writer_count, k);
+		if (rmdir(sub) != 0 ||   /* ctl_writers_layout made it; ctl_backup wants a new or empty one */
+		    ctl_backup(a->cfg.writers[k], a->cfg.shard_dirs[k], sub, &seq, &last, err, err_len) != 0)
+			return -1;
+		n += (size_t)snprintf(body + n, cap - n, "%s{\"writer\":%u,\"snapshot_seq\":%llu,\"last_seq\":%llu}",
+		                      k ? "," : "", k, (unsigned long long)seq, (unsigned long long)last);
+	}
+	snprintf(body + n, cap - n, "]}");
+	return ctl_backup_secrets(a->cfg.data_dir, dir, err, err_len);
 }
 
 /* POST /admin/backup?dir=DIR: a consistent, verified copy (ctl_backup). */
 static int route_backup(struct ctl_admin *a, const char *req, size_t len)
 {
-	char dir[1024], err[1024], body[256];
+	char dir[1024], err[1024], body[2048];
 	if (query_get(req, len, "dir", dir, sizeof dir) != 0 || dir[0] == 0)
 		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "dir= is required", 0);
 	uint64_t seq = 0, last = 0;
+	if (a->cfg.writer_count > 1) {
+		if (backup_shards(a, dir, body, sizeof body, err, sizeof err) != 0)
+			return dp_resp_error(a->out, ADMIN_OUT_BYTES, 500, "backup_failed", err, 0);
+		return respond(a, 200, "application/json", body, strlen(body));
+	}
 	if (ctl_backup(a->cfg.writer, a->cfg.data_dir, dir, &seq, &last, err, sizeof err) != 0)
 		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 500, "backup_failed", err, 0);
 	int n = snprintf(body, sizeof body, "{\"snapshot_seq\":%llu,\"last_seq\":%llu}",
@@ -1185,6 +1356,16 @@ struct ctl_admin *ctl_admin_start(const struct ctl_admin_config *cfg, char *err,
 	struct ctl_admin *a = calloc(1, sizeof *a);
 	assert(a != NULL);
 	a->cfg = *cfg;
+	if (a->cfg.writer_count == 0) {   /* one writer: the singular fields */
+		a->cfg.writer_count = 1;
+		a->cfg.writers[0] = cfg->writer;
+		a->cfg.ports[0] = cfg->port;
+		a->cfg.snaps[0] = cfg->snap;
+		a->cfg.payments_of[0] = cfg->payments;
+		a->cfg.shard_dirs[0] = cfg->data_dir;
+	}
+	assert(a->cfg.writer_count <= FS_SHARD_WRITERS_MAX);
+	assert(a->cfg.writers[0] == cfg->writer && a->cfg.ports[0] == cfg->port && a->cfg.snaps[0] == cfg->snap);
 	a->unix_fd = a->tcp_fd = -1;
 	a->out = malloc(ADMIN_OUT_BYTES);
 	a->body = malloc(ADMIN_BODY_BYTES);

@@ -12,6 +12,7 @@
  *   POST /admin/drain                /readyz answers 503 from now on
  *   POST /admin/snapshot             a snapshot now: {"seq":N}
  *   POST /admin/backup?dir=DIR       a verified copy (backup.h): {"snapshot_seq","last_seq"}
+ *                                    (writer shards: DIR/shard-K each, and "shards":[...])
  *   POST /admin/promote              a standby fences the old primary and becomes the primary
  *   GET  /admin/replication          role, epoch, lag, fencing state (--replicate)
  *   GET  /metrics
@@ -24,6 +25,7 @@
 #include "common/fs_port.h"
 #include "common/fs_shard.h"
 #include "common/fs_snapshot.h"
+#include "common/fs_shard.h"
 
 struct writer;
 struct dp_backend;
@@ -49,7 +51,21 @@ struct ctl_admin_config {
 	int (*sink_stopped)(void *sink);        /* 1 when sink i stopped at a batch its target rejects */
 	uint64_t (*sink_lag_ms)(void *sink);    /* how long its oldest batch not applied is durable; NULL: not reported */
 	void **sinks;
+	const uint32_t *sink_shards;            /* writer shard whose journal sink i reads (NULL: shard 0) */
 	int (*sink_connected)(void *sink, uint64_t *errors);   /* 1 while open; NULL: not reported */
+	/* writer shards (flashsaled --writers N): shard k's writer, admin port,
+	 * snapshot, payments and directory; [0] repeats writer, port, snap,
+	 * payments and data_dir. writer_count 0: one writer, the fields above.
+	 * Verbs about one SKU go to its owner (fs_shard_writer_of with
+	 * shard_map); status, metrics, snapshot, backup, IP rules and tiers
+	 * fan out to every shard. */
+	uint32_t writer_count;
+	struct writer *writers[FS_SHARD_WRITERS_MAX];
+	struct fs_port *ports[FS_SHARD_WRITERS_MAX];
+	struct fs_snapshot *snaps[FS_SHARD_WRITERS_MAX];
+	const struct payments *payments_of[FS_SHARD_WRITERS_MAX];
+	const char *shard_dirs[FS_SHARD_WRITERS_MAX];
+	const struct fs_shard_map *shard_map;
 	void *repl;                                          /* NULL without --replicate */
 	void (*repl_stats)(void *repl, struct rp_stats *out);
 	void (*repl_promote)(void *repl);

@@ -198,3 +198,13 @@ int ctl_backup(struct writer *w, const char *data_dir, const char *dest, uint64_
 	*snap_seq = (uint64_t)seq;
 	return 0;
 }
+
+int ctl_backup_secrets(const char *data_dir, const char *dest, char *err, size_t err_len)
+{
+	if (copy_dir(data_dir, dest, want_secret, NULL, err, err_len) != 0 || fsync_dir(dest) != 0) {
+		if (err[0] == 0)
+			snprintf(err, err_len, "backup: copying the secrets into %s: %s", dest, strerror(errno));
+		return -1;
+	}
+	return 0;
+}

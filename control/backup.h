@@ -24,4 +24,9 @@ struct writer;
 int ctl_backup(struct writer *w, const char *data_dir, const char *dest, uint64_t *snap_seq,
                uint64_t *last_seq, char *err, size_t err_len);
 
+/* Copies data_dir's secrets (jwt.secret, admin.token) into dest, which
+ * exists (writer shards: DIR holds them, each DIR/shard-K its own backup).
+ * 0, or -1 with a reason. */
+int ctl_backup_secrets(const char *data_dir, const char *dest, char *err, size_t err_len);
+
 #endif

@@ -167,16 +167,18 @@ static void sample(struct ctl_scrape *s, const char *name, const char *lab, size
 			s->sink[i].lag_s = v;
 		else
 			s->sink[i].connected = v;
+	/* writer shards (flashsaled --writers N) label these writer="K":
+	 * the view shows the sum (the worst for the owed time) */
 	} else if (strcmp(name, "flashsale_payments_outstanding") == 0) {
-		s->payments_outstanding = v;
+		s->payments_outstanding += v;
 	} else if (strcmp(name, "flashsale_payments_breaker_open") == 0) {
 		s->breaker_open = v;
 	} else if (strcmp(name, "flashsale_writer_batches_total") == 0) {
-		s->batches = v;
+		s->batches += v;
 	} else if (strcmp(name, "flashsale_journal_seq") == 0) {
-		s->journal_seq = v;
+		s->journal_seq += v;
 	} else if (strcmp(name, "flashsale_writer_owed_ms") == 0) {
-		s->writer_owed_ms = v;
+		s->writer_owed_ms = v > s->writer_owed_ms ? v : s->writer_owed_ms;
 	} else if (strcmp(name, "flashsale_replication_role") == 0 && v > 0) {
 		static const char *const roles[3] = { "primary", "standby", "fenced" };
 		for (int r = 0; r < 3 && label(lab, lab_len, "role", a, sizeof a) == 0; r++)

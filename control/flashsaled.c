@@ -6,6 +6,7 @@
 #include "common/fs_shard.h"
 #include "common/fs_snapshot.h"
 #include "control/admin.h"
+#include "control/writers.h"
 #include "dataplane/backend.h"
 #include "dataplane/route.h"
 #include "writer/pay/payment.h"
@@ -79,6 +80,7 @@ struct options {
 	const char *shard_map;          /* --shard-map FILE: appliances and pins (common/fs_shard.h) */
 	int standby;
 	uint32_t failover_after_ms;
+	uint32_t writers;               /* writer shards in this process (--writers) */
 };
 
 static const char usage[] =
@@ -171,6 +173,17 @@ static const char usage_replication[] =
 "                              no heartbeat: it writes one every 200 ms when idle) for MS (default 0: never)\n"
 "\n";
 
+static const char usage_writers[] =
+"Writer shards (README \"Writer shards\"):\n"
+"  --writers N                 N writer threads (1..16, default 1), each the only writer of its SKUs, with\n"
+"                              its own journal, snapshots, sequence and chain under DIR/shard-K (N = 1: DIR\n"
+"                              as ever); a SKU goes to the shard a stable hash of its name picks, unless\n"
+"                              --shard-map pins it. A data dir starts only with the N it was made with.\n"
+"                              Table limits (--users-max, ...) are per shard; --redis: a sink per shard.\n"
+"                              Not with --dpdk, --postgres, --kafka, --replicate or --standby (refused)\n"
+"  --shard-map FILE            `writer SKU K` lines pin SKUs to shards (format: common/fs_shard.h)\n"
+"\n";
+
 static const char usage_payments[] =
 "Payments: the built-in test provider charges by token: tok_ok... charged, tok_decline... declined\n"
 "(402 card_declined), tok_slow_<ms>... charged after <ms>, tok_down... unreachable (retried 3 times\n"
@@ -247,7 +260,7 @@ enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONN
        O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
        O_BUSY_POLL, O_PAY, O_SNAP_EVERY, O_RETENTION, O_ARCHIVE,
        O_SEND_TIMEOUT, O_CONNS_PER_IP, O_FD_RESERVE, O_REPLICATE, O_SHARD, O_STANDBY, O_FAILOVER,
-       O_SHARD_MAP };
+       O_WRITERS, O_SHARD_MAP };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -265,8 +278,7 @@ static const struct option long_opts[] = {
 	{ "kafka", 1, 0, O_KAFKA }, { "kafka-topic", 1, 0, O_KAFKA_TOPIC }, { "redis", 1, 0, O_REDIS },
 	{ "snapshot-every-mb", 1, 0, O_SNAP_EVERY }, { "retention", 1, 0, O_RETENTION }, { "archive", 1, 0, O_ARCHIVE },
 	{ "replicate", 1, 0, O_REPLICATE }, { "shard", 1, 0, O_SHARD }, { "standby", 0, 0, O_STANDBY },
-	{ "shard-map", 1, 0, O_SHARD_MAP },
-	{ "failover-after", 1, 0, O_FAILOVER },
+	{ "failover-after", 1, 0, O_FAILOVER }, { "writers", 1, 0, O_WRITERS }, { "shard-map", 1, 0, O_SHARD_MAP },
 	{ "payment-provider", 1, 0, O_PAY }, { "trusted-proxy", 1, 0, O_TRUSTED }, { "ip-rate", 1, 0, O_IP_RATE }, { "risk-ip-users", 1, 0, O_RISK_IP },
 	{ 0, 0, 0, 0 } };
 
@@ -336,6 +348,7 @@ static void apply(struct options *o, int opt, const char *v)
 		break;
 	case O_SHARD_MAP: o->shard_map = keep(v); break;
 	case O_STANDBY: o->standby = 1; break;
+	case O_WRITERS: o->writers = (uint32_t)parse_u64("writers", v, 1, FS_SHARD_WRITERS_MAX); break;
 	case O_FAILOVER: o->failover_after_ms = (uint32_t)parse_u64("failover-after", v, 0, 3600000); break;
 	case O_TRUSTED:
 		if (o->trusted_count >= 16 || fs_cidr_parse(v, strlen(v), &o->trusted[o->trusted_count]) != 0)
@@ -354,7 +367,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_SNAP_EVERY: o->snapshot_every_mb = parse_u64("snapshot-every-mb", v, 0, 1ull << 30); break;
 	case O_RETENTION: o->retention_ms = parse_duration_ms("retention", v); break;
 	case O_ARCHIVE: o->archive = keep(v); break;
-	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_connections, stdout); fputs(usage_replication, stdout); fputs(usage_payments, stdout); exit(0);
+	case O_HELP:    fputs(usage, stdout); fputs(usage_lifetime, stdout); fputs(usage_connections, stdout); fputs(usage_replication, stdout); fputs(usage_writers, stdout); fputs(usage_payments, stdout); exit(0);
 	default:        fputs(usage, stderr); exit(2);
 	}
 }
@@ -496,11 +509,15 @@ static uint64_t sinks_gate(void *arg)
 	return low;
 }
 
-/* Sink threads tail the durable journal; each is off unless configured. */
-static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk, int sharded,
-                        uint32_t appliance)
+/* Sink threads tail the durable journal; each is off unless configured.
+ * Appliances as shards: each its own PostgreSQL cursor and Kafka topic.
+ * Writer shards (named "<sink>-shard-K") would each tail their own journal;
+ * check_writers refuses sinks with --writers > 1 until their rows carry the
+ * writer shard. */
+static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk, uint32_t shard,
+                        uint32_t shards, const char *dir, int sharded, uint32_t appliance)
 {
-	/* appliances as shards: each its own PostgreSQL cursor and Kafka topic */
+	static char shard_names[FS_SHARD_WRITERS_MAX][3][32];
 	static char cursor[64], topic[64];
 	snprintf(cursor, sizeof cursor, sharded ? "flashsaled.%s" : "flashsaled", o->shard);
 	snprintf(topic, sizeof topic, sharded ? "flashsale.journal.%s" : "flashsale.journal", o->shard);
@@ -514,14 +531,15 @@ static void start_sinks(const struct options *o, struct writer *w, struct sinks 
 		struct sink_config c = { .kind = want[i].kind, .journal_dir = wr_journal_dir(w),
 		                         .durable_seq = wr_durable_seq(w), .address = want[i].addr,
 		                         .name = cursor, .topic = o->kafka_topic ? o->kafka_topic : topic,
-		                         .data_dir = o->data_dir, .shard = sharded ? o->shard : NULL,
+		                         .data_dir = dir, .shard = sharded ? o->shard : NULL,
 		                         .appliance = appliance };
 		struct sink *s = sink_start(&c, err, sizeof err);
 		if (s == NULL)
 			die("%s", err);
 		sk->s[sk->count] = s;
 		sk->ptrs[sk->count] = s;
-		sk->names[sk->count] = want[i].name;
+		snprintf(shard_names[shard][i], sizeof shard_names[shard][i], "%s-shard-%u", want[i].name, shard);
+		sk->names[sk->count] = shards > 1 ? shard_names[shard][i] : want[i].name;
 		sk->kinds[sk->count] = want[i].kind;
 		sk->count++;
 		printf("flashsaled: %s sink on (%s)\n", want[i].name, want[i].kind == SINK_POSTGRES ? "conninfo given" : want[i].addr);
@@ -596,6 +614,7 @@ static void defaults(struct options *o)
 	o->batch_max = WR_BATCH_COUNT_MAX;
 	o->demo = 1;
 	o->pin = 1;
+	o->writers = 1;
 }
 
 /* ---- start-up: one function per step, run in the order of start_steps[] --- */
@@ -615,7 +634,11 @@ struct daemon {
 	struct fs_snapshot *snap;
 	struct wr_config wc;
 	struct writer *w;
-	struct sinks sk;
+	struct sinks sks[FS_SHARD_WRITERS_MAX];   /* each writer shard's */
+	void *sink_ptrs[3 * FS_SHARD_WRITERS_MAX];   /* every shard's, for the admin socket */
+	const char *sink_names[3 * FS_SHARD_WRITERS_MAX];
+	uint32_t sink_shards[3 * FS_SHARD_WRITERS_MAX];
+	uint32_t sink_count;
 	struct payments *pay;
 	struct ctl_admin *admin;
 	struct dp_iplimit *iplimit;       /* --connections-per-ip, NULL when off */
@@ -623,8 +646,17 @@ struct daemon {
 	_Atomic int *ready;               /* 0 while recovering or draining (MAP_SHARED, like snap) */
 	int dataplane_started;            /* by open_writer's before_replay (listen_early) */
 	struct fs_shard_map shards;       /* --shard-map (static: the DPDK lanes inherit it at fork) */
+	const struct fs_shard_map *map_in_use;   /* &shards when --shard-map is given (writer pins) */
 	const struct fs_shard_map *owners;   /* &shards when it names appliances, else NULL */
 	uint32_t appliance;               /* this box's index in owners */
+	/* writer shards: [0] is w, snap, wc, pay above; one writer: count 1 */
+	uint32_t writer_count;
+	struct writer *ws[FS_SHARD_WRITERS_MAX];
+	struct fs_snapshot *snaps[FS_SHARD_WRITERS_MAX];
+	struct wr_config wcs[FS_SHARD_WRITERS_MAX];
+	struct payments *pays[FS_SHARD_WRITERS_MAX];
+	char shard_dirs[FS_SHARD_WRITERS_MAX][PATH_MAX];
+	int producer_fds[DP_WORKERS_MAX];   /* worker i's eventfd, shared by its port to every shard */
 };
 
 /* The snapshot and the ready flag, MAP_SHARED: the DPDK backend's lane
@@ -707,6 +739,39 @@ static void parse_args(struct daemon *d, int argc, char **argv)
 		die("unexpected argument '%s' (see --help)", argv[optind]);
 }
 
+/* --writers N > 1: what is not built for shards yet is refused here, never
+ * half done (README "Writer shards"); the map is read and its pins checked
+ * against N (a pin is never wrapped onto another shard). */
+static void check_writers(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	d->writer_count = o->writers;
+	if (o->writers > 1) {
+		const char *what = o->dpdk ? "--dpdk (its lane processes have one port each)" :
+		                   o->postgres ? "--postgres (rows would carry each shard's own numbers)" :
+		                   o->kafka ? "--kafka (records would carry each shard's own numbers)" :
+		                   o->replicate ? "--replicate" : o->standby ? "--standby" : NULL;
+		if (what != NULL)
+			die("--writers N > 1 does not run with %s yet: use --writers 1 (README \"Writer shards\")", what);
+	}
+}
+
+/* The data dir fits --writers (control/writers.h): made for this count, or
+ * fresh; each shard's directory. */
+static void check_layout(struct daemon *d)
+{
+	char err[1024];
+	if (ctl_writers_layout(d->o.data_dir, d->writer_count, err, sizeof err) != 0)
+		die("%s", err);
+	for (uint32_t k = 0; k < d->writer_count; k++)
+		if (ctl_writer_dir(d->shard_dirs[k], sizeof d->shard_dirs[k], d->o.data_dir, d->writer_count, k) != 0)
+			die("--data-dir '%s' is too long", d->o.data_dir);
+	if (d->writer_count > 1)
+		printf("flashsaled: %u writer shards under %s/shard-0 .. shard-%u%s%s\n", d->writer_count, d->o.data_dir,
+		       d->writer_count - 1, d->o.shard_map ? ", SKUs pinned by " : ", SKUs by hash",
+		       d->o.shard_map ? d->o.shard_map : "");
+}
+
 /* Option defaults that depend on other options, and combinations refused. */
 static void check_options(struct daemon *d)
 {
@@ -735,6 +800,7 @@ static void check_options(struct daemon *d)
 	if (o->replicate)
 		die("--replicate: this flashsaled was built without librdkafka (%s)", "apt-get install librdkafka-dev, rebuild");
 #endif
+	check_writers(d);
 }
 
 /* --shard-map FILE: load it; with `shard` lines, --shard NAME must be one
@@ -745,10 +811,12 @@ static void load_shard_map(struct daemon *d)
 	if (o->shard_map == NULL)
 		return;
 	char err[512];
-	if (fs_shard_load(&d->shards, o->shard_map, err, sizeof err) != 0) {
+	if (fs_shard_load(&d->shards, o->shard_map, err, sizeof err) != 0 ||
+	    fs_shard_check_writers(&d->shards, d->writer_count, err, sizeof err) != 0) {
 		fprintf(stderr, "flashsaled: --shard-map %s: %s\n", o->shard_map, err);
 		exit(2);
 	}
+	d->map_in_use = &d->shards;   /* writer pins (--writers) */
 	if (d->shards.appliance_count == 0)
 		return;   /* writer pins only: every SKU is this box's */
 	if (o->shard == NULL)
@@ -768,18 +836,18 @@ static void check_owned_skus(struct daemon *d)
 {
 	if (d->owners == NULL)
 		return;
-	uint32_t count = atomic_load(&d->snap->count);
-	for (uint32_t i = 0; i < count; i++) {
-		const struct fs_snap_sku *k = &d->snap->skus[i];
-		uint32_t owner = fs_shard_appliance_of(d->owners, k->name, k->name_len);
-		if (owner == d->appliance)
-			continue;
-		fprintf(stderr, "flashsaled: the journal holds a sale of SKU %.*s, which the --shard-map gives to "
-		        "shard %s, not %s: one SKU, one writer (pin it here with `sku %.*s %s`, or move its sale)\n",
-		        k->name_len, k->name, d->owners->appliances[owner].name, d->o.shard, k->name_len, k->name,
-		        d->o.shard);
-		exit(2);
-	}
+	for (uint32_t w = 0; w < d->writer_count; w++)
+		for (uint32_t i = 0; i < atomic_load(&d->snaps[w]->count); i++) {
+			const struct fs_snap_sku *k = &d->snaps[w]->skus[i];
+			uint32_t owner = fs_shard_appliance_of(d->owners, k->name, k->name_len);
+			if (owner == d->appliance)
+				continue;
+			fprintf(stderr, "flashsaled: the journal holds a sale of SKU %.*s, which the --shard-map gives to "
+			        "shard %s, not %s: one SKU, one writer (pin it here with `sku %.*s %s`, or move its sale)\n",
+			        k->name_len, k->name, d->owners->appliances[owner].name, d->o.shard, k->name_len, k->name,
+			        d->o.shard);
+			exit(2);
+		}
 }
 
 /* The dataplane backend --dpdk chooses, and what it must hold before the
@@ -854,18 +922,30 @@ static void listen_early(void *arg, struct writer *w)
 {
 	struct daemon *d = arg;
 	assert(atomic_load(d->ready) == DP_READY_RECOVERING);
-	d->w = w;
+	d->ws[d->writer_count - 1] = w;   /* the last shard: the others have replayed */
+	d->w = d->ws[0];
 	start_dataplane(d);
 	d->dataplane_started = 1;
 }
 
-/* The writer: opens the journal and replays it (the snapshot is mapped by
- * open_replication, which runs first). */
-static void open_writer(struct daemon *d)
+/* Writer shard k's snapshot: shard 0's is mapped by open_replication. */
+static struct fs_snapshot *shard_snapshot(struct daemon *d, uint32_t k)
+{
+	if (k == 0)
+		return d->snap;
+	struct fs_snapshot *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (s == MAP_FAILED)
+		die("%s", "out of memory");
+	return s;
+}
+
+/* Opens writer shard k's journal and replays it. */
+static void open_shard(struct daemon *d, uint32_t k)
 {
 	const struct options *o = &d->o;
-	d->wc = (struct wr_config){
-		.data_dir = o->data_dir, .limits = o->limits, .batch_count_max = o->batch_max,
+	struct wr_config *wc = &d->wcs[k];
+	*wc = (struct wr_config){
+		.data_dir = d->shard_dirs[k], .limits = o->limits, .batch_count_max = o->batch_max,
 		.port_count = o->workers + 2, .ring_slots = 4096, .segment_bytes = o->segment_mb << 20,
 		.journal_budget_bytes = o->journal_budget_mb << 20, .charge_slots = 4096, .no_sync = o->no_sync, .no_prefault = o->no_prefault,
 		.ip_rate_per_min = o->ip_rate, .risk_ip_users = o->risk_ip_users,
@@ -875,15 +955,27 @@ static void open_writer(struct daemon *d)
 		                    (uint32_t)strtoul(getenv("FS_TEST_SNAPSHOT_PACE_US"), NULL, 10) : 0,
 		.replay_pace_us = getenv("FS_TEST_REPLAY_PACE_US") ?       /* the recovery test only */
 		                  (uint32_t)strtoul(getenv("FS_TEST_REPLAY_PACE_US"), NULL, 10) : 0,
-		.before_replay = listen_early, .before_replay_arg = d,
+		/* the listeners answer while the last shard replays (the others are done) */
+		.before_replay = k + 1 == d->writer_count ? listen_early : NULL, .before_replay_arg = d,
+		.shard_index = k, .shard_count = d->writer_count, .shard_map = d->map_in_use,
+		/* every shard wakes worker i through shard 0's eventfd for it */
+		.producer_fds = k > 0 ? d->producer_fds : NULL, .producer_fd_count = k > 0 ? o->workers : 0,
 	};
 	atomic_store(d->ready, DP_READY_RECOVERING);
 	if (o->archive && mkdir(o->archive, 0755) != 0 && errno != EEXIST)
 		die("cannot create --archive '%s'", o->archive);
-	printf("flashsaled: recovering from %s/journal ...\n", o->data_dir);
+	if (o->archive && d->writer_count > 1) {   /* segment names repeat across shards: one dir each */
+		static char adirs[FS_SHARD_WRITERS_MAX][PATH_MAX];
+		if (ctl_writer_dir(adirs[k], sizeof adirs[k], o->archive, d->writer_count, k) != 0 ||
+		    (mkdir(adirs[k], 0755) != 0 && errno != EEXIST))
+			die("cannot create a shard directory under --archive '%s'", o->archive);
+		wc->archive_dir = adirs[k];
+	}
+	d->snaps[k] = shard_snapshot(d, k);
+	printf("flashsaled: recovering from %s/journal ...\n", wc->data_dir);
 	char err[512];
-	d->w = wr_open(&d->wc, d->snap, err, sizeof err);
-	if (d->w == NULL) {
+	d->ws[k] = wr_open(wc, d->snaps[k], err, sizeof err);
+	if (d->ws[k] == NULL) {
 		/* Damage names its file and offset ("journal: F offset N: ...", "replay
 		 * diverged: F offset N ..."): exit FS_EXIT_JOURNAL_DAMAGE, which a
 		 * supervisor must never answer with a restart (flashsale-control). */
@@ -893,11 +985,51 @@ static void open_writer(struct daemon *d)
 		}
 		die("%s", err);
 	}
-	const struct wr_metrics *m = wr_metrics(d->w);
+	if (k == 0)
+		for (uint32_t i = 0; i < o->workers; i++)
+			d->producer_fds[i] = wr_port(d->ws[0], i)->producer.fd;
+	const struct wr_metrics *m = wr_metrics(d->ws[k]);
 	printf("flashsaled: journal replayed: %llu batches, last sequence %llu\n",
 	       (unsigned long long)atomic_load(&((struct wr_metrics *)m)->replayed_batches),
-	       (unsigned long long)atomic_load(wr_durable_seq(d->w)));
+	       (unsigned long long)atomic_load(wr_durable_seq(d->ws[k])));
+}
+
+/* One SKU, one writer: every SKU a shard's journal holds must be one the
+ * map gives that shard (a map edited between starts would otherwise put a
+ * SKU with history in one shard on another). */
+static void check_owners(struct daemon *d)
+{
+	for (uint32_t k = 0; k < d->writer_count; k++) {
+		const struct fs_snapshot *s = d->snaps[k];
+		for (uint32_t i = 0; i < atomic_load(&((struct fs_snapshot *)s)->count); i++) {
+			const struct fs_snap_sku *e = &s->skus[i];
+			uint32_t owner = fs_shard_writer_of(d->map_in_use, e->name, e->name_len, d->writer_count);
+			if (d->writer_count > 1 && owner != k) {
+				fprintf(stderr, "flashsaled: SKU '%.*s' lives in %s's journal but the shard map gives it to "
+				        "writer %u: restore the map it was started with\n", e->name_len, e->name, d->shard_dirs[k], owner);
+				for (uint32_t j = d->writer_count; j-- > 0;)   /* nothing started yet: close what replayed */
+					wr_close(d->ws[j]);
+				exit(2);
+			}
+			assert(owner == k || d->writer_count <= 1);
+		}
+	}
+}
+
+/* The writers: open every shard's journal and replay it (shard 0's
+ * snapshot is mapped by open_replication, which runs first). */
+static void open_writer(struct daemon *d)
+{
+	const struct options *o = &d->o;
+	for (uint32_t k = 0; k < d->writer_count; k++)
+		open_shard(d, k);
+	d->w = d->ws[0];
+	d->wc = d->wcs[0];
+	check_owners(d);
+	const struct wr_metrics *m = wr_metrics(d->w);
 	wr_print_budget(&d->wc);
+	if (d->writer_count > 1)
+		printf("flashsaled: the budget above is per writer shard: %u of them\n", d->writer_count);
 	if (o->no_prefault)
 		printf("flashsaled: writer tables fault in on first use (--no-prefault)\n");
 	else
@@ -911,26 +1043,55 @@ static void open_writer(struct daemon *d)
 static void start_sinks_step(struct daemon *d)
 {
 	if (!d->o.standby)
-		start_sinks(&d->o, d->w, &d->sk, d->owners != NULL, d->appliance);
+		for (uint32_t k = 0; k < d->writer_count; k++) {
+			start_sinks(&d->o, d->ws[k], &d->sks[k], k, d->writer_count, d->shard_dirs[k],
+			            d->owners != NULL, d->appliance);
+			for (uint32_t i = 0; i < d->sks[k].count; i++) {
+				d->sink_ptrs[d->sink_count] = d->sks[k].ptrs[i];
+				d->sink_names[d->sink_count] = d->sks[k].names[i];
+				d->sink_shards[d->sink_count++] = k;
+			}
+		}
 }
 
+/* Writer shard k on core k while the cores allow one each and one more
+ * for the workers (which then start after the writers' cores); with fewer
+ * cores, shard k on core k % cores and the workers where they always go
+ * (1 + i % (cores - 1)): on 2 cores with 2 shards, shard 0 has core 0 and
+ * shard 1 shares core 1 with the workers (printed). */
 static void start_writer(struct daemon *d)
 {
-	if (wr_start(d->w, d->o.pin ? 0 : -1) != 0)
-		die("%s", "cannot start the writer thread");
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	uint32_t n = d->writer_count;
+	for (uint32_t k = 0; k < n; k++) {
+		int cpu = !d->o.pin ? -1 : n == 1 ? 0 : (int)(k % (uint32_t)(cores > 0 ? cores : 1));
+		if (wr_start(d->ws[k], cpu) != 0)
+			die("%s", "cannot start a writer thread");
+	}
+	d->dataplane.cfg.worker_cpu_base = d->o.pin && n > 1 && cores > (long)n ? n : 1;
+	if (n > 1 && d->o.pin)
+		printf("flashsaled: pinned writer shards 0..%u to cores 0..%u, workers from core %u%s\n", n - 1,
+		       (unsigned)(cores > (long)n ? n - 1 : (uint32_t)cores - 1), d->dataplane.cfg.worker_cpu_base,
+		       cores > (long)n ? "" : " (fewer cores than shards + 1: some share a core)");
 }
 
-/* Port o.workers is the admin's, o.workers + 1 the payment thread's. */
+/* Port o.workers is the admin's, o.workers + 1 the payment thread's: one
+ * payment thread per writer shard, reporting to the shard that owns the
+ * order. */
 static void start_payments(struct daemon *d)
 {
 	const struct options *o = &d->o;
-	struct wr_metrics *m = (struct wr_metrics *)wr_metrics(d->w);
-	struct pay_config pc = { .charges = wr_charge_ring(d->w), .waker = wr_charge_waker(d->w),
-	                         .port = wr_port(d->w, o->workers + 1), .outstanding = &m->charges_outstanding,
-	                         .payments_open = &d->snap->payments_open, .provider_url = o->payment_provider };
-	d->pay = pay_start(&pc);
-	if (d->pay == NULL)
-		die("%s", "cannot start the payment thread");
+	for (uint32_t k = 0; k < d->writer_count; k++) {
+		struct wr_metrics *m = (struct wr_metrics *)wr_metrics(d->ws[k]);
+		struct pay_config pc = { .charges = wr_charge_ring(d->ws[k]), .waker = wr_charge_waker(d->ws[k]),
+		                         .port = wr_port(d->ws[k], o->workers + 1), .outstanding = &m->charges_outstanding,
+		                         .payments_open = &d->snaps[k]->payments_open, .provider_url = o->payment_provider,
+		                         .order_id_bits = fs_id_compose(d->appliance, k, 0) };
+		d->pays[k] = pay_start(&pc);
+		if (d->pays[k] == NULL)
+			die("%s", "cannot start the payment thread");
+	}
+	d->pay = d->pays[0];
 	printf("flashsaled: payments: %s%s\n", o->payment_provider ? "HTTP provider " : "built-in test provider",
 	       o->payment_provider ? o->payment_provider : " (tokens tok_ok, tok_decline, tok_slow_<ms>, tok_down)");
 }
@@ -939,8 +1100,9 @@ static void create_demo_step(struct daemon *d)
 {
 	if (d->owners != NULL && fs_shard_appliance_of(d->owners, "demo", 4) != d->appliance)
 		return;   /* another shard owns the SKU 'demo' */
+	uint32_t k = fs_shard_writer_of(d->map_in_use, "demo", 4, d->writer_count);
 	if (d->o.demo && !d->o.standby)
-		create_demo(wr_port(d->w, d->o.workers), d->snap);
+		create_demo(wr_port(d->ws[k], d->o.workers), d->snaps[k]);
 }
 
 static void start_dataplane(struct daemon *d)
@@ -949,8 +1111,11 @@ static void start_dataplane(struct daemon *d)
 		return;   /* listen_early started it before the replay */
 	const struct options *o = &d->o;
 	struct dp_backend *b = &d->dataplane;
-	for (uint32_t i = 0; i < o->workers; i++)
+	for (uint32_t i = 0; i < o->workers; i++) {
 		b->cfg.wports[i] = wr_port(d->w, i);
+		for (uint32_t k = 0; k < d->writer_count; k++)
+			b->cfg.shard_wports[k][i] = wr_port(d->ws[k], i);
+	}
 	if (o->conns_per_ip != 0 && (d->iplimit = dp_iplimit_new(o->workers * o->conn_max, o->conns_per_ip)) == NULL)
 		die("%s", "out of memory for --connections-per-ip");
 	b->cfg.worker = (struct dp_worker_config){
@@ -962,8 +1127,12 @@ static void start_dataplane(struct daemon *d)
 		.send_timeout_ms = o->send_timeout_ms, .iplimit = d->iplimit,
 		.quantity_max = o->limits.quantity_max, .ready = d->ready,
 		.trusted = o->trusted, .trusted_count = o->trusted_count,
-		.shards = d->owners, .appliance = d->appliance,
+		.shards = d->owners,
+		.writer_count = d->writer_count > 1 ? d->writer_count : 0, .shard_map = d->map_in_use,
+		.appliance = d->appliance,
 	};
+	for (uint32_t k = 0; k < d->writer_count; k++)
+		b->cfg.worker.snaps[k] = d->snaps[k];
 	char err[512];
 	if (b->ops->start(b, err, sizeof err) != 0)
 		die("%s", err);
@@ -976,12 +1145,20 @@ static void start_admin(struct daemon *d)
 	                               .writer = d->w,
 	                               .port = wr_port(d->w, d->o.workers), .snap = d->snap,
 	                               .dataplane = &d->dataplane, .payments = d->pay, .ready = d->ready, .data_dir = d->o.data_dir,
-	                               .sink_count = d->sk.count, .sink_names = d->sk.names,
-	                               .sink_applied = sink_applied, .sinks = d->sk.ptrs,
+	                               .sink_count = d->sink_count, .sink_names = d->sink_names,
+	                               .sink_applied = sink_applied, .sinks = d->sink_ptrs, .sink_shards = d->sink_shards,
 	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped,
+	                               .writer_count = d->writer_count, .shard_map = d->map_in_use,
 	                               .sink_lag_ms = sink_lag_ms,
 	                               .shards = d->owners, .appliance = d->appliance,
 	                               .shard_name = d->owners ? d->o.shard : NULL };
+	for (uint32_t k = 0; k < d->writer_count; k++) {
+		ac.writers[k] = d->ws[k];
+		ac.ports[k] = wr_port(d->ws[k], d->o.workers);
+		ac.snaps[k] = d->snaps[k];
+		ac.payments_of[k] = d->pays[k];
+		ac.shard_dirs[k] = d->shard_dirs[k];
+	}
 #ifdef FS_HAVE_REPLICATE
 	ac.repl = d->repl;
 	ac.repl_stats = d->repl ? repl_stats : NULL;
@@ -1007,6 +1184,7 @@ static const struct { const char *name; void (*run)(struct daemon *d); } start_s
 	{ "claim the dataplane", claim_dataplane },
 	{ "load secrets", load_secrets },
 	{ "resolve the admin address", resolve_admin },
+	{ "check the data dir's writer shards", check_layout },
 	{ "open the shard's log (--replicate)", open_replication },
 	{ "open the writer (replay)", open_writer },
 	{ "check the journal's SKUs are this shard's", check_owned_skus },
@@ -1029,11 +1207,15 @@ static void stop_all(struct daemon *d)
 	ctl_admin_stop(d->admin);   /* it reads the dataplane's counters until here */
 	if (d->dataplane.ops->free != NULL)
 		d->dataplane.ops->free(&d->dataplane);
-	pay_stop(d->pay);
-	wr_stop(d->w);
-	for (uint32_t i = 0; i < d->sk.count; i++)
-		sink_stop(d->sk.s[i]);
-	wr_close(d->w);
+	for (uint32_t k = 0; k < d->writer_count; k++)
+		pay_stop(d->pays[k]);
+	for (uint32_t k = 0; k < d->writer_count; k++)
+		wr_stop(d->ws[k]);
+	for (uint32_t k = 0; k < d->writer_count; k++)
+		for (uint32_t i = 0; i < d->sks[k].count; i++)
+			sink_stop(d->sks[k].s[i]);
+	for (uint32_t k = d->writer_count; k-- > 0;)   /* shard 0 last: the others use its workers' eventfds */
+		wr_close(d->ws[k]);
 	dp_iplimit_free(d->iplimit);
 #ifdef FS_HAVE_REPLICATE
 	rp_close(d->repl);

@@ -13,6 +13,8 @@
  */
 #include "control/report.h"
 #include "control/ctl_client.h"
+#include "control/writers.h"
+#include "common/fs_shard.h"
 #include "common/fs_cmd.h"
 #include "writer/alloc.h"
 #include "writer/journal.h"
@@ -160,9 +162,15 @@ static void refusals(const char *admin, const char *token)
 		return;
 	}
 	int any = 0;
-	for (const char *p = strstr(body, "flashsale_decisions_total{command=\"reserve\",outcome=\""); p;
-	     p = strstr(p + 1, "flashsale_decisions_total{command=\"reserve\",outcome=\"")) {
-		const char *o = p + strlen("flashsale_decisions_total{command=\"reserve\",outcome=\"");
+	/* one line per writer shard with --writers N (labelled writer="K" first) */
+	static const char pat[] = "command=\"reserve\",outcome=\"";
+	for (const char *p = strstr(body, pat); p; p = strstr(p + 1, pat)) {
+		const char *line = p;
+		while (line > body && line[-1] != '\n')
+			line--;
+		if (strncmp(line, "flashsale_decisions_total{", 26) != 0)
+			continue;
+		const char *o = p + strlen(pat);
 		const char *q = strchr(o, '"');
 		const char *v = q ? strchr(q, ' ') : NULL;
 		if (q == NULL || v == NULL || (q - o == 2 && memcmp(o, "ok", 2) == 0) ||
@@ -200,36 +208,84 @@ static int shard_of(const char *admin, const char *token, const char *sku, char 
 	return 1;
 }
 
+/* Writer shards (DIR/writers, control/writers.h): the SKU lives in one
+ * shard's journal. The running flashsaled says which (`sale status`'s
+ * writer_shard); without it the map (--shard-map) or the hash decides,
+ * as flashsaled does. Returns the shard, its directory in out. */
+static uint32_t report_shard(const char *data_dir, int writers, const char *sku, const char *map_path,
+                             const char *admin, const char *token, char *out, size_t cap)
+{
+	static char buf[64 * 1024];
+	char path[256], err[256];
+	const char *body;
+	uint32_t k = UINT32_MAX;
+	snprintf(path, sizeof path, "/admin/sales/%s", sku);
+	if (ctl_client_call(admin, token, "GET", path, buf, sizeof buf, &body, 3000, err, sizeof err) == 200) {
+		const char *w = strstr(body, "\"writer_shard\":");
+		if (w)
+			k = (uint32_t)strtoul(w + strlen("\"writer_shard\":"), NULL, 10);
+	}
+	if (k == UINT32_MAX) {
+		static struct fs_shard_map map;
+		if (map_path && fs_shard_load(&map, map_path, err, sizeof err) != 0) {
+			fprintf(stderr, "flashctl: report: --shard-map %s: %s\n", map_path, err);
+			exit(2);
+		}
+		k = fs_shard_writer_of(map_path ? &map : NULL, sku, strlen(sku), (uint32_t)writers);
+	}
+	if (k >= (uint32_t)writers || ctl_writer_dir(out, cap, data_dir, (uint32_t)writers, k) != 0) {
+		fprintf(stderr, "flashctl: report: no writer shard %u under %s\n", k, data_dir);
+		exit(1);
+	}
+	return k;
+}
+
 int ctl_report(int argc, char **argv, const char *admin, const char *token)
 {
-	const char *data_dir = "./var", *sku = NULL;
+	const char *data_dir = "./var", *sku = NULL, *map_path = NULL;
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc)
 			data_dir = argv[++i];
+		else if (strcmp(argv[i], "--shard-map") == 0 && i + 1 < argc)
+			map_path = argv[++i];
 		else if (argv[i][0] != '-' && sku == NULL)
 			sku = argv[i];
 		else {
-			fprintf(stderr, "flashctl: usage: report SKU [--data-dir DIR]\n");
+			fprintf(stderr, "flashctl: usage: report SKU [--data-dir DIR] [--shard-map FILE]\n");
 			exit(2);
 		}
 	}
 	if (sku == NULL || strlen(sku) == 0 || strlen(sku) > FS_SKU_LEN_MAX) {
-		fprintf(stderr, "flashctl: usage: report SKU [--data-dir DIR]\n");
+		fprintf(stderr, "flashctl: usage: report SKU [--data-dir DIR] [--shard-map FILE]\n");
 		exit(2);
 	}
-	char dir[4096], err[512], shard[64];
+	char dir[4200], err[512], shard[64], shard_dir[4096];
 	if (shard_of(admin, token, sku, shard, sizeof shard) != 0)
 		return 1;
-	snprintf(dir, sizeof dir, "%s/journal", data_dir);
+	int writers = ctl_writers_of(data_dir, err, sizeof err);
+	if (writers < 0) {
+		fprintf(stderr, "flashctl: report: %s\n", err);
+		return 1;
+	}
+	uint32_t wshard = 0;
+	snprintf(shard_dir, sizeof shard_dir, "%s", data_dir);
+	if (writers > 1)
+		wshard = report_shard(data_dir, writers, sku, map_path, admin, token, shard_dir, sizeof shard_dir);
+	snprintf(dir, sizeof dir, "%s/journal", shard_dir);
+	char seq_name[64];   /* this shard's durable sequence in /metrics */
+	if (writers > 1)
+		snprintf(seq_name, sizeof seq_name, "\nflashsale_journal_seq{writer=\"%u\"} ", wshard);
+	else
+		snprintf(seq_name, sizeof seq_name, "\nflashsale_journal_seq ");
 	/* a running flashsaled may be writing the next batch: read only up to
 	 * its durable sequence when it tells us one */
 	uint64_t seq_max = UINT64_MAX;
 	static char mbuf[512 * 1024];
 	const char *body;
 	if (ctl_client_call(admin, token, "GET", "/metrics", mbuf, sizeof mbuf, &body, 3000, err, sizeof err) == 200) {
-		const char *s = strstr(body, "\nflashsale_journal_seq ");
+		const char *s = strstr(body, seq_name);
 		if (s)
-			seq_max = strtoull(s + strlen("\nflashsale_journal_seq "), NULL, 10);
+			seq_max = strtoull(s + strlen(seq_name), NULL, 10);
 	}
 	struct jr_reader *rd = jr_reader_open(dir, err, sizeof err);
 	if (rd == NULL) {

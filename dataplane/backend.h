@@ -26,8 +26,14 @@ struct dp_backend_config {
 	const char *listen_host;          /* io_uring: the public API's address */
 	uint16_t listen_port;             /* both: the public API's TCP port */
 	uint32_t worker_count;            /* io_uring: threads; dpdk: lanes (processes) */
-	int pin;                          /* io_uring: worker i on CPU 1 + i % (cores - 1) */
+	int pin;                          /* io_uring: worker i on CPU base + i % (cores - base) */
+	uint32_t worker_cpu_base;         /* io_uring: base above (0 means 1: core 0 is the writer's;
+	                                   * N with N writer shards on cores 0..N-1) */
 	struct fs_port *wports[DP_WORKERS_MAX];   /* worker i's port to the writer (dpdk: MAP_SHARED) */
+	/* io_uring with writer shards: worker i's port to shard k is
+	 * shard_wports[k][i] (shard_wports[0] == wports); writer_count and the
+	 * snapshots are in `worker`. The DPDK backend takes one writer only. */
+	struct fs_port *shard_wports[FS_SHARD_WRITERS_MAX][DP_WORKERS_MAX];
 	struct dp_worker_config worker;   /* the rest of every worker's config */
 	const char *eal_args;             /* dpdk: EAL arguments */
 	const char *ip;                   /* dpdk: A.B.C.D/N of the stack */

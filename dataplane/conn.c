@@ -1,5 +1,6 @@
 /* conn.c - the connection protocol (see conn.h). No sockets here. */
 #include "dataplane/conn.h"
+#include "dataplane/pubid.h"
 #include "dataplane/response.h"
 
 #include <assert.h>
@@ -87,9 +88,11 @@ static void parse_error(struct dp_proto *p, struct dp_conn *c, int status)
 
 /* Pushes a routed command to the writer, or answers 503 when the ring or
  * the in-flight budget is full. Returns 1 when the connection now waits. */
-static int push(struct dp_proto *p, struct dp_conn *c, const struct fs_cmd *cmd, int route, int keep_alive)
+static int push(struct dp_proto *p, struct dp_conn *c, const struct fs_cmd *cmd, uint32_t shard, int route,
+                int keep_alive)
 {
-	struct fs_port *port = p->cfg->wport;
+	assert(shard < (p->cfg->writer_count ? p->cfg->writer_count : 1));
+	struct fs_port *port = p->cfg->writer_count > 1 ? p->cfg->wports[shard] : p->cfg->wport;
 	struct fs_cmd *slot = port->inflight < port->inflight_max ? fs_ring_slot(&port->cmds) : NULL;
 	if (slot == NULL) {
 		atomic_fetch_add_explicit(&port->full_count, 1, memory_order_relaxed);
@@ -109,6 +112,7 @@ static int push(struct dp_proto *p, struct dp_conn *c, const struct fs_cmd *cmd,
 	port->inflight++;
 	fs_ring_produce(&port->cmds, 1);
 	p->cmds_pushed++;
+	p->shards_pushed |= 1u << shard;
 	c->waiting = 1;
 	c->wait_keep_alive = (uint8_t)keep_alive;
 	c->wait_route = (uint8_t)route;
@@ -145,18 +149,19 @@ void dp_conn_drive(struct dp_proto *p, struct dp_conn *c)
 			c->out_len += res.out_len;
 			count(p, c, res.route, res.http);
 		} else {
-			push(p, c, &cmd, res.route, keep_alive);
+			push(p, c, &cmd, res.shard, res.route, keep_alive);
 		}
 		if (!keep_alive && !c->waiting)
 			c->closing = 1;
 	}
 }
 
-void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans *a)
+void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans *a, uint32_t shard)
 {
 	assert(c->waiting);
 	assert(DP_OUT_BYTES - c->out_len >= DP_ANSWER_BYTES_MAX);
-	struct dp_id_owner owner = { p->route.appliance, 0 };   /* one writer per box */
+	/* the writer shard's own numbers become public ids here (pubid.h) */
+	struct dp_id_owner owner = { p->route.appliance, shard };
 	int n = dp_resp_answer(c->out + c->out_len, DP_OUT_BYTES - c->out_len, a, owner, c->wait_keep_alive);
 	assert(n > 0);
 	c->out_len += (uint32_t)n;
@@ -167,7 +172,7 @@ void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans
 	dp_conn_drive(p, c);
 }
 
-uint32_t dp_conn_drain(struct dp_proto *p, struct fs_port *port, struct dp_conn *conns, uint32_t conn_max,
+uint32_t dp_conn_drain(struct dp_proto *p, struct fs_port *port, uint32_t shard, struct dp_conn *conns, uint32_t conn_max,
                        void (*answered)(void *ctx, struct dp_conn *c),
                        void (*orphan)(void *ctx, struct dp_conn *c), void *ctx)
 {
@@ -191,7 +196,7 @@ uint32_t dp_conn_drain(struct dp_proto *p, struct fs_port *port, struct dp_conn 
 				orphan(ctx, c);
 				continue;
 			}
-			dp_conn_answered(p, c, &a[i]);
+			dp_conn_answered(p, c, &a[i], shard);
 			answered(ctx, c);
 		}
 	}

@@ -49,6 +49,7 @@ struct dp_proto {
 	struct dp_route_ctx route;    /* route.now_ms: the wall clock (token expiry) */
 	int64_t mono_ms;              /* CLOCK_MONOTONIC: every timeout and deadline */
 	uint32_t cmds_pushed;         /* since the last writer kick */
+	uint32_t shards_pushed;       /* bit k: writer shard k got some of them (kick each) */
 	int64_t now_us;               /* monotonic, stamped once per loop iteration by the backend */
 };
 
@@ -58,15 +59,17 @@ static inline uint64_t dp_tag(const struct dp_conn *c) { return (uint64_t)c->gen
  * allows (not waiting, room for an answer). Consumes parsed bytes. */
 void dp_conn_drive(struct dp_proto *p, struct dp_conn *c);
 
-/* Writes the writer's answer for the parked request, then drives on. */
-void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans *a);
+/* Writes writer shard `shard`'s answer for the parked request (its numbers
+ * become public ids there, pubid.h), then drives on. */
+void dp_conn_answered(struct dp_proto *p, struct dp_conn *c, const struct fs_ans *a, uint32_t shard);
 
-/* Takes every answer waiting on the writer's answer ring of `port` and
+/* Takes every answer waiting on the answer ring of `port` (writer shard
+ * `shard`'s: its numbers become public ids, pubid.h) and
  * hands each to its connection (dp_conn_answered), then calls
  * answered(ctx, c) so the backend can send; a connection whose client left
  * while its command was at the writer stops waiting and goes to
  * orphan(ctx, c) so the backend can free its slot. Returns the count. */
-uint32_t dp_conn_drain(struct dp_proto *p, struct fs_port *port, struct dp_conn *conns, uint32_t conn_max,
+uint32_t dp_conn_drain(struct dp_proto *p, struct fs_port *port, uint32_t shard, struct dp_conn *conns, uint32_t conn_max,
                        void (*answered)(void *ctx, struct dp_conn *c),
                        void (*orphan)(void *ctx, struct dp_conn *c), void *ctx);
 

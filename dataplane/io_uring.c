@@ -389,9 +389,43 @@ static void answered_cb(void *ctx, struct dp_conn *c)
 
 static void orphan_cb(void *ctx, struct dp_conn *c) { conn_release_if_idle(ctx, c); }
 
+/* This worker's port to writer shard k (one writer: wport). */
+static struct fs_port *shard_port(const struct dp_worker *w, uint32_t k)
+{
+	return w->cfg.writer_count > 1 ? w->cfg.wports[k] : w->cfg.wport;
+}
+
+static uint32_t shard_count(const struct dp_worker *w) { return w->cfg.writer_count > 1 ? w->cfg.writer_count : 1; }
+
 static uint32_t drain_answers(struct dp_worker *w)
 {
-	return dp_conn_drain(&w->proto, w->cfg.wport, w->conns, w->cfg.conn_max, answered_cb, orphan_cb, w);
+	uint32_t n = 0;
+	for (uint32_t k = 0; k < shard_count(w); k++)
+		n += dp_conn_drain(&w->proto, shard_port(w, k), k, w->conns, w->cfg.conn_max, answered_cb, orphan_cb, w);
+	return n;
+}
+
+/* Kicks each writer shard this loop pushed to (only if it sleeps). */
+static void kick_writers(struct dp_worker *w)
+{
+	for (uint32_t k = 0; k < shard_count(w); k++)
+		if (w->proto.shards_pushed & (1u << k))
+			fs_wake(shard_port(w, k)->writer);
+	w->proto.shards_pushed = 0;
+	w->proto.cmds_pushed = 0;
+}
+
+/* Idle: tells every shard it sleeps (they share the producer eventfd armed
+ * in arm_event), then 1 when an answer arrived meanwhile. */
+static int announce_sleep(struct dp_worker *w, int sleeping)
+{
+	int pending = 0;
+	for (uint32_t k = 0; k < shard_count(w); k++) {
+		struct fs_port *port = shard_port(w, k);
+		atomic_store_explicit(&port->producer.sleeping, sleeping, memory_order_seq_cst);
+		pending |= fs_ring_count(&port->answers) != 0;
+	}
+	return pending;
 }
 
 static void flush_all(struct dp_worker *w)
@@ -407,7 +441,6 @@ static void flush_all(struct dp_worker *w)
 static void *worker_main(void *arg)
 {
 	struct dp_worker *w = arg;
-	struct fs_port *port = w->cfg.wport;
 	if (w->ring_disabled) {
 		/* SINGLE_ISSUER binds the ring to the task that enables it
 		 * (liburing 2.3 declares io_uring_enable_rings but does not export it) */
@@ -425,10 +458,8 @@ static void *worker_main(void *arg)
 		w->proto.route.ready = atomic_load_explicit(w->cfg.ready, memory_order_relaxed);
 		uint32_t work = reap(w);
 		work += drain_answers(w);
-		if (w->proto.cmds_pushed) {
-			fs_wake(port->writer);   /* one kick per burst, only if it sleeps */
-			w->proto.cmds_pushed = 0;
-		}
+		if (w->proto.cmds_pushed)
+			kick_writers(w);   /* one kick per burst and shard, only if it sleeps */
 		flush_all(w);
 		if (!w->accept_armed && w->proto.mono_ms >= w->accept_resume_ms)
 			arm_accept(w);
@@ -438,12 +469,11 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		/* idle: announce sleep, re-check the answer ring, then block */
-		atomic_store_explicit(&port->producer.sleeping, 1, memory_order_seq_cst);
-		if (fs_ring_count(&port->answers) == 0)
+		if (!announce_sleep(w, 1))
 			io_uring_submit_and_wait(&w->ring, 1);
 		else
 			io_uring_submit(&w->ring);
-		atomic_store_explicit(&port->producer.sleeping, 0, memory_order_seq_cst);
+		(void)announce_sleep(w, 0);
 	}
 	return NULL;
 }
@@ -554,6 +584,14 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 	w->proto.cfg = &w->cfg;
 	w->proto.stats = &w->stats;
 	w->proto.route.snap = cfg->snap;
+	w->proto.route.writer_count = cfg->writer_count;
+	w->proto.route.shard_map = cfg->shard_map;
+	w->proto.route.appliance = cfg->appliance;
+	for (uint32_t k = 0; k < cfg->writer_count; k++) {
+		assert(cfg->wports[k] != NULL && cfg->snaps[k] != NULL);
+		assert(cfg->wports[k]->producer.fd == cfg->wport->producer.fd);   /* one eventfd to sleep on */
+		w->proto.route.snaps[k] = cfg->snaps[k];
+	}
 	w->proto.route.sku_cache = calloc(1, sizeof *w->proto.route.sku_cache);   /* NULL: no cache */
 	if (fs_jwt_key_init(&w->jwt, cfg->jwt_key, cfg->jwt_key_len) != 0) {
 		snprintf(err, err_len, "worker %u: OpenSSL cannot provide HMAC-SHA256", cfg->index);
@@ -564,7 +602,6 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 	w->proto.route.trusted_count = cfg->trusted_count;
 	w->proto.route.quantity_max = cfg->quantity_max;
 	w->proto.route.shards = cfg->shards;
-	w->proto.route.appliance = cfg->appliance;
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
 		snprintf(err, err_len, "worker %u: cannot start thread", cfg->index);
 		return NULL;
@@ -646,9 +683,13 @@ static int uring_start(struct dp_backend *b, char *err, size_t err_len)
 	for (uint32_t i = 0; i < g->count; i++) {
 		struct dp_worker_config dc = b->cfg.worker;
 		dc.index = i;
-		dc.cpu = b->cfg.pin && cores > 1 ? (int)(1 + i % (uint32_t)(cores - 1)) : -1;
+		uint32_t base = b->cfg.worker_cpu_base ? b->cfg.worker_cpu_base : 1;
+		dc.cpu = b->cfg.pin && cores > (long)base ? (int)(base + i % (uint32_t)(cores - (long)base)) : -1;
 		dc.listen_fd = g->listen_fds[i];
 		dc.wport = b->cfg.wports[i];
+		for (uint32_t k = 0; k < dc.writer_count; k++)
+			dc.wports[k] = b->cfg.shard_wports[k][i];
+		assert(dc.writer_count <= 1 || dc.wports[0] == dc.wport);
 		g->workers[i] = dp_worker_start(&dc, err, err_len);
 		if (g->workers[i] == NULL)
 			return -1;

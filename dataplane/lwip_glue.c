@@ -371,7 +371,7 @@ static void orphan_cb(void *ctx, struct dp_conn *c) { release_if_idle(ctx, c); }
 
 static uint32_t drain_answers(struct dp_lwip *g)
 {
-	return dp_conn_drain(&g->proto, g->cfg.worker.wport, g->conns, g->cfg.worker.conn_max,
+	return dp_conn_drain(&g->proto, g->cfg.worker.wport, 0, g->conns, g->cfg.worker.conn_max,
 	                     answered_cb, orphan_cb, g);
 }
 

@@ -86,7 +86,7 @@ static int id_here(const struct dp_route_ctx *ctx, int keep_alive, struct dp_id_
 			respond_error(res, out, cap, keep_alive, 404, "not_found", NULL);
 		return 0;
 	}
-	if (owner.writer != 0) {   /* one writer per box */
+	if (owner.writer >= (ctx->writer_count ? ctx->writer_count : 1)) {   /* no such writer shard */
 		respond_error(res, out, cap, keep_alive, 404, "not_found", NULL);
 		return 0;
 	}
@@ -119,6 +119,23 @@ static int id_header_valid(struct dp_slice v)
 		if ((unsigned char)v.p[i] < 0x20 || (unsigned char)v.p[i] > 0x7e)
 			return 0;
 	return 1;
+}
+
+/* The writer shard that owns a SKU (fixed at start-up: the same map and
+ * count as flashsaled's writers) and its snapshot. */
+static uint32_t sku_shard(const struct dp_route_ctx *ctx, struct dp_slice sku)
+{
+	if (ctx->writer_count <= 1)
+		return 0;
+	uint32_t k = fs_shard_writer_of(ctx->shard_map, sku.p, sku.len, ctx->writer_count);
+	assert(k < ctx->writer_count);
+	return k;
+}
+
+static const struct fs_snapshot *shard_snap(const struct dp_route_ctx *ctx, uint32_t k)
+{
+	assert(k < (ctx->writer_count ? ctx->writer_count : 1));
+	return ctx->writer_count <= 1 ? ctx->snap : ctx->snaps[k];
 }
 
 /* Verifies the bearer token (cached per connection); 0 when authorized. */
@@ -221,35 +238,38 @@ static int add_lag_header(const struct dp_route_ctx *ctx, char *out, size_t cap,
 static void route_sku_get(const struct dp_route_ctx *ctx, const struct dp_request *req, struct dp_slice sku,
                           char *out, size_t cap, struct dp_route_result *res)
 {
-	int idx = fs_snap_find(ctx->snap, sku.p, sku.len);
+	uint32_t shard = sku_shard(ctx, sku);
+	const struct fs_snapshot *snap = shard_snap(ctx, shard);
+	int idx = fs_snap_find(snap, sku.p, sku.len);
 	if (idx < 0 && sku_misdirected(ctx, req->keep_alive, sku, out, cap, res))
 		return;
 	if (idx < 0)
 		{ respond_error(res, out, cap, req->keep_alive, 404, "unknown_sku", NULL); return; }
 	res->kind = DP_ROUTE_RESPOND;
 	res->http = 200;
-	if (atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->role, memory_order_relaxed) != FS_ROLE_PRIMARY) {
+	if (atomic_load_explicit(&((struct fs_snapshot *)snap)->role, memory_order_relaxed) != FS_ROLE_PRIMARY) {
 		uint64_t seq;   /* a standby: rendered each time, with the lag (never cached) */
-		int n = render_sku(ctx->snap, idx, sku, req->keep_alive, out, cap, &seq);
+		int n = render_sku(snap, idx, sku, req->keep_alive, out, cap, &seq);
 		assert(n > 0);
 		res->out_len = (uint32_t)add_lag_header(ctx, out, cap, n);
 		return;
 	}
 	struct dp_sku_cache_entry *e = ctx->sku_cache && req->keep_alive ?
-	        &ctx->sku_cache->e[(uint32_t)idx & (DP_SKU_CACHE_SLOTS - 1)] : NULL;
-	if (e != NULL && e->idx == idx && e->seq == fs_snap_seq(ctx->snap, idx) && e->len <= cap) {
+	        &ctx->sku_cache->e[((uint32_t)idx + shard * 7u) & (DP_SKU_CACHE_SLOTS - 1)] : NULL;
+	if (e != NULL && e->idx == idx && e->shard == shard && e->seq == fs_snap_seq(snap, idx) && e->len <= cap) {
 		memcpy(out, e->bytes, e->len);   /* nothing published since it was rendered */
 		res->out_len = e->len;
 		return;
 	}
 	uint64_t seq;
-	int n = render_sku(ctx->snap, idx, sku, req->keep_alive, out, cap, &seq);
+	int n = render_sku(snap, idx, sku, req->keep_alive, out, cap, &seq);
 	assert(n > 0);
 	res->out_len = (uint32_t)n;
 	if (e != NULL && (size_t)n <= sizeof e->bytes) {
 		memcpy(e->bytes, out, (size_t)n);
 		e->len = (uint32_t)n;
 		e->idx = idx;
+		e->shard = shard;
 		e->seq = seq;
 	}
 }
@@ -269,23 +289,25 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 	const char *detail = NULL;
 	if (dp_json_reserve_body(req->body.p, req->body.len, ctx->quantity_max, &qty, &detail) != 0)
 		{ respond_error(res, out, cap, ka, 400, "bad_request", detail); return; }
-	int idx = fs_snap_find(ctx->snap, sku.p, sku.len);
+	uint32_t shard = sku_shard(ctx, sku);
+	const struct fs_snapshot *snap = shard_snap(ctx, shard);
+	int idx = fs_snap_find(snap, sku.p, sku.len);
 	if (idx < 0 && sku_misdirected(ctx, ka, sku, out, cap, res))
 		return;
 	if (idx < 0)
 		{ respond_error(res, out, cap, ka, 404, "unknown_sku", NULL); return; }
 	struct fs_sku_read v;
-	fs_snap_read(ctx->snap, idx, &v);
+	fs_snap_read(snap, idx, &v);
 	/* Most of a flash sale's traffic arrives after sell-out: answer it here.
 	 * A user who ever got a reservation may be repeating a request whose
 	 * answer was lost; the writer's holder filter sends those (and a few
 	 * false positives) on to the writer, which answers them exactly. */
 	if (v.state == FS_SALE_SOLD_OUT && !v.waitlist_open &&
-	    !fs_snap_holder_test(ctx->snap, auth->claims.sub, auth->claims.sub_len))
+	    !fs_snap_holder_test(snap, auth->claims.sub, auth->claims.sub_len))
 		{ respond_error(res, out, cap, ka, 409, "sold_out", NULL); return; }
-	if (atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->journal_full, memory_order_relaxed))
+	if (atomic_load_explicit(&((struct fs_snapshot *)snap)->journal_full, memory_order_relaxed))
 		{ respond_error(res, out, cap, ka, 503, "overloaded", "journal disk budget reached"); return; }
-	if (atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->journal_stalled, memory_order_relaxed))
+	if (atomic_load_explicit(&((struct fs_snapshot *)snap)->journal_stalled, memory_order_relaxed))
 		{ respond_error(res, out, cap, ka, 503, "overloaded", "journal cannot write (disk full?)"); return; }
 	memset(cmd, 0, offsetof(struct fs_cmd, sku));
 	cmd->type = FS_CMD_RESERVE;
@@ -308,6 +330,7 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
 		memcpy(cmd->text, dev.p, dev.len);
 	cmd->text_len = (uint8_t)dev.len;
 	res->kind = DP_ROUTE_COMMAND;
+	res->shard = shard;
 }
 
 /* A read of reservation / order `no` from the writer's published state
@@ -315,10 +338,10 @@ static void route_reserve(const struct dp_route_ctx *ctx, const struct dp_reques
  * renderer. 0 when answered; -1 when there is no published state or the
  * writer kept republishing it (the caller then asks the writer). */
 static int answer_published(const struct dp_route_ctx *ctx, const struct dp_request *req, int order,
-                            uint64_t no, const struct dp_auth_cache *auth, char *out, size_t cap,
-                            struct dp_route_result *res)
+                            struct dp_id_owner owner, uint64_t no, const struct dp_auth_cache *auth,
+                            char *out, size_t cap, struct dp_route_result *res)
 {
-	const struct fs_pub *pub = ctx->snap->pub;
+	const struct fs_pub *pub = shard_snap(ctx, owner.writer)->pub;   /* the owning writer shard's */
 	if (pub == NULL)
 		return -1;
 	struct fs_ans a;
@@ -333,7 +356,6 @@ static int answer_published(const struct dp_route_ctx *ctx, const struct dp_requ
 		a.http = (uint16_t)fs_err_http((enum fs_err)a.err);
 		a.body = FS_BODY_ERROR;
 	}
-	struct dp_id_owner owner = { ctx->appliance, 0 };   /* one writer per box */
 	int n = dp_resp_answer(out, cap, &a, owner, req->keep_alive);
 	assert(n > 0);
 	res->kind = DP_ROUTE_RESPOND;
@@ -357,14 +379,16 @@ static void route_res(const struct dp_route_ctx *ctx, const struct dp_request *r
 		{ respond_error(res, out, cap, ka, 401, "unauthorized", NULL); return; }
 	struct dp_id_owner owner;
 	uint64_t res_no = dp_id_parse(id.p, id.len, 'r', &owner);
+	uint32_t shard = owner.writer;
 	if (res_no == 0)
 		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
 	if (!id_here(ctx, ka, owner, out, cap, res))
 		return;
-	if (!checkout && req->method == DP_M_GET && answer_published(ctx, req, 0, res_no, auth, out, cap, res) == 0)
+	if (!checkout && req->method == DP_M_GET && answer_published(ctx, req, 0, owner, res_no, auth, out, cap, res) == 0)
 		return;
 	memset(cmd, 0, offsetof(struct fs_cmd, sku));
 	cmd->ref = res_no;
+	res->shard = shard;
 	cmd_user(cmd, auth);
 	if (!checkout) {
 		cmd->type = req->method == DP_M_DELETE ? FS_CMD_CANCEL : FS_CMD_RES_GET;
@@ -377,7 +401,7 @@ static void route_res(const struct dp_route_ctx *ctx, const struct dp_request *r
 	int tl = dp_json_checkout_body(req->body.p, req->body.len, cmd->text, &detail);
 	if (tl <= 0)
 		{ respond_error(res, out, cap, ka, 400, "bad_request", detail ? detail : "payment_token required"); return; }
-	if (!atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->payments_open, memory_order_relaxed))
+	if (!atomic_load_explicit(&((struct fs_snapshot *)shard_snap(ctx, shard))->payments_open, memory_order_relaxed))
 		{ respond_error(res, out, cap, ka, 503, "overloaded", "payment provider unavailable"); return; }
 	cmd->text_len = (uint8_t)tl;
 	cmd->type = FS_CMD_CHECKOUT;
@@ -400,15 +424,17 @@ static void route_order(const struct dp_route_ctx *ctx, const struct dp_request 
 		{ respond_error(res, out, cap, ka, 401, "unauthorized", NULL); return; }
 	struct dp_id_owner owner;
 	uint64_t order_no = dp_id_parse(id.p, id.len, 'o', &owner);
+	uint32_t shard = owner.writer;
 	if (order_no == 0)
 		{ respond_error(res, out, cap, ka, 404, "not_found", NULL); return; }
 	if (!id_here(ctx, ka, owner, out, cap, res))
 		return;
-	if (answer_published(ctx, req, 1, order_no, auth, out, cap, res) == 0)
+	if (answer_published(ctx, req, 1, owner, order_no, auth, out, cap, res) == 0)
 		return;
 	memset(cmd, 0, offsetof(struct fs_cmd, sku));
 	cmd->type = FS_CMD_ORDER_GET;
 	cmd->ref = order_no;
+	res->shard = shard;
 	cmd_user(cmd, auth);
 	res->kind = DP_ROUTE_COMMAND;
 }
@@ -416,9 +442,13 @@ static void route_order(const struct dp_route_ctx *ctx, const struct dp_request 
 static void route_health(const struct dp_route_ctx *ctx, const struct dp_request *req, int ready_check,
                          char *out, size_t cap, struct dp_route_result *res)
 {
-	/* a writer inside one batch for > 2 s owes its answers: not healthy */
-	int64_t busy = atomic_load_explicit(&((struct fs_snapshot *)ctx->snap)->writer_busy_since_ms, memory_order_relaxed);
-	int stalled = busy != 0 && ctx->now_ms - busy > DP_WRITER_STALL_MS;
+	/* a writer (any shard) inside one batch for > 2 s owes its answers: not healthy */
+	int stalled = 0;
+	for (uint32_t k = 0; k < (ctx->writer_count ? ctx->writer_count : 1); k++) {
+		int64_t busy = atomic_load_explicit(&((struct fs_snapshot *)shard_snap(ctx, k))->writer_busy_since_ms,
+		                                    memory_order_relaxed);
+		stalled |= busy != 0 && ctx->now_ms - busy > DP_WRITER_STALL_MS;
+	}
 	int ok = !stalled && (!ready_check || ctx->ready == 1);
 	const char *body = ok ? "{\"ok\":true}" : stalled && !ready_check ? "{\"ok\":false,\"reason\":\"writer_stalled\"}" :
 	                   ctx->ready == DP_READY_RECOVERING ? "{\"ok\":false,\"reason\":\"recovering\"}" :

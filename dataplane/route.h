@@ -12,6 +12,7 @@
 #include "common/fs_jwt.h"
 #include "common/fs_shard.h"
 #include "common/fs_snapshot.h"
+#include "common/fs_shard.h"
 #include "dataplane/http.h"
 
 enum dp_route_id {
@@ -30,6 +31,7 @@ struct dp_sku_cache {
 		uint64_t seq;                   /* 0 = empty (published counts are >= 2) */
 		int32_t idx;
 		uint32_t len;
+		uint32_t shard;                 /* idx is an index into this writer shard's snapshot */
 		char bytes[DP_SKU_CACHE_BYTES];
 	} e[DP_SKU_CACHE_SLOTS];
 };
@@ -37,7 +39,14 @@ struct dp_sku_cache {
 #define DP_READY_RECOVERING 2     /* the ready flag during start-up replay (flashsaled.c) */
 
 struct dp_route_ctx {
-	const struct fs_snapshot *snap;
+	const struct fs_snapshot *snap; /* writer shard 0's (the operator's IP rules: every shard's) */
+	/* writer shards: SKUs go to fs_shard_writer_of(shard_map, sku,
+	 * writer_count), ids to the shard they carry (pubid.h); writer_count
+	 * 0 or 1: one writer, snap only */
+	uint32_t writer_count;
+	const struct fs_snapshot *snaps[FS_SHARD_WRITERS_MAX];
+	const struct fs_shard_map *shard_map;
+	uint32_t appliance;             /* this box's index in shards (0 without one) */
 	struct dp_sku_cache *sku_cache; /* NULL: render every GET; else this thread's */
 	struct fs_jwt_key *jwt;         /* prepared once per worker thread */
 	int64_t now_ms;
@@ -47,7 +56,6 @@ struct dp_route_ctx {
 	const struct fs_cidr *trusted;  /* trusted proxies/addresses (loopback by default) */
 	uint32_t trusted_count;
 	const struct fs_shard_map *shards; /* --shard-map with appliances; NULL: this box owns every SKU */
-	uint32_t appliance;             /* this box's index in shards (0 without one) */
 };
 
 /* Per connection: the last token it presented and what it proved, and
@@ -65,6 +73,7 @@ struct dp_route_result {
 	uint8_t route;                  /* enum dp_route_id, for metrics */
 	uint16_t http;                  /* status of an immediate answer */
 	uint32_t out_len;               /* bytes of the immediate answer in out */
+	uint32_t shard;                 /* COMMAND: the writer shard it goes to */
 };
 
 /* Routes req. Either writes a whole HTTP answer to out (cap bytes) and

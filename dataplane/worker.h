@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include "common/fs_port.h"
 #include "common/fs_snapshot.h"
+#include "common/fs_shard.h"
 #include "dataplane/http.h"
 #include "common/fs_cidr.h"
 #include "dataplane/route.h"
@@ -57,8 +58,16 @@ struct dp_worker_config {
 	int cpu;                        /* -1: not pinned */
 	int listen_fd;                  /* this worker's listener (dp_listen_group) */
 	uint32_t conn_max;              /* connections this worker holds at most */
-	struct fs_port *wport;          /* to the writer */
-	const struct fs_snapshot *snap;
+	struct fs_port *wport;          /* to the writer (writer shard 0) */
+	const struct fs_snapshot *snap; /* writer shard 0's */
+	/* writer shards (flashsaled --writers N): shard k's port and snapshot;
+	 * [0] is wport/snap. writer_count 0 or 1: one writer, wport/snap only.
+	 * All of this worker's ports share one producer eventfd. */
+	uint32_t writer_count;
+	struct fs_port *wports[FS_SHARD_WRITERS_MAX];
+	const struct fs_snapshot *snaps[FS_SHARD_WRITERS_MAX];
+	const struct fs_shard_map *shard_map;
+	uint32_t appliance;             /* this box's index in the map's appliances (0: alone; shards below) */
 	const uint8_t *jwt_key;
 	size_t jwt_key_len;
 	struct dp_http_limits limits;
@@ -71,7 +80,6 @@ struct dp_worker_config {
 	const struct fs_cidr *trusted;  /* trusted proxies/addresses: X-Forwarded-For believed, no IP limits */
 	uint32_t trusted_count;
 	const struct fs_shard_map *shards; /* --shard-map with appliances; NULL: every SKU is ours */
-	uint32_t appliance;             /* this box's index in shards */
 };
 
 struct dp_worker;

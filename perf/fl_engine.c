@@ -176,9 +176,14 @@ static bool build_request(struct fl_thread *t, struct fl_conn *c, enum fl_op op,
 	if (cap > FL_REQ_LEN_MAX)
 		cap = FL_REQ_LEN_MAX;
 	int n;
+	char sku[FL_SKU_LEN_MAX + 16];
+	if (cfg->sku_count > 1)   /* many SKUs (writer shards): one at random per request */
+		snprintf(sku, sizeof sku, "%s-%u", cfg->sku, (unsigned)(rng_next(&t->rng) % cfg->sku_count));
+	else
+		snprintf(sku, sizeof sku, "%s", cfg->sku);
 	if (op == FL_OP_READ) {
 		n = snprintf(dst, cap, "GET /v1/skus/%s HTTP/1.1\r\nHost: %s\r\n\r\n",
-		             cfg->sku, cfg->host);
+		             sku, cfg->host);
 	} else if (op == FL_OP_RESERVE) {
 		c->user = (uint32_t)(rng_next(&t->rng) % cfg->users);
 		n = snprintf(dst, cap,
@@ -186,7 +191,7 @@ static bool build_request(struct fl_thread *t, struct fl_conn *c, enum fl_op op,
 		             "Authorization: Bearer %s\r\nIdempotency-Key: fl-%016llx-%u-%llu\r\n"
 		             "Content-Type: application/json\r\nContent-Length: 14\r\n\r\n"
 		             "{\"quantity\":1}",
-		             cfg->sku, cfg->host, token_of(t, c->user),
+		             sku, cfg->host, token_of(t, c->user),
 		             (unsigned long long)cfg->run_id, t->id, (unsigned long long)t->seq++);
 	} else {
 		assert(res_id != NULL);

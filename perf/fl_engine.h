@@ -47,6 +47,7 @@ struct fl_config {
 	enum fl_scenario scenario;
 	unsigned mixed_reserve_pct;         /* mixed: share of reservations */
 	char     sku[FL_SKU_LEN_MAX + 1];
+	unsigned sku_count;                 /* > 1: each request picks SKU "<sku>-<i>", i < sku_count, at random */
 	char     payment_token[FL_PAYTOK_LEN_MAX + 1];
 	const char     *tokens;             /* arena of NUL-terminated JWTs */
 	const uint32_t *token_off;          /* users offsets into tokens */

@@ -54,6 +54,7 @@ static void usage(FILE *f)
 	  "usage: flashload --url http://127.0.0.1:8080 [options]\n"
 	  "  --scenario reads|reserve|mixed|checkout   (default reads)\n"
 	  "  --sku S                 SKU (default demo)\n"
+	  "  --sku-count N           N > 1: SKUs S-0 .. S-(N-1), one picked at random per request\n"
 	  "  --connections N         keep-alive connections in all (default 10)\n"
 	  "  --threads T             load threads (default 1)\n"
 	  "  --cpu LIST              pin threads to CPUs, e.g. 1 or 0,2-3\n"
@@ -205,6 +206,7 @@ static const char *apply_option(struct options *o, const char *name, const char 
 	if (strcmp(name, "label") == 0) { o->label = val; return NULL; }
 	if (strcmp(name, "jwt-secret-file") == 0) { o->secret_path = val; return NULL; }
 	if (strcmp(name, "connections") == 0 && !(e = parse_number(val, 1, FL_CONNS_MAX, &v))) c->connections = (unsigned)v;
+	else if (strcmp(name, "sku-count") == 0 && !(e = parse_number(val, 1, 100000, &v))) c->sku_count = (unsigned)v;
 	else if (strcmp(name, "threads") == 0 && !(e = parse_number(val, 1, FL_THREADS_MAX, &v))) c->threads = (unsigned)v;
 	else if (strcmp(name, "pipeline") == 0 && !(e = parse_number(val, 1, FL_PIPELINE_MAX, &v))) c->pipeline = (unsigned)v;
 	else if (strcmp(name, "duration") == 0 && !(e = parse_number(val, 0.001, FL_DURATION_S_MAX, &v))) c->duration_s = v;
@@ -220,7 +222,7 @@ static const char *apply_option(struct options *o, const char *name, const char 
 static int parse_args(int argc, char **argv, struct options *o)
 {
 	static const struct option longs[] = {
-		{"url", 1, 0, 0}, {"scenario", 1, 0, 0}, {"sku", 1, 0, 0},
+		{"url", 1, 0, 0}, {"scenario", 1, 0, 0}, {"sku", 1, 0, 0}, {"sku-count", 1, 0, 0},
 		{"connections", 1, 0, 0}, {"threads", 1, 0, 0}, {"cpu", 1, 0, 0},
 		{"duration", 1, 0, 0}, {"rate", 1, 0, 0}, {"pipeline", 1, 0, 0},
 		{"users", 1, 0, 0}, {"user-base", 1, 0, 0}, {"jwt-secret-file", 1, 0, 0}, {"tier", 1, 0, 0},

@@ -1563,6 +1563,7 @@ static void record_order_change(struct wr_state *st, struct fs_cmd *c, const str
 	memcpy(c->sku, k->name, k->name_len);
 	c->sku_len = k->name_len;
 	sku_touch(st, out, r->sku);
+	res_touch(out, o->res_no, c->ref);   /* the published order reads see the change */
 	record_emit(out, c);
 }
 

@@ -264,7 +264,7 @@ static int alloc_buffers(struct writer *w)
 		fs_ring_init(&pt->answers, p, c->ring_slots, sizeof(struct fs_ans));
 		p += (size_t)c->ring_slots * sizeof(struct fs_ans);
 		pt->inflight_max = c->ring_slots;
-		pt->producer.fd = eventfd_new();
+		pt->producer.fd = i < c->producer_fd_count ? c->producer_fds[i] : eventfd_new();
 		pt->writer = &w->wake;
 		if (pt->producer.fd < 0)
 			return -1;
@@ -544,6 +544,14 @@ int wr_reveal_seed(struct writer *w, struct fs_cmd *c)
 	return 0;
 }
 
+int wr_owns_sku(const struct wr_config *cfg, const char *sku, size_t len)
+{
+	if (cfg->shard_count <= 1)
+		return 1;
+	assert(cfg->shard_index < cfg->shard_count);
+	return fs_shard_writer_of(cfg->shard_map, sku, len, cfg->shard_count) == cfg->shard_index;
+}
+
 /* Gathers due timers, then every port's commands, up to batch_count_max. */
 static uint32_t gather(struct writer *w, int64_t t_ms)
 {
@@ -562,6 +570,8 @@ static uint32_t gather(struct writer *w, int64_t t_ms)
 			w->cmds[n + k].origin = (uint8_t)i;
 			if (w->cmds[n + k].type == FS_CMD_SALE_OPEN)   /* an operator's `sale open` */
 				wr_reveal_seed(w, &w->cmds[n + k]);
+			if (w->cmds[n + k].type == FS_CMD_SALE_CREATE)   /* where a SKU enters a writer */
+				assert(wr_owns_sku(&w->cfg, w->cmds[n + k].sku, w->cmds[n + k].sku_len));
 		}
 		n += got;
 	}
@@ -1234,7 +1244,7 @@ void wr_close(struct writer *w)
 		close(w->wake.fd);
 	if (w->charge_waker.fd >= 0)
 		close(w->charge_waker.fd);
-	for (uint32_t i = 0; i < w->port_count; i++)
+	for (uint32_t i = w->cfg.producer_fd_count; i < w->port_count; i++)   /* the caller's stay open */
 		if (w->ports[i].producer.fd >= 0)
 			close(w->ports[i].producer.fd);
 	if (w->mem && w->mem != MAP_FAILED)

@@ -10,6 +10,7 @@
 #include "common/fs_port.h"
 #include "common/fs_snapshot.h"
 #include "writer/alloc.h"
+#include "common/fs_shard.h"
 
 #define WR_BATCH_COUNT_MAX  8192u
 #define WR_PORT_COUNT_MAX   64u
@@ -48,6 +49,19 @@ struct wr_config {
 	void (*before_replay)(void *arg, struct writer *w);
 	void *before_replay_arg;
 	uint32_t replay_pace_us;          /* tests only: each replayed batch takes this much longer */
+	/* writer shards (flashsaled --writers N): this writer is shard
+	 * shard_index of shard_count and owns exactly the SKUs
+	 * fs_shard_writer_of(shard_map, sku, shard_count) gives it; a sale
+	 * created for any other SKU is a routing bug (asserted: one SKU, one
+	 * writer). shard_count 0 or 1: it owns every SKU. */
+	uint32_t shard_index, shard_count;
+	const struct fs_shard_map *shard_map;
+	/* port i's producer eventfd is producer_fds[i] for i < producer_fd_count
+	 * (the caller's, never closed here: every shard of a box wakes a
+	 * worker through one fd, so the worker sleeps on one); the rest are
+	 * made here. */
+	const int *producer_fds;
+	uint32_t producer_fd_count;
 };
 
 struct wr_metrics {
@@ -145,6 +159,8 @@ void wr_print_budget(const struct wr_config *cfg);
 /* Bytes of the published reservations and orders (common/fs_pub.h) for l. */
 uint64_t wr_pub_bytes(const struct wr_limits *l);
 const char *wr_journal_dir(const struct writer *w);
+/* 1 when writer shard cfg owns the SKU (always with one shard). Pure. */
+int wr_owns_sku(const struct wr_config *cfg, const char *sku, size_t len);
 /* Usage of the fixed tables (approximate while running). */
 void wr_table_usage(const struct writer *w, struct wr_usage *u);
 

@@ -54,6 +54,11 @@ static void setup(void)
 	A.cfg.ready = &ready;
 	A.cfg.data_dir = data_dir;
 	A.cfg.admin_token = "fuzz-admin-token";
+	A.cfg.writer_count = 1;   /* what ctl_admin_start fills in for one writer */
+	A.cfg.writers[0] = w;
+	A.cfg.ports[0] = A.cfg.port;
+	A.cfg.snaps[0] = snap;
+	A.cfg.shard_dirs[0] = data_dir;
 	A.out = malloc(ADMIN_OUT_BYTES);
 	A.body = malloc(ADMIN_OUT_BYTES);
 	CHECK(A.out && A.body);

@@ -239,7 +239,11 @@ static int start_due(struct payments *p, int64_t t)
 		if (s->state != SLOT_WAITING || s->due_ms > t)
 			continue;
 		int64_t due = t;
-		int out = p->prov.start(p->prov.self, i, &p->charges[i], t, &due);
+		/* the provider sees the public order id (the idempotency key: two
+		 * writer shards number their orders alike); PAY_RESULT keeps ours */
+		struct wr_charge pub = p->charges[i];
+		pub.order_no |= p->cfg.order_id_bits;
+		int out = p->prov.start(p->prov.self, i, &pub, t, &due);
 		if (out == PAY_BUSY) {
 			p->cursor = i;     /* first in line when a connection frees up */
 			return 1;

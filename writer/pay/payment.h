@@ -42,6 +42,8 @@ struct pay_config {
 	uint32_t breaker_open_ms;         /* how long it stays open, e.g. 1000 */
 	uint32_t attempt_timeout_ms;      /* HTTP: connect + request + answer, e.g. 2000 */
 	uint32_t connection_count_max;    /* HTTP: connections to the provider, e.g. 64 */
+	uint64_t order_id_bits;           /* ORed into order numbers the provider sees: the owner
+	                                   * bits of the public id (fs_shard.h); 0 with one writer */
 };
 
 enum pay_breaker { PAY_BREAKER_CLOSED = 0, PAY_BREAKER_OPEN = 1, PAY_BREAKER_HALF_OPEN = 2 };
