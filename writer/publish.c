@@ -193,7 +193,16 @@ void wr_publish_batch(struct wr_publisher *pb, const struct wr_state *st, const 
 		if (!pb->mark[idx] && queue_moved(pb, st, idx))
 			count = set_add(pb, count, idx);
 	}
+	/* leaving a freeze gives every live hold of the sale its frozen time
+	 * back (alloc.c holds_unfreeze, no record per hold): republish them all */
 	int redraw = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (cmds[i].type == FS_CMD_SALE_RESUME && cmds[i].err == FS_OK) {
+			int idx = wr_sku_find(st, cmds[i].sku, cmds[i].sku_len);
+			assert(idx >= 0);
+			count = set_add(pb, count, (uint32_t)idx);
+			redraw = 1;
+		}
 	for (uint32_t i = 0; i < count && !redraw; i++) {
 		uint64_t wl, pq;
 		uint32_t drawn;
