@@ -47,7 +47,7 @@ static int sku_add(struct ctl_proxy_skus *s, const struct fs_shard_map *m, const
                    char *err, size_t err_len)
 {
 	if (!valid_sku(sku, len)) {
-		snprintf(err, err_len, "SKU '%.*s': 1..%u of A-Z a-z 0-9 . _ -", (int)len, sku, FS_SKU_LEN_MAX);
+		snprintf(err, err_len, "SKU '%.*s': 1..%d of A-Z a-z 0-9 . _ -", (int)len, sku, (int)FS_SKU_LEN_MAX);
 		return -1;
 	}
 	if (sku_known(s, sku, len))
@@ -238,7 +238,8 @@ int ctl_shard_map(int argc, char **argv)
 		return 1;
 	}
 	int rc = ctl_proxy_write(out, kind, &map, &list, listen);
-	if ((out_path ? fclose(out) : fflush(out)) != 0 || rc != 0) {
+	int done = out == stdout ? fflush(out) : fclose(out);
+	if (done != 0 || rc != 0) {
 		fprintf(stderr, "flashctl: shard-map: write failed\n");
 		return 1;
 	}
