@@ -33,9 +33,23 @@ struct dp_sku_cache {
 	} e[DP_SKU_CACHE_SLOTS];
 };
 
+/* A worker's verified tokens, shared by its connections: a client whose
+ * requests arrive over several connections (or a load balancer's pooled
+ * ones) pays one HMAC per token, not one per connection switch. Keyed by
+ * the token's 128-bit hash, as the per-connection cache; an entry serves
+ * only while its token is unexpired. Owned by one thread; fixed size. */
+#define DP_TOKEN_CACHE_SLOTS 1024       /* power of two; hash modulo */
+struct dp_token_cache {
+	struct dp_token_cache_entry {
+		uint64_t tok_hash[2];           /* 0,0 = empty */
+		struct fs_claims claims;
+	} e[DP_TOKEN_CACHE_SLOTS];
+};
+
 struct dp_route_ctx {
 	const struct fs_snapshot *snap;
 	struct dp_sku_cache *sku_cache; /* NULL: render every GET; else this thread's */
+	struct dp_token_cache *tok_cache; /* NULL: the per-connection cache only; else this thread's */
 	struct fs_jwt_key *jwt;         /* prepared once per worker thread */
 	int64_t now_ms;
 	uint32_t quantity_max;
