@@ -38,7 +38,7 @@ struct dp_sku_cache {
  * ones) pays one HMAC per token, not one per connection switch. Keyed by
  * the token's 128-bit hash, as the per-connection cache; an entry serves
  * only while its token is unexpired. Owned by one thread; fixed size. */
-#define DP_TOKEN_CACHE_SLOTS 1024       /* power of two; hash modulo */
+#define DP_TOKEN_CACHE_SLOTS 4096       /* power of two; hash modulo (~640 KiB) */
 struct dp_token_cache {
 	struct dp_token_cache_entry {
 		uint64_t tok_hash[2];           /* 0,0 = empty */
