@@ -593,6 +593,7 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 		w->proto.route.snaps[k] = cfg->snaps[k];
 	}
 	w->proto.route.sku_cache = calloc(1, sizeof *w->proto.route.sku_cache);   /* NULL: no cache */
+	w->proto.route.tok_cache = calloc(1, sizeof *w->proto.route.tok_cache);   /* NULL: no cache */
 	if (fs_jwt_key_init(&w->jwt, cfg->jwt_key, cfg->jwt_key_len) != 0) {
 		snprintf(err, err_len, "worker %u: OpenSSL cannot provide HMAC-SHA256", cfg->index);
 		return NULL;
@@ -641,6 +642,7 @@ void dp_worker_free(struct dp_worker *w)
 	free(w->free_list);
 	free(w->flush);
 	free(w->proto.route.sku_cache);
+	free(w->proto.route.tok_cache);
 	fs_jwt_key_free(&w->jwt);
 	free(w);
 }

@@ -454,6 +454,8 @@ static void open_undo(struct dp_lwip *g, int jwt_ready)
 	free(g->gc);
 	free(g->free_list);
 	free(g->flush);
+	free(g->proto.route.sku_cache);
+	free(g->proto.route.tok_cache);
 	if (jwt_ready)
 		fs_jwt_key_free(&g->jwt);
 	free(g);
@@ -502,6 +504,9 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 	g->proto.route.shards = wc->shards;
 	g->proto.route.appliance = wc->appliance;
 	g->proto.route.now_ms = fs_wall_ms();
+	/* the lane's own answer and token caches, as an io_uring worker's (NULL: none) */
+	g->proto.route.sku_cache = calloc(1, sizeof *g->proto.route.sku_cache);
+	g->proto.route.tok_cache = calloc(1, sizeof *g->proto.route.tok_cache);
 	if (fs_jwt_key_init(&g->jwt, wc->jwt_key, wc->jwt_key_len) != 0) {
 		snprintf(err, err_len, "OpenSSL cannot provide HMAC-SHA256");
 		open_undo(g, 0);
@@ -571,6 +576,10 @@ void dp_lwip_close(struct dp_lwip *g)
 	netif_set_down(&g->netif);
 	netif_remove(&g->netif);
 	fs_jwt_key_free(&g->jwt);
+	free(g->proto.route.sku_cache);
+	free(g->proto.route.tok_cache);
+	g->proto.route.sku_cache = NULL;
+	g->proto.route.tok_cache = NULL;
 	the_stack = NULL;
 	/* The slots stay mapped: the admin thread may still read the stats. */
 }

@@ -152,8 +152,20 @@ static int authenticate(const struct dp_route_ctx *ctx, const struct dp_request 
 	if (auth->tok_hash[0] == h.low64 && auth->tok_hash[1] == h.high64 && auth->claims.exp_s > now_s)
 		return 0;
 	auth->tok_hash[0] = auth->tok_hash[1] = 0;
-	if (fs_jwt_verify_prepared(ctx->jwt, tok, tok_len, now_s, &auth->claims) != 0)
-		return -1;
+	struct dp_token_cache_entry *e = ctx->tok_cache ?
+	        &ctx->tok_cache->e[h.low64 & (DP_TOKEN_CACHE_SLOTS - 1)] : NULL;
+	if (e != NULL && e->tok_hash[0] == h.low64 && e->tok_hash[1] == h.high64 && e->claims.exp_s > now_s) {
+		auth->claims = e->claims;   /* verified on another of this worker's connections */
+	} else {
+		if (fs_jwt_verify_prepared(ctx->jwt, tok, tok_len, now_s, &auth->claims) != 0)
+			return -1;
+		if (e != NULL) {
+			e->claims = auth->claims;
+			e->tok_hash[0] = h.low64;
+			e->tok_hash[1] = h.high64;
+		}
+	}
+	assert(auth->claims.sub_len > 0 && auth->claims.sub_len <= FS_ID_LEN_MAX);
 	auth->tok_hash[0] = h.low64;
 	auth->tok_hash[1] = h.high64;
 	return 0;

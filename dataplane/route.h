@@ -38,6 +38,19 @@ struct dp_sku_cache {
 
 #define DP_READY_RECOVERING 2     /* the ready flag during start-up replay (flashsaled.c) */
 
+/* A worker's verified tokens, shared by its connections: a client whose
+ * requests arrive over several connections (or a load balancer's pooled
+ * ones) pays one HMAC per token, not one per connection switch. Keyed by
+ * the token's 128-bit hash, as the per-connection cache; an entry serves
+ * only while its token is unexpired. Owned by one thread; fixed size. */
+#define DP_TOKEN_CACHE_SLOTS 4096       /* power of two; hash modulo (~640 KiB) */
+struct dp_token_cache {
+	struct dp_token_cache_entry {
+		uint64_t tok_hash[2];           /* 0,0 = empty */
+		struct fs_claims claims;
+	} e[DP_TOKEN_CACHE_SLOTS];
+};
+
 struct dp_route_ctx {
 	const struct fs_snapshot *snap; /* writer shard 0's (the operator's IP rules: every shard's) */
 	/* writer shards: SKUs go to fs_shard_writer_of(shard_map, sku,
@@ -48,6 +61,7 @@ struct dp_route_ctx {
 	const struct fs_shard_map *shard_map;
 	uint32_t appliance;             /* this box's index in shards (0 without one) */
 	struct dp_sku_cache *sku_cache; /* NULL: render every GET; else this thread's */
+	struct dp_token_cache *tok_cache; /* NULL: the per-connection cache only; else this thread's */
 	struct fs_jwt_key *jwt;         /* prepared once per worker thread */
 	int64_t now_ms;
 	uint32_t quantity_max;
