@@ -1132,6 +1132,9 @@ static void *writer_main(void *arg)
 			continue;
 		}
 		snapshot_poll(w, fs_wall_ms());
+		if (w->cfg.retention_ms > 0)   /* fairness buckets of clients gone for the retention */
+			wr_admission_sweep(w->admission, fs_wall_ms(),
+			                   w->cfg.retention_ms > 60000 ? (int64_t)w->cfg.retention_ms : 60000, 1024);
 		int64_t t = fs_wall_ms();
 		if (t < w->last_t_ms)
 			t = w->last_t_ms;   /* batch time never goes backwards */
