@@ -474,6 +474,8 @@ void wr_print_budget(const struct wr_config *c)
 	       "orders %u, idempotency keys %u, holdings %u: %.0f MiB reserved\n",
 	       l->sku_count_max, l->user_count_max, l->reservation_count_max, l->order_count_max,
 	       l->idem_count_max, l->holding_count_max, (double)wr_state_bytes(l) / mib);
+	printf("flashsaled: snapshot thread's copy of the tables: %.0f MiB reserved, touched as it fills\n",
+	       (double)wr_state_bytes(l) / mib);
 	printf("flashsaled: rings: %u ports x %u slots x 2 (%.1f MiB), batch <= %u commands, "
 	       "journal segments %.0f MiB\n", c->port_count, c->ring_slots,
 	       (double)c->port_count * c->ring_slots * (sizeof(struct fs_cmd) + sizeof(struct fs_ans)) / mib,
