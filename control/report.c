@@ -10,6 +10,13 @@
  * the share of winners (users with a paid order) the risk score flagged.
  * Offline and bounded by the journal: memory grows with the reservations
  * and orders replayed, nothing else.
+ *
+ * Once segments were deleted (a snapshot made them unneeded) the journal
+ * no longer starts at batch 1: the replay then starts from the oldest kept
+ * snapshot that loads, and the statement says so. Its unit counters are
+ * exact (the snapshot carries them); the order, revenue, returned-unit and
+ * winner figures and the batch-by-batch proof cover the replayed batches
+ * only (the earlier history is in PostgreSQL or the --archive directory).
  */
 #include "control/report.h"
 #include "control/ctl_client.h"
@@ -19,6 +26,7 @@
 #include "writer/alloc.h"
 #include "writer/journal.h"
 #include "writer/record.h"
+#include "writer/snapshot.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -240,6 +248,41 @@ static uint32_t report_shard(const char *data_dir, int writers, const char *sku,
 	return k;
 }
 
+/* 1 when DIR's journal holds batch 1 (or is empty). */
+static int starts_at_one(const char *dir)
+{
+	char err[512];
+	struct jr_reader *rd = jr_reader_open(dir, err, sizeof err);
+	struct jr_batch b;
+	int one = rd != NULL && jr_reader_next(rd, 1, &b, err, sizeof err) == 1;
+	int any = rd != NULL && (one || jr_reader_next(rd, UINT64_MAX, &b, err, sizeof err) != 1);
+	jr_reader_close(rd);
+	return one || any;
+}
+
+/* Loads the oldest snapshot of DATA_DIR that verifies into a state sized
+ * by its own limits (*st, *l). Returns its batch, or 0 when none loads. */
+static uint64_t from_snapshot(const char *data_dir, struct wr_state **st, struct wr_limits *l)
+{
+	uint64_t seqs[WR_SNAP_LIST_MAX];
+	int n = wr_snapshot_list(data_dir, seqs, WR_SNAP_LIST_MAX);
+	for (int i = n - 1; i >= 0; i--) {   /* oldest first: the longest replay */
+		char path[4200], err[4400];
+		struct wr_snap_stamp stamp;
+		wr_snapshot_path(path, sizeof path, data_dir, seqs[i]);
+		if (wr_snapshot_limits(path, l, err, sizeof err) != 0 || (*st = wr_state_new(l)) == NULL) {
+			fprintf(stderr, "flashctl: report: %s\n", err);
+			continue;
+		}
+		if (wr_snapshot_load(path, *st, &stamp, NULL, err, sizeof err) == 0 && stamp.seq == seqs[i])
+			return stamp.seq;
+		fprintf(stderr, "flashctl: report: refusing %s\n", err);
+		wr_state_free(*st);
+		*st = NULL;
+	}
+	return 0;
+}
+
 int ctl_report(int argc, char **argv, const char *admin, const char *token)
 {
 	const char *data_dir = "./var", *sku = NULL, *map_path = NULL;
@@ -294,7 +337,19 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 	}
 	struct wr_limits l;
 	wr_limits_default(&l);
-	struct wr_state *st = wr_state_new(&l);
+	struct wr_state *st = NULL;
+	uint64_t base = 0;   /* the snapshot the replay starts from (0: batch 1) */
+	if (!starts_at_one(dir) && (base = from_snapshot(shard_dir, &st, &l)) == 0) {
+		fprintf(stderr, "flashctl: report: the journal in %s no longer starts at batch 1 and no snapshot "
+		        "loads: nothing to start the replay from\n", dir);
+		return 1;
+	}
+	if (base != 0 && jr_reader_seek(rd, base) != 0) {
+		fprintf(stderr, "flashctl: report: cannot list %s\n", dir);
+		return 1;
+	}
+	if (st == NULL)
+		st = wr_state_new(&l);
 	uint32_t cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
 	struct fs_cmd *cmds = calloc(cap, sizeof *cmds);
 	struct wr_batch_out out;
@@ -376,6 +431,11 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 	printf("closing statement for sale %s (journal %s, %" PRIu64 " batches replayed)\n", sku, dir, r.batches);
 	if (shard[0])
 		printf("  shard              %s (appliances as shards: this box owns the SKU)\n", shard);
+	if (base != 0)
+		printf("  from a snapshot    the journal before batch %" PRIu64 " was deleted or archived: the units are\n"
+		       "                     exact (snapshot %" PRIu64 " + the batches after it); orders, revenue,\n"
+		       "                     returned units, winners and the proof cover batches %" PRIu64 "..%" PRIu64
+		       " only\n", base + 1, base, base + 1, base + r.batches);
 	printf("  state              %s\n", fs_sale_state_name(v.state));
 	printf("units\n  total              %" PRIu64 "\n  sold               %" PRIu64 "\n  held (reserved)    %" PRIu64
 	       "\n  available          %" PRIu64 "\n  returned           %" PRIu64 " (%" PRIu64 " cancellations, %" PRIu64

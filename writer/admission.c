@@ -219,3 +219,10 @@ uint32_t wr_admission_flags(struct wr_admission *ad, struct fs_cmd *out, uint32_
 	assert(n <= WR_FLAGS_PER_BATCH);
 	return n;
 }
+
+uint32_t wr_admission_sweep(struct wr_admission *ad, int64_t now_ms, int64_t idle_ms, uint32_t slots)
+{
+	assert(ad != NULL);
+	return fr_sweep(ad->user_buckets, now_ms, idle_ms, slots) + fr_sweep(ad->device_buckets, now_ms, idle_ms, slots) +
+	       fr_sweep(ad->ip_buckets, now_ms, idle_ms, slots) + fr_sweep(ad->ip_rate_buckets, now_ms, idle_ms, slots);
+}

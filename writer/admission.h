@@ -73,6 +73,12 @@ int wr_admit(struct wr_admission *ad, struct wr_admission_batch *b, const struct
  * as FS_CMD_RISK_FLAG commands from no port, to be decided and journaled
  * with the batch; returns how many. Flags that do not fit are dropped (the
  * user is flagged again at its next attempt). */
+/* Drops buckets idle for idle_ms (fairness.h fr_sweep), up to `slots`
+ * slots of each table per call: the writer calls it between batches, so
+ * the tables hold the clients of the last idle_ms, not of all time.
+ * Returns buckets dropped. */
+uint32_t wr_admission_sweep(struct wr_admission *ad, int64_t now_ms, int64_t idle_ms, uint32_t slots);
+
 uint32_t wr_admission_flags(struct wr_admission *ad, struct fs_cmd *out, uint32_t max);
 
 #endif

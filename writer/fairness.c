@@ -32,6 +32,7 @@ struct fr_table {
 	uint32_t count_max;
 	uint64_t tickets_issued;
 	uint64_t tickets_served;
+	uint64_t sweep_at;       /* fr_sweep's next slot */
 	size_t bytes;
 };
 
@@ -101,6 +102,44 @@ static struct fr_bucket *find(struct fr_table *t, uint64_t key, int create)
 	}
 	assert(!"bucket table without an empty slot");
 	return NULL;
+}
+
+/* Empties slot i (backward-shift deletion: every other key stays
+ * reachable from its home slot). */
+static void drop_at(struct fr_table *t, uint64_t i)
+{
+	assert(t->b[i].key != 0 && t->count > 0);
+	uint64_t j = (i + 1) & t->mask;
+	for (uint64_t probe = 0; probe <= t->mask && t->b[j].key != 0; probe++, j = (j + 1) & t->mask) {
+		uint64_t home = t->b[j].key & t->mask;
+		int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			t->b[i] = t->b[j];
+			i = j;
+		}
+	}
+	memset(&t->b[i], 0, sizeof t->b[i]);
+	t->count--;
+}
+
+uint32_t fr_sweep(struct fr_table *t, int64_t now_ms, int64_t idle_ms, uint32_t slots)
+{
+	assert(idle_ms >= 60000);
+	uint32_t dropped = 0;
+	for (uint32_t n = 0; n < slots && t->count > 0; n++) {
+		uint64_t i = t->sweep_at;
+		const struct fr_bucket *b = &t->b[i];
+		int64_t used = b->last_ms > b->seen_ms ? b->last_ms : b->seen_ms;
+		if (b->key != 0 && used + idle_ms <= now_ms) {
+			if (b->ticket != 0)
+				t->tickets_served++;   /* a client that never came back leaves the queue */
+			drop_at(t, i);   /* slot i may hold a moved bucket now: look again */
+			dropped++;
+			continue;
+		}
+		t->sweep_at = (i + 1) & t->mask;
+	}
+	return dropped;
 }
 
 static uint64_t key_of(const char *key, size_t len) { return XXH3_64bits(key, len) | 1; }

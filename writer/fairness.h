@@ -60,5 +60,13 @@ int fr_take_rate(struct fr_table *t, const char *key, size_t len, uint32_t rate_
 void fr_refund(struct fr_table *t, const char *key, size_t len);
 
 uint32_t fr_count(const struct fr_table *t);
+/* Drops buckets nobody used for idle_ms (a queue ticket they hold counts
+ * as served),
+ * looking at up to `slots` slots from where the last call stopped. A
+ * bucket idle that long (>= 60 s) has refilled, so a fresh one is the same
+ * to its client; what is lost is the risk memory of a client gone for
+ * idle_ms. Without it the table fills with every client ever seen and then
+ * answers 503 to every new one. Returns buckets dropped. */
+uint32_t fr_sweep(struct fr_table *t, int64_t now_ms, int64_t idle_ms, uint32_t slots);
 
 #endif

@@ -488,6 +488,8 @@ void wr_print_budget(const struct wr_config *c)
 	       "orders %u, idempotency keys %u, holdings %u: %.0f MiB reserved\n",
 	       l->sku_count_max, l->user_count_max, l->reservation_count_max, l->order_count_max,
 	       l->idem_count_max, l->holding_count_max, (double)wr_state_bytes(l) / mib);
+	printf("flashsaled: snapshot thread's copy of the tables: %.0f MiB reserved, touched as it fills\n",
+	       (double)wr_state_bytes(l) / mib);
 	printf("flashsaled: rings: %u ports x %u slots x 2 (%.1f MiB), batch <= %u commands, "
 	       "journal segments %.0f MiB\n", c->port_count, c->ring_slots,
 	       (double)c->port_count * c->ring_slots * (sizeof(struct fs_cmd) + sizeof(struct fs_ans)) / mib,
@@ -956,36 +958,42 @@ static void segments_drop(struct writer *w, int64_t t_ms)
 	}
 }
 
+/* A snapshot the snapshotter finished: the newest durable one, older
+ * ones pruned (or, failed, the previous one stays). */
+static void snapshot_done(struct writer *w, const struct wr_snapshotter_result *res)
+{
+	int ok = res->ok;
+	w->snap_busy = 0;
+	if (ok) {
+		assert(res->seq == w->snap_pending.seq);
+		w->snap_seq = res->seq;
+		w->snap_oldest_kept = wr_snapshot_prune(w->cfg.data_dir, WR_SNAP_KEEP);
+		char path[PATH_MAX + 64];
+		struct stat sb;
+		wr_snapshot_path(path, sizeof path, w->cfg.data_dir, w->snap_seq);
+		atomic_store(&w->m.snapshot_bytes, stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0);
+		atomic_fetch_add(&w->m.snapshots, 1);
+		atomic_store(&w->m.snapshot_seq, w->snap_seq);
+		atomic_store(&w->m.snapshot_write_ms_last, (mono_ns() - w->snap_started_ns) / 1000000);
+		w->drop_next_ms = 0;
+	} else {
+		fprintf(stderr, "writer: snapshot of batch %llu failed; the previous one stays\n",
+		        (unsigned long long)w->snap_pending.seq);
+		atomic_fetch_add(&w->m.snapshot_failures, 1);
+	}
+	atomic_store(&w->snap_result, ok ? (int64_t)w->snap_seq : -1);
+	atomic_store(&w->snap_done, w->snap_req_taken);
+}
+
 /* Takes a finished snapshot's result, starts one when asked for or due,
  * and lets old segments go. Called between batches. */
 static void snapshot_poll(struct writer *w, int64_t t_ms)
 {
-	if (w->snap_busy) {
-		struct wr_snapshotter_result res;
-		if (!wr_snapshotter_poll(w->snapper, &res))
-			goto drop;
-		int ok = res.ok;
-		w->snap_busy = 0;
-		if (ok) {
-			assert(res.seq == w->snap_pending.seq);
-			w->snap_seq = res.seq;
-			w->snap_oldest_kept = wr_snapshot_prune(w->cfg.data_dir, WR_SNAP_KEEP);
-			char path[PATH_MAX + 64];
-			struct stat sb;
-			wr_snapshot_path(path, sizeof path, w->cfg.data_dir, w->snap_seq);
-			atomic_store(&w->m.snapshot_bytes, stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0);
-			atomic_fetch_add(&w->m.snapshots, 1);
-			atomic_store(&w->m.snapshot_seq, w->snap_seq);
-			atomic_store(&w->m.snapshot_write_ms_last, (mono_ns() - w->snap_started_ns) / 1000000);
-			w->drop_next_ms = 0;
-		} else {
-			fprintf(stderr, "writer: snapshot of batch %llu failed; the previous one stays\n",
-			        (unsigned long long)w->snap_pending.seq);
-			atomic_fetch_add(&w->m.snapshot_failures, 1);
-		}
-		atomic_store(&w->snap_result, ok ? (int64_t)w->snap_seq : -1);
-		atomic_store(&w->snap_done, w->snap_req_taken);
-	}
+	struct wr_snapshotter_result res;
+	if (w->snap_busy && !wr_snapshotter_poll(w->snapper, &res))
+		goto drop;
+	if (w->snap_busy)
+		snapshot_done(w, &res);
 	uint64_t req = atomic_load(&w->snap_req);
 	/* Due every interval, busy or idle: taking one costs the writer a
 	 * hand-over, not a stall, so restart time stays within an interval
@@ -1166,6 +1174,9 @@ static void *writer_main(void *arg)
 			continue;
 		}
 		snapshot_poll(w, fs_wall_ms());
+		if (w->cfg.retention_ms > 0)   /* fairness buckets of clients gone for the retention */
+			wr_admission_sweep(w->admission, fs_wall_ms(),
+			                   w->cfg.retention_ms > 60000 ? (int64_t)w->cfg.retention_ms : 60000, 1024);
 		int64_t t = fs_wall_ms();
 		if (t < w->last_t_ms)
 			t = w->last_t_ms;   /* batch time never goes backwards */
@@ -1221,7 +1232,14 @@ void wr_close(struct writer *w)
 	if (w == NULL)
 		return;
 	wr_stop(w);
-	wr_snapshotter_free(w->snapper);   /* finishes a snapshot being written */
+	while (w->snap_busy) {   /* a snapshot being written is finished and counted */
+		struct wr_snapshotter_result res;
+		if (wr_snapshotter_poll(w->snapper, &res))
+			snapshot_done(w, &res);
+		else
+			usleep(1000);
+	}
+	wr_snapshotter_free(w->snapper);
 	if (w->j)
 		jr_close(w->j);
 	if (w->follow_rc) {

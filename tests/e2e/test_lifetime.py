@@ -222,6 +222,15 @@ class Lifetime(unittest.TestCase):
         self.assertGreater(len(archived), 0)
         # kept: the segments after the older of the two kept snapshots
         self.assertLessEqual(len(live), 6, live)
+        # the closing statement once the journal no longer starts at batch 1
+        c = srv.counters("s")
+        p = srv.admin("report", "s", "--data-dir", srv.data_dir)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("from a snapshot", p.stdout)
+        self.assertIn("zero-oversell proof  HOLDS", p.stdout)
+        for field in ("total", "sold", "available"):
+            self.assertRegex(p.stdout, r"\n  %s +%d\n" % (field, c[field]))
+        self.assertRegex(p.stdout, r"\n  held \(reserved\) +%d\n" % c["reserved"])
         before = srv.counters("s")
         srv.kill9()
         srv.start()

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <cmocka.h>
 
 #include "writer/fairness.h"
@@ -107,6 +108,41 @@ static void test_refund(void **state)
 	fr_free(t);
 }
 
+/* A full table answers -1 (503) to a new client until the sweep drops the
+ * buckets idle for the given time; the ones used since stay, keeping their
+ * state, and every kept key is still found after the deletions. */
+static void test_sweep_frees_idle_buckets(void **state)
+{
+	(void)state;
+	struct fr_table *t = fr_new(64);
+	struct fr_verdict v;
+	char key[16];
+	int64_t t0 = 1000000;
+	for (int i = 0; i < 64; i++) {
+		int len = snprintf(key, sizeof key, "u%d", i);
+		assert_int_equal(fr_take(t, key, (size_t)len, 2, t0, &v), 1);
+	}
+	assert_int_equal(fr_take(t, "new", 3, 2, t0, &v), -1);
+	/* the even ones come back an hour later: only the odd ones are idle */
+	int64_t t1 = t0 + 3600000;
+	for (int i = 0; i < 64; i += 2) {
+		int len = snprintf(key, sizeof key, "u%d", i);
+		assert_int_equal(fr_take(t, key, (size_t)len, 2, t1, &v), 1);
+	}
+	assert_int_equal(fr_sweep(t, t1 - 1, 3600000, 1u << 20), 0);   /* not idle long enough */
+	assert_int_equal(fr_sweep(t, t1 + 1, 3600000, 1u << 20), 32);
+	assert_int_equal(fr_count(t), 32);
+	for (int i = 0; i < 64; i += 2) {   /* still there, with the token taken: 49 of 50 left */
+		int len = snprintf(key, sizeof key, "u%d", i);
+		for (int k = 0; k < 49; k++)
+			assert_int_equal(fr_take(t, key, (size_t)len, 2, t1 + 1, &v), 1);
+		assert_int_equal(fr_take(t, key, (size_t)len, 2, t1 + 1, &v), 0);
+	}
+	assert_int_equal(fr_count(t), 32);
+	assert_int_equal(fr_take(t, "new", 3, 2, t1 + 1, &v), 1);
+	fr_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -116,6 +152,7 @@ int main(void)
 		cmocka_unit_test(test_exempt_and_full),
 		cmocka_unit_test(test_positions_only_go_down),
 		cmocka_unit_test(test_refund),
+		cmocka_unit_test(test_sweep_frees_idle_buckets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
