@@ -283,7 +283,37 @@ static uint64_t from_snapshot(const char *data_dir, struct wr_state **st, struct
 	return 0;
 }
 
-int ctl_report(int argc, char **argv, const char *admin, const char *token)
+/* What a report holds while it runs; report_free() releases it on every
+ * way out of report_run(). */
+static struct {
+	struct jr_reader *rd;
+	struct wr_state *st;
+	struct fs_cmd *cmds;
+	struct wr_batch_out *out;
+	struct rp *r;
+	uint8_t *won;
+} mem;
+
+static void report_free(void)
+{
+	if (mem.rd != NULL)
+		jr_reader_close(mem.rd);
+	if (mem.st != NULL)
+		wr_state_free(mem.st);
+	free(mem.cmds);
+	if (mem.out != NULL)
+		wr_batch_out_free(mem.out);
+	if (mem.r != NULL) {
+		free(mem.r->res);
+		free(mem.r->ord);
+		free(mem.r->users);
+		free(mem.r->flagged);
+	}
+	free(mem.won);
+	memset(&mem, 0, sizeof mem);
+}
+
+static int report_run(int argc, char **argv, const char *admin, const char *token)
 {
 	const char *data_dir = "./var", *sku = NULL, *map_path = NULL;
 	for (int i = 0; i < argc; i++) {
@@ -330,7 +360,7 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 		if (s)
 			seq_max = strtoull(s + strlen(seq_name), NULL, 10);
 	}
-	struct jr_reader *rd = jr_reader_open(dir, err, sizeof err);
+	struct jr_reader *rd = mem.rd = jr_reader_open(dir, err, sizeof err);
 	if (rd == NULL) {
 		fprintf(stderr, "flashctl: report: %s\n", err);
 		return 1;
@@ -350,15 +380,19 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 	}
 	if (st == NULL)
 		st = wr_state_new(&l);
+	mem.st = st;
 	uint32_t cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
-	struct fs_cmd *cmds = calloc(cap, sizeof *cmds);
-	struct wr_batch_out out;
+	struct fs_cmd *cmds = mem.cmds = calloc(cap, sizeof *cmds);
+	static struct wr_batch_out out;
+	mem.out = &out;   /* zeroed or filled by wr_batch_out_alloc: safe to free either way */
 	if (st == NULL || cmds == NULL ||
 	    wr_batch_out_alloc(&out, cap, wr_replay_records_cap(JR_BODY_BYTES_MAX, l.sku_count_max), l.sku_count_max) != 0) {
 		fprintf(stderr, "flashctl: report: out of memory for the replay\n");
 		return 1;
 	}
-	struct rp r = { .sku = sku, .sku_len = strlen(sku) };
+	static struct rp r;
+	r = (struct rp){ .sku = sku, .sku_len = strlen(sku) };
+	mem.r = &r;
 	struct jr_batch b;
 	int rc, conserved = 1;
 	while ((rc = jr_reader_next(rd, seq_max, &b, err, sizeof err)) == 1) {
@@ -391,6 +425,7 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 		r.batches++;
 	}
 	jr_reader_close(rd);
+	mem.rd = NULL;
 	if (rc < 0) {
 		printf("DAMAGED: %s\n", err);
 		return 1;
@@ -404,7 +439,7 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 	wr_sku_view(st, (uint32_t)k, &v);
 	uint64_t paid = 0, failed = 0, pending = 0, refunded = 0, refunding = 0, winners = 0, flagged_winners = 0;
 	int64_t revenue = 0, refunded_cents = 0;
-	uint8_t *won = calloc(r.user_count + 1, 1);
+	uint8_t *won = mem.won = calloc(r.user_count + 1, 1);
 	for (uint64_t o = 0; o < r.ord_cap; o++) {
 		const struct rp_order *d = &r.ord[o];
 		if (d->res_no == 0)
@@ -453,6 +488,12 @@ int ctl_report(int argc, char **argv, const char *admin, const char *token)
 	printf("winners              %" PRIu64 " users with a paid order; bot-flagged: %" PRIu64 " (%.1f%%)\n", winners,
 	       flagged_winners, winners ? 100.0 * (double)flagged_winners / (double)winners : 0.0);
 	refusals(admin, token);
-	free(won);
 	return conserved ? 0 : 1;
+}
+
+int ctl_report(int argc, char **argv, const char *admin, const char *token)
+{
+	int rc = report_run(argc, argv, admin, token);
+	report_free();
+	return rc;
 }

@@ -1428,7 +1428,8 @@ static void checkout_repeat(struct wr_state *st, struct fs_cmd *c, uint64_t orde
 	}
 	struct fs_ans *a = answer_new(out, c->origin, c->tag);
 	fill_order(st, order_no, a, FS_BODY_CHECKOUT);
-	a->http = o->status == FS_ORDER_FAILED ? 402 : o->status == FS_ORDER_PAID ? 200 : 202;
+	/* paid and since refunded (or refunding): the checkout itself succeeded */
+	a->http = o->status == FS_ORDER_FAILED ? 402 : o->status == FS_ORDER_PENDING ? 202 : 200;
 }
 
 static void decide_checkout(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)

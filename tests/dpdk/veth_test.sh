@@ -114,13 +114,13 @@ for _ in $(seq 200); do
 	if ip netns exec "$CNS" python3 - "$SRV_IP" "$PORT" <<'EOF' 2>/dev/null
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5)
-s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")   # /healthz is 200 while it recovers
 sys.exit(0 if s.recv(100).startswith(b"HTTP/1.1 200") else 1)
 EOF
 	then ready=1; break; fi
 	sleep 0.1
 done
-[ -n "$ready" ] || fail "server not healthy on $SRV_IP:$PORT after 20 s"
+[ -n "$ready" ] || fail "server not ready on $SRV_IP:$PORT after 20 s"
 echo "ok: server up ($(grep -m1 'dpdk:' "$DATA/server.log" | sed 's/^flashsaled: //'))"
 
 if command -v curl >/dev/null; then

@@ -78,6 +78,9 @@ class RefundTest(unittest.TestCase):
             c = srv.counters("rf")
             self.assertEqual((c["total"], c["available"], c["reserved"], c["sold"]), (4, 3, 0, 1), c)
             self.assertEqual(srv.get_order(ta, oa).json()["status"], "REFUNDED")
+            rid_a = srv.get_order(ta, oa).json()["reservation_id"]
+            again = srv.checkout(ta, rid_a, "c-alice", "tok_ok")   # the checkout's repeat: it did succeed
+            self.assertEqual((again.status, again.json()["status"]), (200, "REFUNDED"), again)
             records = dump(srv.data_dir).count("refund_result")
             p = srv.admin("order", "refund", oa)                 # a repeat: the outcome, nothing new
             self.assertEqual(p.returncode, 0, p.stderr)

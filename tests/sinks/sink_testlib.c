@@ -35,6 +35,7 @@ struct gen {
 	uint32_t res_count, res_cap;
 	uint32_t *live, live_count;     /* RESERVED or WAITLISTED */
 	uint32_t *paying, paying_count; /* reservation numbers with a PENDING order */
+	uint32_t *paid, paid_count;     /* reservation numbers with a PAID order (refundable) */
 	uint64_t orders;
 	int64_t time_ms;
 	int created;
@@ -68,6 +69,7 @@ void gen_free(struct gen *g)
 	free(g->res);
 	free(g->live);
 	free(g->paying);
+	free(g->paid);
 	free(g);
 }
 
@@ -132,7 +134,8 @@ static uint32_t res_new(struct gen *g, uint32_t k, uint32_t q, uint8_t status)
 		g->res = realloc(g->res, g->res_cap * sizeof *g->res);
 		g->live = realloc(g->live, g->res_cap * sizeof *g->live);
 		g->paying = realloc(g->paying, g->res_cap * sizeof *g->paying);
-		CHECK(g->res && g->live && g->paying);
+		g->paid = realloc(g->paid, g->res_cap * sizeof *g->paid);
+		CHECK(g->res && g->live && g->paying && g->paid);
 	}
 	struct g_res *r = &g->res[g->res_count++];
 	memset(r, 0, sizeof *r);
@@ -251,10 +254,47 @@ static void do_pay(struct gen *g, struct fs_cmd *recs, uint32_t *n)
 	c->pay = ok ? FS_PAY_OK : FS_PAY_DECLINED;
 	r->status = ok ? FS_RES_CONFIRMED : FS_RES_FAILED;
 	c->out_status = r->status;
+	if (ok)
+		g->paid[g->paid_count++] = no;
 	if (!ok) {
 		/* a reason with bytes that need escaping in COPY and arrays */
 		const char *why = "card_declined\t\"x\"\\";
 		fs_field_set(c->text, &c->text_len, FS_ID_LEN_MAX, why, strlen(why));
+		g->avail[r->sku] += r->q;
+		promote(g, r->sku, recs, n);
+	}
+}
+
+/* flashctl order refund of a PAID order and the provider's outcome, in one
+ * batch: refunded (the units back on sale with restock, else out of the
+ * sale) or refused (PAID again). */
+static void do_refund(struct gen *g, struct fs_cmd *recs, uint32_t *n)
+{
+	if (g->paid_count == 0)
+		return;
+	uint32_t i = rnd(g, g->paid_count), no = g->paid[i];
+	struct g_res *r = &g->res[no - 1];
+	int restock = (int)rnd(g, 2), ok = rnd(g, 10) < 8;
+	struct fs_cmd *c = next(recs, n, FS_CMD_REFUND);
+	set_sku(c, r->sku);
+	set_str(c->key, &c->key_len, "uid:%llu", 1000ull);
+	c->ref = r->order;
+	c->quantity = (uint32_t)restock;
+	c->out_status = FS_ORDER_REFUNDING;
+	c->out_val = (int64_t)r->q * 1999;
+	c = next(recs, n, FS_CMD_REFUND_RESULT);
+	set_sku(c, r->sku);
+	c->ref = r->order;
+	c->pay = ok ? FS_PAY_OK : FS_PAY_DECLINED;
+	c->quantity = r->q;
+	c->out_val = restock;
+	c->out_status = ok ? FS_ORDER_REFUNDED : FS_ORDER_PAID;
+	const char *why = ok ? "refunded" : "card_declined";
+	fs_field_set(c->text, &c->text_len, FS_ID_LEN_MAX, why, strlen(why));
+	if (!ok)
+		return;   /* still PAID: refundable again */
+	g->paid[i] = g->paid[--g->paid_count];
+	if (restock) {
 		g->avail[r->sku] += r->q;
 		promote(g, r->sku, recs, n);
 	}
@@ -297,8 +337,10 @@ uint32_t gen_batch(struct gen *g, struct fs_cmd *recs, uint32_t max)
 			do_release(g, recs, &n, FS_CMD_EXPIRE);
 		else if (a < 85)
 			do_checkout(g, recs, &n);
-		else if (a < 98)
+		else if (a < 96)
 			do_pay(g, recs, &n);
+		else if (a < 98)
+			do_refund(g, recs, &n);
 		else
 			do_admin(g, recs, &n);
 	}

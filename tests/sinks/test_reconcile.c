@@ -75,14 +75,14 @@ int main(void)
 
 	int found;
 	CHECK(reconcile("0 differences", &found) == 0 && found);
-	tamper(c, "UPDATE sales SET available = available - 1, sold = sold + 1 WHERE sku = 'sku-1'",
-	       "UPDATE sales SET available = available + 1, sold = sold - 1 WHERE sku = 'sku-1'",
+	/* sold and total together: the table's CHECKs hold whatever sku-1 has left */
+	tamper(c, "UPDATE sales SET total = total + 1, sold = sold + 1 WHERE sku = 'sku-1'",
+	       "UPDATE sales SET total = total - 1, sold = sold - 1 WHERE sku = 'sku-1'",
 	       "sale sku-1: sold is");
 	tamper(c, "UPDATE reservations SET status = 'CANCELLED' WHERE reservation_id = "
 	          "(SELECT min(reservation_id) FROM reservations WHERE status = 'CONFIRMED')",
 	       "UPDATE reservations SET status = 'CONFIRMED' WHERE reservation_id = "
-	          "(SELECT min(reservation_id) FROM reservations WHERE order_id IN "
-	          "(SELECT order_id FROM orders WHERE status = 'PAID') AND status = 'CANCELLED')",
+	          "(SELECT min(reservation_id) FROM reservations WHERE order_id IS NOT NULL AND status = 'CANCELLED')",
 	       "status is 'CANCELLED' in postgres, 'CONFIRMED' per the journal");
 	tamper(c, "DELETE FROM journal_events WHERE (seq, idx) = (5, 0)", NULL, "journal_events : row count");
 	tamper(c, "DELETE FROM orders WHERE order_id = (SELECT min(order_id) FROM orders)", NULL,

@@ -699,7 +699,7 @@ static void do_checkout(struct model *m, const struct fs_cmd *c, int64_t t_ms, s
 		}
 		struct m_ans *a = ans_new(e, c->origin, c->tag);
 		fill_order(m, order_no, a, FS_BODY_CHECKOUT);
-		a->ans.http = seen->status == FS_ORDER_FAILED ? 402 : seen->status == FS_ORDER_PAID ? 200 : 202;
+		a->ans.http = seen->status == FS_ORDER_FAILED ? 402 : seen->status == FS_ORDER_PENDING ? 202 : 200;
 		return;
 	}
 	if (m->idem_count >= m->lim.idem_count_max || m->order_count - m->order_floor >= m->lim.order_count_max)
