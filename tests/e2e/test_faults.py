@@ -82,7 +82,8 @@ class FaultTest(unittest.TestCase):
                 c.close()
         self.assertTrue(srv.alive(), srv.log())
         st, body = admin_raw(srv, "GET", "/metrics")
-        line = [x for x in body.decode().splitlines() if x.startswith("flashsale_io_sq_full_total ")]
+        text = body if isinstance(body, str) else body.decode()
+        line = [x for x in text.splitlines() if x.startswith("flashsale_io_sq_full_total ")]
         self.assertEqual(len(line), 1, body[:500])
         self.assertGreater(int(line[0].split()[1]), 0)   # the fault was met, and survived
         self.assertEqual(srv.call("GET", "/healthz").status, 200)
