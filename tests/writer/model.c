@@ -185,6 +185,7 @@ static uint64_t reclaim_target(const struct model *m, int64_t t_ms, int64_t rete
 }
 
 void model_set_retention(struct model *m, int64_t retention_ms) { m->retention_ms = retention_ms; }
+uint64_t model_res_floor(const struct model *m) { return m->res_floor; }
 
 static void do_reclaim(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
 {
