@@ -173,12 +173,16 @@ static const char usage_payments[] =
 "Idempotency-Key: <order id o%016x>, body {\"order_id\",\"amount_cents\",\"currency\":\"USD\",\n"
 "\"payment_token\",\"user\"}. Answers: 200 {\"status\":\"charged\"}: PAID; 402 {\"status\":\"declined\",\n"
 "\"reason\":R}: FAILED (card_declined, or invalid_token when R is \"invalid_token\"); 409: this key was\n"
-"already charged: PAID. Anything else, a connection error or no whole answer within 2 s is retried\n"
-"with the same key (3 attempts, backoff 50 ms doubling), then the order FAILED (provider_unavailable);\n"
-"3 orders failed that way in a row open the 1 s breaker. Orders PENDING at a crash are charged again\n"
-"at start-up with the same key: the provider must charge a key at most once (and answer 409 only for\n"
-"a key it charged). Plain http:// (put a TLS proxy on loopback); the host is resolved at start-up;\n"
-"keep-alive connections, at most 64 requests in flight.\n";
+"already charged: PAID. Any other whole answer must mean NOT charged. Anything else, a connection\n"
+"error or no whole answer within 2 s is retried with the same key (3 attempts, backoff 50 ms doubling,\n"
+"capped at 5 s), then the order FAILED (provider_unavailable) -- unless an attempt may have reached\n"
+"the provider (a timeout or a connection lost after the request left, or a charge re-issued after a\n"
+"restart): such an order stays PENDING, its unit held, and is asked again until the provider answers\n"
+"200, 402 or 409 (metric flashsale_payment_kept_pending_total). 3 orders failed in a row open the 1 s\n"
+"breaker. Orders PENDING at a crash are charged again at start-up with the same key: the provider\n"
+"must charge a key at most once (and answer 409 only for a key it charged). Plain http:// (put a TLS\n"
+"proxy on loopback); the host is resolved at start-up; keep-alive connections, at most 64 requests\n"
+"in flight.\n";
 
 static volatile sig_atomic_t stop_signal;
 static int workers_given;   /* --workers was set (the DPDK backend defaults to 1 lane) */
