@@ -3,7 +3,7 @@
 # and either run the server or run every test suite.
 #
 #   ./setup.sh run [flashsaled flags]   install, build, start flashsaled (embedded default)
-#   ./setup.sh test                     install, build (release + ASan/UBSan), start a real
+#   ./setup.sh test                     install, build (release, ASan/UBSan, TSan), start a real
 #                                       PostgreSQL and Redis on loopback, run every suite,
 #                                       stop them; last line: "N passed, N failed"
 #   ./setup.sh build                    install and build only
@@ -72,6 +72,17 @@ build_debug() {
 		-Db_sanitize=address,undefined -Db_lundef=false
 	quiet ninja -C build-debug
 	log "built build-debug/ (ASan + UBSan)"
+}
+
+# ThreadSanitizer: only what runs under it (flashsaled and flashctl for the
+# load test, the ring and payment unit tests), not the whole tree.
+TSAN_TARGETS="control/flashsaled control/flashctl tests/common/ring_test tests/writer/payment_test"
+build_tsan() {
+	[ -f build-tsan/build.ninja ] || quiet meson setup build-tsan --buildtype=debug \
+		-Db_sanitize=thread -Db_lundef=false
+	# shellcheck disable=SC2086
+	quiet ninja -C build-tsan $TSAN_TARGETS
+	log "built build-tsan/ (ThreadSanitizer: $TSAN_TARGETS)"
 }
 
 PG_DIR=""; PG_PORT=""; REDIS_PORT=""; REDIS_DIR=""
@@ -153,6 +164,10 @@ run_tests() {
 	ASAN_OPTIONS=detect_leaks=1 suite build-debug e2e-api e2e-bad_input e2e-admin e2e-payments e2e-sinks e2e-refund
 	# faults: e2e tests of the debug build's test-only fault switches (common/fs_fault.h)
 	ASAN_OPTIONS=detect_leaks=0 suite build-debug --suite faults
+	# ThreadSanitizer: the SPSC ring race, the payment thread, and flashsaled's
+	# threads under a short load (tests/tsan); any report fails the run
+	TSAN_OPTIONS="halt_on_error=0 exitcode=66 second_deadlock_stack=1" \
+		suite build-tsan --no-rebuild common-ring payment tsan-load
 	stop_services
 	trap - EXIT
 	echo
@@ -167,7 +182,7 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
 	run)   deps; build; exec build/control/flashsaled "$@" ;;
-	test)  deps; build; build_debug; run_tests ;;
+	test)  deps; build; build_debug; build_tsan; run_tests ;;
 	build) deps; build ;;
 	*)     sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

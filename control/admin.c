@@ -471,7 +471,7 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 	assert(worker_count <= DP_WORKERS_MAX);
 	n = put(b, n, "# TYPE flashsale_http_answers_total counter\n");
 	uint64_t conns = 0, accepted = 0, refused = 0, ring_full = 0, timeouts = 0;
-	uint64_t slow = 0, ip_refused = 0, lingered = 0, accept_errors = 0;
+	uint64_t slow = 0, ip_refused = 0, lingered = 0, accept_errors = 0, sq_full = 0;
 	for (int r = 0; r < DP_R_COUNT; r++)
 		for (int s = 0; s < DP_ST_COUNT; s++) {
 			uint64_t v = 0;
@@ -492,6 +492,7 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 		ip_refused += atomic_load(&((struct dp_stats *)st)->conns_ip_refused);
 		lingered += atomic_load(&((struct dp_stats *)st)->conns_lingered);
 		accept_errors += atomic_load(&((struct dp_stats *)st)->accept_errors);
+		sq_full += atomic_load(&((struct dp_stats *)st)->sq_full);
 	}
 	n = metrics_latency(workers, worker_count, b, n);
 	n = put_scalar(b, n, "flashsale_connections_open", "gauge", conns);
@@ -502,6 +503,7 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_connections_per_ip_refused_total", "counter", ip_refused);
 	n = put_scalar(b, n, "flashsale_connections_lingering_closes_total", "counter", lingered);
 	n = put_scalar(b, n, "flashsale_accept_errors_total", "counter", accept_errors);
+	n = put_scalar(b, n, "flashsale_io_sq_full_total", "counter", sq_full);
 	n = put_scalar(b, n, "flashsale_ring_full_total", "counter", ring_full);
 	n = put(b, n, "# TYPE flashsale_ring_depth gauge\n");
 	for (uint32_t k = 0; k < a->cfg.writer_count; k++)
@@ -954,7 +956,7 @@ static int route_tier(struct ctl_admin *a, const char *req, size_t len)
 }
 
 #ifdef FS_FAULTS
-/* POST /admin/fault?writer_stall_ms=N | ?skew_sku=S (debug build only; fs_fault.h) */
+/* POST /admin/fault?writer_stall_ms=N | ?skew_sku=S | ?dp_sq_full=N (debug build only; fs_fault.h) */
 static int route_fault(struct ctl_admin *a, const char *req, size_t len)
 {
 	uint64_t ms;
@@ -964,8 +966,11 @@ static int route_fault(struct ctl_admin *a, const char *req, size_t len)
 		atomic_store(&fs_fault_skew_len, (uint32_t)strlen(sku));
 	} else if (query_u64(req, len, "writer_stall_ms", 0, &ms) == 0 && ms > 0 && ms <= 60000) {
 		atomic_store(&fs_fault_writer_stall_ms, (uint32_t)ms);
+	} else if (query_u64(req, len, "dp_sq_full", 0, &ms) == 0 && ms > 0 && ms <= 1000000) {
+		atomic_store(&fs_fault_dp_sq_full, (uint32_t)ms);
 	} else {
-		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request", "writer_stall_ms=1..60000 or skew_sku=S", 0);
+		return dp_resp_error(a->out, ADMIN_OUT_BYTES, 400, "bad_request",
+		                     "writer_stall_ms=1..60000, skew_sku=S or dp_sq_full=1..1000000", 0);
 	}
 	fprintf(stderr, "admin: TEST FAULT armed (debug build)\n");
 	return respond(a, 200, "application/json", "{\"ok\":true}", 11);

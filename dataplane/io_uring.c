@@ -17,11 +17,20 @@
  * DP_LINGER_MS / DP_LINGER_BYTES). Every deadline is on CLOCK_MONOTONIC.
  * An accept that fails for want of descriptors pauses accepting for
  * DP_ACCEPT_BACKOFF_MS instead of re-arming at once (which would spin).
+ *
+ * A full submission queue never aborts: sqe_get submits to make room, and
+ * when the kernel takes nothing (its completion queue overflowed: it
+ * refuses submissions until completions are reaped) the operation is not
+ * armed now but retried next loop, after the reap -- a receive or send
+ * through the flush list, accept/eventfd/timer through their armed flags.
+ * Completions are consumed one by one as they are handled, so the kernel
+ * can move overflowed completions into the queue while a reap is long.
  */
 #include "dataplane/conn.h"
 #include "common/fs_clock.h"
 #include "dataplane/backend.h"
 #include "dataplane/response.h"
+#include "common/fs_fault.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -62,6 +71,7 @@ struct dp_worker {
 	pthread_t thread;
 	_Atomic int stop;
 	int accept_armed;
+	int event_armed, timer_armed;
 	int ring_disabled;            /* created R_DISABLED: the worker enables it */
 	int64_t accept_resume_ms;     /* monotonic: no accept before this (EMFILE back-off) */
 };
@@ -71,20 +81,33 @@ static inline uint64_t ud_make(int op, uint32_t idx, uint32_t gen)
 	return (uint64_t)op << 56 | (uint64_t)(gen & 0xffffff) << 32 | idx;
 }
 
+/* A free submission entry; when the queue is full, submits what it holds
+ * first. NULL when the kernel took nothing (completion queue overflowed, or
+ * out of memory): the caller arms the operation again next loop. */
 static struct io_uring_sqe *sqe_get(struct dp_worker *w)
 {
+#ifdef FS_FAULTS
+	uint32_t starve = atomic_load_explicit(&fs_fault_dp_sq_full, memory_order_relaxed);
+	if (starve > 0 && atomic_compare_exchange_strong(&fs_fault_dp_sq_full, &starve, starve - 1)) {
+		atomic_fetch_add_explicit(&w->stats.sq_full, 1, memory_order_relaxed);
+		return NULL;   /* test fault: as if the kernel refused the submission */
+	}
+#endif
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 	if (sqe == NULL) {
 		io_uring_submit(&w->ring);
 		sqe = io_uring_get_sqe(&w->ring);
 	}
-	assert(sqe != NULL);
+	if (sqe == NULL)
+		atomic_fetch_add_explicit(&w->stats.sq_full, 1, memory_order_relaxed);
 	return sqe;
 }
 
 static void arm_accept(struct dp_worker *w)
 {
 	struct io_uring_sqe *sqe = sqe_get(w);
+	if (sqe == NULL)
+		return;   /* accept_armed stays 0: the loop arms it again */
 	io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT, 0, 0));
 	w->accept_armed = 1;
@@ -93,6 +116,9 @@ static void arm_accept(struct dp_worker *w)
 static void arm_event(struct dp_worker *w)
 {
 	struct io_uring_sqe *sqe = sqe_get(w);
+	w->event_armed = sqe != NULL;
+	if (sqe == NULL)
+		return;
 	io_uring_prep_read(sqe, w->cfg.wport->producer.fd, &w->event_buf, sizeof w->event_buf, 0);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_EVENT, 0, 0));
 }
@@ -100,17 +126,26 @@ static void arm_event(struct dp_worker *w)
 static void arm_timer(struct dp_worker *w)
 {
 	struct io_uring_sqe *sqe = sqe_get(w);
+	w->timer_armed = sqe != NULL;
+	if (sqe == NULL)
+		return;
 	w->tick.tv_sec = 0;
 	w->tick.tv_nsec = HOUSEKEEP_MS * 1000000LL;
 	io_uring_prep_timeout(sqe, &w->tick, 0, 0);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_TIMER, 0, 0));
 }
 
+static void mark_flush(struct dp_worker *w, struct dp_conn *c);
+
 static void arm_recv(struct dp_worker *w, struct dp_conn *c)
 {
 	if (c->recv_armed || (c->closing && !c->draining) || c->in_len == DP_IN_BYTES)
 		return;
 	struct io_uring_sqe *sqe = sqe_get(w);
+	if (sqe == NULL) {
+		mark_flush(w, c);   /* flush_all arms it again */
+		return;
+	}
 	io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, DP_IN_BYTES - c->in_len, 0);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_RECV, c->idx, c->gen));
 	c->recv_off = c->in_len;
@@ -123,7 +158,7 @@ static void mark_flush(struct dp_worker *w, struct dp_conn *c)
 	if (c->dirty)
 		return;
 	c->dirty = 1;
-	assert(w->flush_count < w->cfg.conn_max);
+	assert(w->flush_count < 2 * w->cfg.conn_max);   /* flush_all: a pass may re-add each once */
 	w->flush[w->flush_count++] = c->idx;
 }
 
@@ -185,6 +220,10 @@ static void send_pending(struct dp_worker *w, struct dp_conn *c)
 	if (c->out_since_ms == 0)
 		c->out_since_ms = w->proto.mono_ms;   /* the send deadline starts */
 	struct io_uring_sqe *sqe = sqe_get(w);
+	if (sqe == NULL) {
+		mark_flush(w, c);   /* sent next loop */
+		return;
+	}
 	io_uring_prep_send(sqe, c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->idx, c->gen));
 	c->send_armed = 1;
@@ -219,8 +258,8 @@ static void on_accept(struct dp_worker *w, struct io_uring_cqe *cqe)
 			 * once (a spin). Pause; connections wait in the listen backlog. */
 			atomic_fetch_add_explicit(&w->stats.accept_errors, 1, memory_order_relaxed);
 			w->accept_resume_ms = w->proto.mono_ms + DP_ACCEPT_BACKOFF_MS;
-			if (w->accept_armed) {
-				struct io_uring_sqe *sqe = sqe_get(w);
+			struct io_uring_sqe *sqe = w->accept_armed ? sqe_get(w) : NULL;
+			if (sqe != NULL) {   /* none: the accept stays armed and fails again */
 				io_uring_prep_cancel64(sqe, ud_make(OP_ACCEPT, 0, 0), 0);
 				io_uring_sqe_set_data64(sqe, ud_make(OP_CANCEL, 0, 0));
 			}
@@ -375,8 +414,8 @@ static uint32_t reap(struct dp_worker *w)
 		case OP_CANCEL: break;
 		default:        assert(0 && "unknown completion");
 		}
+		io_uring_cq_advance(&w->ring, 1);   /* room for overflowed completions at once */
 	}
-	io_uring_cq_advance(&w->ring, n);
 	return n;
 }
 
@@ -428,14 +467,22 @@ static int announce_sleep(struct dp_worker *w, int sleeping)
 	return pending;
 }
 
+/* Sends what connections have pending and arms the receives a full
+ * submission queue held back. What cannot be submitted now is marked again
+ * (after the n taken here) and waits for the next loop. */
 static void flush_all(struct dp_worker *w)
 {
-	for (uint32_t i = 0; i < w->flush_count; i++) {
+	uint32_t n = w->flush_count;
+	for (uint32_t i = 0; i < n; i++) {
 		struct dp_conn *c = &w->conns[w->flush[i]];
 		c->dirty = 0;
 		send_pending(w, c);
+		if (c->active)
+			arm_recv(w, c);
 	}
-	w->flush_count = 0;
+	assert(w->flush_count >= n);
+	memmove(w->flush, w->flush + n, (w->flush_count - n) * sizeof *w->flush);
+	w->flush_count -= n;
 }
 
 static void *worker_main(void *arg)
@@ -463,6 +510,11 @@ static void *worker_main(void *arg)
 		flush_all(w);
 		if (!w->accept_armed && w->proto.mono_ms >= w->accept_resume_ms)
 			arm_accept(w);
+		if (!w->event_armed)
+			arm_event(w);
+		if (!w->timer_armed)
+			arm_timer(w);
+		work += w->flush_count;   /* held back by a full queue: no sleeping */
 		if (work) {
 			/* also runs the deferred task work, so the next reap sees it */
 			io_uring_submit_and_get_events(&w->ring);
@@ -567,7 +619,7 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 	w->conns = mmap(NULL, dp_conn_bytes(cfg->conn_max), PROT_READ | PROT_WRITE,
 	                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	w->free_list = calloc(cfg->conn_max, sizeof(uint32_t));
-	w->flush = calloc(cfg->conn_max, sizeof(uint32_t));
+	w->flush = calloc(2 * (size_t)cfg->conn_max, sizeof(uint32_t));
 	int rc = ring_init(w);
 	if (w->conns == MAP_FAILED || !w->free_list || !w->flush || rc < 0) {
 		snprintf(err, err_len, "worker %u: cannot set up io_uring or connections (%s)", cfg->index,

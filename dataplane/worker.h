@@ -51,6 +51,7 @@ struct dp_stats {
 	_Atomic uint64_t conns_lingered;       /* error answers followed by a lingering close */
 	_Atomic uint64_t accept_errors;        /* accept failed (EMFILE, ENFILE, ...): accepting paused */
 	_Atomic uint64_t ring_full, bytes_in, bytes_out, wakeups;
+	_Atomic uint64_t sq_full;              /* io_uring: no submission entry; the operation waited a loop */
 };
 
 struct dp_worker_config {

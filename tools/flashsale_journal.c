@@ -72,6 +72,17 @@ static int replay_init(struct replay *r, const struct wr_limits *lim)
 	return r->st && r->cmds && out == 0 ? 0 : -1;
 }
 
+/* Frees what replay_init allocated (NULL-safe: also after a failed init). */
+static void replay_free(struct replay *r)
+{
+	wr_state_free(r->st);
+	free(r->cmds);
+	wr_batch_out_free(&r->out);
+	r->st = NULL;
+	r->cmds = NULL;
+	memset(&r->out, 0, sizeof r->out);
+}
+
 /* Decodes one batch into r->cmds; returns the count, or -1 if malformed. */
 static int decode(struct replay *r, const struct jr_batch *b)
 {
@@ -142,8 +153,7 @@ static uint64_t from_snapshot(struct replay *r, const char *data_dir, uint64_t f
 		if (wr_snapshot_limits(path, &l, err, sizeof err) != 0 || replay_init(r, &l) != 0 ||
 		    wr_snapshot_load(path, r->st, &stamp, NULL, err, sizeof err) != 0) {
 			printf("REFUSED %s\n", err);
-			wr_state_free(r->st);
-			r->st = NULL;
+			replay_free(r);   /* the next snapshot starts afresh */
 			continue;
 		}
 		printf("from snapshot %s (batch %" PRIu64 ", checksums verified)\n", path, stamp.seq);
@@ -162,21 +172,22 @@ static int run(const char *dir, const char *data_dir, int mode)
 	}
 	struct replay r;
 	memset(&r, 0, sizeof r);
+	int status = 1;   /* every exit frees (LeakSanitizer runs this tool in the ASan e2e suites) */
 	uint64_t first = first_segment(dir);
 	if (first > 1) {
 		uint64_t seq = from_snapshot(&r, data_dir, first);
 		if (seq == 0) {
 			printf("DAMAGED: the journal starts at batch %" PRIu64 " and no valid snapshot in %s/%s "
 			       "continues it\n", first, data_dir, WR_SNAP_SUBDIR);
-			return 1;
+			goto done;
 		}
 		if (jr_reader_seek(rd, seq) != 0) {
 			fprintf(stderr, "flashsale-journal: %s: %s\n", dir, strerror(errno));
-			return 1;
+			goto done;
 		}
 	} else if (replay_init(&r, NULL) != 0) {
 		fprintf(stderr, "flashsale-journal: out of memory\n");
-		return 1;
+		goto done;
 	}
 	struct jr_batch b;
 	int rc;
@@ -184,7 +195,7 @@ static int run(const char *dir, const char *data_dir, int mode)
 		int n = decode(&r, &b);
 		if (n < 0) {
 			printf("MALFORMED RECORD in batch %" PRIu64 " (%s offset %" PRIu64 ")\n", b.seq, b.file, b.offset);
-			return 1;
+			goto done;
 		}
 		if (mode == 'd') {
 			printf("batch %" PRIu64 " time_ms=%" PRId64 " records=%u bytes=%u (%s @%" PRIu64 ")\n",
@@ -197,16 +208,16 @@ static int run(const char *dir, const char *data_dir, int mode)
 		wr_decide(r.st, r.cmds, (uint32_t)n, b.time_ms, 1, &r.out);
 		if (r.out.records_len != b.body_len || memcmp(r.out.records, b.body, b.body_len) != 0) {
 			printf("REPLAY DIVERGED at batch %" PRIu64 " (%s offset %" PRIu64 ")\n", b.seq, b.file, b.offset);
-			return 1;
+			goto done;
 		}
 		if (check_conservation(&r, &b) != 0)
-			return 1;
+			goto done;
 		r.batches++;
 		r.records += (uint64_t)n;
 	}
 	if (rc < 0) {
 		printf("DAMAGED: %s\n", err);
-		return 1;
+		goto done;
 	}
 	if (mode == 's') {
 		printf("records by type:\n");
@@ -225,13 +236,11 @@ static int run(const char *dir, const char *data_dir, int mode)
 	}
 	printf("ok: %" PRIu64 " batches, %" PRIu64 " records, state digest %016" PRIx64 "\n", r.batches,
 	       r.records, wr_state_digest(r.st));
-	/* freed on success (the ASan build runs this tool under LeakSanitizer
-	 * in the end-to-end suites; a failure exits 1 anyway) */
-	wr_state_free(r.st);
-	free(r.cmds);
-	wr_batch_out_free(&r.out);
+	status = 0;
+done:
+	replay_free(&r);
 	jr_reader_close(rd);
-	return 0;
+	return status;
 }
 
 /* ---- draw verification -------------------------------------------------- */
@@ -343,9 +352,10 @@ static int run_draw(const char *dir, const char *sku)
 	d.expected = calloc(d.cap, sizeof(uint32_t));
 	uint32_t cmd_cap = WR_REC_COUNT_MAX(JR_BODY_BYTES_MAX);
 	struct fs_cmd *cmds = calloc(cmd_cap, sizeof *cmds);
+	int status = 1;   /* every exit frees, as in run() */
 	if (!d.queued || !d.expected || !cmds) {
 		fprintf(stderr, "flashsale-journal: out of memory\n");
-		return 1;
+		goto done;
 	}
 	struct jr_batch b;
 	int rc;
@@ -354,27 +364,27 @@ static int run_draw(const char *dir, const char *sku)
 		if (n < 0) {
 			printf("DAMAGED: %s offset %" PRIu64 ": malformed record in batch %" PRIu64 "\n",
 			       b.file, b.offset, b.seq);
-			return 1;
+			goto done;
 		}
 		for (int i = 0; i < n; i++)
 			if (draw_follow(&d, &cmds[i]) != 0)
-				return 1;
+				goto done;
 	}
 	if (rc < 0) {
 		printf("DAMAGED: %s\n", err);
-		return 1;
+		goto done;
 	}
 	if (!d.have_commit) {
 		printf("sku %s has no waiting room (no committed draw)\n", sku);
-		return 1;
+		goto done;
 	}
 	char hex[65];
 	wr_hex(d.commit, 32, hex);
 	printf("commitment sha256 %s\n", hex);
 	if (!d.drawn) {
 		printf("not drawn yet: %u entries queued\n", d.queued_count);
-		draw_free(&d, cmds, rd);
-		return 0;
+		status = 0;
+		goto done;
 	}
 	wr_hex(d.seed, 32, hex);
 	printf("revealed seed     %s (matches the commitment)\n", hex);
@@ -382,11 +392,13 @@ static int run_draw(const char *dir, const char *sku)
 	       d.expected_count + d.cancelled_before_admit, d.admitted, d.cancelled_before_admit, d.mismatches);
 	if (d.mismatches) {
 		printf("DRAW NOT FOLLOWED\n");
-		return 1;
+		goto done;
 	}
 	printf("ok: the admission order follows the committed draw\n");
+	status = 0;
+done:
 	draw_free(&d, cmds, rd);
-	return 0;
+	return status;
 }
 
 int main(int argc, char **argv)

@@ -4,7 +4,7 @@
 # (copied: the run's new inputs are not written back). Exits 0 when no input
 # crashed it; otherwise non-zero, with the crashing input copied to
 # ${FUZZ_ARTIFACTS:-.}/. The last lines say how many inputs were executed.
-#   tests/fuzz/run.sh [seconds] [target]     target: http (default), json, jwt, journal, pay_http, admin
+#   tests/fuzz/run.sh [seconds] [target]     target: http (default), json, jwt, journal, pay_http, admin, lwip
 # A crash found once becomes a regression case: copy it into the target's
 # corpus directory; every later run executes it first.
 set -eu
@@ -26,6 +26,11 @@ admin)    SRCS="$(cd "$root" && echo dataplane/http.c dataplane/response.c datap
           # one writer lives for the whole run (threads, journal): LeakSanitizer
           # takes its buffers for a leak of whichever input it checks; leaks of
           # the admin thread are caught by the ASan e2e run instead
+          EXTRA="-detect_leaks=0"; export ASAN_OPTIONS=detect_leaks=0 ;;
+lwip)     SRCS="$(cd "$root" && echo dataplane/lwip_glue.c dataplane/conn.c dataplane/http.c dataplane/response.c \
+          dataplane/route.c dataplane/json.c dataplane/iplimit.c common/*.c writer/*.c)"
+          LIBS="-I/usr/include/lwip -llwip -lhttp_parser -luring -lcrypto -lxxhash -lpthread -lrdkafka"; MAXLEN=4096
+          # one writer and one lwIP stack live for the whole run (as for admin)
           EXTRA="-detect_leaks=0"; export ASAN_OPTIONS=detect_leaks=0 ;;
 *) echo "run.sh: unknown target $target" >&2; exit 2 ;;
 esac

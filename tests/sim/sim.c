@@ -7,17 +7,20 @@
  * (writer/journal.c: segments, chain, torn-tail repair, replay), the
  * writer's own recovery (wr_open: replay, divergence check, re-charging
  * PENDING orders), the journal reader and the sinks' apply logic
- * (writer/sink/sink_model.c). What is simulated: the clock, the disk (one
+ * (writer/sink/sink_model.c), the payment thread's retry rule
+ * (writer/pay/pay_retry.c). What is simulated: the clock, the disk (one
  * narrow hook, struct jr_io, replaces io_uring write + fdatasync), the
- * clients, the payment thread's retry policy and the payment provider.
+ * clients, the payment thread's slots and the payment provider.
  *
  * The disk: slow fsync (time passes, more commands pile up), a crash in
- * the middle of an append (each 512-byte sector of the batch independently
- * written or lost, sometimes one sector of garbage: torn and lost writes
- * before fdatasync), a crash right after a complete write whose answer was
+ * the middle of an append (each 512-byte sector of the file independently
+ * written or lost, or the write stopped at a byte: torn and lost writes
+ * before fdatasync; what was not written reads zero, as in the pre-zeroed
+ * segment), a crash right after a complete write whose answer was
  * never delivered, ENOSPC (a prefix written, the append fails: the writer
  * stops, the process restarts), bit flips in durable batches found at
- * start-up (must be refused with the file named, then the operator
+ * start-up, the last acknowledged batch included (must be refused with
+ * the file named, never truncated as a torn tail; then the operator
  * restores the byte), and kill -9 between batches.
  * The clients: many users with retries of the same idempotency key after
  * a lost answer, cancels, checkouts with tokens that pay, decline, hit a
@@ -37,10 +40,11 @@
  * reservation, the orders left PENDING are exactly the ones re-charged;
  * the sink model, caught up, agrees with the writer and never applies a
  * batch twice; each order is charged at most once and each reservation
- * has at most one charged order; admitted attempts never exceed a tier's
- * bucket.
+ * has at most one charged order; an order the provider charged never ends
+ * FAILED (its attempts timed out: it stays PENDING until the provider
+ * answers); admitted attempts never exceed a tier's bucket.
  *
- *   sim [--seed S] [--seeds N] [--ticks T] [--dir D] [-v]
+ *   sim [--seed S] [--seeds N] [--seed-list S1,S2,...] [--ticks T] [--dir D] [-v]
  * A failure prints "seed=S" and exits 1; `tests/sim/run --seed S` replays it.
  */
 
@@ -63,7 +67,9 @@
 #include "writer/fairness.h"
 #include "writer/journal.h"
 #include "writer/record.h"
+#include "writer/snapshot.h"
 #include "writer/writer.h"
+#include "writer/pay/pay_retry.h"
 #include "writer/sink/sink_model.h"
 #include "tests/writer/model.h"
 
@@ -83,6 +89,7 @@
 #define ORIGIN_PAY   5u
 #define ATTEMPT_TIMEOUT_MS 2000
 #define PAY_ATTEMPTS 3u
+#define PAY_WAITING  (-100)            /* a slot's outcome while it waits out a backoff */
 
 /* ---- the run's state ----------------------------------------------------------- */
 
@@ -106,6 +113,7 @@ struct pay_slot {
 	uint32_t attempt;
 	int64_t due;
 	int outcome;                  /* of the attempt in flight */
+	uint8_t uncertain;            /* pay_retry_next: an attempt may have charged */
 	int used;
 };
 
@@ -174,8 +182,9 @@ struct sim {
 	/* figures */
 	uint64_t st_batches, st_cmds, st_crashes, st_torn, st_unacked, st_enospc, st_kills, st_flips;
 	uint64_t st_slow_fsync, st_retries, st_repeat_checked, st_429, st_paid, st_pay_dup, st_pay_err;
-	uint64_t st_charged_failed, st_sink_batches, st_sink_dups, st_sink_restarts, st_recharged;
-	uint64_t st_inflight_survived;
+	uint64_t st_kept_pending, st_sink_batches, st_sink_dups, st_sink_restarts, st_recharged;
+	uint64_t st_inflight_survived, st_snapshots, st_reclaims;
+	int64_t retention_ms;         /* 0: ended rows kept forever; else reclaimed after this */
 };
 
 static struct sim S;
@@ -313,21 +322,21 @@ static int sim_write_sync(void *ctx, int fd, const void *buf, size_t len, uint64
 		errno = EIO;   /* the process dies before the answer leaves */
 		return -1;
 	case FAULT_TORN: {
-		/* each sector of the batch independently reached the platter or not */
-		for (size_t s = 0; s < len; s += 512) {
-			size_t k = len - s < 512 ? len - s : 512;
-			uint32_t what = rnd(100);
-			if (what < 50) {
+		if (rnd(2)) {   /* the write stopped at a byte: a prefix arrived */
+			size_t cut = rnd((uint32_t)len);
+			if (cut)
+				CHECK(pwrite(fd, p, cut, (off_t)off) == (ssize_t)cut, "pwrite");
+			errno = EIO;
+			return -1;
+		}
+		/* each 512-byte sector of the file independently reached the
+		 * platter or not (the rest of the pre-zeroed segment reads zero) */
+		for (size_t s = 0; s < len;) {
+			size_t k = 512 - (size_t)((off + s) % 512);
+			k = len - s < k ? len - s : k;
+			if (rnd(2))
 				CHECK(pwrite(fd, p + s, k, (off_t)(off + s)) == (ssize_t)k, "pwrite");
-			} else if (what < 55) {
-				uint8_t junk[512];
-				for (size_t i = 0; i < k; i++)
-					junk[i] = (uint8_t)rnd64();
-				CHECK(pwrite(fd, junk, k, (off_t)(off + s)) == (ssize_t)k, "pwrite");
-			} else if (what < 60 && k > 1) {   /* a sector torn inside */
-				size_t cut = 1 + rnd((uint32_t)k - 1);
-				CHECK(pwrite(fd, p + s, cut, (off_t)(off + s)) == (ssize_t)cut, "pwrite");
-			}
+			s += k;
 		}
 		errno = EIO;
 		return -1;
@@ -342,6 +351,18 @@ static int sim_write_sync(void *ctx, int fd, const void *buf, size_t len, uint64
 	}
 	}
 	return -1;
+}
+
+/* A snapshot of the durable state, as the writer takes them: the next
+ * real start-up (wr_open) loads the newest and replays only the tail. */
+static void snapshot_take(int64_t t_batch)
+{
+	struct wr_snap_stamp stamp = { .seq = S.acked_seq, .time_ms = t_batch };
+	jr_last_chain(S.j, stamp.chain);
+	char err[512];
+	CHECK(wr_snapshot_write(S.data, S.dur, &stamp, 0, err, sizeof err) == 0, "snapshot: %s", err);
+	wr_snapshot_prune(S.data, WR_SNAP_KEEP);
+	S.st_snapshots++;
 }
 
 static void pick_fault(void)
@@ -390,6 +411,7 @@ static void model_rebuild(void)
 	model_free(S.m);
 	S.m = model_new(&S.lim);
 	CHECK(S.m != NULL, "model_new");
+	model_set_retention(S.m, S.retention_ms);
 	struct m_effect e;
 	for (uint32_t b = 0; b < S.h_n; b++)
 		for (uint32_t i = 0; i < S.h[b].n; i++) {
@@ -537,7 +559,7 @@ static void pay_attempt(struct pay_slot *p)
 {
 	p->attempt++;
 	if (S.provider_down || token_is(p, "tok_down")) {
-		p->outcome = FS_PAY_ERROR;
+		p->outcome = PAY_ERROR_CLEAN;   /* refused: nothing reached the provider */
 		p->due = S.t + 1 + rnd(5);
 		return;
 	}
@@ -552,7 +574,7 @@ static void pay_attempt(struct pay_slot *p)
 	} else {
 		p->outcome = FS_PAY_INVALID;
 	}
-	if (lat > ATTEMPT_TIMEOUT_MS) {   /* the answer never comes in time */
+	if (lat > ATTEMPT_TIMEOUT_MS) {   /* the answer never comes in time: outcome unknown */
 		p->outcome = FS_PAY_ERROR;
 		lat = ATTEMPT_TIMEOUT_MS;
 	}
@@ -569,6 +591,7 @@ static void pay_take(const struct wr_charge *c)
 			p->order_no = c->order_no;
 			memcpy(p->token, c->token, c->token_len);
 			p->token_len = c->token_len;
+			p->uncertain = c->reissued;
 			pay_attempt(p);
 			return;
 		}
@@ -595,19 +618,23 @@ static void pay_advance(void)
 		struct pay_slot *p = &S.pay[i];
 		if (!p->used || p->due > S.t)
 			continue;
-		if (p->outcome == FS_PAY_ERROR && p->attempt < PAY_ATTEMPTS) {
-			S.st_pay_err++;
-			int64_t back = 50ll << (p->attempt - 1);
-			p->due = S.t + back;
-			p->outcome = -1;   /* waiting for the backoff */
-			continue;
-		}
-		if (p->outcome == -1) {
+		if (p->outcome == PAY_WAITING) {
 			pay_attempt(p);
 			continue;
 		}
+		/* the real rule (writer/pay/pay_retry.c), as payment.c applies it */
+		const struct pay_retry_rule rule = { .attempt_count_max = PAY_ATTEMPTS, .backoff_ms = 50 };
+		int64_t back = 0;
+		int decided = pay_retry_next(&rule, p->attempt, p->outcome, &p->uncertain, &back);
+		if (decided == 0) {
+			S.st_pay_err++;
+			S.st_kept_pending += p->attempt == PAY_ATTEMPTS;
+			p->due = S.t + back;
+			p->outcome = PAY_WAITING;
+			continue;
+		}
 		struct fs_cmd c;
-		tc_pay(&c, p->order_no, (uint8_t)p->outcome);
+		tc_pay(&c, p->order_no, (uint8_t)decided);
 		c.origin = ORIGIN_PAY;
 		pend_push(&c);
 		if (chance(50)) {   /* a duplicate delivery of the same outcome */
@@ -628,6 +655,8 @@ static void check_charges(void)
 		CHECK(S.ledger[o] <= 1, "order %" PRIu64 " charged %u times", o, S.ledger[o]);
 		if (s == FS_ORDER_PAID)
 			CHECK(S.ledger[o] == 1, "order %" PRIu64 " PAID but never charged", o);
+		/* a charge whose answers were lost must not free the unit for resale */
+		CHECK(!(S.ledger[o] && s == FS_ORDER_FAILED), "order %" PRIu64 " was charged and is FAILED", o);
 		for (uint64_t q = o + 1; q <= orders; q++)
 			if (S.ledger[o] && S.ledger[q])
 				CHECK(model_order_res(S.m, o) != model_order_res(S.m, q),
@@ -798,8 +827,9 @@ static void deliver(const struct fs_ans *a)
 	if (c->type == FS_CMD_RESERVE && r->key_no && (a->http == 200 || a->http == 201 || a->http == 202)) {
 		uint64_t *ack = &S.ack_res[r->key_no];
 		if (*ack != 0) {
-			CHECK(a->res_no == *ack, "a repeat of key k%u got reservation %" PRIu64 ", first answer %" PRIu64,
-			      r->key_no, a->res_no, *ack);
+			/* the same reservation, unless it and its key were reclaimed (retention) */
+			CHECK(a->res_no == *ack || *ack <= model_res_floor(S.m), "a repeat of key k%u got reservation %"
+			      PRIu64 ", first answer %" PRIu64, r->key_no, a->res_no, *ack);
 			S.st_repeat_checked++;
 		}
 		*ack = a->res_no;
@@ -870,7 +900,8 @@ static void flip_and_expect_refusal(struct wr_config *wc, struct fs_snapshot *sn
 {
 	if (S.acked_seq < 3)
 		return;
-	uint64_t seq = 1 + rnd((uint32_t)(S.acked_seq - 1));   /* never the last one: see RELIABILITY.md */
+	/* any acknowledged batch, the last one too (it used to be truncated as a torn tail) */
+	uint64_t seq = 1 + rnd((uint32_t)S.acked_seq);
 	const struct batch_loc *l = &S.loc[seq];
 	const char *path = S.paths[l->path_idx];
 	uint64_t at = l->off + rnd(l->len);
@@ -912,7 +943,7 @@ static void crash_recover(const struct fs_cmd *in, const uint8_t *served, uint32
 	struct fs_snapshot *snap = xcalloc(1, sizeof *snap);
 	struct wr_config wc = { .data_dir = S.data, .limits = S.lim, .batch_count_max = 64, .port_count = 2,
 	                        .ring_slots = 64, .segment_bytes = SEG_BYTES, .charge_slots = 4096,
-	                        .no_sync = 1, .quiet = 1 };
+	                        .retention_ms = (uint64_t)S.retention_ms, .no_sync = 1, .quiet = 1 };
 	if (chance(250))
 		flip_and_expect_refusal(&wc, snap);
 	char err[512];
@@ -962,6 +993,7 @@ static void crash_recover(const struct fs_cmd *in, const uint8_t *served, uint32
 	struct jr_config jc = { .dir = S.jdir, .segment_bytes = SEG_BYTES, .io = &S.io };
 	S.j = jr_open(&jc, replay_cb, NULL, err, sizeof err);
 	CHECK(S.j != NULL, "jr_open after recovery: %s", err);
+	wr_state_set_retention(S.st, S.retention_ms);   /* after replay, as wr_open does */
 	CHECK(jr_last_seq(S.j) == S.acked_seq, "second open sees batch %" PRIu64 ", first %" PRIu64,
 	      jr_last_seq(S.j), S.acked_seq);
 	CHECK(wr_state_digest(S.st) == wr_state_digest(S.dur), "recovered state differs from the durable prefix");
@@ -1055,6 +1087,8 @@ static void writer_batch(void)
 	check_counters(S.st, "after a batch");
 	S.st_batches++;
 	S.st_cmds += n;
+	for (uint32_t i = 0; i < n; i++)
+		S.st_reclaims += S.cmds[i].type == FS_CMD_RECLAIM && S.cmds[i].err == FS_OK;
 	int64_t t_batch = S.t;
 	if (S.out.record_count > 0) {
 		pick_fault();
@@ -1070,6 +1104,8 @@ static void writer_batch(void)
 		CHECK(seq == S.acked_seq + 1, "journal sequence %" PRIu64 " after %" PRIu64, seq, S.acked_seq);
 		S.acked_seq = seq;
 		dur_apply(S.out.records, S.out.records_len, S.out.record_count, S.t);
+		if (chance(15))
+			snapshot_take(S.t);
 		if (S.fsync_ms >= 20)
 			S.st_slow_fsync++;
 		S.t += S.fsync_ms;   /* the fsync took this long: the next batch is later */
@@ -1119,6 +1155,10 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 	S.st = wr_state_new(&S.lim);
 	S.dur = wr_state_new(&S.lim);
 	S.m = model_new(&S.lim);
+	S.retention_ms = rnd(3) == 0 ? 0 : 2000 + rnd(60000);   /* reclaim ended rows in 2 of 3 seeds */
+	CHECK(S.st && S.dur && S.m, "allocation");
+	wr_state_set_retention(S.st, S.retention_ms);
+	model_set_retention(S.m, S.retention_ms);
 	admission_new();
 	CHECK(S.st && S.dur && S.m, "allocation");
 	out_init(&S.out, CMD_MAX);
@@ -1177,9 +1217,6 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 	crash_recover(NULL, NULL, 0, NULL, 0);
 	sink_step(1);
 	check_charges();
-	for (uint64_t o = 1; o <= model_order_count(S.m); o++)
-		if (S.ledger[o] && model_order_status(S.m, o) == FS_ORDER_FAILED)
-			S.st_charged_failed++;
 
 	jr_close(S.j);
 	if (S.reader)
@@ -1215,12 +1252,15 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 
 struct totals {
 	uint64_t seeds, batches, cmds, crashes, kills, torn, unacked, enospc, flips, slow, retries, repeats;
-	uint64_t r429, paid, dups, pay_err, charged_failed, sink_batches, sink_dups, sink_restarts, recharged, survived;
+	uint64_t r429, paid, dups, pay_err, kept_pending, sink_batches, sink_dups, sink_restarts, recharged, survived;
+	uint64_t snapshots, reclaims;
 };
 
 int main(int argc, char **argv)
 {
 	uint64_t seed = 0, seeds = 1, ticks = 3000;
+	uint64_t list[64];
+	uint32_t list_n = 0;
 	int have_seed = 0, verbose = 0;
 	/* the simulated disk needs no real one: memory is faster (the journal
 	 * still fsyncs its directory and new segments) */
@@ -1228,6 +1268,17 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
 			seed = strtoull(argv[++i], NULL, 0);
+			have_seed = 1;
+		} else if (strcmp(argv[i], "--seed-list") == 0 && i + 1 < argc) {
+			for (char *p = argv[++i]; *p && list_n < 64; p += *p == ',') {
+				char *end;
+				list[list_n++] = strtoull(p, &end, 0);
+				if (end == p) {
+					fprintf(stderr, "sim: --seed-list wants S1,S2,...\n");
+					return 2;
+				}
+				p = end;
+			}
 			have_seed = 1;
 		} else if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc) {
 			seeds = strtoull(argv[++i], NULL, 0);
@@ -1238,7 +1289,7 @@ int main(int argc, char **argv)
 		} else if (strcmp(argv[i], "-v") == 0) {
 			verbose = 1;
 		} else {
-			fprintf(stderr, "usage: sim [--seed S] [--seeds N] [--ticks T] [--dir D] [-v]\n");
+			fprintf(stderr, "usage: sim [--seed S] [--seeds N] [--seed-list S1,S2,...] [--ticks T] [--dir D] [-v]\n");
 			return 2;
 		}
 	}
@@ -1250,8 +1301,12 @@ int main(int argc, char **argv)
 	struct totals T = { 0 };
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (list_n > 0) {
+		seeds = list_n;
+		seed = list[0];
+	}
 	for (uint64_t k = 0; k < seeds; k++) {
-		uint64_t s = seed + k;
+		uint64_t s = list_n > 0 ? list[k] : seed + k;
 		printf("sim: seed=%" PRIu64 "\n", s);
 		fflush(stdout);
 		run_seed(s, ticks, verbose, base);
@@ -1260,9 +1315,11 @@ int main(int argc, char **argv)
 		T.torn += S.st_torn; T.unacked += S.st_unacked; T.enospc += S.st_enospc; T.flips += S.st_flips;
 		T.slow += S.st_slow_fsync; T.retries += S.st_retries; T.repeats += S.st_repeat_checked;
 		T.r429 += S.st_429; T.paid += S.st_paid; T.dups += S.st_pay_dup; T.pay_err += S.st_pay_err;
-		T.charged_failed += S.st_charged_failed; T.sink_batches += S.st_sink_batches;
+		T.kept_pending += S.st_kept_pending; T.sink_batches += S.st_sink_batches;
 		T.sink_dups += S.st_sink_dups; T.sink_restarts += S.st_sink_restarts; T.recharged += S.st_recharged;
 		T.survived += S.st_inflight_survived;
+		T.snapshots += S.st_snapshots;
+		T.reclaims += S.st_reclaims;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -1274,8 +1331,11 @@ int main(int argc, char **argv)
 	       T.survived, T.flips, T.slow);
 	printf("sim: clients: %" PRIu64 " retries, %" PRIu64 " repeats answered with the original reservation, %" PRIu64
 	       " rate-limited; payments: %" PRIu64 " paid answers, %" PRIu64 " provider errors retried, %" PRIu64
-	       " duplicate outcomes, %" PRIu64 " re-charged after a restart, %" PRIu64 " charged-but-FAILED orders\n",
-	       T.retries, T.repeats, T.r429, T.paid, T.pay_err, T.dups, T.recharged, T.charged_failed);
+	       " duplicate outcomes, %" PRIu64 " re-charged after a restart, %" PRIu64 " orders kept PENDING past their"
+	       " last attempt (may have charged), 0 charged-but-FAILED\n",
+	       T.retries, T.repeats, T.r429, T.paid, T.pay_err, T.dups, T.recharged, T.kept_pending);
+	printf("sim: lifetime: %" PRIu64 " snapshots taken (start-ups load the newest and replay the tail), %" PRIu64
+	       " reclaims journaled (retention)\n", T.snapshots, T.reclaims);
 	printf("sim: sink: %" PRIu64 " batches applied, %" PRIu64 " duplicates skipped, %" PRIu64 " restarts\n",
 	       T.sink_batches, T.sink_dups, T.sink_restarts);
 	return 0;

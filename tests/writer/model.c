@@ -189,6 +189,7 @@ static uint64_t reclaim_target(const struct model *m, int64_t t_ms, int64_t rete
 }
 
 void model_set_retention(struct model *m, int64_t retention_ms) { m->retention_ms = retention_ms; }
+uint64_t model_res_floor(const struct model *m) { return m->res_floor; }
 
 /* After a RECLAIM: a user none of whose reservations is left goes, with
  * its holdings, unless it bought units of a sale that is not closed (that

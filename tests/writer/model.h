@@ -89,6 +89,8 @@ void model_usage(const struct model *m, struct wr_usage *u);
  * RECLAIM against it; a RECLAIM decided reclaims what it names, if all of
  * that ended and sits behind no live hold or waitlist entry. */
 void model_set_retention(struct model *m, int64_t retention_ms);
+/* Reservations numbered up to this were reclaimed (retention). */
+uint64_t model_res_floor(const struct model *m);
 
 /* Read access for a workload generator. */
 uint64_t model_res_count(const struct model *m);

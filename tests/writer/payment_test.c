@@ -723,6 +723,17 @@ static void test_http_contract(void **state)
 	assert_int_equal(fake_find(dec)->charged, 0);
 }
 
+/* Attempts the fake provider saw for an order, read under its lock (its
+ * thread is still serving). */
+static uint32_t fake_attempts(uint64_t order_no)
+{
+	struct fake_key *k = fake_find(order_no);
+	pthread_mutex_lock(&F.mu);
+	uint32_t n = k->attempts;
+	pthread_mutex_unlock(&F.mu);
+	return n;
+}
+
 /* Attempts whose outcome is unknown (the request left, no answer came):
  * the order is never concluded FAILED. Answers lost six times in a row
  * (more than retry_count_max) end PAID on the 409, charged once; a provider
@@ -738,9 +749,9 @@ static void test_http_unknown_never_failed(void **state)
 	uint64_t hang = charge("tok_hang", "gina", 500);
 	assert_int_equal(outcome_of(lost), FS_PAY_OK);
 	int64_t until = mono_ms() + WAIT_MS_MAX;
-	while (fake_find(hang)->attempts < 6 && mono_ms() < until)
+	while (fake_attempts(hang) < 6 && mono_ms() < until)
 		drain_results(50);
-	assert_true(fake_find(hang)->attempts >= 6);   /* past retry_count_max, still asked */
+	assert_true(fake_attempts(hang) >= 6);   /* past retry_count_max, still asked */
 	drain_results(0);
 	assert_int_equal(H.results[hang], 0);          /* no outcome: still PENDING */
 	struct pay_stats s;

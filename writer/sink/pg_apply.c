@@ -67,7 +67,7 @@ struct pg_apply {
 	struct sm_tab orders;      /* struct pa_order */
 	struct pa_sku *skus;
 	uint32_t sku_count;
-	uint32_t *rec_sku;         /* per record: SKU slot or UINT32_MAX */
+	uint32_t *rec_sku;         /* per record: SKU slot, PA_NO_SKU, or UINT32_MAX */
 	uint32_t rec_cap;
 	struct pa_buf buf, arr[4];
 	uint64_t last_rows;
@@ -656,9 +656,14 @@ static uint32_t fold_refund(struct pg_apply *a, const struct fs_cmd *c)
 	return k;
 }
 
+/* fold_record: a record that changes no row (its event row has no SKU). */
+#define PA_NO_SKU (UINT32_MAX - 1)
+
 static uint32_t fold_record(struct pg_apply *a, const struct fs_cmd *c, uint32_t i)
 {
 	switch (c->type) {
+	case FS_CMD_RECLAIM: case FS_CMD_RISK_FLAG:
+		return PA_NO_SKU;   /* the writer forgot ended rows / lowered a tier: the tables keep them */
 	case FS_CMD_SALE_CREATE: case FS_CMD_SALE_OPEN: case FS_CMD_SALE_PAUSE:
 	case FS_CMD_SALE_FREEZE: case FS_CMD_SALE_RESUME: case FS_CMD_SALE_CLOSE:
 	case FS_CMD_STOCK_ADD: case FS_CMD_STOCK_REMOVE:
@@ -710,7 +715,7 @@ static const char *out_status_name(const struct fs_cmd *c)
 
 static void event_row(struct pg_apply *a, struct pa_buf *b, const struct fs_cmd *c, uint32_t i)
 {
-	const struct pa_sku *s = &a->skus[a->rec_sku[i]];
+	const struct pa_sku *s = a->rec_sku[i] == PA_NO_SKU ? NULL : &a->skus[a->rec_sku[i]];
 	buf_printf(b, "%" PRIu64 "\t%u\t", a->seq, i);
 	buf_ts(b, a->time_ms);
 	col(b);
@@ -718,14 +723,15 @@ static void event_row(struct pg_apply *a, struct pa_buf *b, const struct fs_cmd 
 	col(b);
 	if (c->user_len) buf_text(b, c->user, c->user_len, 0); else null_field(b);
 	col(b);
-	buf_text(b, s->sku, s->sku_len, 0);
+	if (s) buf_text(b, s->sku, s->sku_len, 0); else null_field(b);
 	col(b);
 	if (c->key_len) buf_text(b, c->key, c->key_len, 0); else null_field(b);
 	col(b);
 	int order_ref = c->type == FS_CMD_PAY_RESULT || c->type == FS_CMD_REFUND || c->type == FS_CMD_REFUND_RESULT;
 	if (c->ref) buf_pubid(a, b, order_ref ? 'o' : 'r', c->ref); else null_field(b);
 	buf_printf(b, "\t%u\t", c->quantity);
-	if (c->out_ref) buf_pubid(a, b, c->type == FS_CMD_CHECKOUT ? 'o' : 'r', c->out_ref); else null_field(b);
+	if (c->out_ref) buf_pubid(a, b, c->type == FS_CMD_CHECKOUT || c->type == FS_CMD_RECLAIM ? 'o' : 'r', c->out_ref);
+	else null_field(b);
 	col(b);
 	const char *st = out_status_name(c);
 	if (st) buf_puts(b, st); else null_field(b);
