@@ -29,8 +29,9 @@ int ctl_writers_of(const char *data_dir, char *err, size_t err_len)
 		snprintf(err, err_len, "cannot read %s: %s", path, strerror(errno));
 		return -1;
 	}
-	unsigned n = 0;
-	int ok = fscanf(f, "%u", &n) == 1 && n >= 2 && n <= 16;
+	char line[32], *end = NULL;
+	unsigned long n = fgets(line, sizeof line, f) ? strtoul(line, &end, 10) : 0;
+	int ok = end != NULL && end != line && (*end == '\n' || *end == 0) && n >= 2 && n <= 16;
 	fclose(f);
 	if (!ok) {
 		snprintf(err, err_len, "%s: expected a writer count 2..16", path);

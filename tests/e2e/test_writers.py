@@ -230,6 +230,11 @@ class WritersTest(unittest.TestCase):
             for t in threads:
                 t.start()
             time.sleep(1.0 + self.rng.random() * 1.5)
+            # a slow box: let both shards acknowledge something before the kill
+            def both_shards():
+                with ledger.lock:
+                    return {id_shard(r) for r in ledger.acked} >= {0, 1}
+            fc.wait_for(both_shards, timeout=20)
             self.srv.kill9()      # while the clients are mid-request
             stop.set()
             for t in threads:
