@@ -200,8 +200,9 @@ int wr_batch_out_alloc(struct wr_batch_out *out, uint32_t cmd_count, uint32_t re
 	out->touched_cap = WR_REC_COUNT_MAX(records_cap) + 1;
 	out->res_touched = calloc(out->touched_cap, sizeof(uint64_t));
 	out->order_touched = calloc(out->touched_cap, sizeof(uint64_t));
+	out->sku_resweep = calloc(sku_count_max, sizeof(uint32_t));
 	return out->answers && out->records && out->charges && out->sku_touched && out->res_touched &&
-	       out->order_touched ? 0 : -1;
+	       out->order_touched && out->sku_resweep ? 0 : -1;
 }
 
 void wr_batch_out_free(struct wr_batch_out *out)
@@ -212,6 +213,7 @@ void wr_batch_out_free(struct wr_batch_out *out)
 	free(out->sku_touched);
 	free(out->res_touched);
 	free(out->order_touched);
+	free(out->sku_resweep);
 	memset(out, 0, sizeof *out);
 }
 
@@ -663,6 +665,18 @@ static void res_touch(struct wr_batch_out *out, uint64_t res_no, uint64_t order_
 		out->order_touched[out->order_touched_count++] = order_no;
 }
 
+/* Every hold or queued entry of SKU idx changed without a record each. */
+static void sku_resweep(const struct wr_state *st, struct wr_batch_out *out, uint32_t idx)
+{
+	if (out->sku_resweep == NULL)
+		return;
+	for (uint32_t i = 0; i < out->sku_resweep_count; i++)
+		if (out->sku_resweep[i] == idx)
+			return;
+	assert(out->sku_resweep_count < st->lim.sku_count_max);
+	out->sku_resweep[out->sku_resweep_count++] = idx;
+}
+
 /* ---- output helpers ------------------------------------------------------- */
 
 static struct fs_ans *answer_new(struct wr_batch_out *out, uint8_t origin, uint64_t tag)
@@ -1085,9 +1099,10 @@ static int transition(uint8_t type, uint8_t from)
  * refused). All shift by the same amount, so the FIFO stays in deadline
  * order. Deterministic from the journaled freeze and resume batch times, so
  * replay shifts the same holds by the same amount; no record of its own. */
-static void holds_unfreeze(struct wr_state *st, struct wr_sku *k, int64_t t_ms)
+static void holds_unfreeze(struct wr_state *st, struct wr_sku *k, int64_t t_ms, struct wr_batch_out *out)
 {
 	assert(k->state == FS_SALE_FROZEN && t_ms >= k->frozen_at_ms);
+	sku_resweep(st, out, (uint32_t)(k - st->skus));
 	int64_t shift_ms = t_ms - k->frozen_at_ms;
 	for (uint64_t res_no = k->holds.head; res_no != NIL; res_no = *link_of(st, res_no, LINK_HOLDS)) {
 		struct wr_res *r = &(*res_at(st, res_no));
@@ -1145,7 +1160,7 @@ static void decide_admin(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, st
 		if (to == FS_SALE_FROZEN && k->state != FS_SALE_FROZEN)
 			k->frozen_at_ms = t_ms;
 		else if (to != FS_SALE_FROZEN && k->state == FS_SALE_FROZEN)
-			holds_unfreeze(st, k, t_ms);
+			holds_unfreeze(st, k, t_ms, out);
 		k->state = (uint8_t)to;
 		if (to == FS_SALE_CLOSED)
 			users_release(st, (uint32_t)idx);
@@ -1733,6 +1748,18 @@ const char *wr_user_name(const struct wr_state *st, uint32_t idx, size_t *len)
 
 uint32_t wr_user_count(const struct wr_state *st) { return st->user_count; }
 
+void wr_sku_each_queued(const struct wr_state *st, uint32_t sku_idx, void (*fn)(void *arg, uint64_t res_no),
+                        void *arg)
+{
+	assert(sku_idx < st->sku_count);
+	struct wr_state *m = (struct wr_state *)st;   /* link_of reads only */
+	const struct wr_sku *k = &st->skus[sku_idx];
+	for (uint64_t no = k->holds.head; no != NIL; no = *link_of(m, no, LINK_HOLDS))
+		fn(arg, no);
+	for (uint64_t no = k->pq.head; no != NIL; no = *link_of(m, no, LINK_PQ))
+		fn(arg, no);
+}
+
 void wr_sku_queue(const struct wr_state *st, uint32_t sku_idx, uint64_t *wl_served, uint64_t *pq_served,
                   uint32_t *drawn)
 {
@@ -2129,6 +2156,7 @@ void wr_decide(struct wr_state *st, struct fs_cmd *cmds, uint32_t n, int64_t t_m
 	out->sku_touched_count = 0;
 	out->res_touched_count = 0;
 	out->order_touched_count = 0;
+	out->sku_resweep_count = 0;
 	st->last_t_ms = t_ms;
 	for (uint32_t i = 0; i < n && i < WR_PREFETCH_AHEAD; i++)
 		prefetch(st, &cmds[i], &st->pre[i % WR_PREFETCH_AHEAD]);

@@ -101,6 +101,12 @@ struct wr_batch_out {
 	uint64_t *res_touched, *order_touched;
 	uint32_t res_touched_count, order_touched_count;
 	uint32_t touched_cap;
+	/* SKUs whose every hold or queued entry changed at once, with no record
+	 * each (a resume gives holds their frozen time back; a draw numbers the
+	 * waiting room): republished whole (wr_sku_each_queued). Distinct,
+	 * room for sku_count_max; NULL: not tracked. */
+	uint32_t *sku_resweep;
+	uint32_t sku_resweep_count;
 };
 
 /* The one sizing rule of a decide step's output. A batch of cmd_count
@@ -153,6 +159,10 @@ int wr_pub_order(const struct wr_state *st, uint64_t order_no, struct fs_pub_ord
 /* User idx's name (users are never reclaimed), idx < wr_user_count(). */
 const char *wr_user_name(const struct wr_state *st, uint32_t idx, size_t *len);
 uint32_t wr_user_count(const struct wr_state *st);
+/* Calls fn for every reservation in SKU sku_idx's hold FIFO and waiting
+ * room (live or not yet trimmed), in FIFO order. */
+void wr_sku_each_queued(const struct wr_state *st, uint32_t sku_idx, void (*fn)(void *arg, uint64_t res_no),
+                        void *arg);
 /* A SKU's waitlist and waiting-room heads and whether it was drawn. */
 void wr_sku_queue(const struct wr_state *st, uint32_t sku_idx, uint64_t *wl_served, uint64_t *pq_served,
                   uint32_t *drawn);

@@ -134,6 +134,13 @@ static void store_order(struct wr_publisher *pb, const struct wr_state *st, uint
 		fs_pub_order_store(pb->pub, &v);
 }
 
+struct sweep { struct wr_publisher *pb; const struct wr_state *st; };
+static void sweep_one(void *arg, uint64_t res_no)
+{
+	struct sweep *sw = arg;
+	store_res(sw->pb, sw->st, res_no);
+}
+
 /* Every live reservation of the SKUs in the set (the draw renumbered a
  * whole waiting room; start-up publishes all). */
 static void store_all_res_of_set(struct wr_publisher *pb, const struct wr_state *st)
@@ -184,6 +191,8 @@ void wr_publish_batch(struct wr_publisher *pb, const struct wr_state *st, const 
 		if (wr_pub_res(st, out->res_touched[i], &v) == 0)
 			count = set_add(pb, count, v.sku);
 	}
+	for (uint32_t i = 0; out->sku_resweep != NULL && i < out->sku_resweep_count; i++)
+		count = set_add(pb, count, out->sku_resweep[i]);
 	int all = 0;
 	for (uint32_t i = 0; i < n && !all; i++)
 		all = moves_queues(&cmds[i]);
@@ -211,9 +220,13 @@ void wr_publish_batch(struct wr_publisher *pb, const struct wr_state *st, const 
 	}
 	if (redraw)
 		store_all_res_of_set(pb, st);   /* the draw numbered every queued entry */
-	else
+	else {
 		for (uint32_t i = 0; i < out->res_touched_count; i++)
 			store_res(pb, st, out->res_touched[i]);
+		struct sweep sw = { pb, st };
+		for (uint32_t i = 0; out->sku_resweep != NULL && i < out->sku_resweep_count; i++)
+			wr_sku_each_queued(st, out->sku_resweep[i], sweep_one, &sw);   /* a resume moved every hold */
+	}
 	set_close(pb, st, count);
 	for (uint32_t i = 0; i < out->order_touched_count; i++)
 		store_order(pb, st, out->order_touched[i]);

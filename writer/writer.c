@@ -373,8 +373,8 @@ struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, ch
 	w->pub = fs_pub_map(l->sku_count_max, l->user_count_max, l->reservation_count_max, l->order_count_max);
 	if (w->st == NULL || alloc_buffers(w) != 0 || w->admission == NULL || w->pub == NULL ||
 	    wr_publisher_init(&w->publisher, w->pub, l->sku_count_max) != 0) {
-		snprintf(err, err_len, "cannot reserve memory for the tables (%llu bytes)",
-		         (unsigned long long)(wr_state_bytes(l) + wr_pub_bytes(l)));
+		uint64_t need = wr_state_bytes(l) + wr_pub_bytes(l);
+		snprintf(err, err_len, "cannot reserve memory for the tables (%llu bytes)", (unsigned long long)need);
 		wr_close(w);
 		return NULL;
 	}

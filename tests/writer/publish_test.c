@@ -162,7 +162,10 @@ static void random_cmd(struct t *x, struct fs_cmd *c)
 	const char *user = user_names[rnd(USERS)];
 	char key[16];
 	snprintf(key, sizeof key, "k%llu", (unsigned long long)rnd(40));   /* repeats happen */
-	switch (rnd(6)) {
+	switch (rnd(7)) {
+	case 6:   /* a freeze, later a resume: every hold gets the frozen time back */
+		tc_admin(c, rnd(2) ? FS_CMD_SALE_FREEZE : FS_CMD_SALE_RESUME, rnd(2) ? "alpha" : "beta");
+		break;
 	case 0:
 	case 1:
 		tc_reserve(c, rnd(2) ? "alpha" : "beta", user, key, (uint32_t)(1 + rnd(2)));
