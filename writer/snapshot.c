@@ -1,15 +1,16 @@
 /* snapshot.c - snapshot files of the writer's state (format in snapshot.h).
  *
  * Writing streams the sections of wr_state_image() through one static
- * buffer with a running xxh3 per section; nothing is allocated, so the
- * writer's forked child can run it on its copy-on-write view of the tables
- * while the parent goes on deciding. Loading maps the file read-only and
+ * buffer (one snapshot at a time per process) with a running xxh3 per
+ * section; nothing is allocated. The snapshot thread (snapshotter.c) runs
+ * it on its own copy of the state while the writer goes on deciding. Loading maps the file read-only and
  * checks every hash before a section reaches the state.
  */
 #define XXH_STATIC_LINKING_ONLY
 #include "writer/snapshot.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -160,8 +161,8 @@ void wr_snapshot_path(char *out, size_t cap, const char *data_dir, uint64_t seq)
 	snprintf(out, cap, "%s/%s/%020" PRIu64 ".snap", data_dir, WR_SNAP_SUBDIR, seq);
 }
 
-int wr_snapshot_write(const char *data_dir, const struct wr_state *st, const struct wr_snap_stamp *stamp,
-                      uint32_t pace_us, char *err, size_t err_len)
+static int write_locked(const char *data_dir, const struct wr_state *st, const struct wr_snap_stamp *stamp,
+                        uint32_t pace_us, char *err, size_t err_len)
 {
 	assert(data_dir != NULL && st != NULL && stamp != NULL);
 	char dir[PATH_MAX], tmp[PATH_MAX + 64], path[PATH_MAX + 64];
@@ -232,6 +233,18 @@ int wr_snapshot_write(const char *data_dir, const struct wr_state *st, const str
 		return -1;
 	}
 	return 0;
+}
+
+/* The static buffer serves one snapshot at a time: writers of one process
+ * (tests open several) take turns. */
+int wr_snapshot_write(const char *data_dir, const struct wr_state *st, const struct wr_snap_stamp *stamp,
+                      uint32_t pace_us, char *err, size_t err_len)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&lock);
+	int rc = write_locked(data_dir, st, stamp, pace_us, err, err_len);
+	pthread_mutex_unlock(&lock);
+	return rc;
 }
 
 static int cmp_desc(const void *a, const void *b)

@@ -37,8 +37,8 @@ struct wr_snap_stamp {
 };
 
 /* Writes st as DATA_DIR/snapshots/SEQ.snap (temp file, fdatasync, rename,
- * directory fsync). Uses a static buffer and no malloc, so a forked child
- * of a multi-threaded process may call it (one writer at a time).
+ * directory fsync). Uses a static buffer and no malloc; calls from several
+ * threads take turns.
  * `pace_us` > 0 sleeps that long before every section and after every
  * 64 KiB (tests of a crash in the middle). Returns 0, or -1 with a one-line reason in err. */
 int wr_snapshot_write(const char *data_dir, const struct wr_state *st, const struct wr_snap_stamp *stamp,
