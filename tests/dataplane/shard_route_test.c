@@ -22,24 +22,26 @@
 static void test_pubid_round_trip(void **state)
 {
 	(void)state;
-	uint32_t shard = 99;
+	struct dp_id_owner owner;
+	char id[FS_PUBID_LEN + 1];
 	/* one writer, one appliance: the number is the id (ids from before shards) */
-	assert_int_equal(dp_id_public(0, 0, 42), 42);
-	assert_int_equal(dp_id_local(42, 0, 0, &shard), 42);
-	assert_int_equal(shard, 0);
-	assert_int_equal(dp_id_public(0, 3, 0), 0);   /* "no id" stays 0 */
+	assert_int_equal(dp_id_public((struct dp_id_owner){ 0, 0 }, 42), 42);
+	fs_pubid_format(id, 'r', 42);
+	assert_int_equal(dp_id_parse(id, FS_PUBID_LEN, 'r', &owner), 42);
+	assert_int_equal(owner.appliance, 0);
+	assert_int_equal(owner.writer, 0);
+	assert_int_equal(dp_id_public((struct dp_id_owner){ 0, 3 }, 0), 0);   /* "no id" stays 0 */
 	for (uint32_t a = 0; a < 4; a++)
 		for (uint32_t k = 0; k < FS_SHARD_WRITERS_MAX; k++) {
 			uint64_t no = (UINT64_C(1) << 47) + k * 7919u + 1;
-			uint64_t pub = dp_id_public(a, k, no);
+			uint64_t pub = dp_id_public((struct dp_id_owner){ a, k }, no);
 			assert_int_equal(fs_id_writer(pub), k);
 			assert_int_equal(fs_id_appliance(pub), a);
-			assert_int_equal(dp_id_local(pub, a, FS_SHARD_WRITERS_MAX, &shard), no);
-			assert_int_equal(shard, k);
-			/* another appliance's id, or a shard this box does not have: not ours */
-			assert_int_equal(dp_id_local(pub, a + 1, FS_SHARD_WRITERS_MAX, &shard), 0);
-			if (k > 0)
-				assert_int_equal(dp_id_local(pub, a, k, &shard), 0);
+			fs_pubid_format(id, 'o', pub);
+			assert_int_equal(dp_id_parse(id, FS_PUBID_LEN, 'o', &owner), no);
+			assert_int_equal(owner.writer, k);
+			assert_int_equal(owner.appliance, a);
+			assert_int_equal(dp_id_parse(id, FS_PUBID_LEN, 'r', &owner), 0);   /* wrong prefix */
 		}
 }
 
