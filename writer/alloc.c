@@ -2333,6 +2333,7 @@ uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr
 
 void wr_usage(const struct wr_state *st, struct wr_usage *u)
 {
+	memset(u, 0, sizeof *u);   /* callers compare whole structs (padding included) */
 	u->users = st->users_live;
 	u->reservations = (uint32_t)(st->res_count - st->res_floor);
 	u->orders = (uint32_t)(st->order_count - st->order_floor);
