@@ -20,8 +20,10 @@ static void check_resp(const struct http_conn *c, const struct http_resp *r)
 	const char *lo2 = c->body, *hi2 = c->body + sizeof c->body;
 	CHECK(r->body_len == 0 || (r->body >= lo1 && r->body + r->body_len <= hi1) ||
 	      (r->body >= lo2 && r->body + r->body_len <= hi2));
-	int o = resp_outcome(r);
-	CHECK(o == FS_PAY_OK || o == FS_PAY_DECLINED || o == FS_PAY_ERROR || o == FS_PAY_INVALID);
+	for (int refund = 0; refund <= 1; refund++) {
+		int o = resp_outcome(r, refund);
+		CHECK(o == FS_PAY_OK || o == FS_PAY_DECLINED || o == FS_PAY_ERROR || o == FS_PAY_INVALID);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

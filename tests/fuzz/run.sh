@@ -13,7 +13,7 @@ seconds=${1:-20}
 target=${2:-http}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 case "$target" in
-http)     SRCS="dataplane/http.c dataplane/json.c dataplane/response.c dataplane/route.c common/fs_cmd.c common/fs_jwt.c common/fs_pub.c"
+http)     SRCS="dataplane/http.c dataplane/json.c dataplane/response.c dataplane/route.c common/fs_cmd.c common/fs_jwt.c common/fs_pub.c common/fs_shard.c"
           LIBS="-lhttp_parser -lcrypto -lxxhash"; MAXLEN=2048 ;;
 json)     SRCS="dataplane/json.c"; LIBS=""; MAXLEN=512 ;;
 jwt)      SRCS="common/fs_jwt.c"; LIBS="-lcrypto"; MAXLEN=900 ;;
