@@ -1431,14 +1431,19 @@ static enum fs_err checkout_refusal(const struct wr_res *r, int64_t t_ms)
 	}
 }
 
-/* A repeat of a checkout: the order's outcome when known, else at once
- * 202 PENDING (API.md). It does not wait: an attempt that may have charged
- * keeps the order PENDING until the provider answers (pay_retry.c), which
- * can take longer than any client waits. */
+/* A repeat of a checkout: the order's outcome when known, else wait for it
+ * (at most WR_ORDER_WAITERS requests; more get 202 PENDING at once). An
+ * order kept PENDING after an attempt that may have charged (pay_retry.c)
+ * makes its waiters wait until the provider answers (RELIABILITY.md). */
 static void checkout_repeat(struct wr_state *st, struct fs_cmd *c, uint64_t order_no, struct wr_batch_out *out)
 {
 	struct wr_order *o = &(*order_at(st, order_no));
 	c->err = FS_ERR_EXISTS;
+	if (o->status == FS_ORDER_PENDING && o->waiter_count < WR_ORDER_WAITERS && c->origin != WR_ORIGIN_NONE) {
+		o->waiter_origin[o->waiter_count] = c->origin;
+		o->waiter_tag[o->waiter_count++] = c->tag;
+		return;
+	}
 	struct fs_ans *a = answer_new(out, c->origin, c->tag);
 	fill_order(st, order_no, a, FS_BODY_CHECKOUT);
 	/* paid and since refunded (or refunding): the checkout itself succeeded */

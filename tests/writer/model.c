@@ -692,7 +692,12 @@ static void do_checkout(struct model *m, const struct fs_cmd *c, int64_t t_ms, s
 		if (seen->res_no != c->ref)
 			{ ans_error(e, c, FS_ERR_KEY_REUSED); return; }
 		uint64_t order_no = (uint64_t)(seen - m->orders) + 1;
-		/* a repeat while PENDING: 202 at once, never a waiter */
+		if (seen->status == FS_ORDER_PENDING && seen->has_waiter < 4) {
+			/* answered when the payment's outcome comes */
+			seen->waiter_origin[seen->has_waiter] = c->origin;
+			seen->waiter_tag[seen->has_waiter++] = c->tag;
+			return;
+		}
 		struct m_ans *a = ans_new(e, c->origin, c->tag);
 		fill_order(m, order_no, a, FS_BODY_CHECKOUT);
 		a->ans.http = seen->status == FS_ORDER_FAILED ? 402 : seen->status == FS_ORDER_PENDING ? 202 : 200;
