@@ -289,3 +289,32 @@ uint32_t fs_shard_writer_of(const struct fs_shard_map *m, const char *sku, size_
 	/* the high half, so the writer does not follow the appliance choice */
 	return (uint32_t)((fs_shard_hash(sku, len) >> 32) % writers);
 }
+
+int fs_shard_sink_name(char *out, size_t out_len, enum fs_shard_naming what, const char *name,
+                       const char *topic_base, uint32_t writer, uint32_t writers)
+{
+	assert(out != NULL && out_len > 0);
+	assert(writers >= 1 && writers <= FS_SHARD_WRITERS_MAX && writer < writers);
+	const char *nm = name != NULL ? name : "";
+	char suffix[16] = "";
+	if (writers > 1)
+		snprintf(suffix, sizeof suffix, "w%u", writer);
+	int n;
+	switch (what) {
+	case FS_SHARD_LABEL:   /* NAME, NAME/wK, wK */
+		n = snprintf(out, out_len, "%s%s%s", nm, nm[0] && suffix[0] ? "/" : "", suffix);
+		break;
+	case FS_SHARD_CURSOR:  /* flashsaled[.NAME][.wK] */
+		n = snprintf(out, out_len, "flashsaled%s%s%s%s", nm[0] ? "." : "", nm, suffix[0] ? "." : "", suffix);
+		break;
+	default:               /* BASE or flashsale.journal[.NAME], then [.wK] */
+		assert(what == FS_SHARD_TOPIC);
+		if (topic_base != NULL)
+			n = snprintf(out, out_len, "%s%s%s", topic_base, suffix[0] ? "." : "", suffix);
+		else
+			n = snprintf(out, out_len, "flashsale.journal%s%s%s%s", nm[0] ? "." : "", nm,
+			             suffix[0] ? "." : "", suffix);
+		break;
+	}
+	return n < 0 || (size_t)n >= out_len ? -1 : 0;
+}

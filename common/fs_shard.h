@@ -82,6 +82,21 @@ uint32_t fs_shard_appliance_of(const struct fs_shard_map *m, const char *sku, si
 uint32_t fs_shard_writer_of(const struct fs_shard_map *m, const char *sku, size_t len,
                             uint32_t writers);
 
+/* What one writer shard's sink output is called, so that the writer shards
+ * of a box (and the appliances sharing one PostgreSQL or Kafka cluster)
+ * never write over each other. `name` is the appliance (--shard, "" for
+ * none); `writers` the box's --writers. With one writer the names are the
+ * ones a box had before writer shards:
+ *   label   (the rows' shard column)  NAME            | NAME/wK, or wK without a name
+ *   cursor  (sink_cursor, Kafka file) flashsaled[.NAME] | flashsaled[.NAME].wK
+ *   topic   (Kafka)                   BASE            | BASE.wK
+ * BASE is --kafka-topic, else flashsale.journal[.NAME]. Returns 0, or -1
+ * when `out` is too small. */
+#define FS_SHARD_LABEL_LEN_MAX   (FS_SHARD_NAME_LEN_MAX + 4u)   /* NAME/w15 */
+enum fs_shard_naming { FS_SHARD_LABEL, FS_SHARD_CURSOR, FS_SHARD_TOPIC };
+int fs_shard_sink_name(char *out, size_t out_len, enum fs_shard_naming what, const char *name,
+                       const char *topic_base, uint32_t writer, uint32_t writers);
+
 static inline uint64_t fs_id_compose(uint32_t appliance, uint32_t writer, uint64_t local)
 {
 	return (uint64_t)appliance << FS_ID_APPLIANCE_SHIFT |

@@ -180,8 +180,10 @@ static const char usage_writers[] =
 "                              its own journal, snapshots, sequence and chain under DIR/shard-K (N = 1: DIR\n"
 "                              as ever); a SKU goes to the shard a stable hash of its name picks, unless\n"
 "                              --shard-map pins it. A data dir starts only with the N it was made with.\n"
-"                              Table limits (--users-max, ...) are per shard; --redis: a sink per shard.\n"
-"                              Not with --dpdk, --postgres, --kafka, --replicate or --standby (refused)\n"
+"                              Table limits (--users-max, ...) are per shard. Sinks: one per shard and\n"
+"                              kind (postgres-shard-K ...), rows labelled wK (NAME/wK with --shard), ids\n"
+"                              with K in bits 48..55, cursor flashsaled[.NAME].wK, Kafka topic T.wK.\n"
+"                              Not with --dpdk, --replicate or --standby (refused)\n"
 "  --shard-map FILE            `writer SKU K` lines pin SKUs to shards (format: common/fs_shard.h)\n"
 "\n";
 
@@ -528,16 +530,20 @@ static uint64_t sinks_gate(void *arg)
 
 /* Sink threads tail the durable journal; each is off unless configured.
  * Appliances as shards: each its own PostgreSQL cursor and Kafka topic.
- * Writer shards (named "<sink>-shard-K") would each tail their own journal;
- * check_writers refuses sinks with --writers > 1 until their rows carry the
- * writer shard. */
+ * Writer shards (--writers N > 1): each writer K has its own sinks
+ * ("<sink>-shard-K"), tailing its own journal under its own cursor, rows
+ * labelled and ids numbered with K, Kafka topic BASE.wK
+ * (fs_shard_sink_name). */
 static void start_sinks(const struct options *o, struct writer *w, struct sinks *sk, uint32_t shard,
                         uint32_t shards, const char *dir, int sharded, uint32_t appliance)
 {
 	static char shard_names[FS_SHARD_WRITERS_MAX][3][32];
-	static char cursor[64], topic[64];
-	snprintf(cursor, sizeof cursor, sharded ? "flashsaled.%s" : "flashsaled", o->shard);
-	snprintf(topic, sizeof topic, sharded ? "flashsale.journal.%s" : "flashsale.journal", o->shard);
+	char cursor[64], topic[160], label[FS_SHARD_LABEL_LEN_MAX + 1];   /* sink_start copies them */
+	const char *name = sharded ? o->shard : "";
+	if (fs_shard_sink_name(cursor, sizeof cursor, FS_SHARD_CURSOR, name, NULL, shard, shards) != 0 ||
+	    fs_shard_sink_name(topic, sizeof topic, FS_SHARD_TOPIC, name, o->kafka_topic, shard, shards) != 0 ||
+	    fs_shard_sink_name(label, sizeof label, FS_SHARD_LABEL, name, NULL, shard, shards) != 0)
+		die("%s", "--kafka-topic or --shard too long for the sink names");
 	const struct { const char *addr; enum sink_kind kind; const char *name; } want[3] = {
 		{ o->postgres, SINK_POSTGRES, "postgres" }, { o->replicate ? NULL : o->kafka, SINK_KAFKA, "kafka" },
 		{ o->redis, SINK_REDIS, "redis" } };
@@ -547,9 +553,8 @@ static void start_sinks(const struct options *o, struct writer *w, struct sinks 
 			continue;
 		struct sink_config c = { .kind = want[i].kind, .journal_dir = wr_journal_dir(w),
 		                         .durable_seq = wr_durable_seq(w), .address = want[i].addr,
-		                         .name = cursor, .topic = o->kafka_topic ? o->kafka_topic : topic,
-		                         .data_dir = dir, .shard = sharded ? o->shard : NULL,
-		                         .appliance = appliance };
+		                         .name = cursor, .topic = topic, .data_dir = dir, .shard = label,
+		                         .appliance = appliance, .writer = shard };
 		struct sink *s = sink_start(&c, err, sizeof err);
 		if (s == NULL)
 			die("%s", err);
@@ -765,8 +770,6 @@ static void check_writers(struct daemon *d)
 	d->writer_count = o->writers;
 	if (o->writers > 1) {
 		const char *what = o->dpdk ? "--dpdk (its lane processes have one port each)" :
-		                   o->postgres ? "--postgres (rows would carry each shard's own numbers)" :
-		                   o->kafka ? "--kafka (records would carry each shard's own numbers)" :
 		                   o->replicate ? "--replicate" : o->standby ? "--standby" : NULL;
 		if (what != NULL)
 			die("--writers N > 1 does not run with %s yet: use --writers 1 (README \"Writer shards\")", what);

@@ -53,7 +53,9 @@ static void usage(FILE *f)
 	           "  --cursor: sink_cursor row (default loader); --group: consumer group\n"
 	           "  (default flashsale-loader); --until-seq: exit 0 once batch N is applied.\n"
 	           "  --shard NAME --shard-map FILE: the topic of appliance NAME (flashsaled --shard,\n"
-	           "  default topic flashsale.journal.NAME): rows carry shard NAME, ids its index.\n");
+	           "  default topic flashsale.journal.NAME): rows carry shard NAME, ids its index.\n"
+	           "  --writer K: writer shard K of a box run with --writers N > 1 (default topic\n"
+	           "  flashsale.journal[.NAME].wK): rows labelled wK (NAME/wK), ids with K in bits 48..55.\n");
 }
 
 /* ------------------------------------------------------------ JSON decode */
@@ -287,8 +289,10 @@ int main(int argc, char **argv)
 		{"postgres", required_argument, NULL, 'p'}, {"cursor", required_argument, NULL, 'c'},
 		{"group", required_argument, NULL, 'g'}, {"until-seq", required_argument, NULL, 'u'},
 		{"help", no_argument, NULL, 'h'}, {"shard", required_argument, NULL, 's'},
-		{"shard-map", required_argument, NULL, 'm'}, {NULL, 0, NULL, 0}};
+		{"shard-map", required_argument, NULL, 'm'}, {"writer", required_argument, NULL, 'w'},
+		{NULL, 0, NULL, 0}};
 	const char *shard = NULL, *map_path = NULL;
+	long writer = -1;   /* --writer K; -1: a box with one writer */
 	const char *brokers = NULL, *topic = NULL, *group = "flashsale-loader";
 	struct loader l = {.cursor_name = "loader"};
 	uint64_t until = 0;
@@ -303,11 +307,21 @@ int main(int argc, char **argv)
 		case 'u': until = strtoull(optarg, NULL, 10); break;
 		case 's': shard = optarg; break;
 		case 'm': map_path = optarg; break;
+		case 'w': {
+			char *end;
+			writer = strtol(optarg, &end, 10);
+			if (end == optarg || *end != 0 || writer < 0 || writer >= (long)FS_SHARD_WRITERS_MAX) {
+				fprintf(stderr, "flashsale-loader: --writer %s: want 0..%u\n", optarg, FS_SHARD_WRITERS_MAX - 1);
+				return 2;
+			}
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	static char shard_topic[64];
+	static char shard_topic[128];
+	char label[FS_SHARD_LABEL_LEN_MAX + 1] = "";
 	int appliance = 0;
 	if (shard != NULL || map_path != NULL) {
 		static struct fs_shard_map map;
@@ -317,10 +331,14 @@ int main(int argc, char **argv)
 			fprintf(stderr, "flashsale-loader: --shard NAME and --shard-map FILE (declaring NAME) go together\n");
 			return 2;
 		}
-		snprintf(shard_topic, sizeof shard_topic, "flashsale.journal.%s", shard);
-		if (topic == NULL)
-			topic = shard_topic;
 	}
+	/* the names flashsaled's sink gives this shard (any N > K names writer K alike) */
+	uint32_t wk = writer < 0 ? 0 : (uint32_t)writer, wn = writer < 0 ? 1 : FS_SHARD_WRITERS_MAX;
+	if (fs_shard_sink_name(label, sizeof label, FS_SHARD_LABEL, shard, NULL, wk, wn) != 0 ||
+	    fs_shard_sink_name(shard_topic, sizeof shard_topic, FS_SHARD_TOPIC, shard, NULL, wk, wn) != 0)
+		return 2;
+	if (topic == NULL && (shard != NULL || writer >= 0))
+		topic = shard_topic;
 	if (!brokers || !topic || !l.conninfo || optind != argc) {
 		fprintf(stderr, "flashsale-loader: --kafka, --topic and --postgres are required\n");
 		return 2;
@@ -330,8 +348,7 @@ int main(int argc, char **argv)
 	if (!(l.apply = pg_apply_new()) || sm_tab_init(&l.pending, sizeof(struct pending), 256) != 0 ||
 	    pg_connect(&l) != 0)
 		return 2;
-	if (shard != NULL)
-		pg_apply_set_shard(l.apply, shard, (uint32_t)appliance);
+	pg_apply_set_shard(l.apply, label, (uint32_t)appliance, wk);
 	rd_kafka_t *rk = consumer(brokers, group, topic);
 	if (!rk)
 		return 2;

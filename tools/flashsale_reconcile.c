@@ -30,21 +30,22 @@ struct rc_state {
 	uint64_t records;         /* journal records up to cursor */
 	uint64_t journal_last;    /* last batch in the journal */
 	uint64_t diffs;
-	char where[96];           /* " WHERE shard = '...'" with --shard, else "" */
+	char where[96];           /* " WHERE shard = '...'" with --shard or --writer, else "" */
 	uint32_t appliance;       /* --shard's index in --shard-map: the ids' bits 56..63 */
+	uint32_t writer;          /* --writer: the ids' bits 48..55 */
 };
 
 /* A journal number as the public id its rows carry (common/fs_shard.h). */
 static void id_format(const struct rc_state *st, char out[FS_PUBID_LEN + 1], char prefix, uint64_t no)
 {
-	fs_pubid_format(out, prefix, fs_id_compose(st->appliance, 0, no));
+	fs_pubid_format(out, prefix, fs_id_compose(st->appliance, st->writer, no));
 }
 
 /* The journal number of a row's id; 0 when malformed or another shard's. */
 static uint64_t id_parse(const struct rc_state *st, const char *id, char prefix)
 {
 	uint64_t no = fs_pubid_parse(id, strlen(id), prefix);
-	return fs_id_appliance(no) == st->appliance && fs_id_writer(no) == 0 ? fs_id_local(no) : 0;
+	return fs_id_appliance(no) == st->appliance && fs_id_writer(no) == st->writer ? fs_id_local(no) : 0;
 }
 
 static void diff(struct rc_state *st, const char *fmt, ...)
@@ -61,14 +62,17 @@ static void diff(struct rc_state *st, const char *fmt, ...)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: flashsale-reconcile --journal DIR --postgres CONNINFO [--cursor NAME]\n"
-	           "                           [--shard NAME --shard-map FILE]\n"
+	           "                           [--shard NAME --shard-map FILE] [--writer K]\n"
 	           "  Replays the journal into an in-memory model and compares it with the PostgreSQL\n"
 	           "  projection up to the batch the sink cursor NAME has applied (default: the highest\n"
 	           "  cursor in sink_cursor). Prints each difference; exit 0 when there is none, 1 when\n"
 	           "  there are differences, 2 on errors.\n"
 	           "  --shard NAME --shard-map FILE: appliances sharing one database (flashsaled --shard):\n"
 	           "  only rows whose shard column is NAME, ids of NAME's index in the map, and the\n"
-	           "  cursor flashsaled.NAME unless --cursor says otherwise.\n");
+	           "  cursor flashsaled.NAME unless --cursor says otherwise.\n"
+	           "  --writer K: writer shard K of a box run with --writers N > 1 (--journal is its\n"
+	           "  DIR/shard-K): rows labelled wK (NAME/wK with --shard), ids with K in bits 48..55,\n"
+	           "  cursor flashsaled[.NAME].wK unless --cursor says otherwise.\n");
 }
 
 /* Runs `sql` with st->where appended (one shard's rows). Exits 2 on error. */
@@ -344,13 +348,40 @@ static int shard_select(struct rc_state *st, const char *shard, const char *map_
 	return 0;
 }
 
+/* --writer K: writer shard K's rows, ids and cursor (fs_shard_sink_name; any
+ * N > K gives the same names). 0 or -1. */
+static int writer_select(struct rc_state *st, const char *writer, const char *shard, int cursor_given,
+                         const char **cursor, char *cursor_name, size_t cursor_len)
+{
+	if (writer == NULL)
+		return 0;
+	char *end;
+	unsigned long k = strtoul(writer, &end, 10);
+	if (end == writer || *end != 0 || k >= FS_SHARD_WRITERS_MAX) {
+		fprintf(stderr, "flashsale-reconcile: --writer %s: want 0..%u\n", writer, FS_SHARD_WRITERS_MAX - 1);
+		return -1;
+	}
+	st->writer = (uint32_t)k;
+	char label[FS_SHARD_LABEL_LEN_MAX + 1];
+	const char *name = shard ? shard : "";
+	if (fs_shard_sink_name(label, sizeof label, FS_SHARD_LABEL, name, NULL, st->writer, FS_SHARD_WRITERS_MAX) != 0 ||
+	    (!cursor_given &&
+	     fs_shard_sink_name(cursor_name, cursor_len, FS_SHARD_CURSOR, name, NULL, st->writer, FS_SHARD_WRITERS_MAX) != 0))
+		return -1;
+	snprintf(st->where, sizeof st->where, " WHERE shard = '%s'", label);
+	if (!cursor_given)
+		*cursor = cursor_name;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"journal", required_argument, NULL, 'j'}, {"postgres", required_argument, NULL, 'p'},
 		{"cursor", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-		{"shard", required_argument, NULL, 's'}, {"shard-map", required_argument, NULL, 'm'}, {NULL, 0, NULL, 0}};
-	const char *dir = NULL, *conninfo = NULL, *cursor = NULL, *shard = NULL, *map_path = NULL;
+		{"shard", required_argument, NULL, 's'}, {"shard-map", required_argument, NULL, 'm'},
+		{"writer", required_argument, NULL, 'w'}, {NULL, 0, NULL, 0}};
+	const char *dir = NULL, *conninfo = NULL, *cursor = NULL, *shard = NULL, *map_path = NULL, *writer = NULL;
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
@@ -359,6 +390,7 @@ int main(int argc, char **argv)
 		case 'c': cursor = optarg; break;
 		case 's': shard = optarg; break;
 		case 'm': map_path = optarg; break;
+		case 'w': writer = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -369,7 +401,9 @@ int main(int argc, char **argv)
 	}
 	struct rc_state st = {0};
 	char cursor_name[64];
-	if (shard_select(&st, shard, map_path, &cursor, cursor_name, sizeof cursor_name) != 0)
+	int cursor_given = cursor != NULL;
+	if (shard_select(&st, shard, map_path, &cursor, cursor_name, sizeof cursor_name) != 0 ||
+	    writer_select(&st, writer, shard, cursor_given, &cursor, cursor_name, sizeof cursor_name) != 0)
 		return 2;
 	st.pg = PQconnectdb(conninfo);
 	if (PQstatus(st.pg) != CONNECTION_OK) {

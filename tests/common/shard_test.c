@@ -111,6 +111,37 @@ static void test_ids_carry_the_shard(void **state)
 	assert_true(fs_id_compose(1, 0, FS_ID_LOCAL_MASK + 1) == fs_id_compose(1, 0, 0));
 }
 
+/* Sink names: one writer keeps the names a box had before writer shards;
+ * several give every writer its own label, cursor and topic. */
+static void test_sink_names(void **state)
+{
+	(void)state;
+	static const struct { enum fs_shard_naming what; const char *name, *base; uint32_t w, n; const char *want; } c[] = {
+		{ FS_SHARD_LABEL, "", NULL, 0, 1, "" },
+		{ FS_SHARD_LABEL, "east", NULL, 0, 1, "east" },
+		{ FS_SHARD_LABEL, "east", NULL, 1, 2, "east/w1" },
+		{ FS_SHARD_LABEL, NULL, NULL, 15, 16, "w15" },
+		{ FS_SHARD_CURSOR, "", NULL, 0, 1, "flashsaled" },
+		{ FS_SHARD_CURSOR, "east", NULL, 0, 1, "flashsaled.east" },
+		{ FS_SHARD_CURSOR, "", NULL, 0, 2, "flashsaled.w0" },
+		{ FS_SHARD_CURSOR, "east", NULL, 1, 2, "flashsaled.east.w1" },
+		{ FS_SHARD_TOPIC, "", NULL, 0, 1, "flashsale.journal" },
+		{ FS_SHARD_TOPIC, "east", NULL, 1, 4, "flashsale.journal.east.w1" },
+		{ FS_SHARD_TOPIC, "east", "mine", 0, 1, "mine" },
+		{ FS_SHARD_TOPIC, "", "mine", 3, 4, "mine.w3" },
+	};
+	char out[64];
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		assert_int_equal(fs_shard_sink_name(out, sizeof out, c[i].what, c[i].name, c[i].base, c[i].w, c[i].n), 0);
+		assert_string_equal(out, c[i].want);
+	}
+	char label[FS_SHARD_LABEL_LEN_MAX + 1];   /* the longest name and writer fit the label */
+	assert_int_equal(fs_shard_sink_name(label, sizeof label, FS_SHARD_LABEL, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	                                    NULL, 15, 16), 0);
+	assert_int_equal(strlen(label), FS_SHARD_LABEL_LEN_MAX);
+	assert_int_equal(fs_shard_sink_name(out, 8, FS_SHARD_CURSOR, "east", NULL, 0, 1), -1);   /* too small */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -118,6 +149,7 @@ int main(void)
 		cmocka_unit_test(test_bad_maps),
 		cmocka_unit_test(test_hash_owners),
 		cmocka_unit_test(test_ids_carry_the_shard),
+		cmocka_unit_test(test_sink_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,10 @@ journal verifies and replays alone (flashsale-journal verify/stats on
 DIR/shard-K) and holds only its own SKUs; a data dir refuses to start with
 another writer count or a map that moves a SKU with history; combinations
 not built for shards are refused at start; a backup has one verified copy
-per shard.
+per shard. With --redis, --postgres and --kafka: one sink per shard;
+PostgreSQL rows carry their writer shard, each shard's Kafka topic loads
+into PostgreSQL (flashsale-loader --writer K), and reconcile per shard finds
+0 differences.
 
 The seed is printed; rerun one with FS_SEED=<seed>. FS_WRITERS_ROUNDS sets
 the number of load + kill -9 rounds (default 2)."""
@@ -312,9 +315,14 @@ class WritersTest(unittest.TestCase):
         finally:
             one.cleanup()
         # what is not built for shards is refused, not half done
-        rc, out = self.start_other("--writers", "2", "--postgres", "host=127.0.0.1 port=1")
+        repl_map = os.path.join(self.tmp, "repl.map")
+        with open(repl_map, "w") as f:
+            f.write("shard east 127.0.0.1:9\n")
+            f.writelines("writer %s %d\n" % (sku, w) for sku, w in sorted(PINS.items()))
+        rc, out = self.start_other("--writers", "2", "--replicate", "kafka", "--kafka", "127.0.0.1:1",
+                                   "--shard", "east", "--shard-map", repl_map)
         self.assertEqual(rc, 2, out)
-        self.assertIn("does not run with --postgres", out)
+        self.assertIn("does not run with --replicate", out)
         # and the same flags start it again, everything still there
         self.srv.start()
         for sku in SKUS:
@@ -368,6 +376,164 @@ class WritersTest(unittest.TestCase):
         st = json.loads(self.srv.admin_ok("sale", "status", skus[0]))
         k = st["writer_shard"]
         self.assertEqual([x["name"] for x in st["sinks"]], ["redis-shard-%d" % k])
+
+    def test_postgres_sink_per_shard(self):
+        """--postgres with writer shards: one sink per shard under its own cursor
+        (flashsaled.wK), rows labelled wK with ids carrying K; flashsale-reconcile
+        --writer K finds 0 differences against each shard's journal, after a
+        kill -9 too (needs FS_TEST_PG, as ./setup.sh test sets)."""
+        pg, conninfo = self.fresh_db("fs_e2e_writers_pg")
+        psql = self.psql
+        try:
+            self.srv.extra += ["--postgres", conninfo]
+            self.srv.start()
+            secret = self.srv.secret()
+            for sku in SKUS:
+                self.srv.create_sale(sku, STOCK, hold="600s")
+            acked = {}     # rid -> (sku, token)
+            for i in range(64):
+                sku = SKUS[i % len(SKUS)]
+                tok = fc.mint_token(secret, "pg-user-%d" % i)
+                r = self.srv.reserve(tok, sku, "pg-key-%d" % i, 1)
+                self.assertEqual(r.status, 201, r)
+                acked[r.json()["reservation_id"]] = (sku, tok)
+            paid, paid_rids = {}, set()
+            for k in (0, 1):   # a checkout on each shard: the order rows carry it
+                rid, (sku, tok) = next((r, v) for r, v in sorted(acked.items()) if id_shard(r) == k)
+                r = self.srv.checkout(tok, rid, "pg-ck-" + rid, "tok_ok")
+                self.assertIn(r.status, (200, 201, 202), r)
+                oid = r.json()["order_id"]
+                self.assertEqual(id_shard(oid), k, oid)
+                ok = fc.wait_for(lambda: self.srv.get_order(tok, oid).json().get("status") == "PAID", timeout=15)
+                self.assertTrue(ok, self.srv.get_order(tok, oid))
+                paid[oid] = k
+                paid_rids.add(rid)
+            self.srv.kill9()   # the sinks resume from their own cursors
+            self.srv.start()
+            cancelled = sorted(r for r in acked if r not in paid_rids)[:8]
+            for rid in cancelled:
+                self.assertEqual(self.srv.cancel(acked[rid][1], rid).status, 200)
+
+            def caught_up():
+                for sku in SKUS:
+                    st = json.loads(self.srv.admin_ok("sale", "status", sku))
+                    if [x["name"] for x in st["sinks"]] != ["postgres-shard-%d" % owner(sku)]:
+                        self.fail("%s: sinks %r" % (sku, st["sinks"]))
+                    if any(x["lag"] != 0 for x in st["sinks"]):
+                        return False
+                return True
+            self.assertTrue(fc.wait_for(caught_up, timeout=30), "the PostgreSQL sinks did not catch up: %s\n%s" % (
+                [json.loads(self.srv.admin_ok("sale", "status", s))["sinks"] for s in SKUS[:2]], self.srv.log()))
+            for k in (0, 1):
+                label = "w%d" % k
+                mine = sorted(r for r in acked if id_shard(r) == k)
+                got = psql(conninfo, "SELECT reservation_id FROM reservations WHERE shard = '%s' "
+                                     "ORDER BY reservation_id" % label).split()
+                self.assertEqual(got, mine, "shard %d: reservation rows" % k)
+                orders = psql(conninfo, "SELECT order_id, status FROM orders WHERE shard = '%s'" % label).split()
+                self.assertEqual(orders, ["%s|PAID" % o for o, kk in paid.items() if kk == k])
+                skus = set(psql(conninfo, "SELECT sku FROM sales WHERE shard = '%s'" % label).split())
+                self.assertEqual(skus, {s for s in SKUS if owner(s) == k})
+                self.assertRegex(psql(conninfo, "SELECT seq FROM sink_cursor WHERE name = 'flashsaled.w%d'" % k),
+                                 r"^[1-9][0-9]*$")
+                self.reconcile(k, conninfo)
+            cancelled_rows = psql(conninfo, "SELECT count(*) FROM reservations WHERE status = 'CANCELLED'")
+            self.assertEqual(int(cancelled_rows), len(cancelled))
+            # reconcile of one shard's journal against the other shard's rows finds them different
+            p = subprocess.run([os.path.join(fc.BUILD, "tools", "flashsale-reconcile"), "--journal",
+                                os.path.join(self.shard_dir(0), "journal"), "--postgres", conninfo,
+                                "--writer", "1"], capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 1, p.stdout[-2000:] + p.stderr)
+        finally:
+            self.srv.stop()
+            psql(pg, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % conninfo.rsplit("=", 1)[1])
+
+    def test_kafka_sink_per_shard(self):
+        """--kafka with writer shards: each shard's records go to its own topic
+        (flashsale.journal.wK); flashsale-loader --writer K carries each topic
+        into PostgreSQL and reconcile --writer K finds 0 differences (needs
+        FS_TEST_PG and the mock cluster helper tests/e2e/mockkafka)."""
+        mock_path = os.environ.get("FS_MOCKKAFKA", os.path.join(fc.BUILD, "tests", "e2e", "mockkafka"))
+        if not os.path.exists(mock_path):
+            self.skipTest("no %s (a build without librdkafka)" % mock_path)
+        pg, conninfo = self.fresh_db("fs_e2e_writers_kafka")
+        topics = ["flashsale.journal.w0", "flashsale.journal.w1"]
+        mock = subprocess.Popen([mock_path, "1"] + topics, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        try:
+            line = mock.stdout.readline().split()
+            self.assertTrue(line and line[0] == "bootstrap", line)
+            bootstrap = line[1]
+            self.srv.extra += ["--kafka", bootstrap]
+            self.srv.start()
+            secret = self.srv.secret()
+            for sku in SKUS:
+                self.srv.create_sale(sku, STOCK, hold="600s")
+            acked = {}
+            for i in range(32):
+                tok = fc.mint_token(secret, "kf-user-%d" % i)
+                r = self.srv.reserve(tok, SKUS[i % len(SKUS)], "kf-key-%d" % i, 1)
+                self.assertEqual(r.status, 201, r)
+                acked[r.json()["reservation_id"]] = tok
+            for rid in sorted(acked)[::5]:
+                self.assertEqual(self.srv.cancel(acked[rid], rid).status, 200)
+            applied = {}
+
+            def delivered():
+                for sku in SKUS:
+                    st = json.loads(self.srv.admin_ok("sale", "status", sku))
+                    self.assertEqual([x["name"] for x in st["sinks"]], ["kafka-shard-%d" % owner(sku)], st)
+                    if st["sinks"][0]["lag"] != 0:
+                        return False
+                    applied[owner(sku)] = st["sinks"][0]["applied_seq"]
+                return True
+            self.assertTrue(fc.wait_for(delivered, timeout=30), "the Kafka sinks did not deliver everything")
+            for k in (0, 1):
+                p = subprocess.run([os.path.join(fc.BUILD, "tools", "flashsale-loader"), "--kafka", bootstrap,
+                                    "--postgres", conninfo, "--writer", str(k), "--cursor", "loader.w%d" % k,
+                                    "--group", "writers-test-%d" % k, "--until-seq", str(applied[k])],
+                                   capture_output=True, text=True, timeout=120)
+                self.assertEqual(p.returncode, 0, "loader --writer %d: %s%s" % (k, p.stdout[-2000:], p.stderr[-2000:]))
+                mine = sorted(r for r in acked if id_shard(r) == k)
+                got = self.psql(conninfo, "SELECT reservation_id FROM reservations WHERE shard = 'w%d' "
+                                          "ORDER BY reservation_id" % k).split()
+                self.assertEqual(got, mine, "shard %d: rows loaded from its topic" % k)
+                self.reconcile(k, conninfo, "--cursor", "loader.w%d" % k)
+        finally:
+            self.srv.stop()
+            mock.stdin.close()
+            try:
+                mock.wait(10)
+            except subprocess.TimeoutExpired:
+                mock.kill()
+            mock.stdout.close()
+            self.psql(pg, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % conninfo.rsplit("=", 1)[1])
+
+    # ------------------------------------------------------------ PostgreSQL helpers
+    def psql(self, conninfo, sql):
+        r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, "psql %r: %s" % (sql, r.stderr))
+        return r.stdout.strip()
+
+    def fresh_db(self, prefix):
+        """(FS_TEST_PG, conninfo of a new database); skips without FS_TEST_PG."""
+        pg = os.environ.get("FS_TEST_PG")
+        if not pg:
+            self.skipTest("FS_TEST_PG not set (./setup.sh test starts PostgreSQL)")
+        dbname = "%s_%d" % (prefix, os.getpid())
+        self.psql(pg, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % dbname)
+        self.psql(pg, "CREATE DATABASE %s" % dbname)
+        return pg, "%s dbname=%s" % (pg, dbname)
+
+    def reconcile(self, k, conninfo, *extra):
+        """flashsale-reconcile of writer shard k's journal: 0 differences."""
+        p = subprocess.run([os.path.join(fc.BUILD, "tools", "flashsale-reconcile"), "--journal",
+                            os.path.join(self.shard_dir(k), "journal"), "--postgres", conninfo,
+                            "--writer", str(k)] + list(extra), capture_output=True, text=True, timeout=120)
+        last = (p.stdout.strip().splitlines() or [""])[-1]
+        self.assertEqual(p.returncode, 0, "reconcile --writer %d:\n%s%s" % (k, p.stdout[-3000:], p.stderr))
+        self.assertTrue(last.endswith(" 0 differences"), last)
 
 
 if __name__ == "__main__":

@@ -99,15 +99,21 @@ static void test_shards(const struct workload *w)
 	PGconn *c = test_pg_fresh("fs_sink_apply_shards", ci, sizeof ci);
 	CHECK(pg_migrate(c, err, sizeof err) == 0);
 	struct fs_cmd *west = malloc((size_t)w->records * sizeof *west);
-	CHECK(west != NULL);
+	struct fs_cmd *east1 = malloc((size_t)w->records * sizeof *east1);
+	CHECK(west != NULL && east1 != NULL);
 	memcpy(west, w->recs, (size_t)w->records * sizeof *west);
-	for (uint64_t i = 0; i < w->records; i++)
+	memcpy(east1, w->recs, (size_t)w->records * sizeof *east1);
+	for (uint64_t i = 0; i < w->records; i++) {
 		if (west[i].sku_len > 0)
 			west[i].sku[0] = 'W';   /* another shard's SKUs */
-	struct pg_apply *e = pg_apply_new(), *x = pg_apply_new();
-	CHECK(e && x);
-	pg_apply_set_shard(e, "east", 0);
-	pg_apply_set_shard(x, "west", 1);
+		if (east1[i].sku_len > 0)
+			east1[i].sku[0] = 'X';  /* east's second writer shard's SKUs */
+	}
+	struct pg_apply *e = pg_apply_new(), *x = pg_apply_new(), *e1 = pg_apply_new();
+	CHECK(e && x && e1);
+	pg_apply_set_shard(e, "east", 0, 0);
+	pg_apply_set_shard(x, "west", 1, 0);
+	pg_apply_set_shard(e1, "east/w1", 0, 1);   /* same numbers, same users and keys: its own rows */
 	for (uint32_t b = 0; b < 40; b++) {
 		uint32_t n = w->off[b + 1] - w->off[b];
 		struct jr_batch jb = {.seq = b + 1, .time_ms = w->time_ms[b], .record_count = n};
@@ -118,6 +124,10 @@ static void test_shards(const struct workload *w)
 		rc = pg_apply_batch(x, c, "flashsaled.west", &jb, west + w->off[b], n, err, sizeof err);
 		if (rc != PG_APPLY_DONE)
 			fprintf(stderr, "west batch %u: %d %s\n", b + 1, rc, err);
+		CHECK(rc == PG_APPLY_DONE);
+		rc = pg_apply_batch(e1, c, "flashsaled.east.w1", &jb, east1 + w->off[b], n, err, sizeof err);
+		if (rc != PG_APPLY_DONE)
+			fprintf(stderr, "east/w1 batch %u: %d %s\n", b + 1, rc, err);
 		CHECK(rc == PG_APPLY_DONE);
 	}
 	long long ev = w->off[40];
@@ -130,11 +140,21 @@ static void test_shards(const struct workload *w)
 	CHECK(test_pg_int(c, "SELECT count(*) FROM reservations WHERE shard = 'east' AND reservation_id LIKE 'r00%'") == res);
 	CHECK(test_pg_int(c, "SELECT count(*) FROM orders WHERE shard = 'west' AND order_id NOT LIKE 'o01%'") == 0);
 	CHECK(test_pg_int(c, "SELECT count(*) FROM sales WHERE shard = 'west' AND sku NOT LIKE 'W%'") == 0);
+	/* a writer shard: the same journal numbers as east's writer 0, ids with bits 48..55 = 1 */
+	CHECK(test_pg_int(c, "SELECT count(*) FROM journal_events WHERE shard = 'east/w1'") == ev);
+	CHECK(test_pg_int(c, "SELECT seq FROM sink_cursor WHERE name = 'flashsaled.east.w1'") == 40);
+	CHECK(test_pg_int(c, "SELECT count(*) FROM reservations WHERE shard = 'east/w1' AND reservation_id LIKE 'r0001%'") == res);
+	CHECK(test_pg_int(c, "SELECT count(*) FROM orders WHERE shard = 'east/w1' AND order_id NOT LIKE 'o0001%'") == 0);
+	CHECK(test_pg_int(c, "SELECT count(*) FROM orders WHERE shard = 'east/w1'") ==
+	      test_pg_int(c, "SELECT count(*) FROM orders WHERE shard = 'east'"));
+	CHECK(test_pg_int(c, "SELECT count(*) FROM sales WHERE shard = 'east/w1' AND sku NOT LIKE 'X%'") == 0);
 	pg_apply_free(e);
 	pg_apply_free(x);
+	pg_apply_free(e1);
 	free(west);
+	free(east1);
 	PQfinish(c);
-	printf("sinks_pg_apply: two shards in one database: ok\n");
+	printf("sinks_pg_apply: two appliances and a second writer shard in one database: ok\n");
 }
 
 int main(void)

@@ -74,8 +74,9 @@ struct pg_apply {
 	const struct fs_cmd *recs;
 	uint64_t seq;
 	int64_t time_ms;
-	char shard[FS_SHARD_NAME_LEN_MAX + 1];   /* every row's shard column ("" without --shard) */
-	uint32_t appliance;        /* ids are written with it (common/fs_shard.h) */
+	char shard[FS_SHARD_LABEL_LEN_MAX + 1];  /* every row's shard column ("" without --shard) */
+	uint32_t appliance;        /* ids are written with it and ... */
+	uint32_t writer;           /* ... this writer shard (common/fs_shard.h) */
 };
 
 /* ---------------------------------------------------------------- buffers */
@@ -176,11 +177,12 @@ static void buf_ts(struct pa_buf *b, int64_t ms)
 }
 
 /* The public id of the journal's (local) number: the one clients were
- * given (dataplane/pubid.h), so rows of several appliances never collide. */
+ * given (dataplane/pubid.h), so rows of several appliances and writer
+ * shards never collide. */
 static void buf_pubid(const struct pg_apply *a, struct pa_buf *b, char prefix, uint64_t no)
 {
 	char id[FS_PUBID_LEN + 1];
-	fs_pubid_format(id, prefix, fs_id_compose(a->appliance, 0, no));
+	fs_pubid_format(id, prefix, fs_id_compose(a->appliance, a->writer, no));
 	buf_puts(b, id);
 }
 
@@ -204,12 +206,13 @@ struct pg_apply *pg_apply_new(void)
 	return a;
 }
 
-void pg_apply_set_shard(struct pg_apply *a, const char *shard, uint32_t appliance)
+void pg_apply_set_shard(struct pg_apply *a, const char *shard, uint32_t appliance, uint32_t writer)
 {
-	assert(a != NULL && shard != NULL && strlen(shard) <= FS_SHARD_NAME_LEN_MAX);
-	assert(appliance < FS_SHARD_APPLIANCES_MAX);
+	assert(a != NULL && shard != NULL && strlen(shard) <= FS_SHARD_LABEL_LEN_MAX);
+	assert(appliance < FS_SHARD_APPLIANCES_MAX && writer < FS_SHARD_WRITERS_MAX);
 	memcpy(a->shard, shard, strlen(shard) + 1);
 	a->appliance = appliance;
+	a->writer = writer;
 }
 
 void pg_apply_free(struct pg_apply *a)
@@ -842,7 +845,7 @@ static void arr_add(struct pa_buf *b, const char *s, size_t len)
 static void arr_id(const struct pg_apply *a, struct pa_buf *b, char prefix, uint64_t no)
 {
 	char id[FS_PUBID_LEN + 1];
-	fs_pubid_format(id, prefix, fs_id_compose(a->appliance, 0, no));
+	fs_pubid_format(id, prefix, fs_id_compose(a->appliance, a->writer, no));
 	arr_add(b, no ? id : NULL, FS_PUBID_LEN);
 }
 

@@ -41,11 +41,14 @@ extern const unsigned pg_migration_count;
 struct pg_apply *pg_apply_new(void);
 void pg_apply_free(struct pg_apply *a);
 
-/* Appliances sharing one database (--shard NAME --shard-map): every row
- * written carries `shard` (at most FS_SHARD_NAME_LEN_MAX bytes) in its
- * shard column and ids are written as public ids of appliance `appliance`
- * (bits 56..63). Default "" and 0: one box, ids as the journal numbers them. */
-void pg_apply_set_shard(struct pg_apply *a, const char *shard, uint32_t appliance);
+/* Appliances and writer shards sharing one database (--shard NAME
+ * --shard-map, --writers N): every row written carries `shard` (at most
+ * FS_SHARD_LABEL_LEN_MAX bytes: fs_shard_sink_name's label, "NAME/wK" for
+ * writer K of a box with several) in its shard column, and ids are written
+ * as public ids of appliance `appliance` (bits 56..63) and writer shard
+ * `writer` (bits 48..55). Default "", 0 and 0: one box with one writer, ids
+ * as the journal numbers them. */
+void pg_apply_set_shard(struct pg_apply *a, const char *shard, uint32_t appliance, uint32_t writer);
 
 /* Applies, in order, every embedded migration (writer/sink/migrations/NNN_*.sql)
  * not yet listed in schema_migrations, each in its own transaction under an

@@ -3,6 +3,7 @@
  * retry with backoff, sleep when caught up, count everything. */
 #include "writer/sink/sink.h"
 #include "common/fs_clock.h"
+#include "common/fs_shard.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -33,6 +34,7 @@ struct lag_obs { uint64_t seq; int64_t mono_ms; };
 struct sink {
 	struct sink_config cfg;
 	char dir[SINK_TEXT_BYTES], address[SINK_TEXT_BYTES], name[128], topic[256], data_dir[SINK_TEXT_BYTES];
+	char shard[FS_SHARD_LABEL_LEN_MAX + 1];   /* every string of cfg is copied: the caller's may go */
 	const struct sink_ops *ops;
 	pthread_t thread;
 	int efd;                       /* eventfd: notify and stop */
@@ -376,6 +378,12 @@ struct sink *sink_start(const struct sink_config *cfg, char *err, size_t err_len
 	copy_str(s->name, sizeof s->name, &s->cfg.name, cfg->name, "sink");
 	copy_str(s->topic, sizeof s->topic, &s->cfg.topic, cfg->topic, "flashsale.journal");
 	copy_str(s->data_dir, sizeof s->data_dir, &s->cfg.data_dir, cfg->data_dir, cfg->journal_dir);
+	if (cfg->shard != NULL && strlen(cfg->shard) > FS_SHARD_LABEL_LEN_MAX) {
+		snprintf(err, err_len, "sink: shard label '%s' longer than %u bytes", cfg->shard, FS_SHARD_LABEL_LEN_MAX);
+		free(s);
+		return NULL;
+	}
+	copy_str(s->shard, sizeof s->shard, &s->cfg.shard, cfg->shard, "");
 	if (!s->cfg.redis_updates_per_s)
 		s->cfg.redis_updates_per_s = 100;
 	if (!s->cfg.redis_ttl_s)

@@ -36,8 +36,10 @@ struct sink_config {
 	const char *data_dir;                    /* Kafka: where the cursor file lives; default journal_dir */
 	uint32_t redis_updates_per_s;            /* Redis: per-SKU rate limit; default 100 */
 	uint32_t redis_ttl_s;                    /* Redis: key TTL; default 5 */
-	const char *shard;                       /* PostgreSQL: the rows' shard column; NULL: "" (one box) */
-	uint32_t appliance;                      /* PostgreSQL: ids written as this appliance's (fs_shard.h) */
+	const char *shard;                       /* PostgreSQL: the rows' shard column (fs_shard_sink_name's
+	                                          * label); NULL: "" (one box, one writer) */
+	uint32_t appliance;                      /* PostgreSQL: ids written as this appliance's ... */
+	uint32_t writer;                         /* ... and this writer shard's (fs_shard.h) */
 };
 
 /* Return codes of sink_ops.apply_batch. */

@@ -38,7 +38,7 @@ static void *pg_sink_open(const struct sink_config *cfg, uint64_t *cursor, char 
 		return NULL;
 	}
 	snprintf(p->name, sizeof p->name, "%s", cfg->name);
-	pg_apply_set_shard(p->apply, cfg->shard ? cfg->shard : "", cfg->appliance);
+	pg_apply_set_shard(p->apply, cfg->shard ? cfg->shard : "", cfg->appliance, cfg->writer);
 	p->conn = PQconnectdb(cfg->address);
 	if (PQstatus(p->conn) != CONNECTION_OK) {
 		snprintf(err, err_len, "connect: %s", PQerrorMessage(p->conn));
