@@ -1914,12 +1914,21 @@ static void fifos_trim(struct wr_state *st)
 	}
 }
 
+/* Is the reservation's order waiting for the provider's answer to a
+ * refund? Its REFUND_RESULT must find the order: retention waits for it
+ * (the order, and every reservation after this one, stay until it comes). */
+static int res_refund_in_flight(const struct wr_state *st, const struct wr_res *r)
+{
+	return r->order_no != 0 && order_at(st, r->order_no)->status == FS_ORDER_REFUNDING;
+}
+
 /* Can reservation res_no be reclaimed at t_ms (retention_ms after it
  * ended; 0 = any ended one)? */
 static int res_reclaimable(const struct wr_state *st, uint64_t res_no, int64_t t_ms, int64_t retention_ms)
 {
 	const struct wr_res *r = res_at(st, res_no);
-	return res_final(r->status) && r->links == 0 && r->ended_ms + retention_ms <= t_ms;
+	return res_final(r->status) && r->links == 0 && r->ended_ms + retention_ms <= t_ms &&
+	       !res_refund_in_flight(st, r);
 }
 
 /* Is res_no among the ended entries at the head of FIFO f (which the trim
@@ -1942,7 +1951,7 @@ static int in_ended_prefix(const struct wr_state *st, const struct wr_fifo *f, s
 static int res_due_reclaim(struct wr_state *st, uint64_t res_no, int64_t t_ms)
 {
 	const struct wr_res *r = res_at(st, res_no);
-	if (!res_final(r->status) || r->ended_ms + st->retention_ms > t_ms)
+	if (!res_final(r->status) || r->ended_ms + st->retention_ms > t_ms || res_refund_in_flight(st, r))
 		return 0;
 	const struct wr_sku *k = &st->skus[r->sku];
 	return (!(r->links & 1) || in_ended_prefix(st, &k->holds, LINK_HOLDS, FS_RES_RESERVED, res_no)) &&
@@ -2267,10 +2276,11 @@ int64_t wr_next_deadline(const struct wr_state *st)
 		}
 	}
 	/* the oldest reservation's reclaim (a linked one waits for its FIFO
-	 * head, which the timers above cover) */
+	 * head, which the timers above cover; one whose refund is in flight
+	 * for its REFUND_RESULT, a command that wakes the writer anyway) */
 	if (st->retention_ms > 0 && st->res_floor < st->res_count) {
 		const struct wr_res *r = res_at(st, st->res_floor + 1);
-		if (res_final(r->status) && r->ended_ms + st->retention_ms < next)
+		if (res_final(r->status) && !res_refund_in_flight(st, r) && r->ended_ms + st->retention_ms < next)
 			next = r->ended_ms + st->retention_ms;
 	}
 	return next;

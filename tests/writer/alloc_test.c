@@ -1175,6 +1175,59 @@ static void test_expiry_order_and_max(void **state)
 
 /* ---- checkout and payment --------------------------------------------------------------- */
 
+/* Retention never takes an order whose refund is in flight: its
+ * REFUND_RESULT must find it (else the outcome is lost, and no restart
+ * re-sends it). The reservations after it wait too; the writer does not
+ * spin on the blocked reclaim; once refunded, everything goes. */
+static void test_retention_waits_for_refund(void **state)
+{
+	(void)state;
+	const int64_t retention_ms = 60000;
+	wr_state_set_retention(H->st, retention_ms);
+	make_sale("s", 5, 0, 0);
+	uint64_t r1 = reserve_ok("s", "alice", "k1", 1);
+	uint64_t r2 = reserve_ok("s", "bob", "k2", 1);
+	uint64_t o1 = checkout_ok("alice", "ck1", r1, NULL);
+	pay(o1, FS_PAY_OK);
+	assert_int_equal(cancel("bob", r2).http, 200);
+	struct fs_cmd c;
+	tc_reset(&c, FS_CMD_REFUND);
+	c.ref = o1;
+	c.quantity = 1;
+	tc_set(c.key, &c.key_len, FS_ID_LEN_MAX, "uid:0");
+	run(&c, 1);
+	assert_int_equal(c.err, FS_OK);
+	assert_int_equal(H->out.charge_count, 1);   /* the refund goes to the provider */
+	/* long past the retention: nothing is due, and no deadline asks the writer to look */
+	H->t += 10 * retention_ms;
+	struct fs_cmd d[8];
+	for (uint32_t i = 0, n = due(H->t, d, 8); i < n; i++)
+		assert_int_not_equal(d[i].type, FS_CMD_RECLAIM);
+	assert_true(wr_next_deadline(H->st) > H->t);
+	/* a RECLAIM asked for anyway (a journal of an older binary, a bad producer) is refused */
+	tc_reset(&c, FS_CMD_RECLAIM);
+	c.ref = r1;
+	c.origin = NO_ORIGIN;
+	run(&c, 1);
+	assert_int_equal(c.err, FS_ERR_BAD_STATE);
+	/* the outcome lands on the order, then retention takes both reservations */
+	tc_pay(&c, o1, FS_PAY_OK);
+	c.type = FS_CMD_REFUND_RESULT;
+	c.origin = 9;
+	run(&c, 1);
+	assert_int_equal(c.err, FS_OK);
+	tc_get(&c, FS_CMD_ORDER_GET, "alice", o1);
+	assert_int_equal(one(&c).order_status, FS_ORDER_REFUNDED);
+	expect_counts("s", 5, 5, 0, 0);   /* restocked */
+	uint32_t n = due(H->t, d, 8);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].type, FS_CMD_RECLAIM);
+	assert_int_equal(d[0].ref, r2);
+	run(d, 1);
+	assert_int_equal(d[0].err, FS_OK);
+	assert_int_equal(res_get("bob", r2).err, FS_ERR_RECLAIMED);
+}
+
 static void test_checkout_paid(void **state)
 {
 	(void)state;
@@ -1798,6 +1851,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_expiry_exact_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry_order_and_max, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_paid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retention_waits_for_refund, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_declined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_invalid_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_errors, setup, teardown),

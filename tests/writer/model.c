@@ -183,6 +183,8 @@ static uint64_t reclaim_target(const struct model *m, int64_t t_ms, int64_t rete
 		const struct m_res *r = &m->res[to];
 		if (!final_status(r->status) || r->ended_ms + retention_ms > t_ms || res_blocked(m, r, due, t_ms))
 			break;
+		if (r->order_no != 0 && m->orders[r->order_no - 1].status == FS_ORDER_REFUNDING)
+			break;   /* its REFUND_RESULT must still find the order */
 		to++;
 	}
 	return to;
