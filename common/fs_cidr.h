@@ -45,6 +45,15 @@ static inline int fs_cidr_parse(const char *s, size_t len, struct fs_cidr *out)
 
 static inline int fs_cidr_match(const struct fs_cidr *c, uint32_t ip) { return (ip & c->mask) == c->net; }
 
+/* Is `ip` in any of the n ranges (e.g. --trusted-proxy's list)? */
+static inline int fs_cidr_match_any(const struct fs_cidr *list, uint32_t n, uint32_t ip)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (fs_cidr_match(&list[i], ip))
+			return 1;
+	return 0;
+}
+
 static inline int fs_cidr_format(const struct fs_cidr *c, char *out, size_t cap)
 {
 	unsigned bits = 0;

@@ -240,14 +240,6 @@ static void refuse_connection(struct dp_worker *w, int fd, const char *why)
 	atomic_fetch_add_explicit(&w->stats.conns_refused, 1, memory_order_relaxed);
 }
 
-static int peer_trusted(const struct dp_worker *w, uint32_t ip)
-{
-	for (uint32_t i = 0; i < w->cfg.trusted_count; i++)
-		if (fs_cidr_match(&w->cfg.trusted[i], ip))
-			return 1;
-	return 0;
-}
-
 static void on_accept(struct dp_worker *w, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
@@ -276,7 +268,7 @@ static void on_accept(struct dp_worker *w, struct io_uring_cqe *cqe)
 	uint32_t peer_ip = getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0 &&
 	                   peer.sin_family == AF_INET ? ntohl(peer.sin_addr.s_addr) : 0;
 	int ip_counted = 0;
-	if (w->cfg.iplimit != NULL && peer_ip != 0 && !peer_trusted(w, peer_ip)) {
+	if (w->cfg.iplimit != NULL && peer_ip != 0 && !fs_cidr_match_any(w->cfg.trusted, w->cfg.trusted_count, peer_ip)) {
 		if (dp_iplimit_acquire(w->cfg.iplimit, peer_ip) != 0) {
 			atomic_fetch_add_explicit(&w->stats.conns_ip_refused, 1, memory_order_relaxed);
 			refuse_connection(w, fd, "connection limit per address reached");

@@ -24,7 +24,9 @@
  * allocates after start-up; our own tables are fixed.
  */
 #include "dataplane/lwip_glue.h"
+#include "common/fs_cidr.h"
 #include "common/fs_clock.h"
+#include "dataplane/iplimit.h"
 #include "dataplane/conn.h"
 #include "dataplane/response.h"
 
@@ -166,6 +168,9 @@ static err_t conn_close(struct dp_lwip *g, struct dp_conn *c, int abort)
 	struct glue_conn *x = &g->gc[c->idx];
 	err_t rc = ERR_OK;
 	c->active = 0;
+	if (c->ip_counted)
+		dp_iplimit_release(g->cfg.worker.iplimit, c->auth.peer_ip);
+	c->ip_counted = 0;
 	if (x->pcb != NULL) {
 		/* Acknowledge what we will never read, or tcp_close turns into RST
 		 * and may destroy the last answer on its way out. */
@@ -320,10 +325,10 @@ static void on_err(void *arg, err_t err)
 	conn_close(g, c, 1);
 }
 
-static err_t refuse(struct dp_lwip *g, struct tcp_pcb *pcb)
+static err_t refuse(struct dp_lwip *g, struct tcp_pcb *pcb, const char *why)
 {
 	char buf[256];
-	int n = dp_resp_error(buf, sizeof buf, 503, "overloaded", "connection limit reached", 0);
+	int n = dp_resp_error(buf, sizeof buf, 503, "overloaded", why, 0);
 	bump(&g->stats->conns_refused, 1);
 	detach(pcb);
 	if (n > 0 && tcp_write(pcb, buf, (u16_t)n, TCP_WRITE_FLAG_COPY) == ERR_OK && tcp_close(pcb) == ERR_OK)
@@ -338,7 +343,19 @@ static err_t on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 	if (err != ERR_OK || pcb == NULL)
 		return ERR_VAL;
 	if (g->free_count == 0)
-		return refuse(g, pcb);
+		return refuse(g, pcb, "connection limit reached");
+	/* the client's address, as the io_uring backend's getpeername gives it:
+	 * IP rules, --ip-rate, risk by IP and the per-IP connection cap see it */
+	const struct dp_worker_config *wc = &g->cfg.worker;
+	uint32_t peer_ip = IP_IS_V4(&pcb->remote_ip) ? lwip_ntohl(ip_2_ip4(&pcb->remote_ip)->addr) : 0;
+	int ip_counted = 0;
+	if (wc->iplimit != NULL && peer_ip != 0 && !fs_cidr_match_any(wc->trusted, wc->trusted_count, peer_ip)) {
+		if (dp_iplimit_acquire(wc->iplimit, peer_ip) != 0) {
+			bump(&g->stats->conns_ip_refused, 1);
+			return refuse(g, pcb, "connection limit per address reached");
+		}
+		ip_counted = 1;
+	}
 	struct dp_conn *c = &g->conns[g->free_list[--g->free_count]];
 	assert(!c->active && c->ops_inflight == 0 && !c->dirty);
 	uint32_t idx = c->idx, gen = c->gen;
@@ -347,6 +364,8 @@ static err_t on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 	c->gen = gen;
 	c->fd = -1;
 	c->active = 1;
+	c->auth.peer_ip = peer_ip;
+	c->ip_counted = (uint8_t)ip_counted;
 	c->last_ms = g->proto.route.now_ms;
 	struct glue_conn *x = &g->gc[idx];
 	assert(x->pcb == NULL && x->pending == NULL);
@@ -503,6 +522,8 @@ struct dp_lwip *dp_lwip_open(const struct dp_lwip_config *cfg, char *err, size_t
 	g->proto.route.quantity_max = wc->quantity_max;
 	g->proto.route.shards = wc->shards;
 	g->proto.route.appliance = wc->appliance;
+	g->proto.route.trusted = wc->trusted;            /* X-Forwarded-For from them is believed */
+	g->proto.route.trusted_count = wc->trusted_count;
 	g->proto.route.now_ms = fs_wall_ms();
 	/* the lane's own answer and token caches, as an io_uring worker's (NULL: none) */
 	g->proto.route.sku_cache = calloc(1, sizeof *g->proto.route.sku_cache);

@@ -270,12 +270,83 @@ def t_http_counters():
     assert after and after[0] >= before + 1, (before, after)
 
 
+def t_ip_rules():
+    """flashctl ip deny of the client's address answers 403 on the DPDK path
+    too (lwIP gives the route the peer address), and ip remove lifts it."""
+    sock = os.path.join(A.data_dir, "admin.sock")
+    with conn() as c:
+        me = c.sock.getsockname()[0]
+
+    def reserve():
+        tok = token("dpdk-ip-" + uuid.uuid4().hex[:8])
+        with conn() as c:
+            return c.request("POST", "/v1/skus/demo/reservations",
+                             {"Authorization": "Bearer " + tok, "Idempotency-Key": uuid.uuid4().hex},
+                             {"quantity": 1})
+    p = fc.flashctl("--admin", "unix:" + sock, "ip", "deny", me + "/32")
+    assert p.returncode == 0, p.stdout + p.stderr
+    try:
+        deadline = time.time() + 5   # the rule reaches the lanes with the next published state
+        r = reserve()
+        while r.status != 403 and time.time() < deadline:
+            time.sleep(0.1)
+            r = reserve()
+        assert r.status == 403, "reservation from a denied address: %r" % r
+    finally:
+        p = fc.flashctl("--admin", "unix:" + sock, "ip", "remove", me + "/32")
+        assert p.returncode == 0, p.stdout + p.stderr
+    deadline = time.time() + 5
+    r = reserve()
+    while r.status == 403 and time.time() < deadline:
+        time.sleep(0.1)
+        r = reserve()
+    assert r.status == 201, "after ip remove: %r" % r
+
+
+def t_per_ip_cap():
+    """--connections-per-ip: one address gets the cap and a clear 503 past
+    it (per lane with several lanes: a lane process counts its own)."""
+    cap, lanes = A.per_ip, int(os.environ.get("FS_DPDK_LANES", "1") or 1)
+    if cap <= 0:
+        return
+    wait_open_conns(0)
+    before = metric("flashsale_connections_per_ip_refused_total")
+    extra = 16
+    socks, refused = [], 0
+    try:
+        for _ in range(cap + extra):
+            c = conn(timeout=10)
+            socks.append(c)
+        for c in socks:   # an accepted one answers its GET; a refused one got the 503 at once
+            c.send_raw(fc.Conn.build("GET", "/v1/skus/demo"))
+            try:
+                r = c.read_response()
+            except (OSError, fc.ConnectionClosed):
+                raise AssertionError("a connection got neither an answer nor the 503")
+            if r.status == 503:
+                assert b"connection limit per address" in r.body, r
+                refused += 1
+            else:
+                assert r.status == 200, r
+    finally:
+        for c in socks:
+            c.close()
+    after = metric("flashsale_connections_per_ip_refused_total")
+    assert after - before == refused, "metric moved %d, refused %d" % (after - before, refused)
+    if lanes == 1:
+        assert refused == extra, "cap %d: %d of %d connections refused, want %d" % (cap, refused, cap + extra, extra)
+    else:
+        assert refused <= extra, refused
+    wait_open_conns(0)
+
+
 def main():
     global A, HOST, PORT
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--per-ip", type=int, default=0, help="the server's --connections-per-ip (0: off)")
     A = ap.parse_args()
     u = urlparse(A.base)
     HOST, PORT = u.hostname, u.port or 80
@@ -289,6 +360,8 @@ def main():
     check("400 concurrent keep-alive connections", t_many_connections)
     check("vanishing clients leak no connection", t_vanishing_clients)
     check("HTTP counters in /metrics as with io_uring", t_http_counters)
+    check("ip deny / remove of the client's address", t_ip_rules)
+    check("per-IP connection cap", t_per_ip_cap)
     if FAILED:
         print("%d check(s) failed: %s" % (len(FAILED), ", ".join(FAILED)))
         return 1

@@ -103,8 +103,9 @@ if [ -n "${FS_DPDK_HUGE:-}" ]; then   # real hugepages (hugepages/reserve.sh fir
 else
 	EAL="-l $LCORES --no-huge -m 512 --no-shconf --no-telemetry --no-pci --vdev=$VDEV"
 fi
+PER_IP=500   # above the 400 connections of dpdk_checks' many-connection check
 ip netns exec "$SNS" "$BIN" --dpdk "$EAL" --ip "$SRV_IP/24" --listen "0.0.0.0:$PORT" --data-dir "$DATA" \
-	--connections 2048 --workers "$LANES" >"$DATA/server.log" 2>&1 &
+	--connections 2048 --connections-per-ip "$PER_IP" --workers "$LANES" >"$DATA/server.log" 2>&1 &
 SRV_PID=$!
 
 fail() { echo "FAIL: $*"; echo "--- server log"; tail -30 "$DATA/server.log"; exit 1; }
@@ -130,7 +131,8 @@ if command -v curl >/dev/null; then
 fi
 
 ip netns exec "$CNS" env FS_BUILD="$BUILD" python3 "$HERE/dpdk_checks.py" \
-	--base "http://$SRV_IP:$PORT" --data-dir "$DATA" --metrics "$DATA/dpdk.metrics" || fail "dpdk_checks.py"
+	--base "http://$SRV_IP:$PORT" --data-dir "$DATA" --metrics "$DATA/dpdk.metrics" --per-ip "$PER_IP" \
+	|| fail "dpdk_checks.py"
 
 if grep -q FS_BASE_URL "$ROOT/tests/e2e/fsclient.py" 2>/dev/null; then
 	for t in "$ROOT"/tests/e2e/test_api.py; do
