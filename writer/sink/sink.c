@@ -188,8 +188,8 @@ static int backend_open(struct sink *s)
 		backend_close(s);
 		return -1;
 	}
-	/* The model must see every batch after `from`; others check the first
-	 * too, but only to say so (they resume by cursor, see sink.h). */
+	/* The model must see every batch after `from`, so the first one read is
+	 * checked (read_next); cursor-only backends resume as they always did. */
 	s->expect_seq = s->ops->wants_model ? from + 1 : 0;
 	s->ckpt_hold_ms = 0;
 	s->skip_until = cursor;
