@@ -735,6 +735,15 @@ static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 			        a->cfg.sink_names[i], up, a->cfg.sink_names[i], (unsigned long long)errors);
 		}
 	}
+	if (a->cfg.sink_model_seq != NULL) {   /* the journal after it is what a Kafka/Redis sink needs */
+		n = put(b, n, "# TYPE flashsale_sink_model_checkpoint_seq gauge\n");
+		for (uint32_t i = 0; i < a->cfg.sink_count; i++) {
+			uint64_t seq = 0;
+			if (a->cfg.sink_model_seq(a->cfg.sinks[i], &seq))
+				n = put(b, n, "flashsale_sink_model_checkpoint_seq{sink=\"%s\"} %llu\n", a->cfg.sink_names[i],
+				        (unsigned long long)seq);
+		}
+	}
 	return n;
 }
 

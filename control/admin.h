@@ -53,6 +53,8 @@ struct ctl_admin_config {
 	void **sinks;
 	const uint32_t *sink_shards;            /* writer shard whose journal sink i reads (NULL: shard 0) */
 	int (*sink_connected)(void *sink, uint64_t *errors);   /* 1 while open; NULL: not reported */
+	int (*sink_model_seq)(void *sink, uint64_t *seq);     /* 1 when sink i keeps a model (Kafka, Redis),
+	                                                        * *seq its checkpoint's; NULL: not reported */
 	/* writer shards (flashsaled --writers N): shard k's writer, admin port,
 	 * snapshot, payments and directory; [0] repeats writer, port, snap,
 	 * payments and data_dir. writer_count 0: one writer, the fields above.

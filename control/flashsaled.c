@@ -514,15 +514,25 @@ static int sink_connected(void *p, uint64_t *errors)
 	return st.connected;
 }
 
+/* 1 when the sink keeps a model (Kafka, Redis), with its checkpoint's seq. */
+static int sink_model_seq(void *p, uint64_t *seq)
+{
+	struct sink_stats st;
+	sink_stats(p, &st);
+	*seq = st.model_checkpoint_seq;
+	return st.has_model;
+}
+
 /* The journal segments the sinks still need: PostgreSQL resumes after its
- * cursor; Kafka and Redis rebuild their projection from batch 1 at every
- * start, so with either of them no segment is deleted. */
+ * cursor; Kafka and Redis start their projection from their model
+ * checkpoint, so they need the batches after it (all of them while they
+ * have none). sink_gate_seq says which. */
 static uint64_t sinks_gate(void *arg)
 {
 	struct sinks *sk = arg;
 	uint64_t low = UINT64_MAX;
 	for (uint32_t i = 0; i < sk->count; i++) {
-		uint64_t seq = sk->kinds[i] == SINK_POSTGRES ? sink_applied(sk->s[i]) : 0;
+		uint64_t seq = sink_gate_seq(sk->s[i]);
 		low = seq < low ? seq : low;
 	}
 	return low;
@@ -1169,7 +1179,7 @@ static void start_admin(struct daemon *d)
 	                               .sink_applied = sink_applied, .sinks = d->sink_ptrs, .sink_shards = d->sink_shards,
 	                               .sink_connected = sink_connected, .sink_stopped = sink_is_stopped,
 	                               .writer_count = d->writer_count, .shard_map = d->map_in_use,
-	                               .sink_lag_ms = sink_lag_ms,
+	                               .sink_lag_ms = sink_lag_ms, .sink_model_seq = sink_model_seq,
 	                               .shards = d->owners, .appliance = d->appliance,
 	                               .shard_name = d->owners ? d->o.shard : NULL };
 	for (uint32_t k = 0; k < d->writer_count; k++) {

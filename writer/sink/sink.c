@@ -1,7 +1,9 @@
 /* sink.c - the generic sink thread (contract in sink.h): tail the journal up
  * to the writer's durable sequence, decode, hand batches to the backend,
- * retry with backoff, sleep when caught up, count everything. */
+ * retry with backoff, sleep when caught up, count everything; for a backend
+ * that wants the model, start it from its checkpoint and checkpoint it. */
 #include "writer/sink/sink.h"
+#include "writer/sink/sink_ckpt.h"
 #include "common/fs_clock.h"
 #include "common/fs_shard.h"
 
@@ -45,7 +47,11 @@ struct sink {
 	void *st;                      /* backend state, NULL while closed */
 	struct jr_reader *reader;
 	uint64_t skip_until;           /* batches <= this were applied before (open's cursor) */
+	uint64_t expect_seq;           /* the first batch read after open must be this one (0: checked) */
 	struct sink_model model;
+	char ckpt_path[SINK_CKPT_PATH_BYTES];   /* wants_model: the model checkpoint */
+	int64_t ckpt_next_ms;          /* monotonic: no checkpoint before this */
+	int64_t ckpt_hold_ms;          /* monotonic: since when a due checkpoint holds reading (0: not) */
 	struct fs_cmd *recs;
 	uint32_t *sku_idx;
 	uint32_t rec_cap;
@@ -60,6 +66,8 @@ struct sink {
 	_Atomic int connected;
 	_Atomic int stopped;           /* a poison batch: see SINK_REJECTED */
 	_Atomic uint64_t stopped_seq;
+	_Atomic uint64_t ckpt_seq;     /* wants_model: seq of the model checkpoint on disk (0: none usable) */
+	_Atomic uint64_t checkpoints;
 	_Atomic int64_t behind_since_ms;   /* monotonic: the oldest batch not applied was durable by then; 0 = none */
 	uint64_t reject_seq;           /* batch rejected reject_count times in a row */
 	uint32_t reject_count;
@@ -121,8 +129,39 @@ static void backend_close(struct sink *s)
 	assert(s->st == NULL && s->reader == NULL && !s->have_batch);
 }
 
-/* Opens the backend and positions the reader after its cursor (from seq 0
- * when the backend wants the model, which is then rebuilt). 0 or -1. */
+/* Starts the model from its checkpoint when there is a usable one (valid,
+ * and at or before the cursor unless the backend is state-only), else
+ * empty (rebuilt from batch 1). 0, or -1 when out of memory. */
+static int model_start(struct sink *s, uint64_t cursor)
+{
+	assert(s->ops->wants_model && s->ckpt_path[0] != '\0');
+	char why[128] = "";
+	sm_free(&s->model);
+	int rc = sink_ckpt_read(s->ckpt_path, &s->model, 0, why, sizeof why);
+	if (rc == 1 && s->ops->resume == NULL && s->model.last_seq > cursor) {
+		snprintf(why, sizeof why, "at batch %" PRIu64 ", past the cursor %" PRIu64, s->model.last_seq, cursor);
+		sm_free(&s->model);
+		rc = -1;
+	}
+	if (rc == -2) {
+		note_error(s, "model checkpoint", "out of memory");
+		return -1;
+	}
+	if (rc == -1) {
+		char msg[sizeof why + 32];
+		snprintf(msg, sizeof msg, "%s; rebuilding from batch 1", why);
+		note_error(s, "model checkpoint refused", msg);
+	}
+	if (rc != 1 && sm_init(&s->model, 0) != 0) {
+		note_error(s, "model", "out of memory");
+		return -1;
+	}
+	atomic_store(&s->ckpt_seq, rc == 1 ? s->model.last_seq : 0);
+	return 0;
+}
+
+/* Opens the backend and positions the reader after its cursor, or after the
+ * model's checkpoint when the backend wants the model. 0 or -1. */
 static int backend_open(struct sink *s)
 {
 	assert(s->st == NULL && s->reader == NULL && !s->have_batch);
@@ -133,21 +172,26 @@ static int backend_open(struct sink *s)
 		note_error(s, "open", err);
 		return -1;
 	}
+	if (s->ops->wants_model && model_start(s, cursor) != 0) {
+		backend_close(s);
+		return -1;
+	}
+	uint64_t from = s->ops->wants_model ? s->model.last_seq : cursor;
 	s->reader = jr_reader_open(s->cfg.journal_dir, err, sizeof err);
-	uint64_t from = s->ops->wants_model ? 0 : cursor;
 	if (!s->reader || jr_reader_seek(s->reader, from) != 0) {
 		note_error(s, "journal", s->reader ? "seek failed" : err);
 		backend_close(s);
 		return -1;
 	}
-	if (s->ops->wants_model) {
-		sm_free(&s->model);
-		if (sm_init(&s->model, 0) != 0) {
-			note_error(s, "model", "out of memory");
-			backend_close(s);
-			return -1;
-		}
+	if (s->ops->wants_model && s->ops->resume && s->ops->resume(s->st, &s->model, err, sizeof err) != 0) {
+		note_error(s, "resume", err[0] ? err : "failed");
+		backend_close(s);
+		return -1;
 	}
+	/* The model must see every batch after `from`, so the first one read is
+	 * checked (read_next); cursor-only backends resume as they always did. */
+	s->expect_seq = s->ops->wants_model ? from + 1 : 0;
+	s->ckpt_hold_ms = 0;
 	s->skip_until = cursor;
 	atomic_store(&s->applied_seq, cursor);
 	atomic_store(&s->connected, 1);
@@ -181,6 +225,23 @@ static int decode_batch(struct sink *s, const struct jr_batch *b)
 	return wr_rec_decode_batch(b->body, b->body_len, b->record_count, s->recs, s->rec_cap) < 0 ? -1 : 0;
 }
 
+/* The journal no longer holds the batch the model needs next (segments
+ * deleted while the checkpoint was lost or refused): delivering from this
+ * model would be wrong, so close and let the open/retry loop say so. */
+static void model_gap(struct sink *s)
+{
+	char msg[96];
+	snprintf(msg, sizeof msg, "model needs batch %" PRIu64 ", journal starts at %" PRIu64 ": cannot resume",
+	         s->expect_seq, s->batch.seq);
+	if (s->backoff_ms == 0 || s->backoff_ms >= SINK_BACKOFF_MS_MAX)
+		fprintf(stderr, "sink %s: the model needs batch %" PRIu64 " but the journal now starts at %s: "
+		        "segments were deleted while its model checkpoint %s was missing or refused, so this sink "
+		        "cannot resume; restore the checkpoint, or the deleted segments (from --archive)\n",
+		        s->ops->name, s->expect_seq, s->batch.file, s->ckpt_path);
+	note_error(s, "journal", msg);
+	backend_close(s);
+}
+
 /* Reads the next batch into hand. 1 = have one, 0 = caught up, -1 = error. */
 static int read_next(struct sink *s)
 {
@@ -195,6 +256,11 @@ static int read_next(struct sink *s)
 			return rc;
 		}
 		assert(s->batch.seq <= durable);   /* invariant 7: never past the durable sequence */
+		if (s->expect_seq != 0 && s->batch.seq != s->expect_seq) {
+			model_gap(s);
+			return -1;
+		}
+		s->expect_seq = 0;
 		if (decode_batch(s, &s->batch) != 0) {
 			snprintf(err, sizeof err, "batch %" PRIu64 " in %s: records do not decode",
 			         s->batch.seq, s->batch.file);
@@ -276,6 +342,51 @@ static void idle(struct sink *s)
 	assert(s->idle_ms <= SINK_IDLE_MS_MAX);
 }
 
+/* Writes the model checkpoint when one is due. */
+static void ckpt_write(struct sink *s)
+{
+	char err[SINK_CKPT_PATH_BYTES + 64] = "";
+	uint64_t seq = s->model.last_seq;
+	if (sink_ckpt_write(s->ckpt_path, &s->model, err, sizeof err) != 0) {
+		note_error(s, "model checkpoint", err);   /* the old one stays; tried again next interval */
+		return;
+	}
+	assert(seq > atomic_load(&s->ckpt_seq));
+	atomic_store(&s->ckpt_seq, seq);
+	atomic_fetch_add(&s->checkpoints, 1);
+}
+
+/* The model checkpoint, once per turn of the loop while open: due every
+ * SINK_CKPT_EVERY_MS when the model moved, written only with no batch in
+ * hand (the model then stands exactly at the last batch taken) and, unless
+ * the backend is state-only, once its cursor has reached the model (after
+ * a crash, batches after the cursor are delivered again, from the model as
+ * it was then). Returns 1 while a due checkpoint holds reading new batches
+ * so the cursor catches up (Kafka: acknowledgements, its cursor file),
+ * SINK_CKPT_HOLD_MS at most; under a load that never lets it, the next
+ * interval tries again. */
+static int ckpt_turn(struct sink *s)
+{
+	if (!s->ops->wants_model || s->have_batch || !s->st)
+		return 0;
+	int64_t now = fs_mono_ms();
+	if (now < s->ckpt_next_ms || s->model.last_seq <= atomic_load(&s->ckpt_seq))
+		return 0;
+	if (s->ops->resume == NULL && s->ops->durable_cursor(s->st) < s->model.last_seq) {
+		if (s->ckpt_hold_ms == 0)
+			s->ckpt_hold_ms = now;
+		if (now - s->ckpt_hold_ms < SINK_CKPT_HOLD_MS)
+			return 1;
+		s->ckpt_hold_ms = 0;
+		s->ckpt_next_ms = now + SINK_CKPT_EVERY_MS;
+		return 0;
+	}
+	s->ckpt_hold_ms = 0;
+	s->ckpt_next_ms = now + SINK_CKPT_EVERY_MS;
+	ckpt_write(s);
+	return 0;
+}
+
 /* The lag in time: each turn of the loop notes the durable sequence when it
  * moved (a FIFO of (seq, when first seen)) and drops what is applied; the
  * front is when the oldest batch not yet applied was durable, so the lag is
@@ -316,7 +427,7 @@ static void *sink_main(void *arg)
 			backoff(s);
 			continue;
 		}
-		int rc = step(s);
+		int rc = ckpt_turn(s) ? 0 : step(s);
 		if (rc > 0) {
 			s->idle_ms = SINK_IDLE_MS_MIN;
 			s->backoff_ms = 0;
@@ -384,6 +495,12 @@ struct sink *sink_start(const struct sink_config *cfg, char *err, size_t err_len
 		return NULL;
 	}
 	copy_str(s->shard, sizeof s->shard, &s->cfg.shard, cfg->shard, "");
+	if (ops->wants_model && sink_ckpt_path(s->ckpt_path, sizeof s->ckpt_path, s->cfg.data_dir, ops->name,
+	                                       s->cfg.name) != 0) {
+		snprintf(err, err_len, "sink: data_dir '%s' too long for the model checkpoint's path", s->cfg.data_dir);
+		free(s);
+		return NULL;
+	}
 	if (!s->cfg.redis_updates_per_s)
 		s->cfg.redis_updates_per_s = 100;
 	if (!s->cfg.redis_ttl_s)
@@ -427,9 +544,17 @@ void sink_stats(struct sink *s, struct sink_stats *out)
 	out->connected = atomic_load(&s->connected);
 	out->stopped = atomic_load(&s->stopped);
 	out->stopped_seq = atomic_load(&s->stopped_seq);
+	out->has_model = s->ops->wants_model;
+	out->model_checkpoint_seq = atomic_load(&s->ckpt_seq);
+	out->checkpoints = atomic_load(&s->checkpoints);
 	pthread_mutex_lock(&s->err_lock);
 	memcpy(out->last_error, s->last_error, sizeof out->last_error);
 	pthread_mutex_unlock(&s->err_lock);
+}
+
+uint64_t sink_gate_seq(struct sink *s)
+{
+	return s->ops->wants_model ? atomic_load(&s->ckpt_seq) : atomic_load(&s->applied_seq);
 }
 
 void sink_stop(struct sink *s)

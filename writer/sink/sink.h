@@ -11,9 +11,21 @@
  * an eventfd only when the sink thread is asleep).
  *
  * Cursors: each sink reports the last sequence that is durable on ITS side
- * (committed in PostgreSQL, acknowledged by all Kafka brokers, published
- * to Redis); on (re)start it resumes right after it. Applying is idempotent
- * by sequence, so a restart may re-send a batch but never skips one.
+ * (committed in PostgreSQL, acknowledged by all Kafka brokers and written to
+ * its cursor file, published to Redis); on (re)start it resumes right after
+ * it. Applying is idempotent by sequence, so a restart may re-send a batch
+ * but never skips one.
+ *
+ * Models: a backend that wants the projection (Kafka, Redis) gets it from
+ * the thread, which folds every batch into a struct sink_model. The thread
+ * checkpoints that model (sink_ckpt.h: `<data_dir>/sink-<kind>-<name>.model`)
+ * at most every SINK_CKPT_EVERY_MS when it moved, and only at a batch the
+ * backend's cursor has passed (a state-only backend, `resume` set, needs no
+ * cursor); at (re)open it starts from the checkpoint and reads the journal
+ * after it. So the journal up to the checkpoint is not needed again
+ * (sink_gate_seq) and the writer may delete it. Without a valid checkpoint
+ * the model is rebuilt from batch 1; when batch 1 is gone the sink says so
+ * and retries, never delivering from a model that missed batches.
  */
 #ifndef WR_SINK_H
 #define WR_SINK_H
@@ -33,7 +45,8 @@ struct sink_config {
 	const char *address;                     /* libpq conninfo | Kafka bootstrap brokers | Redis host:port */
 	const char *name;                        /* cursor name (PostgreSQL row, Kafka cursor file); default "sink" */
 	const char *topic;                       /* Kafka topic; default "flashsale.journal" */
-	const char *data_dir;                    /* Kafka: where the cursor file lives; default journal_dir */
+	const char *data_dir;                    /* Kafka: its cursor file; Kafka, Redis: the model checkpoint
+	                                          * (sink_ckpt.h); default journal_dir */
 	uint32_t redis_updates_per_s;            /* Redis: per-SKU rate limit; default 100 */
 	uint32_t redis_ttl_s;                    /* Redis: key TTL; default 5 */
 	const char *shard;                       /* PostgreSQL: the rows' shard column (fs_shard_sink_name's
@@ -58,9 +71,17 @@ enum sink_rc {
  * to resume after (NULL with err set when it cannot: the thread retries with
  * backoff). `apply_batch` gets the batch, its decoded records, and -- when
  * `wants_model` -- the projection after this batch and per-record SKU index.
- * On failure it says why in err. `durable_cursor` is the last seq durable on the sink's side. `tick` (may
+ * On failure it says why in err. `durable_cursor` is the last seq durable on
+ * the sink's side: what `open` would return after a crash. `tick` (may
  * be NULL) runs after each batch taken and at least every 10 ms when idle
- * (flushes, delivery reports); it returns -1 with err set on a failure. */
+ * (flushes, delivery reports); it returns -1 with err set on a failure.
+ *
+ * `resume` (NULL: none) marks a wants_model backend that sends the model's
+ * STATE, not its events (Redis): it may start from a model checkpoint newer
+ * than its cursor, and right after open the thread hands it that model
+ * once (it sends every SKU: no batch may follow for a while); 0, or -1 with
+ * err set. A backend without it (Kafka) needs the model as it was at each
+ * batch it delivers, so a checkpoint is used only when its seq <= the cursor. */
 struct sink_ops {
 	const char *name;
 	int wants_model;
@@ -70,7 +91,11 @@ struct sink_ops {
 	uint64_t (*durable_cursor)(void *st);
 	int (*tick)(void *st, int64_t now_ms, char *err, size_t err_len);   /* now_ms: CLOCK_MONOTONIC */
 	void (*close)(void *st);
+	int (*resume)(void *st, const struct sink_model *m, char *err, size_t err_len);
 };
+
+#define SINK_CKPT_EVERY_MS 2000   /* model checkpoints: at most this often, only when the model moved */
+#define SINK_CKPT_HOLD_MS  1000   /* a due checkpoint waits this long at most for the cursor to catch up */
 
 /* Backends (NULL when the build lacks the client library). */
 const struct sink_ops *sink_ops_postgres(void);
@@ -90,6 +115,9 @@ struct sink_stats {
 	int      connected;        /* 1 while the backend is open */
 	int      stopped;          /* 1 after a batch was rejected SINK_REJECT_ATTEMPTS times: no more applies */
 	uint64_t stopped_seq;      /* the batch it stopped at */
+	int      has_model;        /* 1 for a wants_model backend (Kafka, Redis) */
+	uint64_t model_checkpoint_seq; /* has_model: seq of its durable model checkpoint (0: none yet) */
+	uint64_t checkpoints;      /* model checkpoints written */
 	char     last_error[160];
 };
 
@@ -107,10 +135,13 @@ void sink_notify(struct sink *s);
 /* A consistent-enough snapshot of the counters (each field atomic). */
 void sink_stats(struct sink *s, struct sink_stats *out);
 
+/* The last batch this sink never needs to read again, even after a crash:
+ * its cursor, or for a wants_model sink its model checkpoint's seq (0 while
+ * it has none). The writer deletes no journal segment past it. */
+uint64_t sink_gate_seq(struct sink *s);
+
 /* Stops the thread (finishing or abandoning the batch in flight), closes the
  * backend, frees everything. Safe with NULL. */
 void sink_stop(struct sink *s);
-
-
 
 #endif

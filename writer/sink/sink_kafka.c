@@ -10,9 +10,12 @@
  * The cursor advances only when the delivery reports of a WHOLE batch (and
  * of every batch before it) came back without error; it is persisted in
  * `<data_dir>/kafka-<name>.cursor` (write tmp, fsync, rename, fsync dir) at
- * most every 100 ms and on close. After a restart or a delivery failure the
- * sink resends from the cursor, so consumers see each (seq, idx) at least
- * once and drop any (seq, idx) <= the last one they applied.
+ * most every 100 ms and on close, and the persisted value is the sink's
+ * durable cursor. After a restart or a delivery failure the sink resends
+ * from the cursor, so consumers see each (seq, idx) at least once and drop
+ * any (seq, idx) <= the last one they applied. The model the records' SKUs
+ * come from starts from the sink thread's model checkpoint, which is never
+ * past the cursor (sink.h), so the journal before it may be deleted.
  */
 #include "common/fs_u64file.h"
 #include "writer/sink/sink.h"
@@ -302,9 +305,12 @@ static int kafka_sink_tick(void *st, int64_t now_ms, char *err, size_t err_len)
 	return persist(k, now_ms, 0, err, err_len);
 }
 
+/* The cursor in the file, not the acknowledged one: it is what open
+ * returns after a crash, and the model checkpoint (sink.h) must never pass
+ * it. It trails the acknowledgements by KF_PERSIST_MS at most. */
 static uint64_t kafka_sink_cursor(void *st)
 {
-	return ((struct kafka_sink *)st)->durable;
+	return ((struct kafka_sink *)st)->persisted;
 }
 
 static const struct sink_ops kafka_ops = {

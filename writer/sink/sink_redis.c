@@ -5,7 +5,10 @@
  * (state is the published one: sold_out when open with nothing available).
  *
  * The counters come from the sink thread's model (wants_model = 1: it
- * replays the journal from the start, so Redis needs no cursor of its own).
+ * starts from its model checkpoint, or replays the journal from batch 1
+ * without one, so Redis needs no cursor of its own). Redis is state-only
+ * (`resume`): after an open the whole model is sent, so the keys come back
+ * even when no batch follows.
  * Rate limit: at most `redis_updates_per_s` updates per SKU; a SKU touched
  * more often is marked dirty and its LATEST state is sent when its window
  * opens (coalescing). A key is also refreshed (SET only) when half its TTL
@@ -250,6 +253,23 @@ static int redis_sink_tick(void *st, int64_t now_ms, char *err, size_t err_len)
 	return flush(r, now_ms, err, err_len);
 }
 
+/* Right after open, from the model the thread started from (a checkpoint):
+ * every SKU is sent at the next tick. */
+static int redis_sink_resume(void *st, const struct sink_model *m, char *err, size_t err_len)
+{
+	struct redis_sink *r = st;
+	assert(r && m);
+	r->m = m;
+	if (grow(r, m->sku_count) != 0) {
+		snprintf(err, err_len, "redis: out of memory");
+		return -1;
+	}
+	for (uint32_t k = 0; k < m->sku_count; k++)
+		r->skus[k].dirty = 1;
+	r->applied_seq = m->last_seq;
+	return 0;
+}
+
 static uint64_t redis_sink_cursor(void *st)
 {
 	return ((struct redis_sink *)st)->published_seq;
@@ -263,6 +283,7 @@ static const struct sink_ops redis_ops = {
 	.durable_cursor = redis_sink_cursor,
 	.tick = redis_sink_tick,
 	.close = redis_sink_close,
+	.resume = redis_sink_resume,
 };
 
 const struct sink_ops *sink_ops_redis(void)
