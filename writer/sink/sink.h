@@ -96,6 +96,7 @@ struct sink_ops {
 
 #define SINK_CKPT_EVERY_MS 2000   /* model checkpoints: at most this often, only when the model moved */
 #define SINK_CKPT_HOLD_MS  1000   /* a due checkpoint waits this long at most for the cursor to catch up */
+#define SINK_CKPT_DUTY     50     /* ... and at most every 50x the last one's write time */
 
 /* Backends (NULL when the build lacks the client library). */
 const struct sink_ops *sink_ops_postgres(void);

@@ -315,3 +315,16 @@ int sink_ckpt_read(const char *path, struct sink_model *m, int keep_terminal, ch
 	assert(m->sku_count == hd.sku_count && m->last_seq == hd.seq);
 	return 1;
 }
+
+int sink_ckpt_seq(const char *path, uint64_t *seq)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -1;
+	struct sink_ckpt_header hd;
+	int ok = fread(&hd, sizeof hd, 1, f) == 1 && hd.magic == SINK_CKPT_MAGIC && hd.version == SINK_CKPT_VERSION;
+	fclose(f);
+	if (ok)
+		*seq = hd.seq;
+	return ok ? 0 : -1;
+}

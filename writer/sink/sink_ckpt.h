@@ -74,4 +74,10 @@ int sink_ckpt_write(const char *path, const struct sink_model *m, char *err, siz
  * left zeroed (free, not initialised): the caller sm_init()s its own. */
 int sink_ckpt_read(const char *path, struct sink_model *m, int keep_terminal, char *err, size_t err_len);
 
+/* The batch the checkpoint at `path` stands at, from its header alone (for
+ * flashctl backup, which keeps the journal after it; the whole file is
+ * checked when a sink loads it). 0, or -1 when absent or not a checkpoint
+ * of this version. */
+int sink_ckpt_seq(const char *path, uint64_t *seq);
+
 #endif
