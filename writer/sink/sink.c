@@ -4,6 +4,7 @@
  * that wants the model, start it from its checkpoint and checkpoint it. */
 #include "writer/sink/sink.h"
 #include "writer/sink/sink_ckpt.h"
+#include "writer/sink/sink_seed.h"
 #include "common/fs_clock.h"
 #include "common/fs_shard.h"
 
@@ -242,6 +243,38 @@ static void model_gap(struct sink *s)
 	backend_close(s);
 }
 
+/* The journal starts after the batch the model needs: seed the model from
+ * the writer's newest snapshot the journal goes on from (sink_seed.h) and
+ * read on after it. A backend with a cursor takes only a snapshot at or
+ * before it (the batches after the cursor are delivered again, from the
+ * model as it was then); a fresh one (cursor 0) starts at the snapshot,
+ * since what came before it is gone, and says so. 1 seeded, 0 not. */
+static int model_seed(struct sink *s)
+{
+	uint64_t first = s->batch.seq;   /* the oldest batch the journal still holds */
+	uint64_t to = s->ops->resume != NULL || s->skip_until == 0 ? UINT64_MAX : s->skip_until;
+	struct sink_model seeded;
+	char err[512] = "";
+	int rc = sink_seed_from_snapshot(s->cfg.data_dir, first - 1, to, &seeded, err, sizeof err);
+	if (rc != 1) {
+		if (rc < 0)
+			note_error(s, "model seed", rc == -2 ? "out of memory" : err);
+		return 0;
+	}
+	if (jr_reader_seek(s->reader, seeded.last_seq) != 0) {
+		sm_free(&seeded);
+		return 0;
+	}
+	sm_free(&s->model);
+	s->model = seeded;
+	s->expect_seq = seeded.last_seq + 1;
+	fprintf(stderr, "sink %s: model seeded from the snapshot at batch %" PRIu64 " (no usable checkpoint; the "
+	        "journal starts at batch %" PRIu64 ")%s\n", s->ops->name, seeded.last_seq, first,
+	        s->ops->resume == NULL && s->skip_until == 0 ? ": delivering from the batch after it, the ones "
+	        "before it are no longer in the journal" : "");
+	return 1;
+}
+
 /* Reads the next batch into hand. 1 = have one, 0 = caught up, -1 = error. */
 static int read_next(struct sink *s)
 {
@@ -257,6 +290,8 @@ static int read_next(struct sink *s)
 		}
 		assert(s->batch.seq <= durable);   /* invariant 7: never past the durable sequence */
 		if (s->expect_seq != 0 && s->batch.seq != s->expect_seq) {
+			if (s->batch.seq > s->expect_seq && model_seed(s))
+				continue;
 			model_gap(s);
 			return -1;
 		}
