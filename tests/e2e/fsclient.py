@@ -216,6 +216,48 @@ def mint_token(secret, sub, exp=None, tier=None, dev=None, ttl=3600, header=None
     return h + "." + c + "." + b64url(sig)
 
 
+MOCKKAFKA = os.environ.get("FS_MOCKKAFKA", os.path.join(BUILD, "tests", "e2e", "mockkafka"))
+
+
+class MockKafka:
+    """librdkafka's mock cluster in a helper process of its own
+    (tests/e2e/mockkafka.c), so several flashsaled processes share it:
+    bootstrap servers, fault commands. MockKafka.available() says whether
+    this build has the helper (it needs librdkafka)."""
+
+    @staticmethod
+    def available():
+        return os.path.exists(MOCKKAFKA)
+
+    def __init__(self, *topics, brokers=1):
+        self.proc = subprocess.Popen([MOCKKAFKA, str(brokers)] + list(topics), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "bootstrap":
+            self.close()
+            raise RuntimeError("mockkafka said %r" % line)
+        self.bootstrap = line[1]
+
+    def cmd(self, line):
+        """One fault command (mockkafka.c): down ID, up ID, leader TOPIC ID, ..."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        assert answer == "ok", (line, answer)
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc.stdout.close()
+
+
 def flashctl(*args, timeout=30):
     """Runs flashctl; returns CompletedProcess (text)."""
     return subprocess.run([FLASHCTL] + [str(a) for a in args], capture_output=True,

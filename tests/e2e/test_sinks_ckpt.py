@@ -159,30 +159,6 @@ def seg_files(srv):
     return sorted(f for f in os.listdir(d) if re.match(r"^\d{20}\.seg$", f))
 
 
-def start_mock():
-    path = os.environ.get("FS_MOCKKAFKA", os.path.join(fc.BUILD, "tests", "e2e", "mockkafka"))
-    if not os.path.exists(path):
-        print(f"no {path} (a build without librdkafka): the Kafka part is skipped")
-        return None, None
-    mock = subprocess.Popen([path, "1", "flashsale.journal"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, bufsize=1)
-    line = mock.stdout.readline().split()
-    if not line or line[0] != "bootstrap":
-        raise Fatal(f"mockkafka said {line}")
-    return mock, line[1]
-
-
-def stop_mock(mock):
-    if mock is None:
-        return
-    mock.stdin.close()
-    try:
-        mock.wait(10)
-    except subprocess.TimeoutExpired:
-        mock.kill()
-    mock.stdout.close()
-
-
 def main():
     addr = os.environ.get("FS_TEST_REDIS")
     if not addr:
@@ -192,7 +168,11 @@ def main():
     sku = "ck%06d" % (SEED % 1000000)   # stock:<sku> keys of their own on a shared Redis
     mock, rd, srv = None, None, None
     try:
-        mock, bootstrap = start_mock()
+        if fc.MockKafka.available():
+            mock = fc.MockKafka("flashsale.journal")
+            bootstrap = mock.bootstrap
+        else:
+            print(f"no {fc.MOCKKAFKA} (a build without librdkafka): the Kafka part is skipped")
         sinks = ["redis"] + (["kafka"] if mock else [])
         extra = ["--redis", addr, "--segment-mb", "1", "--snapshot-every-mb", "1", "--no-pin"]
         if mock:
@@ -330,7 +310,8 @@ def main():
             rd.close()
         if srv:
             srv.cleanup()
-        stop_mock(mock)
+        if mock:
+            mock.close()
     print(f"test_sinks_ckpt: {len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0
 

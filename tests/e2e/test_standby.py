@@ -32,7 +32,6 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsclient as fc  # noqa: E402
 
-MOCKKAFKA = os.environ.get("FS_MOCKKAFKA", os.path.join(fc.BUILD, "tests", "e2e", "mockkafka"))
 JOURNAL_TOOL = os.path.join(fc.BUILD, "tools", "flashsale-journal")
 SEED = int(os.environ.get("FS_SEED", random.SystemRandom().randrange(1 << 30)))
 print("test_standby: seed %d (rerun with FS_SEED=%d)" % (SEED, SEED), file=sys.stderr, flush=True)
@@ -43,35 +42,6 @@ STOCK = 5000
 # small fixed tables: several servers start per test, each prefaulting its tables
 SMALL_TABLES = ["--users-max", "50000", "--reservations-max", "50000", "--orders-max", "10000",
                 "--idempotency-keys-max", "100000"]
-
-
-class MockKafka:
-    """The mock cluster helper: bootstrap servers, fault commands."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([MOCKKAFKA, "3", TOPIC], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        line = self.proc.stdout.readline().split()
-        assert line and line[0] == "bootstrap", line
-        self.bootstrap = line[1]
-
-    def cmd(self, line):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline().strip()
-        assert answer == "ok", (line, answer)
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        self.proc.stdout.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 class Driver:
@@ -142,7 +112,7 @@ def admin_json(srv, *args):
 class StandbyTest(unittest.TestCase):
     def setUp(self):
         self.rng = random.Random(SEED)
-        self.kafka = MockKafka()
+        self.kafka = fc.MockKafka(TOPIC, brokers=3)
         self.servers = []
 
     def tearDown(self):

@@ -453,17 +453,13 @@ class WritersTest(unittest.TestCase):
         (flashsale.journal.wK); flashsale-loader --writer K carries each topic
         into PostgreSQL and reconcile --writer K finds 0 differences (needs
         FS_TEST_PG and the mock cluster helper tests/e2e/mockkafka)."""
-        mock_path = os.environ.get("FS_MOCKKAFKA", os.path.join(fc.BUILD, "tests", "e2e", "mockkafka"))
-        if not os.path.exists(mock_path):
-            self.skipTest("no %s (a build without librdkafka)" % mock_path)
+        if not fc.MockKafka.available():
+            self.skipTest("no %s (a build without librdkafka)" % fc.MOCKKAFKA)
         pg, conninfo = self.fresh_db("fs_e2e_writers_kafka")
         topics = ["flashsale.journal.w0", "flashsale.journal.w1"]
-        mock = subprocess.Popen([mock_path, "1"] + topics, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        mock = fc.MockKafka(*topics)
         try:
-            line = mock.stdout.readline().split()
-            self.assertTrue(line and line[0] == "bootstrap", line)
-            bootstrap = line[1]
+            bootstrap = mock.bootstrap
             self.srv.extra += ["--kafka", bootstrap]
             self.srv.start()
             secret = self.srv.secret()
@@ -501,12 +497,7 @@ class WritersTest(unittest.TestCase):
                 self.reconcile(k, conninfo, "--cursor", "loader.w%d" % k)
         finally:
             self.srv.stop()
-            mock.stdin.close()
-            try:
-                mock.wait(10)
-            except subprocess.TimeoutExpired:
-                mock.kill()
-            mock.stdout.close()
+            mock.close()
             self.psql(pg, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % conninfo.rsplit("=", 1)[1])
 
     # ------------------------------------------------------------ PostgreSQL helpers
