@@ -10,6 +10,7 @@
 
 #include "sink_testlib.h"
 #include "writer/sink/sink.h"
+#include "writer/sink/pg_apply.h"
 
 static _Atomic uint64_t durable;
 
@@ -80,6 +81,38 @@ int main(void)
 	CHECK((uint64_t)test_pg_int(c, "SELECT count(*) FROM journal_events") == records);
 	CHECK(test_pg_int(c, "SELECT count(DISTINCT seq) FROM journal_events") == 100);
 	CHECK(test_pg_int(c, "SELECT count(*) FROM sales WHERE available + reserved + sold <> total") == 0);
+
+	/* A batch the database refuses inside a run (a sink far behind writes
+	 * up to 64 batches per transaction): the run is not guessed at, the
+	 * sink writes those batches one by one, keeps the ones before the bad
+	 * batch and stops at exactly that batch. */
+	char conninfo2[512];
+	PGconn *c2 = test_pg_fresh("fs_sink_thread_poison", conninfo2, sizeof conninfo2);
+	char *dir2 = test_tmpdir("pgsink-poison");
+	struct gen *g2 = gen_new(5, 3, 300, 30);
+	uint64_t records2 = 0;
+	CHECK(gen_journal(g2, dir2, 60, 100, &records2) == 60);
+	atomic_store(&durable, 60);
+	char err[256];
+	CHECK(pg_migrate(c2, err, sizeof err) == 0);
+	CHECK(PQresultStatus(PQexec(c2, "INSERT INTO journal_events (seq, idx, batch_time, type, quantity, out_val, "
+	                                "pay, shard) VALUES (37, 0, now(), 'planted', 0, 0, 0, '')")) == PGRES_COMMAND_OK);
+	s = start(dir2, conninfo2);
+	for (int i = 0; i < 3000; i++) {
+		sink_stats(s, &st);
+		if (st.stopped)
+			break;
+		usleep(10000);
+	}
+	CHECK(st.stopped == 1 && st.stopped_seq == 37);
+	CHECK(test_pg_int(c2, "SELECT seq FROM sink_cursor WHERE name = 'sink'") == 36);
+	CHECK(test_pg_int(c2, "SELECT max(seq) FROM journal_events WHERE type <> 'planted'") == 36);
+	printf("a refused batch inside a run: stopped at batch %" PRIu64 " (%s)\n", st.stopped_seq, st.last_error);
+	sink_stop(s);
+	gen_free(g2);
+	test_rmdir(dir2);
+	free(dir2);
+	PQfinish(c2);
 
 	/* An unreachable database: errors are counted, nothing crashes. */
 	s = start(dir, "host=127.0.0.1 port=1 connect_timeout=1");

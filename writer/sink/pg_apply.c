@@ -59,6 +59,7 @@ struct pa_sku {
 	uint8_t  sku_len;
 	uint8_t  created, state_set, state;
 	uint32_t create_rec;
+	uint64_t version;          /* seq of the last batch of the run that touched it */
 	int64_t  d_total, d_available, d_reserved, d_sold;
 };
 
@@ -72,12 +73,22 @@ struct pg_apply {
 	struct pa_buf buf, arr[4];
 	uint64_t last_rows;
 	const struct fs_cmd *recs;
-	uint64_t seq;
+	uint64_t seq;              /* the (last) batch applied */
 	int64_t time_ms;
+	/* a run of several batches (pg_apply_run): each record's batch seq,
+	 * batch time and index in its batch; NULL for one batch (seq, time_ms, i) */
+	const uint64_t *rec_seq_v;
+	const int64_t *rec_time_v;
+	const uint32_t *rec_idx_v;
 	char shard[FS_SHARD_LABEL_LEN_MAX + 1];  /* every row's shard column ("" without --shard) */
 	uint32_t appliance;        /* ids are written with it and ... */
 	uint32_t writer;           /* ... this writer shard (common/fs_shard.h) */
 };
+
+/* Record i's batch seq, batch time and index in its batch. */
+static uint64_t rec_seq(const struct pg_apply *a, uint32_t i) { return a->rec_seq_v ? a->rec_seq_v[i] : a->seq; }
+static int64_t rec_time(const struct pg_apply *a, uint32_t i) { return a->rec_time_v ? a->rec_time_v[i] : a->time_ms; }
+static uint32_t rec_idx(const struct pg_apply *a, uint32_t i) { return a->rec_idx_v ? a->rec_idx_v[i] : i; }
 
 /* ---------------------------------------------------------------- buffers */
 
@@ -623,7 +634,7 @@ static uint32_t fold_pay_result(struct pg_apply *a, const struct fs_cmd *c, uint
 	struct pa_sku *s = &a->skus[r->sku_slot];
 	if (c->pay == FS_PAY_OK) {
 		o->status = FS_ORDER_PAID;
-		o->paid_at_ms = a->time_ms;
+		o->paid_at_ms = rec_time(a, i);
 		r->status = FS_RES_CONFIRMED;
 		units(s, r->quantity, 2);
 	} else {
@@ -692,9 +703,11 @@ static int fold(struct pg_apply *a, const struct fs_cmd *recs, uint32_t n, char 
 {
 	for (uint32_t i = 0; i < n; i++) {
 		a->rec_sku[i] = fold_record(a, &recs[i], i);
+		if (a->rec_sku[i] < a->sku_count)
+			a->skus[a->rec_sku[i]].version = rec_seq(a, i);
 		if (a->rec_sku[i] == UINT32_MAX) {
 			char what[96];
-			snprintf(what, sizeof what, "seq %" PRIu64 " record %u (%s)", a->seq, i,
+			snprintf(what, sizeof what, "seq %" PRIu64 " record %u (%s)", rec_seq(a, i), rec_idx(a, i),
 			         fs_cmd_type_name(recs[i].type));
 			set_err(err, err_len, what, "refers to an unknown reservation/order/sku");
 			return -1;
@@ -719,8 +732,8 @@ static const char *out_status_name(const struct fs_cmd *c)
 static void event_row(struct pg_apply *a, struct pa_buf *b, const struct fs_cmd *c, uint32_t i)
 {
 	const struct pa_sku *s = a->rec_sku[i] == PA_NO_SKU ? NULL : &a->skus[a->rec_sku[i]];
-	buf_printf(b, "%" PRIu64 "\t%u\t", a->seq, i);
-	buf_ts(b, a->time_ms);
+	buf_printf(b, "%" PRIu64 "\t%u\t", rec_seq(a, i), rec_idx(a, i));
+	buf_ts(b, rec_time(a, i));
 	col(b);
 	buf_puts(b, fs_cmd_type_name(c->type));
 	col(b);
@@ -772,7 +785,7 @@ static int write_sku(struct pg_apply *a, PGconn *c, const struct pa_sku *s, char
 	snprintf(v_num[1], 24, "%" PRId64, s->d_available);
 	snprintf(v_num[2], 24, "%" PRId64, s->d_reserved);
 	snprintf(v_num[3], 24, "%" PRId64, s->d_sold);
-	snprintf(v_num[4], 24, "%" PRIu64, a->seq);
+	snprintf(v_num[4], 24, "%" PRIu64, s->version);
 	const char *state = s->state_set ? fs_sale_state_name(s->state) : NULL;
 	if (!s->created) {
 		const char *v[7] = {sku, state, v_num[0], v_num[1], v_num[2], v_num[3], v_num[4]};
@@ -826,7 +839,7 @@ static void res_row(struct pg_apply *a, struct pa_buf *b, const struct pa_res *r
 	if (c->key_len) buf_text(b, c->key, c->key_len, 0); else null_field(b);
 	col(b);
 	if (r->order_no) buf_pubid(a, b, 'o', r->order_no); else null_field(b);
-	buf_printf(b, "\t%" PRIu64 "\t%s\n", a->seq, a->shard);
+	buf_printf(b, "\t%" PRIu64 "\t%s\n", rec_seq(a, r->rec), a->shard);
 }
 
 /* Appends one element to an array literal under construction. */
@@ -945,7 +958,7 @@ static void order_row(struct pg_apply *a, struct pa_buf *b, const struct pa_orde
 	if (o->paid_at_ms) buf_ts(b, o->paid_at_ms); else null_field(b);
 	col(b);
 	if (c->key_len) buf_text(b, c->key, c->key_len, 0); else null_field(b);
-	buf_printf(b, "\t%" PRIu64 "\t%s\n", a->seq, a->shard);
+	buf_printf(b, "\t%" PRIu64 "\t%s\n", rec_seq(a, o->rec), a->shard);
 }
 
 static int write_orders(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
@@ -1009,19 +1022,17 @@ static int apply_locked(struct pg_apply *a, PGconn *c, const char *cursor_name,
 	return exec_ok(c, PQexec(c, "COMMIT"), PGRES_COMMAND_OK, "commit", err, err_len);
 }
 
-int pg_apply_batch(struct pg_apply *a, PGconn *c, const char *cursor_name,
-                   const struct jr_batch *b, const struct fs_cmd *recs, uint32_t n,
-                   char *err, size_t err_len)
+/* One transaction for batches first..last (their records back to back). */
+static int apply_txn(struct pg_apply *a, PGconn *c, const char *cursor_name, uint64_t first, uint64_t last,
+                     const struct fs_cmd *recs, uint32_t n, char *err, size_t err_len)
 {
-	assert(a && c && cursor_name && b);
-	assert(n == b->record_count && (n == 0 || recs));
+	assert(first >= 1 && first <= last);
 	if (reset_batch(a, n) != 0) {
 		set_err(err, err_len, "apply", "out of memory");
 		return PG_APPLY_ERR_DB;
 	}
 	a->recs = recs;
-	a->seq = b->seq;
-	a->time_ms = b->time_ms;
+	a->seq = last;
 	/* Every lookup and update here goes by primary key; without the first
 	 * SET a young, unanalysed table gets sequential scans for `= ANY($1)`.
 	 * synchronous_commit off is safe for a projection: a commit lost in a
@@ -1031,13 +1042,13 @@ int pg_apply_batch(struct pg_apply *a, PGconn *c, const char *cursor_name,
 	            PGRES_COMMAND_OK, "begin", err, err_len) != 0)
 		return PG_APPLY_ERR_DB;
 	int64_t cur = cursor_lock(c, cursor_name, err, err_len);
-	if (cur < 0 || (uint64_t)cur >= b->seq || (uint64_t)cur + 1 < b->seq) {
+	if (cur < 0 || (uint64_t)cur >= last || (uint64_t)cur + 1 != first) {
 		rollback(c);
 		if (cur < 0)
 			return PG_APPLY_ERR_DB;
-		if ((uint64_t)cur >= b->seq)
+		if ((uint64_t)cur >= last)
 			return PG_APPLY_SKIPPED;
-		snprintf(err, err_len, "gap: batch %" PRIu64 " after cursor %" PRId64, b->seq, cur);
+		snprintf(err, err_len, "gap: batch %" PRIu64 " after cursor %" PRId64, first, cur);
 		return PG_APPLY_ERR_GAP;
 	}
 	int data_err = 0;
@@ -1046,6 +1057,35 @@ int pg_apply_batch(struct pg_apply *a, PGconn *c, const char *cursor_name,
 		return data_err ? PG_APPLY_ERR_DATA : PG_APPLY_ERR_DB;
 	}
 	return PG_APPLY_DONE;
+}
+
+int pg_apply_batch(struct pg_apply *a, PGconn *c, const char *cursor_name,
+                   const struct jr_batch *b, const struct fs_cmd *recs, uint32_t n,
+                   char *err, size_t err_len)
+{
+	assert(a && c && cursor_name && b);
+	assert(n == b->record_count && (n == 0 || recs));
+	a->rec_seq_v = NULL;
+	a->rec_time_v = NULL;
+	a->rec_idx_v = NULL;
+	a->time_ms = b->time_ms;
+	return apply_txn(a, c, cursor_name, b->seq, b->seq, recs, n, err, err_len);
+}
+
+int pg_apply_run(struct pg_apply *a, PGconn *c, const char *cursor_name, uint64_t first_seq, uint64_t last_seq,
+                 const struct fs_cmd *recs, uint32_t n, const uint64_t *seq, const int64_t *time_ms,
+                 const uint32_t *idx, char *err, size_t err_len)
+{
+	assert(a && c && cursor_name && first_seq <= last_seq && (n == 0 || (recs && seq && time_ms && idx)));
+	assert(n == 0 || (seq[0] >= first_seq && seq[n - 1] <= last_seq));
+	a->rec_seq_v = seq;
+	a->rec_time_v = time_ms;
+	a->rec_idx_v = idx;
+	int rc = apply_txn(a, c, cursor_name, first_seq, last_seq, recs, n, err, err_len);
+	a->rec_seq_v = NULL;
+	a->rec_time_v = NULL;
+	a->rec_idx_v = NULL;
+	return rc;
 }
 
 /* ------------------------------------------------------------ migrations */

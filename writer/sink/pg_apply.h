@@ -72,6 +72,16 @@ int pg_apply_batch(struct pg_apply *a, PGconn *c, const char *cursor_name,
                    const struct jr_batch *b, const struct fs_cmd *recs, uint32_t n,
                    char *err, size_t err_len);
 
+/* The same for a run of consecutive batches first_seq..last_seq in ONE
+ * transaction (a sink that is behind: one commit and one round of
+ * statements for many batches): their records back to back in recs[0..n),
+ * with each record's batch seq, batch time and index in its batch. The rows
+ * are the ones batch-by-batch application writes. SKIPPED when the cursor
+ * is at or past last_seq, ERR_GAP when it is not first_seq - 1. */
+int pg_apply_run(struct pg_apply *a, PGconn *c, const char *cursor_name, uint64_t first_seq, uint64_t last_seq,
+                 const struct fs_cmd *recs, uint32_t n, const uint64_t *seq, const int64_t *time_ms,
+                 const uint32_t *idx, char *err, size_t err_len);
+
 /* Rows written by the last DONE batch (events + reservations + orders + sales). */
 uint64_t pg_apply_last_rows(const struct pg_apply *a);
 

@@ -368,8 +368,28 @@ static int step(struct sink *s)
 	return -1;
 }
 
+/* Caught up: a backend that holds batches to write them together writes
+ * them now. 0, or -1 after a failure (noted; a reset closes the backend). */
+static int flush(struct sink *s)
+{
+	if (!s->st || s->ops->flush == NULL)
+		return 0;
+	char err[256] = "";
+	int rc = s->ops->flush(s->st, err, sizeof err);
+	if (rc == SINK_OK)
+		return 0;
+	note_error(s, "flush", err[0] ? err : "failed");
+	if (rc == SINK_RESET || rc == SINK_REJECTED)
+		backend_close(s);   /* reopened from its cursor: the held batches are read again */
+	return -1;
+}
+
 static void idle(struct sink *s)
 {
+	if (flush(s) != 0) {
+		backoff(s);
+		return;
+	}
 	tick(s);
 	atomic_store(&s->applied_seq, s->ops->durable_cursor(s->st));
 	nap(s, s->idle_ms);

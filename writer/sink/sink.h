@@ -92,6 +92,11 @@ struct sink_ops {
 	int (*tick)(void *st, int64_t now_ms, char *err, size_t err_len);   /* now_ms: CLOCK_MONOTONIC */
 	void (*close)(void *st);
 	int (*resume)(void *st, const struct sink_model *m, char *err, size_t err_len);
+	/* Optional: apply_batch may hold batches it took (SINK_OK) to write them
+	 * together; the thread calls flush when it has no next batch to give
+	 * (caught up), so nothing waits longer than that. Returns enum sink_rc
+	 * (SINK_OK once written, durable_cursor then past them). */
+	int (*flush)(void *st, char *err, size_t err_len);
 };
 
 #define SINK_CKPT_EVERY_MS 2000   /* model checkpoints: at most this often, only when the model moved */
