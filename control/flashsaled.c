@@ -1037,7 +1037,15 @@ static void check_owners(struct daemon *d)
 			if (d->writer_count > 1 && owner != k) {
 				fprintf(stderr, "flashsaled: SKU '%.*s' lives in %s's journal but the shard map gives it to "
 				        "writer %u: restore the map it was started with\n", e->name_len, e->name, d->shard_dirs[k], owner);
-				for (uint32_t j = d->writer_count; j-- > 0;)   /* nothing started yet: close what replayed */
+				/* the listeners started during the last replay (listen_early) read
+				 * the shards' published state: stop them before closing what
+				 * replayed (closing under them crashed the refusal, SIGSEGV) */
+				if (d->dataplane_started) {
+					d->dataplane.ops->stop(&d->dataplane);
+					if (d->dataplane.ops->free != NULL)
+						d->dataplane.ops->free(&d->dataplane);
+				}
+				for (uint32_t j = d->writer_count; j-- > 0;)
 					wr_close(d->ws[j]);
 				exit(2);
 			}
