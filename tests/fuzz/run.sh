@@ -21,7 +21,8 @@ journal)  SRCS=$(cd "$root" && echo writer/*.c common/*.c)
           LIBS="-luring -lcrypto -lxxhash -lpthread -lrdkafka"; MAXLEN=8192 ;;
 pay_http) SRCS="common/fs_cmd.c"; LIBS=""; MAXLEN=4200 ;;
 admin)    SRCS="$(cd "$root" && echo dataplane/http.c dataplane/response.c dataplane/io_uring.c dataplane/conn.c \
-          dataplane/route.c dataplane/json.c dataplane/iplimit.c control/backup.c control/writers.c common/*.c writer/*.c writer/pay/*.c)"
+          dataplane/route.c dataplane/json.c dataplane/iplimit.c control/backup.c control/writers.c common/*.c writer/*.c writer/pay/*.c \
+          writer/sink/sink_ckpt.c writer/sink/sink_model.c)"   # backup copies the sinks' model checkpoints
           LIBS="-lhttp_parser -luring -lcrypto -lxxhash -lpthread -lrdkafka"; MAXLEN=2048
           # one writer lives for the whole run (threads, journal): LeakSanitizer
           # takes its buffers for a leak of whichever input it checks; leaks of
