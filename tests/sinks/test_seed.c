@@ -268,5 +268,6 @@ int main(void)
 	wr_batch_out_free(&out);
 	wr_state_free(st);
 	test_rmdir(dir);
+	free(dir);
 	return 0;
 }
