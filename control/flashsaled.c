@@ -1024,6 +1024,19 @@ static void open_shard(struct daemon *d, uint32_t k)
 	       (unsigned long long)atomic_load(wr_durable_seq(d->ws[k])));
 }
 
+static void dataplane_free(struct daemon *d)
+{
+	if (d->dataplane.ops->free != NULL)
+		d->dataplane.ops->free(&d->dataplane);
+}
+
+/* Stops the listeners and workers and frees them (no admin thread yet). */
+static void dataplane_stop(struct daemon *d)
+{
+	d->dataplane.ops->stop(&d->dataplane);
+	dataplane_free(d);
+}
+
 /* One SKU, one writer: every SKU a shard's journal holds must be one the
  * map gives that shard (a map edited between starts would otherwise put a
  * SKU with history in one shard on another). */
@@ -1040,11 +1053,8 @@ static void check_owners(struct daemon *d)
 				/* the listeners started during the last replay (listen_early) read
 				 * the shards' published state: stop them before closing what
 				 * replayed (closing under them crashed the refusal, SIGSEGV) */
-				if (d->dataplane_started) {
-					d->dataplane.ops->stop(&d->dataplane);
-					if (d->dataplane.ops->free != NULL)
-						d->dataplane.ops->free(&d->dataplane);
-				}
+				if (d->dataplane_started)
+					dataplane_stop(d);
 				for (uint32_t j = d->writer_count; j-- > 0;)
 					wr_close(d->ws[j]);
 				exit(2);
@@ -1246,8 +1256,7 @@ static void stop_all(struct daemon *d)
 	atomic_store(d->ready, 0);
 	d->dataplane.ops->stop(&d->dataplane);
 	ctl_admin_stop(d->admin);   /* it reads the dataplane's counters until here */
-	if (d->dataplane.ops->free != NULL)
-		d->dataplane.ops->free(&d->dataplane);
+	dataplane_free(d);
 	for (uint32_t k = 0; k < d->writer_count; k++)
 		pay_stop(d->pays[k]);
 	for (uint32_t k = 0; k < d->writer_count; k++)
