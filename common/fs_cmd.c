@@ -57,6 +57,8 @@ static const char *const err_names[FS_ERR_COUNT] = {
 	[FS_ERR_FORBIDDEN] = "forbidden",
 	[FS_ERR_RECLAIMED] = "reclaimed",   /* answered as not_found with a detail */
 	[FS_ERR_STANDBY] = "standby",
+	[FS_ERR_RETAINED] = "retained",
+	[FS_ERR_SINKS_BEHIND] = "sinks_behind",
 };
 
 static const uint16_t err_http[FS_ERR_COUNT] = {
@@ -79,6 +81,8 @@ static const uint16_t err_http[FS_ERR_COUNT] = {
 	[FS_ERR_FORBIDDEN] = 403,
 	[FS_ERR_RECLAIMED] = 404,
 	[FS_ERR_STANDBY] = 503,
+	[FS_ERR_RETAINED] = 409,
+	[FS_ERR_SINKS_BEHIND] = 409,
 };
 
 /* Returns "unknown" for a value outside the enum (a corrupt record must
@@ -179,6 +183,7 @@ const char *fs_cmd_type_name(enum fs_cmd_type t)
 		[FS_CMD_STOCK_REMOVE] = "stock_remove",
 		[FS_CMD_REFUND] = "refund",
 		[FS_CMD_REFUND_RESULT] = "refund_result",
+		[FS_CMD_SALE_ARCHIVE] = "sale_archive",
 	};
 	if ((unsigned)t >= FS_CMD_TYPE_COUNT || names[t] == NULL)
 		return "unknown";

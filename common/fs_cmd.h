@@ -63,6 +63,9 @@ enum fs_cmd_type {
 	FS_CMD_REFUND = 25,      /* ref = order number (PAID -> REFUNDING), quantity = 1 to put the
 	                          * units back on sale (--restock), 0 not */
 	FS_CMD_REFUND_RESULT = 26, /* ref = order number, pay = enum fs_pay of the provider's refund */
+	/* lifetime (admin): a closed sale whose reservations were all reclaimed
+	 * gives its slot back; its name may be created again */
+	FS_CMD_SALE_ARCHIVE = 27, /* sku; key = the admin identity */
 	FS_CMD_TYPE_COUNT
 };
 
@@ -87,6 +90,9 @@ enum fs_err {
 	FS_ERR_FORBIDDEN,         /* 403 forbidden (the operator's deny list) */
 	FS_ERR_RECLAIMED,         /* 404 not_found + detail: reclaimed after --retention */
 	FS_ERR_STANDBY,           /* 503 standby (a standby or a fenced old primary takes no writes) */
+	FS_ERR_RETAINED,          /* 409 retained (archive: reservations of the sale are kept until
+	                           * --retention reclaims them) */
+	FS_ERR_SINKS_BEHIND,      /* 409 sinks_behind (archive: a sink has not consumed the sale yet) */
 	FS_ERR_COUNT
 };
 

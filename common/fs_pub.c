@@ -225,6 +225,9 @@ enum fs_pub_rc fs_pub_res_read(const struct fs_pub *cp, uint64_t res_no, const c
 		uint64_t wl = atomic_load_explicit(&k->wl_served, memory_order_relaxed);
 		uint64_t pq = atomic_load_explicit(&k->pq_served, memory_order_relaxed);
 		uint32_t drawn = atomic_load_explicit(&k->drawn, memory_order_relaxed);
+		char name[FS_SKU_LEN_MAX];   /* renamed only in the SKU's window (publish.c) */
+		uint8_t name_len = k->name_len % (FS_SKU_LEN_MAX + 1);
+		memcpy(name, k->name, name_len);
 		atomic_thread_fence(memory_order_acquire);
 		if (atomic_load_explicit(&r->seq, memory_order_relaxed) != s1 ||
 		    atomic_load_explicit(&k->seq, memory_order_relaxed) != k1)
@@ -241,8 +244,8 @@ enum fs_pub_rc fs_pub_res_read(const struct fs_pub *cp, uint64_t res_no, const c
 		a->quantity = qty;
 		a->expires_at_ms = expires;
 		a->order_no = order_no;
-		memcpy(a->sku, k->name, k->name_len);
-		a->sku_len = k->name_len;
+		memcpy(a->sku, name, name_len);
+		a->sku_len = name_len;
 		if (status == FS_RES_WAITLISTED || status == FS_RES_QUEUED)
 			a->position = position(status, ticket, wl, pq, drawn);
 		return FS_PUB_OK;
@@ -277,11 +280,18 @@ enum fs_pub_rc fs_pub_order_read(const struct fs_pub *cp, uint64_t order_no, con
 			continue;
 		if (no != order_no || sku >= p->sku_max)
 			continue;   /* reused slot: the floor has moved on */
+		const struct fs_pub_sku *k = &fs_pub_skus(p)[sku];
+		uint64_t k1 = atomic_load_explicit(&((struct fs_pub_sku *)k)->seq, memory_order_acquire);
+		char name[FS_SKU_LEN_MAX];   /* renamed only in the SKU's window (publish.c) */
+		uint8_t name_len = k->name_len % (FS_SKU_LEN_MAX + 1);
+		memcpy(name, k->name, name_len);
+		atomic_thread_fence(memory_order_acquire);
+		if ((k1 & 1) || atomic_load_explicit(&((struct fs_pub_sku *)k)->seq, memory_order_relaxed) != k1)
+			continue;
 		if (res_no <= atomic_load_explicit(&p->res_floor, memory_order_acquire))
 			return FS_PUB_RECLAIMED;   /* gone with its reservation */
 		if (!user_is(p, uidx, user, user_len))
 			return FS_PUB_NOT_FOUND;
-		const struct fs_pub_sku *k = &fs_pub_skus(p)[sku];
 		memset(a, 0, sizeof *a);
 		a->http = 200;
 		a->body = FS_BODY_ORDER;
@@ -290,8 +300,8 @@ enum fs_pub_rc fs_pub_order_read(const struct fs_pub *cp, uint64_t order_no, con
 		a->order_status = status;
 		a->quantity = qty;
 		a->paid_at_ms = paid;
-		memcpy(a->sku, k->name, k->name_len);
-		a->sku_len = k->name_len;
+		memcpy(a->sku, name, name_len);
+		a->sku_len = name_len;
 		return FS_PUB_OK;
 	}
 	busy(p);

@@ -3,10 +3,16 @@
  * Written only by the writer, after the batch that changed it is durable;
  * read lock-free by any dataplane worker. Each entry is a seqlock: the
  * writer makes `seq` odd, stores the fields, makes it even (release); a
- * reader retries while seq is odd or changed under it. SKUs are only ever
- * added: an entry's name is written before its slot in the name table is
- * published with a release store, so a reader that finds the slot sees the
- * name.
+ * reader retries while seq is odd or changed under it. An entry's name is
+ * written before its slot in the name table is published with a release
+ * store, so a reader that finds the slot sees the name.
+ *
+ * An archived sale (FS_CMD_SALE_ARCHIVE) leaves: its entry is marked free
+ * (name_len 0) and a later new SKU takes it. Every change to the name table
+ * besides an append happens with `names_seq` odd, and fs_snap_find retries
+ * when it moved, so a probe never misses a name that a backward shift
+ * moved under it. An entry's `seq` keeps counting across reuse, so a
+ * cached (index, seq) pair never describes two SKUs.
  */
 #ifndef FS_SNAPSHOT_H
 #define FS_SNAPSHOT_H
@@ -43,7 +49,8 @@ struct fs_snap_sku {
 };
 
 struct fs_snapshot {
-	_Atomic uint32_t count;
+	_Atomic uint32_t count;                 /* entries ever used (live + free) */
+	_Atomic uint64_t names_seq;             /* odd while an entry leaves or is reused */
 	_Atomic uint16_t slots[FS_SNAP_SLOTS];  /* name hash -> index + 1 */
 	struct fs_snap_sku skus[FS_SNAP_SKU_MAX];
 	/* edge flags the writer and payment thread publish */
@@ -147,23 +154,84 @@ static inline void fs_snap_holder_set(struct fs_snapshot *s, const char *user, s
 	atomic_fetch_or_explicit(&s->holder_bits[b / 64], UINT64_C(1) << (b % 64), memory_order_release);
 }
 
-/* Returns the SKU's index, or -1 when no such SKU is published. */
-static inline int fs_snap_find(const struct fs_snapshot *s, const char *name, size_t len)
+static inline int fs_snap_probe(const struct fs_snapshot *s, const char *name, size_t len)
 {
-	if (len == 0 || len > FS_SKU_LEN_MAX)
-		return -1;
 	uint32_t i = fs_snap_hash(name, len) & (FS_SNAP_SLOTS - 1);
 	for (uint32_t probes = 0; probes < FS_SNAP_SLOTS; probes++) {
 		uint16_t v = atomic_load_explicit(&((struct fs_snapshot *)s)->slots[i], memory_order_acquire);
 		if (v == 0)
 			return -1;
-		const struct fs_snap_sku *k = &s->skus[v - 1];
+		const struct fs_snap_sku *k = &s->skus[(v - 1) % FS_SNAP_SKU_MAX];
 		if (k->name_len == len && memcmp(k->name, name, len) == 0)
 			return v - 1;
 		i = (i + 1) & (FS_SNAP_SLOTS - 1);
 	}
-	assert(!"snapshot slots without an empty one");   /* more slots than SKUs */
-	return -1;
+	return -2;   /* only while the table changes under the probe (names_seq moves) */
+}
+
+/* Returns the SKU's index, or -1 when no such SKU is published. */
+static inline int fs_snap_find(const struct fs_snapshot *s, const char *name, size_t len)
+{
+	if (len == 0 || len > FS_SKU_LEN_MAX)
+		return -1;
+	_Atomic uint64_t *seq = &((struct fs_snapshot *)s)->names_seq;
+	for (;;) {
+		uint64_t s1 = atomic_load_explicit(seq, memory_order_acquire);
+		if (s1 & 1)
+			continue;
+		int idx = fs_snap_probe(s, name, len);
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(seq, memory_order_relaxed) == s1) {
+			assert(idx >= -1);   /* more slots than SKUs: a stable table ends every probe */
+			return idx;
+		}
+	}
+}
+
+/* Writer only: the slot of the name table that holds index idx + 1. */
+static inline uint32_t fs_snap_slot_of(const struct fs_snapshot *s, const char *name, size_t len, int idx)
+{
+	uint32_t i = fs_snap_hash(name, len) & (FS_SNAP_SLOTS - 1);
+	uint32_t probe = 0;
+	for (; probe < FS_SNAP_SLOTS && atomic_load_explicit(&((struct fs_snapshot *)s)->slots[i],
+	                                                      memory_order_relaxed) != (uint16_t)(idx + 1); probe++)
+		i = (i + 1) & (FS_SNAP_SLOTS - 1);
+	assert(probe < FS_SNAP_SLOTS);
+	return i;
+}
+
+/* Writer only: an archived sale's entry leaves the name table (backward
+ * shift, with names_seq odd) and is marked free. Returns its index, or -1
+ * when the name is not published. */
+static inline int fs_snap_remove(struct fs_snapshot *s, const char *name, size_t len)
+{
+	int idx = fs_snap_find(s, name, len);
+	if (idx < 0)
+		return -1;
+	uint64_t ns = atomic_load_explicit(&s->names_seq, memory_order_relaxed);
+	atomic_store_explicit(&s->names_seq, ns + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	uint32_t i = fs_snap_slot_of(s, name, len, idx);
+	uint32_t j = (i + 1) & (FS_SNAP_SLOTS - 1);
+	for (uint32_t probe = 0; probe < FS_SNAP_SLOTS; probe++, j = (j + 1) & (FS_SNAP_SLOTS - 1)) {
+		uint16_t v = atomic_load_explicit(&s->slots[j], memory_order_relaxed);
+		if (v == 0)
+			break;
+		const struct fs_snap_sku *e = &s->skus[v - 1];
+		uint32_t home = fs_snap_hash(e->name, e->name_len) & (FS_SNAP_SLOTS - 1);
+		int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			atomic_store_explicit(&s->slots[i], v, memory_order_relaxed);
+			i = j;
+		}
+	}
+	atomic_store_explicit(&s->slots[i], 0, memory_order_relaxed);
+	s->skus[idx].name_len = 0;
+	atomic_store_explicit(&s->skus[idx].granted, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->skus[idx].refused, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->names_seq, ns + 2, memory_order_release);
+	assert(fs_snap_find(s, name, len) < 0);
+	return idx;
 }
 
 /* Copies a consistent view of SKU idx into *out; returns the entry's
@@ -213,15 +281,25 @@ static inline int fs_snap_publish(struct fs_snapshot *s, const char *name, size_
 	assert(len > 0 && len <= FS_SKU_LEN_MAX);
 	int idx = fs_snap_find(s, name, len);
 	int32_t new_slot = -1;
+	uint64_t ns = 0;
 	if (idx < 0) {
 		uint32_t n = atomic_load_explicit(&s->count, memory_order_relaxed);
-		if (n >= FS_SNAP_SKU_MAX)
+		uint32_t reuse = 0;   /* an archived sale's entry, first free one */
+		while (reuse < n && s->skus[reuse].name_len != 0)
+			reuse++;
+		if (reuse == n && n >= FS_SNAP_SKU_MAX)
 			return -1;
-		struct fs_snap_sku *k = &s->skus[n];
+		if (reuse < n) {   /* readers may still probe past the old name: under names_seq */
+			ns = atomic_load_explicit(&s->names_seq, memory_order_relaxed) + 1;
+			atomic_store_explicit(&s->names_seq, ns, memory_order_relaxed);
+			atomic_thread_fence(memory_order_release);
+		}
+		struct fs_snap_sku *k = &s->skus[reuse];
 		memcpy(k->name, name, len);
 		k->name_len = (uint8_t)len;
-		idx = (int)n;
-		atomic_store_explicit(&s->count, n + 1, memory_order_release);
+		idx = (int)reuse;
+		if (reuse == n)
+			atomic_store_explicit(&s->count, n + 1, memory_order_release);
 		uint32_t i = fs_snap_hash(name, len) & (FS_SNAP_SLOTS - 1);
 		uint32_t probe = 0;
 		for (; atomic_load_explicit(&s->slots[i], memory_order_relaxed) != 0 && probe < FS_SNAP_SLOTS; probe++)
@@ -247,6 +325,8 @@ static inline int fs_snap_publish(struct fs_snapshot *s, const char *name, size_
 	atomic_store_explicit(&k->seq, seq + 2, memory_order_release);
 	if (new_slot >= 0)
 		atomic_store_explicit(&s->slots[new_slot], (uint16_t)(idx + 1), memory_order_release);
+	if (ns & 1)
+		atomic_store_explicit(&s->names_seq, ns + 1, memory_order_release);
 	assert(fs_snap_find(s, name, len) == idx);
 	return idx;
 }

@@ -656,7 +656,8 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 #define FOR_EACH_SKU(a, k, s, i) \
 	for (uint32_t k = 0; k < (a)->cfg.writer_count; k++) \
 		for (const struct fs_snapshot *s = (a)->cfg.snaps[k]; s != NULL; s = NULL) \
-			for (uint32_t i = 0; i < atomic_load(&((struct fs_snapshot *)s)->count); i++)
+			for (uint32_t i = 0; i < atomic_load(&((struct fs_snapshot *)s)->count); i++) \
+				if (s->skus[i].name_len != 0)   /* not an archived sale's free entry */
 
 static size_t metrics_skus(struct ctl_admin *a, char *b, size_t n)
 {
@@ -848,7 +849,8 @@ static int route_sale(struct ctl_admin *a, const struct dp_request *r, const cha
 	size_t vlen = plen - sku_len - 1;
 	static const struct { const char *name; uint8_t type; } verbs[] = {
 		{ "open", FS_CMD_SALE_OPEN }, { "pause", FS_CMD_SALE_PAUSE }, { "freeze", FS_CMD_SALE_FREEZE },
-		{ "resume", FS_CMD_SALE_RESUME }, { "close", FS_CMD_SALE_CLOSE }, { "stock", FS_CMD_STOCK_ADD } };
+		{ "resume", FS_CMD_SALE_RESUME }, { "close", FS_CMD_SALE_CLOSE }, { "stock", FS_CMD_STOCK_ADD },
+		{ "archive", FS_CMD_SALE_ARCHIVE } };
 	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
 		if (strlen(verbs[i].name) != vlen || memcmp(verbs[i].name, verb, vlen) != 0)
 			continue;

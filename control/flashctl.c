@@ -30,6 +30,9 @@ static const char usage[] =
 "                  seed committed now (SHA-256 in `sale status`, seed revealed in the journal) and\n"
 "                  admitted N per second in that order; later arrivals queue behind\n"
 "  sale open|pause|freeze|resume|close SKU\n"
+"  sale archive SKU           a closed sale gives its slot back (--skus-max counts live sales) once\n"
+"                             --retention reclaimed its reservations (else 409 retained) and every\n"
+"                             sink consumed it (else 409 sinks_behind); the name may be created again\n"
 "  sale status SKU            counters (as GET /v1/skus/SKU) plus rates and sink lag\n"
 "  stock add SKU N            add N units to a sale\n"
 "  stock remove SKU N         take N units out of a sale, only from available (never below reserved +\n"
@@ -278,8 +281,8 @@ static int cmd_sale(int argc, char **argv)
 		snprintf(target, sizeof target, "/admin/sales/%s", argv[1]);
 		return call("GET", target);
 	}
-	static const char *verbs[] = { "open", "pause", "freeze", "resume", "close" };
-	for (size_t i = 0; i < 5; i++)
+	static const char *verbs[] = { "open", "pause", "freeze", "resume", "close", "archive" };
+	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
 		if (strcmp(argv[0], verbs[i]) == 0) {
 			snprintf(target, sizeof target, "/admin/sales/%s/%s", argv[1], verbs[i]);
 			return call("POST", target);

@@ -138,6 +138,8 @@ static const char usage[] =
 
 static const char usage_lifetime[] =
 "Lifetime (one data dir for months):\n"
+"  --skus-max N                sales held at once (default 1024, at most 1024); `flashctl sale archive`\n"
+"                              frees a closed sale's slot\n"
 "  --snapshot-every-mb N       snapshot the writer's state every N MiB of journal (default 256; 0 = only\n"
 "                              on `flashctl snapshot`); start-up = latest valid snapshot + journal tail\n"
 "  --retention DURATION        ended reservations/orders and their idempotency keys are reclaimed this\n"
@@ -279,12 +281,12 @@ enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONN
        O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
        O_BUSY_POLL, O_PAY, O_SNAP_EVERY, O_RETENTION, O_ARCHIVE,
        O_SEND_TIMEOUT, O_CONNS_PER_IP, O_FD_RESERVE, O_REPLICATE, O_SHARD, O_STANDBY, O_FAILOVER,
-       O_WRITERS, O_SHARD_MAP };
+       O_WRITERS, O_SHARD_MAP, O_SKUS };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
 	{ "admin", 1, 0, O_ADMIN }, { "admin-token-file", 1, 0, O_ADMIN_TOKEN }, { "workers", 1, 0, O_WORKERS },
-	{ "connections", 1, 0, O_CONNS }, { "users-max", 1, 0, O_USERS }, { "reservations-max", 1, 0, O_RES },
+	{ "connections", 1, 0, O_CONNS }, { "users-max", 1, 0, O_USERS }, { "skus-max", 1, 0, O_SKUS }, { "reservations-max", 1, 0, O_RES },
 	{ "orders-max", 1, 0, O_ORDERS }, { "idempotency-keys-max", 1, 0, O_IDEM }, { "batch-max", 1, 0, O_BATCH },
 	{ "segment-mb", 1, 0, O_SEGMENT }, { "journal-budget-mb", 1, 0, O_BUDGET },
 	{ "idle-timeout-ms", 1, 0, O_IDLE }, { "request-timeout-ms", 1, 0, O_REQ },
@@ -333,6 +335,7 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_SEND_TIMEOUT: o->send_timeout_ms = (uint32_t)parse_u64("send-timeout-ms", v, 100, 3600000); break;
 	case O_CONNS_PER_IP: o->conns_per_ip = (uint32_t)parse_u64("connections-per-ip", v, 0, 1000000); break;
 	case O_FD_RESERVE: o->fd_reserve = (uint32_t)parse_u64("fd-reserve", v, 0, 1000000); break;
+	case O_SKUS:    o->limits.sku_count_max = (uint32_t)parse_u64("skus-max", v, 1, FS_SNAP_SKU_MAX); break;
 	case O_USERS:   o->limits.user_count_max = (uint32_t)parse_u64("users-max", v, 1, 100000000); break;
 	case O_RES:     o->limits.reservation_count_max = (uint32_t)parse_u64("reservations-max", v, 1, 200000000); break;
 	case O_ORDERS:  o->limits.order_count_max = (uint32_t)parse_u64("orders-max", v, 1, 100000000); break;

@@ -48,7 +48,26 @@ struct rp {
 	uint32_t user_count, user_cap;
 	uint64_t returned_units, cancels, expiries, failed_payments, batches, sold_max, total_max;
 	uint64_t restocked_units, written_off_units;   /* refunds: back on sale / out of the sale */
+	/* the sale's last state seen in the replay: an archived sale is gone
+	 * from the state at the end, its statement is of this view */
+	struct wr_sku_view last;
+	int have_last;
+	uint64_t archived_seq;    /* the batch that archived it (0: not archived) */
 };
+
+/* A sale of the same name created again after an archive: the statement
+ * is of the newest one, so what was counted for the old one goes. */
+static void new_incarnation(struct rp *r)
+{
+	for (uint64_t i = 0; i < r->res_cap; i++)
+		r->res[i].ours = 0;
+	if (r->ord_cap)
+		memset(r->ord, 0, r->ord_cap * sizeof *r->ord);
+	r->returned_units = r->cancels = r->expiries = r->failed_payments = r->sold_max = r->total_max = 0;
+	r->restocked_units = r->written_off_units = 0;
+	r->have_last = 0;
+	r->archived_seq = 0;
+}
 
 static void *grow(void *p, uint64_t *cap, uint64_t need, size_t elem)
 {
@@ -99,6 +118,10 @@ static int ours(const struct rp *r, const struct fs_cmd *c)
 static void follow(struct rp *r, const struct fs_cmd *c)
 {
 	switch (c->type) {
+	case FS_CMD_SALE_CREATE:
+		if (ours(r, c))
+			new_incarnation(r);
+		return;
 	case FS_CMD_RESERVE:
 		if (c->out_ref == 0)
 			return;
@@ -401,8 +424,11 @@ static int report_run(int argc, char **argv, const char *admin, const char *toke
 			printf("MALFORMED RECORD in batch %" PRIu64 " (%s offset %" PRIu64 ")\n", b.seq, b.file, b.offset);
 			return 1;
 		}
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < n; i++) {
 			follow(&r, &cmds[i]);
+			if (cmds[i].type == FS_CMD_SALE_ARCHIVE && ours(&r, &cmds[i]))
+				r.archived_seq = b.seq;
+		}
 		wr_decide(st, cmds, (uint32_t)n, b.time_ms, 1, &out);
 		if (out.records_len != b.body_len || memcmp(out.records, b.body, b.body_len) != 0) {
 			printf("REPLAY DIVERGED at batch %" PRIu64 " (%s offset %" PRIu64 "): no proof\n", b.seq, b.file, b.offset);
@@ -421,6 +447,8 @@ static int report_run(int argc, char **argv, const char *admin, const char *toke
 				r.sold_max = v.sold;
 			if (v.total > r.total_max)
 				r.total_max = v.total;
+			r.last = v;
+			r.have_last = 1;
 		}
 		r.batches++;
 	}
@@ -431,12 +459,13 @@ static int report_run(int argc, char **argv, const char *admin, const char *toke
 		return 1;
 	}
 	int k = wr_sku_find(st, sku, strlen(sku));
-	if (k < 0) {
+	if (k < 0 && !r.have_last) {
 		fprintf(stderr, "flashctl: report: no sale '%s' in %s (%" PRIu64 " batches)\n", sku, dir, r.batches);
 		return 1;
 	}
-	struct wr_sku_view v;
-	wr_sku_view(st, (uint32_t)k, &v);
+	struct wr_sku_view v = r.last;   /* archived: as it was when it left */
+	if (k >= 0)
+		wr_sku_view(st, (uint32_t)k, &v);
 	uint64_t paid = 0, failed = 0, pending = 0, refunded = 0, refunding = 0, winners = 0, flagged_winners = 0;
 	int64_t revenue = 0, refunded_cents = 0;
 	uint8_t *won = mem.won = calloc(r.user_count + 1, 1);
@@ -472,6 +501,9 @@ static int report_run(int argc, char **argv, const char *admin, const char *toke
 		       "                     returned units, winners and the proof cover batches %" PRIu64 "..%" PRIu64
 		       " only\n", base + 1, base, base + 1, base + r.batches);
 	printf("  state              %s\n", fs_sale_state_name(v.state));
+	if (k < 0 && r.archived_seq)
+		printf("  archived           at batch %" PRIu64 " (its slot was freed; PostgreSQL keeps it in "
+		       "sales_archive)\n", r.archived_seq);
 	printf("units\n  total              %" PRIu64 "\n  sold               %" PRIu64 "\n  held (reserved)    %" PRIu64
 	       "\n  available          %" PRIu64 "\n  returned           %" PRIu64 " (%" PRIu64 " cancellations, %" PRIu64
 	       " expired holds, %" PRIu64 " failed payments)\n", v.total, v.sold, v.reserved, v.available,

@@ -96,7 +96,8 @@ static void print_record(const struct fs_cmd *c)
 	int secret = c->type == FS_CMD_CHECKOUT && c->text_len != 0;
 	/* an admin command's key is who asked (fs_cmd.h): shown as by= */
 	int admin = (c->type >= FS_CMD_SALE_CREATE && c->type <= FS_CMD_STOCK_ADD) || c->type == FS_CMD_IP_RULE ||
-	            c->type == FS_CMD_USER_TIER || c->type == FS_CMD_STOCK_REMOVE || c->type == FS_CMD_REFUND;
+	            c->type == FS_CMD_USER_TIER || c->type == FS_CMD_STOCK_REMOVE || c->type == FS_CMD_REFUND ||
+	            c->type == FS_CMD_SALE_ARCHIVE;
 	printf("  %-14s err=%-16s sku=%.*s user=%.*s %s=%.*s q=%u ref=%" PRIu64 " out_ref=%" PRIu64
 	       " status=%u val=%" PRId64 "%s%.*s\n", fs_cmd_type_name(c->type), fs_err_name(c->err),
 	       c->sku_len, c->sku, c->user_len, c->user, admin ? "by" : "key", c->key_len, c->key, c->quantity, c->ref,

@@ -210,9 +210,39 @@ static void check_sales(struct rc_state *st)
 		cmp_i64(st, "sale", sku, "price_cents", s->sale.price_cents, col_i64(r, i, 9));
 	}
 	for (uint32_t k = 0; k < st->m.sku_count; k++)
-		if (!seen[k])
+		if (!seen[k] && !st->m.skus[k].archived)
 			diff(st, "sale %s: in the journal, missing in postgres", st->m.skus[k].sku);
 	free(seen);
+	PQclear(r);
+}
+
+/* Archived sales (`flashctl sale archive`): each one's final counters in
+ * sales_archive, stamped with the batch that archived it (its version). */
+static void check_archived_sales(struct rc_state *st)
+{
+	uint32_t archived = 0;
+	for (uint32_t k = 0; k < st->m.sku_count; k++)
+		archived += st->m.skus[k].archived;
+	PGresult *r = query(st, "SELECT sku, archived_seq, total, available, reserved, sold FROM sales_archive");
+	for (uint32_t k = 0; k < st->m.sku_count; k++) {
+		const struct sm_sku *s = &st->m.skus[k];
+		if (!s->archived)
+			continue;
+		int row = -1;
+		for (int i = 0; i < PQntuples(r) && row < 0; i++)
+			if (strcmp(PQgetvalue(r, i, 0), s->sku) == 0 && (uint64_t)col_i64(r, i, 1) == s->version)
+				row = i;
+		if (row < 0) {
+			diff(st, "sale %s archived at batch %" PRIu64 ": not in postgres's sales_archive", s->sku, s->version);
+			continue;
+		}
+		cmp_i64(st, "archived sale", s->sku, "total", s->total, col_i64(r, row, 2));
+		cmp_i64(st, "archived sale", s->sku, "available", s->available, col_i64(r, row, 3));
+		cmp_i64(st, "archived sale", s->sku, "reserved", s->reserved, col_i64(r, row, 4));
+		cmp_i64(st, "archived sale", s->sku, "sold", s->sold, col_i64(r, row, 5));
+	}
+	if ((uint32_t)PQntuples(r) > archived)
+		diff(st, "sales_archive: %d row(s), the journal archived %u sale(s)", PQntuples(r), archived);
 	PQclear(r);
 }
 
@@ -420,6 +450,7 @@ int main(int argc, char **argv)
 		     st.cursor, st.journal_last);
 	check_model(&st);
 	check_sales(&st);
+	check_archived_sales(&st);
 	check_reservations(&st);
 	check_orders(&st);
 	check_events(&st);

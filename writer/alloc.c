@@ -48,7 +48,7 @@ struct wr_sku {
 	struct wr_fifo holds;        /* holds in creation (= deadline) order */
 	struct wr_fifo wl;           /* waitlisted reservations */
 	uint32_t wl_count;           /* live WAITLISTED entries */
-	uint32_t _pad2;
+	uint32_t free_next;          /* an archived (free) slot: the next free one's index + 1 */
 	uint64_t wl_tickets;         /* tickets handed out */
 	uint64_t wl_served;          /* tickets that left from the head */
 	/* the waiting room (a drawn sale): entries in join order until the draw,
@@ -65,7 +65,12 @@ struct wr_sku {
 	uint64_t pq_admitted;        /* admissions since the opening (outflow) */
 	int64_t  opened_at_ms;
 	int64_t  frozen_at_ms;       /* batch time of the freeze in force (state frozen) */
+	uint64_t last_res_no;        /* its newest reservation (0: none): archive waits until
+	                              * retention reclaimed it (res_floor >= it) */
 };
+/* A slot with name_len 0 is free: its sale was archived (FS_CMD_SALE_ARCHIVE)
+ * and the next created sale takes it. Every other field is zero then, which
+ * the timers' loops over all slots read as a sale with nothing due. */
 
 struct wr_res {
 	uint32_t sku;
@@ -127,7 +132,9 @@ struct wr_pre { uint64_t user_hash; XXH128_hash_t idem_hash; };
 
 struct wr_state {
 	struct wr_limits lim;
-	uint32_t sku_count;
+	uint32_t sku_count;          /* slots ever used (live + free) */
+	uint32_t skus_live;          /* created and not archived */
+	uint32_t sku_free;           /* free list of archived slots: index + 1, 0 = empty */
 	uint32_t user_count;         /* entries ever used (live + free) */
 	uint32_t users_live;         /* interned and not reclaimed */
 	uint32_t user_free;          /* free list of reclaimed entries: index + 1, 0 = empty */
@@ -346,11 +353,19 @@ int wr_sku_find(const struct wr_state *st, const char *name, size_t len)
 
 static int sku_insert(struct wr_state *st, const char *name, size_t len)
 {
-	assert(st->sku_count < st->lim.sku_count_max);
+	assert(st->skus_live < st->lim.sku_count_max);
 	assert(len > 0 && len <= FS_SKU_LEN_MAX && wr_sku_find(st, name, len) < 0);
-	uint32_t idx = st->sku_count++;
+	uint32_t idx = st->sku_free ? st->sku_free - 1 : st->sku_count++;
 	struct wr_sku *k = &st->skus[idx];
+	if (st->sku_free) {
+		assert(k->name_len == 0);
+		st->sku_free = k->free_next;
+	}
+	st->skus_live++;
+	assert(st->sku_count <= st->lim.sku_count_max && st->skus_live <= st->sku_count);
+	uint8_t touched = k->touched;   /* archived and taken again in one batch: still listed */
 	memset(k, 0, sizeof *k);
+	k->touched = touched;
 	memcpy(k->name, name, len);
 	k->name_len = (uint8_t)len;
 	uint32_t i = (uint32_t)str_hash(name, len) & st->sku_slot_mask;
@@ -361,6 +376,31 @@ static int sku_insert(struct wr_state *st, const char *name, size_t len)
 	st->sku_slots[i] = (uint16_t)(idx + 1);
 	assert(wr_sku_find(st, name, len) == (int)idx);
 	return (int)idx;
+}
+
+/* Takes SKU idx's name out of the name table (backward-shift deletion, as
+ * user_unlink does for users). */
+static void sku_unlink(struct wr_state *st, uint32_t idx)
+{
+	const struct wr_sku *k = &st->skus[idx];
+	uint32_t mask = st->sku_slot_mask;
+	uint32_t i = (uint32_t)str_hash(k->name, k->name_len) & mask;
+	uint32_t probe = 0;
+	for (; probe <= mask && st->sku_slots[i] != idx + 1; probe++)
+		i = (i + 1) & mask;
+	assert(probe <= mask && st->sku_slots[i] == idx + 1);
+	uint32_t j = (i + 1) & mask;
+	for (probe = 0; probe <= mask && st->sku_slots[j] != 0; probe++, j = (j + 1) & mask) {
+		const struct wr_sku *e = &st->skus[st->sku_slots[j] - 1];
+		uint32_t home = (uint32_t)str_hash(e->name, e->name_len) & mask;
+		int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			st->sku_slots[i] = st->sku_slots[j];
+			i = j;
+		}
+	}
+	st->sku_slots[i] = 0;
+	assert(wr_sku_find(st, k->name, k->name_len) < 0);
 }
 
 /* Returns the user's index, interning it if new; -1 when the table is full
@@ -475,7 +515,10 @@ static struct wr_hold_slot *hold_find(struct wr_state *st, uint32_t user, uint32
  * device may hold as many units of a sale as one user). */
 static struct wr_hold_slot *dev_hold_find(struct wr_state *st, uint64_t dev_hash, uint32_t sku, int create)
 {
-	uint64_t key = (dev_hash ^ ((uint64_t)sku * UINT64_C(0x9E3779B97F4A7C15))) | 1;
+	/* the SKU in the low 16 bits (as in the user holdings' keys): archiving
+	 * a sale finds its entries; 48 bits of the device id's hash are left */
+	assert(sku < 0xffff);
+	uint64_t key = (dev_hash & ~UINT64_C(0xffff)) | (sku + 1);
 	return slot_find(st->dev_holds, st->hold_slot_mask, &st->dev_hold_count, st->lim.holding_count_max,
 	                 key, create);
 }
@@ -1038,7 +1081,7 @@ static void decide_create(struct wr_state *st, struct fs_cmd *c, struct wr_batch
 		c->err = c->sku_len == 0 ? FS_ERR_BAD_REQUEST : FS_ERR_EXISTS;
 		{ answer_error(out, c, c->err); return; }
 	}
-	if (st->sku_count >= st->lim.sku_count_max) {
+	if (st->skus_live >= st->lim.sku_count_max) {   /* `flashctl sale archive` frees slots */
 		c->err = FS_ERR_OVERLOADED;
 		{ answer_error(out, c, c->err); return; }
 	}
@@ -1296,6 +1339,7 @@ static void decide_reserve(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	assert(dev == 0 || dh != NULL);
 	assert(user >= 0 && is != NULL && is->h0 == 0 && h != NULL);
 	uint64_t res_no = ++st->res_count;
+	k->last_res_no = res_no;
 	struct wr_res *r = &(*res_at(st, res_no));
 	memset(r, 0, sizeof *r);
 	r->sku = (uint32_t)sku;
@@ -2049,6 +2093,61 @@ static void decide_reclaim(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, 
 	record_emit(out, c);
 }
 
+/* Removes every entry of SKU sku from a holding table whose keys carry the
+ * SKU + 1 in their low 16 bits (user and device holdings). One pass; after
+ * a deletion the same slot is looked at again, since the backward shift may
+ * have moved a later entry into it (one that wrapped round to the front was
+ * already looked at). */
+static void holdings_drop_sku(struct wr_hold_slot *tab, uint32_t mask, uint32_t *count, uint32_t sku)
+{
+	for (uint64_t i = 0; i <= mask;) {
+		struct wr_hold_slot *h = &tab[i];
+		if (h->key != 0 && (h->key & 0xffff) == ((uint64_t)sku + 1) % 0x10000) {
+			assert(h->held == 0);   /* nothing held: every reservation of the sale was reclaimed */
+			slot_delete(tab, mask, count, h);
+			continue;
+		}
+		i++;
+	}
+}
+
+/* FS_CMD_SALE_ARCHIVE: a closed sale whose reservations were all reclaimed
+ * (so no reservation, order, idempotency key or queue names it) gives its
+ * slot back: its user and device holdings go, its name leaves the table
+ * (it may be created again), and the next SALE_CREATE takes the slot. The
+ * sinks' part (they must have consumed the sale) is the writer's check
+ * before the command is decided (live only, like RECLAIM's timing); the
+ * journal records that it happened, so replay frees the same slot. */
+static void decide_archive(struct wr_state *st, struct fs_cmd *c, struct wr_batch_out *out)
+{
+	int idx = wr_sku_find(st, c->sku, c->sku_len);
+	if (idx < 0) {
+		c->err = FS_ERR_UNKNOWN_SKU;
+		{ answer_error(out, c, c->err); return; }
+	}
+	struct wr_sku *k = &st->skus[idx];
+	if (k->state != FS_SALE_CLOSED || k->last_res_no > st->res_floor) {
+		c->err = k->state != FS_SALE_CLOSED ? FS_ERR_BAD_STATE : FS_ERR_RETAINED;
+		{ answer_error(out, c, c->err); return; }
+	}
+	assert(k->holds.head == NIL && k->wl.head == NIL && k->pq.head == NIL && k->reserved == 0);
+	assert(k->wl_count == 0 && k->pq_count == 0);
+	holdings_drop_sku(st->holds, st->hold_slot_mask, &st->hold_count, (uint32_t)idx);
+	holdings_drop_sku(st->dev_holds, st->hold_slot_mask, &st->dev_hold_count, (uint32_t)idx);
+	sku_unlink(st, (uint32_t)idx);
+	uint8_t touched = k->touched;   /* still in out->sku_touched when this batch touched it */
+	memset(k, 0, sizeof *k);
+	k->touched = touched;
+	k->free_next = st->sku_free;
+	st->sku_free = (uint32_t)idx + 1;
+	assert(st->skus_live > 0);
+	st->skus_live--;
+	c->err = FS_OK;
+	c->out_status = FS_SALE_CLOSED;
+	record_emit(out, c);
+	answer_empty(out, c);
+}
+
 void wr_state_set_retention(struct wr_state *st, int64_t retention_ms)
 {
 	assert(retention_ms >= 0);
@@ -2091,6 +2190,7 @@ static void decide_one(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, stru
 	case FS_CMD_USER_TIER:    { decide_user_tier(st, c, out); return; }
 	case FS_CMD_RISK_FLAG:    { decide_risk_flag(st, c, out); return; }
 	case FS_CMD_RECLAIM:      { decide_reclaim(st, c, t_ms, out); return; }
+	case FS_CMD_SALE_ARCHIVE: { decide_archive(st, c, out); return; }
 	case FS_CMD_REFUND:       { decide_refund(st, c, out); return; }
 	case FS_CMD_REFUND_RESULT: { decide_refund_result(st, c, t_ms, out); return; }
 	default:
@@ -2348,6 +2448,7 @@ void wr_usage(const struct wr_state *st, struct wr_usage *u)
 {
 	memset(u, 0, sizeof *u);   /* callers compare whole structs (padding included) */
 	u->users = st->users_live;
+	u->skus = st->skus_live;
 	u->reservations = (uint32_t)(st->res_count - st->res_floor);
 	u->orders = (uint32_t)(st->order_count - st->order_floor);
 	u->order_no_max = st->order_count;
@@ -2389,7 +2490,9 @@ uint64_t wr_state_digest(const struct wr_state *st)
 
 /* ---- the state image (snapshots) ------------------------------------------------ */
 
-#define WR_IMG_VERSION 2u   /* 2: users reclaimed (live count, free list, res_live) */
+#define WR_IMG_VERSION 3u   /* 2: users reclaimed (live count, free list, res_live);
+                             * 3: sales archived (free slots, last_res_no, device
+                             * holding keys carry the SKU) */
 
 /* The scalars of struct wr_state, as one fixed little-endian section. */
 struct wr_img_meta {
@@ -2403,6 +2506,7 @@ struct wr_img_meta {
 	int64_t  last_t_ms;
 	uint64_t res_floor, order_floor;
 	uint32_t users_live, user_free;
+	uint32_t skus_live, sku_free;
 };
 
 int64_t wr_state_time_ms(const struct wr_state *st) { return st->last_t_ms; }
@@ -2475,6 +2579,8 @@ int wr_state_image(const struct wr_state *st, const struct wr_image_sink *s)
 	m.order_floor = st->order_floor;
 	m.users_live = st->users_live;
 	m.user_free = st->user_free;
+	m.skus_live = st->skus_live;
+	m.sku_free = st->sku_free;
 	int rc = img_dense(s, WR_IMG_META, &m, sizeof m);
 	if (rc == 0)
 		rc = img_dense(s, WR_IMG_SKUS, st->skus, (uint64_t)st->sku_count * sizeof *st->skus);
@@ -2570,12 +2676,15 @@ int wr_state_image_load(struct wr_state *st, uint32_t id, const uint8_t *p, uint
 		    m.order_count - m.order_floor > st->lim.order_count_max ||
 		    m.idem_count > st->lim.idem_count_max || m.hold_count > st->lim.holding_count_max ||
 		    m.dev_hold_count > st->lim.holding_count_max || m.tier_count > WR_TIER_COUNT_MAX ||
-		    m.ip_rule_count > WR_IP_RULES_MAX || m.users_live > m.user_count || m.user_free > m.user_count)
+		    m.ip_rule_count > WR_IP_RULES_MAX || m.users_live > m.user_count || m.user_free > m.user_count ||
+		    m.skus_live > m.sku_count || m.sku_free > m.sku_count)
 			return img_fail(err, err_len, "counts over the table limits", id);
 		st->sku_count = m.sku_count;
 		st->user_count = m.user_count;
 		st->users_live = m.users_live;
 		st->user_free = m.user_free;
+		st->skus_live = m.skus_live;
+		st->sku_free = m.sku_free;
 		st->res_count = m.res_count;
 		st->order_count = m.order_count;
 		st->idem_count = m.idem_count;
@@ -2640,6 +2749,19 @@ int wr_state_image_done(struct wr_state *st, char *err, size_t err_len)
 	 * the process that took them. */
 	for (uint64_t no = st->order_floor + 1; no <= st->order_count; no++)
 		order_at(st, no)->waiter_count = 0;
+	uint32_t free_slots = 0;
+	for (uint32_t s = 0; s < st->sku_count; s++)
+		free_slots += st->skus[s].name_len == 0;
+	if (free_slots != st->sku_count - st->skus_live) {
+		snprintf(err, err_len, "%u archived sale slots, the counts say %u", free_slots,
+		         st->sku_count - st->skus_live);
+		return -1;
+	}
+	for (uint32_t f = st->sku_free, n = 0; f != 0; f = st->skus[f - 1].free_next, n++)
+		if (n >= free_slots || f > st->sku_count || st->skus[f - 1].name_len != 0) {
+			snprintf(err, err_len, "the archived sale slots' free list is broken");
+			return -1;
+		}
 	for (uint32_t s = 0; s < st->sku_count; s++) {
 		struct wr_sku *k = &st->skus[s];
 		k->touched = 0;
@@ -2656,7 +2778,7 @@ int wr_state_image_done(struct wr_state *st, char *err, size_t err_len)
 	}
 	for (uint64_t no = st->res_floor + 1; no <= st->res_count; no++) {
 		const struct wr_res *r = res_at(st, no);
-		if (r->sku >= st->sku_count || r->user >= st->user_count || st->users[r->user].len == 0 ||
+		if (r->sku >= st->sku_count || st->skus[r->sku].name_len == 0 || r->user >= st->user_count || st->users[r->user].len == 0 ||
 		    r->order_no > st->order_count ||
 		    (r->order_no != 0 && r->order_no <= st->order_floor)) {
 			snprintf(err, err_len, "reservation %llu refers outside the tables", (unsigned long long)no);

@@ -10,6 +10,10 @@
  * Every table is sized once by wr_state_new() from struct wr_limits; a full
  * table is an explicit FS_ERR_OVERLOADED answer, never growth.
  *
+ * Lifetime: FS_CMD_SALE_ARCHIVE frees a closed sale's slot once retention
+ * reclaimed all its reservations (else 409 retained); the writer checks
+ * first that every sink consumed the sale (else 409 sinks_behind).
+ *
  * Semantics (API.md):
  *  - A sale's stored state is scheduled/open/paused/frozen/closed; it is
  *    published as sold_out while open with available == 0.
@@ -195,6 +199,8 @@ struct fs_cidr;
 /* The operator's IP rules (action 1 deny, 2 allow), up to max; returns n. */
 uint32_t wr_ip_rules(const struct wr_state *st, struct fs_cidr *rules, uint8_t *actions, uint32_t max);
 
+/* SKU slots ever used: indexes 0..count-1. A slot whose view has name_len
+ * 0 is free (its sale was archived) and publishes nothing. */
 uint32_t wr_sku_count(const struct wr_state *st);
 /* The sale's default tier (API.md), or -1 when there is no such SKU. */
 int wr_sku_default_tier(const struct wr_state *st, const char *name, size_t len);
@@ -209,6 +215,7 @@ uint32_t wr_pending_charges(const struct wr_state *st, uint64_t after, struct wr
 
 struct wr_usage {
 	uint32_t users, reservations, orders, idem_keys, holdings;   /* live entries */
+	uint32_t skus;               /* sales created and not archived */
 	uint64_t order_no_max;       /* orders numbered 1..this were ever made */
 };
 void wr_usage(const struct wr_state *st, struct wr_usage *u);

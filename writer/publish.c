@@ -172,6 +172,28 @@ void wr_publish_all(struct wr_publisher *pb, const struct wr_state *st)
 	counts(pb, st);
 }
 
+/* A sale created into an archived sale's slot (alloc.c's free list): its
+ * published name is rewritten inside the SKU's window, after the floors
+ * (every reservation and order of the archived sale is below them: archive
+ * waits for retention), so a reader that copied the old name mid-change
+ * sees the window move and retries into the floor's answer. */
+static void renames(struct wr_publisher *pb, const struct wr_state *st, const struct fs_cmd *cmds, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		if (cmds[i].type != FS_CMD_SALE_CREATE || cmds[i].err != FS_OK)
+			continue;
+		int idx = wr_sku_find(st, cmds[i].sku, cmds[i].sku_len);
+		if (idx < 0)
+			continue;   /* archived again in the same batch */
+		const struct fs_pub_sku *k = &fs_pub_skus(pb->pub)[idx];
+		if (k->name_len == cmds[i].sku_len && memcmp(k->name, cmds[i].sku, cmds[i].sku_len) == 0)
+			continue;
+		fs_pub_sku_begin(pb->pub, (uint32_t)idx);
+		fs_pub_set_sku_name(pb->pub, (uint32_t)idx, cmds[i].sku, cmds[i].sku_len);
+		fs_pub_sku_end(pb->pub, (uint32_t)idx);
+	}
+}
+
 /* Commands whose effect on the queues names no reservation (a reclaim
  * trims every SKU's heads; a serve may only skip cancelled entries). */
 static int moves_queues(const struct fs_cmd *c)
@@ -185,6 +207,7 @@ void wr_publish_batch(struct wr_publisher *pb, const struct wr_state *st, const 
 {
 	names(pb, st);
 	floors(pb, st);
+	renames(pb, st, cmds, n);
 	uint32_t count = 0;
 	for (uint32_t i = 0; i < out->res_touched_count; i++) {
 		struct fs_pub_res_view v;

@@ -68,6 +68,10 @@ struct writer {
 	struct journal *j;
 	struct fs_snapshot *snap;
 	uint16_t snap_of_sku[FS_SNAP_SKU_MAX];   /* writer SKU index -> snapshot index (publish_sku) */
+	/* the last durable batch that touched each SKU index (the snapshot's
+	 * batch for those the replayed tail did not touch): `sale archive`
+	 * waits until every sink is past it */
+	uint64_t sku_seq[FS_SNAP_SKU_MAX];
 	uint32_t port_count;
 	struct fs_port ports[WR_PORT_COUNT_MAX];
 	struct fs_waker wake;             /* the writer's own */
@@ -153,6 +157,8 @@ static int replay_batch(void *arg, const struct jr_batch *b)
 	for (uint32_t i = 0; i < n; i++)
 		if (rc->cmds[i].type == FS_CMD_RESERVE && rc->cmds[i].err == FS_OK)
 			fs_snap_holder_set(rc->w->snap, rc->cmds[i].user, rc->cmds[i].user_len);
+	for (uint32_t i = 0; i < rc->out.sku_touched_count; i++)
+		rc->w->sku_seq[rc->out.sku_touched[i]] = b->seq;
 	rc->w->last_t_ms = b->time_ms;
 	atomic_fetch_add(&rc->w->m.replayed_batches, 1);
 	if (rc->w->cfg.replay_pace_us)   /* tests only: a replay long enough to watch */
@@ -188,11 +194,39 @@ static void publish_sku(struct writer *w, uint32_t idx)
 {
 	struct wr_sku_view v;
 	wr_sku_view(w->st, idx, &v);
+	if (v.name_len == 0)
+		return;   /* a free slot: its sale was archived */
 	struct fs_sku_read r = { v.total, v.available, v.reserved, v.sold, v.version, v.state, v.waitlist_open,
 	                         v.waitlist_count, v.queued };
 	int rc = fs_snap_publish(w->snap, v.name, v.name_len, &r);
 	assert(rc >= 0 && idx < w->cfg.limits.sku_count_max);
 	w->snap_of_sku[idx] = (uint16_t)rc;
+}
+
+/* The SKUs a decided batch changed: archived sales leave the published
+ * view first (a sale created later in the batch may take the entry), then
+ * every touched one is republished. */
+static void publish_batch_skus(struct writer *w, const struct wr_batch_out *out, const struct fs_cmd *cmds,
+                               uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (cmds[i].type == FS_CMD_SALE_ARCHIVE && cmds[i].err == FS_OK) {
+			int gone = fs_snap_remove(w->snap, cmds[i].sku, cmds[i].sku_len);
+			assert(gone >= 0);
+			(void)gone;
+		}
+	for (uint32_t i = 0; i < out->sku_touched_count; i++)
+		publish_sku(w, out->sku_touched[i]);
+}
+
+/* Has some sink not consumed the last batch that touched the sale yet? A
+ * sale is archived only once they have (API.md: its sinks consumed it). */
+static int sinks_behind(struct writer *w, const struct fs_cmd *c)
+{
+	int idx = wr_sku_find(w->st, c->sku, c->sku_len);
+	if (idx < 0 || w->segment_gate == NULL)
+		return 0;   /* unknown: the decide step answers it */
+	return w->segment_gate(w->segment_gate_arg) < w->sku_seq[idx];
 }
 
 static void publish_ip_rules(struct writer *w)
@@ -312,6 +346,8 @@ static int snapshot_load_latest(struct writer *w, struct jr_config *jc, int *ref
 			w->last_t_ms = stamp.time_ms;
 			w->snap_seq = stamp.seq;
 			w->snap_oldest_kept = i + 1 < n ? seqs[i + 1] : stamp.seq;
+			for (uint32_t k = 0; k < FS_SNAP_SKU_MAX; k++)
+				w->sku_seq[k] = stamp.seq;   /* each SKU's last change is at or before it */
 			atomic_store(&w->m.snapshot_seq, stamp.seq);
 			atomic_store(&w->m.snapshot_bytes, bytes);
 			atomic_store(&w->m.durable_seq, stamp.seq);
@@ -603,7 +639,10 @@ static uint32_t admit(struct writer *w, uint32_t n, int64_t t_ms)
 	for (uint32_t i = 0; i < n; i++) {
 		struct fs_cmd *c = &w->cmds[i];
 		struct fs_ans refusal;
-		if (wr_admit(w->admission, &b, w->st, c, &refusal)) {
+		if (c->type == FS_CMD_SALE_ARCHIVE && sinks_behind(w, c)) {
+			refusal = (struct fs_ans){ .tag = c->tag, .http = 409, .err = FS_ERR_SINKS_BEHIND,
+			                           .body = FS_BODY_ERROR };
+		} else if (wr_admit(w->admission, &b, w->st, c, &refusal)) {
 			if (kept != i)
 				w->cmds[kept] = *c;
 			kept++;
@@ -741,8 +780,10 @@ static void after_durable(struct writer *w, uint32_t n)
 	for (uint32_t i = 0; i < n; i++)
 		if (w->cmds[i].type == FS_CMD_RESERVE && w->cmds[i].err == FS_OK)
 			fs_snap_holder_set(w->snap, w->cmds[i].user, w->cmds[i].user_len);
+	uint64_t seq = jr_last_seq(w->j);
 	for (uint32_t i = 0; i < w->out.sku_touched_count; i++)
-		publish_sku(w, w->out.sku_touched[i]);
+		w->sku_seq[w->out.sku_touched[i]] = seq;
+	publish_batch_skus(w, &w->out, w->cmds, n);
 	wr_publish_batch(&w->publisher, w->st, &w->out, w->cmds, n);   /* before release(): a 201 read back finds it */
 	for (uint32_t i = 0; i < n; i++)
 		if (w->cmds[i].type == FS_CMD_IP_RULE && w->cmds[i].err == FS_OK) {
@@ -1082,8 +1123,7 @@ static int apply_log_batch(struct writer *w, const struct jr_batch *b)
 	local.file = "kafka log";
 	if (replay_batch(rc, &local) != 0)
 		return -1;
-	for (uint32_t i = 0; i < rc->out.sku_touched_count; i++)
-		publish_sku(w, rc->out.sku_touched[i]);
+	publish_batch_skus(w, &rc->out, rc->cmds, b->record_count < rc->cmd_cap ? b->record_count : rc->cmd_cap);
 	wr_publish_batch(&w->publisher, w->st, &rc->out, rc->cmds,
 	                 b->record_count < rc->cmd_cap ? b->record_count : rc->cmd_cap);
 	for (uint32_t i = 0; i < b->record_count && i < rc->cmd_cap; i++)

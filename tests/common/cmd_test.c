@@ -57,10 +57,10 @@ static void test_names_and_codes(void **state)
 		"ok", "sold_out", "limit_reached", "rate_limited", "sale_not_open", "frozen",
 		"overloaded", "unknown_sku", "not_found", "not_cancellable", "expired",
 		"already_checked_out", "bad_request", "exists", "bad_state", "idempotency_key_reused",
-		"forbidden", "reclaimed", "standby",
+		"forbidden", "reclaimed", "standby", "retained", "sinks_behind",
 	};
 	static const int codes[FS_ERR_COUNT] = {
-		200, 409, 409, 429, 403, 503, 503, 404, 404, 409, 410, 409, 400, 409, 409, 422, 403, 404, 503,
+		200, 409, 409, 429, 403, 503, 503, 404, 404, 409, 410, 409, 400, 409, 409, 422, 403, 404, 503, 409, 409,
 	};
 	for (int e = 0; e < FS_ERR_COUNT; e++) {
 		assert_string_equal(fs_err_name((enum fs_err)e), names[e]);

@@ -71,7 +71,7 @@ struct prop {
 	uint32_t sku_names_n;
 	/* progress */
 	uint64_t done, epoch, batch;
-	uint64_t stat_ans[FS_ERR_COUNT], stat_promote, stat_wait, stat_paid, stat_expire, stat_serve, stat_reclaim, stat_refund;
+	uint64_t stat_ans[FS_ERR_COUNT], stat_promote, stat_wait, stat_paid, stat_expire, stat_serve, stat_reclaim, stat_refund, stat_archive;
 	uint64_t stat_users_gone;   /* users reclaimed (live users fell after a batch) */
 	uint32_t users_before;
 };
@@ -414,6 +414,8 @@ static void gen_one(struct fs_cmd *c)
 		gen_refund(c);
 	} else if (p < 895) {
 		gen_refund_result(c);
+	} else if (p < 896) {   /* lifetime: a sale closes, and is archived once retention reclaimed it */
+		tc_admin(c, chance(40) ? FS_CMD_SALE_CLOSE : FS_CMD_SALE_ARCHIVE, pick_sku());
 	} else {
 		gen_reserve(c);
 	}
@@ -541,6 +543,7 @@ static void check_batch(uint32_t n, uint32_t nd)
 		if (c->type == FS_CMD_EXPIRE) P.stat_expire++;
 		if (c->type == FS_CMD_WAITLIST_SERVE) P.stat_serve++;
 		if (c->type == FS_CMD_RECLAIM) P.stat_reclaim++;
+		if (c->type == FS_CMD_SALE_ARCHIVE) P.stat_archive++;
 		if (c->type == FS_CMD_REFUND_RESULT && c->pay == FS_PAY_OK) P.stat_refund++;
 	}
 	if (off != o->records_len)
@@ -611,13 +614,19 @@ static void check_batch(uint32_t n, uint32_t nd)
 		FAIL(n, "%u charges, model expects %u", o->charge_count, ch);
 
 	/* counters and usage */
-	if (wr_sku_count(P.st) != model_sku_count(P.m))
-		FAIL(n, "%u SKUs, model has %u", wr_sku_count(P.st), model_sku_count(P.m));
-	for (uint32_t s = 0; s < wr_sku_count(P.st); s++) {
+	/* the model's sales by name: the writer reuses archived slots, the
+	 * model keeps every sale it ever created (the usage compares the
+	 * live counts, so no writer sale is missing from the model) */
+	for (uint32_t ms = 0; ms < model_sku_count(P.m); ms++) {
 		struct wr_sku_view v;
 		struct m_sku_view mv;
-		wr_sku_view(P.st, s, &v);
-		model_sku_view(P.m, s, &mv);
+		model_sku_view(P.m, ms, &mv);
+		if (mv.gone)
+			continue;
+		int s = wr_sku_find(P.st, mv.name, mv.name_len);
+		if (s < 0)
+			FAIL(n, "sku %.*s: the model has it, the writer does not", mv.name_len, mv.name);
+		wr_sku_view(P.st, (uint32_t)s, &v);
 		if (v.available + v.reserved + v.sold != v.total)
 			FAIL(n, "sku %u: available %llu + reserved %llu + sold %llu != total %llu", s,
 			     (unsigned long long)v.available, (unsigned long long)v.reserved,
@@ -637,9 +646,15 @@ static void check_batch(uint32_t n, uint32_t nd)
 	wr_usage(P.st, &u);
 	model_usage(P.m, &mu);
 	if (memcmp(&u, &mu, sizeof u) != 0)
-		FAIL(n, "usage users/res/orders/idem/holdings %u/%u/%u/%u/%u, model %u/%u/%u/%u/%u",
-		     u.users, u.reservations, u.orders, u.idem_keys, u.holdings,
-		     mu.users, mu.reservations, mu.orders, mu.idem_keys, mu.holdings);
+		FAIL(n, "usage skus/users/res/orders/idem/holdings %u/%u/%u/%u/%u/%u, model %u/%u/%u/%u/%u/%u",
+		     u.skus, u.users, u.reservations, u.orders, u.idem_keys, u.holdings,
+		     mu.skus, mu.users, mu.reservations, mu.orders, mu.idem_keys, mu.holdings);
+	for (uint32_t s = 0; s < wr_sku_count(P.st); s++) {   /* every writer sale is a live model sale */
+		struct wr_sku_view v;
+		wr_sku_view(P.st, s, &v);
+		if (v.name_len != 0 && wr_sku_find(P.st, v.name, v.name_len) != (int)s)
+			FAIL(n, "writer slot %u (%.*s) is not found by its name", s, v.name_len, v.name);
+	}
 	if (u.users < P.users_before)
 		P.stat_users_gone += P.users_before - u.users;
 	P.users_before = u.users;
@@ -768,15 +783,17 @@ static void test_alloc_matches_model(void **state)
 		if (P.stat_ans[e])
 			printf(" %s=%llu", fs_err_name((enum fs_err)e), (unsigned long long)P.stat_ans[e]);
 	printf("\nalloc_prop: waitlisted=%llu promoted=%llu expired=%llu serves=%llu paid=%llu reclaims=%llu "
-	       "refunds=%llu users_reclaimed=%llu\n",
+	       "refunds=%llu users_reclaimed=%llu archived=%llu\n",
 	       (unsigned long long)P.stat_wait, (unsigned long long)P.stat_promote,
 	       (unsigned long long)P.stat_expire, (unsigned long long)P.stat_serve,
 	       (unsigned long long)P.stat_paid, (unsigned long long)P.stat_reclaim,
-	       (unsigned long long)P.stat_refund, (unsigned long long)P.stat_users_gone);
+	       (unsigned long long)P.stat_refund, (unsigned long long)P.stat_users_gone,
+	       (unsigned long long)P.stat_archive);
 	/* the workload must reach the interesting paths, or it proves little */
 	assert_true(P.stat_ans[FS_ERR_SOLD_OUT] > 0 || P.steps < 20000);
 	assert_true(P.stat_promote > 0 || P.steps < 20000);
 	assert_true(P.stat_reclaim > 0 || P.steps < 20000);
+	assert_true(P.stat_archive > 0 || P.steps < 20000);
 	assert_true(P.stat_refund > 0 || P.steps < 20000);
 	assert_true(P.stat_users_gone > 0 || P.steps < 20000);
 	assert_true(P.stat_ans[FS_ERR_LIMIT_REACHED] > 0 || P.steps < 20000);

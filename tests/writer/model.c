@@ -23,6 +23,8 @@ struct m_sku {
 	uint32_t wl_len;
 	uint32_t joins;                 /* reservations that ever joined the waitlist */
 	int64_t  frozen_at_ms;          /* when the freeze in force began */
+	uint8_t  gone;                  /* archived: its name may be created again */
+	uint32_t slot;                  /* the writer's table slot: it walks them in order (wr_due) */
 };
 
 struct m_user {
@@ -64,8 +66,11 @@ struct m_order {
 
 struct model {
 	struct wr_limits lim;
-	struct m_sku skus[M_SKU_MAX];
-	uint32_t sku_count;
+	struct m_sku skus[M_SKU_HIST];  /* every sale ever created; never reused */
+	uint32_t sku_count, skus_live;
+	/* the writer's slots (alloc.h): an archived sale's slot is taken by the
+	 * next created sale, the most recently freed first */
+	uint32_t slots_used, slot_free[M_SKU_MAX], slot_free_n;
 	struct m_user *users;           /* never reused: grows past user_count_max once users go */
 	uint32_t user_count, user_cap;
 	uint32_t users_live;
@@ -73,7 +78,7 @@ struct model {
 	uint64_t res_count;
 	struct m_order *orders;         /* index = order number - 1 */
 	uint64_t order_count;
-	uint8_t *pair_seen;             /* [user * M_SKU_MAX + sku]: has had a reservation */
+	uint8_t *pair_seen;             /* [user * M_SKU_HIST + sku]: has had a reservation */
 	uint32_t pair_count;
 	uint32_t dev_pair_count;        /* distinct (device, sku) seen: the writer's device table */
 	uint32_t idem_count;            /* reserve keys + checkout keys claimed */
@@ -97,7 +102,7 @@ struct model *model_new(const struct wr_limits *lim)
 	m->order_cap = lim->order_count_max;
 	m->res = calloc(m->res_cap, sizeof *m->res);
 	m->orders = calloc(m->order_cap, sizeof *m->orders);
-	m->pair_seen = calloc((size_t)lim->user_count_max * M_SKU_MAX, 1);
+	m->pair_seen = calloc((size_t)lim->user_count_max * M_SKU_HIST, 1);
 	assert(m->users && m->res && m->orders && m->pair_seen);
 	return m;
 }
@@ -123,7 +128,7 @@ static int same(const char *a, size_t alen, const char *b, size_t blen)
 static int sku_find(const struct model *m, const char *name, size_t len)
 {
 	for (uint32_t i = 0; i < m->sku_count; i++)
-		if (same(m->skus[i].name, m->skus[i].name_len, name, len))
+		if (!m->skus[i].gone && same(m->skus[i].name, m->skus[i].name_len, name, len))
 			return (int)i;
 	return -1;
 }
@@ -210,9 +215,9 @@ static void user_maybe_gone(struct model *m, uint32_t user)
 	}
 	m->users[user].gone = 1;
 	m->users_live--;
-	for (uint32_t s = 0; s < M_SKU_MAX; s++)
-		if (m->pair_seen[(size_t)user * M_SKU_MAX + s]) {
-			m->pair_seen[(size_t)user * M_SKU_MAX + s] = 0;
+	for (uint32_t s = 0; s < M_SKU_HIST; s++)
+		if (m->pair_seen[(size_t)user * M_SKU_HIST + s]) {
+			m->pair_seen[(size_t)user * M_SKU_HIST + s] = 0;
 			m->pair_count--;
 		}
 }
@@ -413,14 +418,17 @@ static void do_create(struct model *m, const struct fs_cmd *c, struct m_effect *
 		{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
 	if (sku_find(m, c->sku, c->sku_len) >= 0)
 		{ ans_error(e, c, FS_ERR_EXISTS); return; }
-	if (m->sku_count >= m->lim.sku_count_max)
+	if (m->skus_live >= m->lim.sku_count_max)
 		{ ans_error(e, c, FS_ERR_OVERLOADED); return; }
 	if (c->sale.hold_ms == 0 || c->sale.default_tier > 4 || c->sale.price_cents < 0 ||
 	    c->sale.total > (UINT64_C(1) << 48))
 		{ ans_error(e, c, FS_ERR_BAD_REQUEST); return; }
+	assert(m->sku_count < M_SKU_HIST);   /* the workload creates at most this many */
 	uint32_t idx = m->sku_count++;
+	m->skus_live++;
 	struct m_sku *k = &m->skus[idx];
 	memset(k, 0, sizeof *k);
+	k->slot = m->slot_free_n ? m->slot_free[--m->slot_free_n] : m->slots_used++;
 	memcpy(k->name, c->sku, c->sku_len);
 	k->name_len = c->sku_len;
 	k->args = c->sale;
@@ -432,6 +440,46 @@ static void do_create(struct model *m, const struct fs_cmd *c, struct m_effect *
 	struct m_ans *a = ans_new(e, c->origin, c->tag);
 	fill_sale(m, idx, a);
 	a->ans.http = 201;
+}
+
+/* FS_CMD_SALE_ARCHIVE: a closed sale none of whose reservations is still
+ * kept goes; its per-user and per-device holdings go with it. */
+static void do_archive(struct model *m, const struct fs_cmd *c, struct m_effect *e)
+{
+	int idx = sku_find(m, c->sku, c->sku_len);
+	if (idx < 0)
+		{ ans_error(e, c, FS_ERR_UNKNOWN_SKU); return; }
+	struct m_sku *k = &m->skus[idx];
+	if (k->state != FS_SALE_CLOSED)
+		{ ans_error(e, c, FS_ERR_BAD_STATE); return; }
+	for (uint64_t i = m->res_floor; i < m->res_count; i++)
+		if (m->res[i].sku == (uint32_t)idx)
+			{ ans_error(e, c, FS_ERR_RETAINED); return; }
+	for (uint32_t u = 0; u < m->user_count; u++)
+		if (m->pair_seen[(size_t)u * M_SKU_HIST + (uint32_t)idx]) {
+			m->pair_seen[(size_t)u * M_SKU_HIST + (uint32_t)idx] = 0;
+			m->pair_count--;
+		}
+	for (uint64_t i = 0; i < m->res_count; i++) {   /* distinct devices of the sale */
+		const struct m_res *r = &m->res[i];
+		if (r->sku != (uint32_t)idx || r->dev_len == 0)
+			continue;
+		uint64_t first = i;
+		for (uint64_t j = 0; j < i && first == i; j++)
+			if (m->res[j].sku == r->sku && m->res[j].dev_len == r->dev_len &&
+			    memcmp(m->res[j].dev, r->dev, r->dev_len) == 0)
+				first = j;
+		m->dev_pair_count -= first == i;
+	}
+	k->gone = 1;
+	m->skus_live--;
+	assert(m->slot_free_n < M_SKU_MAX);
+	m->slot_free[m->slot_free_n++] = k->slot;
+	e->journaled = 1;
+	e->out_status = FS_SALE_CLOSED;
+	struct m_ans *a = ans_new(e, c->origin, c->tag);
+	a->ans.http = 200;
+	a->ans.body = FS_BODY_EMPTY;
 }
 
 /* The stored state an admin verb leads to from `from`, or -1 (bad_state). */
@@ -565,7 +613,7 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 		status = FS_RES_WAITLISTED;
 	else
 		{ ans_error(e, c, FS_ERR_SOLD_OUT); return; }
-	int new_pair = user < 0 || !m->pair_seen[(size_t)user * M_SKU_MAX + (uint32_t)sku];
+	int new_pair = user < 0 || !m->pair_seen[(size_t)user * M_SKU_HIST + (uint32_t)sku];
 	if (m->res_count - m->res_floor >= m->lim.reservation_count_max || m->idem_count >= m->lim.idem_count_max ||
 	    (user < 0 && m->users_live >= m->lim.user_count_max) ||
 	    (new_pair && m->pair_count >= m->lim.holding_count_max) ||
@@ -576,10 +624,10 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 	if (user < 0) {
 		if (m->user_count == m->user_cap) {   /* indices are never reused */
 			m->users = realloc(m->users, 2 * m->user_cap * sizeof *m->users);
-			m->pair_seen = realloc(m->pair_seen, 2 * (size_t)m->user_cap * M_SKU_MAX);
+			m->pair_seen = realloc(m->pair_seen, 2 * (size_t)m->user_cap * M_SKU_HIST);
 			assert(m->users != NULL && m->pair_seen != NULL);
 			memset(m->users + m->user_cap, 0, m->user_cap * sizeof *m->users);
-			memset(m->pair_seen + (size_t)m->user_cap * M_SKU_MAX, 0, (size_t)m->user_cap * M_SKU_MAX);
+			memset(m->pair_seen + (size_t)m->user_cap * M_SKU_HIST, 0, (size_t)m->user_cap * M_SKU_HIST);
 			m->user_cap *= 2;
 		}
 		m->users_live++;
@@ -588,7 +636,7 @@ static void do_reserve(struct model *m, const struct fs_cmd *c, int64_t t_ms, st
 		m->users[user].len = c->user_len;
 	}
 	if (new_pair) {
-		m->pair_seen[(size_t)user * M_SKU_MAX + (uint32_t)sku] = 1;
+		m->pair_seen[(size_t)user * M_SKU_HIST + (uint32_t)sku] = 1;
 		m->pair_count++;
 	}
 	if (m->res_count == m->res_cap) {
@@ -947,6 +995,7 @@ void model_decide(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct 
 	case FS_CMD_ORDER_GET:   do_read(m, c, e); break;
 	case FS_CMD_WAITLIST_SERVE: do_serve(m, c, t_ms, e); break;
 	case FS_CMD_RECLAIM:     do_reclaim(m, c, t_ms, e); break;
+	case FS_CMD_SALE_ARCHIVE: do_archive(m, c, e); break;
 	case FS_CMD_REFUND:      do_refund(m, c, e); break;
 	case FS_CMD_REFUND_RESULT: do_refund_result(m, c, t_ms, e); break;
 	default:                 ans_error(e, c, FS_ERR_BAD_REQUEST); break;
@@ -975,7 +1024,7 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 				         i, (unsigned long long)c->ref);
 				return msg;
 			}
-			sku = (int)r->sku;
+			sku = (int)m->skus[r->sku].slot;
 			kind = 3;
 			seq = r->reserved_seq;
 		} else if (c->type == FS_CMD_SALE_OPEN || c->type == FS_CMD_WAITLIST_SERVE) {
@@ -983,6 +1032,7 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 			if (sku < 0)
 				return "due: a command for an unknown SKU";
 			const struct m_sku *k = &m->skus[sku];
+			sku = (int)k->slot;
 			kind = c->type == FS_CMD_SALE_OPEN ? 1 : 2;
 			if (kind == 1 && !(k->state == FS_SALE_SCHEDULED && k->args.opens_at_ms != 0 &&
 			                   k->args.opens_at_ms <= t_ms)) {
@@ -1065,6 +1115,9 @@ void model_sku_view(const struct model *m, uint32_t idx, struct m_sku_view *v)
 {
 	assert(idx < m->sku_count);
 	const struct m_sku *k = &m->skus[idx];
+	v->gone = k->gone;
+	v->name_len = k->name_len;
+	memcpy(v->name, k->name, k->name_len);
 	v->state = published(k);
 	v->total = k->total;
 	v->available = k->available;
@@ -1078,6 +1131,7 @@ void model_usage(const struct model *m, struct wr_usage *u)
 {
 	memset(u, 0, sizeof *u);
 	u->users = m->users_live;
+	u->skus = m->skus_live;
 	u->reservations = (uint32_t)(m->res_count - m->res_floor);
 	u->orders = (uint32_t)(m->order_count - m->order_floor);
 	u->order_no_max = m->order_count;

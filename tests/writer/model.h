@@ -25,7 +25,8 @@
 #include "common/fs_cmd.h"
 #include "writer/alloc.h"
 
-#define M_SKU_MAX 16
+#define M_SKU_MAX 16      /* live sales */
+#define M_SKU_HIST 96     /* sales ever created (archived ones stay, marked gone) */
 #define M_WL_MAX  64
 #define M_PROMOTE_MAX 4
 
@@ -80,7 +81,12 @@ struct m_sku_view {
 	uint8_t  state;
 	uint64_t total, available, reserved, sold, version;
 	uint32_t waitlist_count;
+	uint8_t  gone;            /* archived (FS_CMD_SALE_ARCHIVE): not the writer's any more */
+	uint8_t  name_len;
+	char     name[FS_SKU_LEN_MAX];
 };
+/* Sales ever created, in creation order (the model's index is not the
+ * writer's: the writer reuses archived slots; match them by name). */
 uint32_t model_sku_count(const struct model *m);
 void model_sku_view(const struct model *m, uint32_t idx, struct m_sku_view *v);
 void model_usage(const struct model *m, struct wr_usage *u);

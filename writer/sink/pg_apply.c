@@ -58,6 +58,7 @@ struct pa_sku {
 	char     sku[FS_SKU_LEN_MAX + 1];
 	uint8_t  sku_len;
 	uint8_t  created, state_set, state;
+	uint8_t  archived;         /* FS_CMD_SALE_ARCHIVE: the row moves to sales_archive */
 	uint32_t create_rec;
 	uint64_t version;          /* seq of the last batch of the run that touched it */
 	int64_t  d_total, d_available, d_reserved, d_sold;
@@ -390,8 +391,8 @@ static uint8_t status_parse(const char *s, int order)
 static uint32_t sku_slot(struct pg_apply *a, const char *sku, size_t len)
 {
 	assert(len <= FS_SKU_LEN_MAX);
-	for (uint32_t i = 0; i < a->sku_count; i++)
-		if (a->skus[i].sku_len == len && memcmp(a->skus[i].sku, sku, len) == 0)
+	for (uint32_t i = 0; i < a->sku_count; i++)   /* an archived one is another sale of the name */
+		if (a->skus[i].sku_len == len && !a->skus[i].archived && memcmp(a->skus[i].sku, sku, len) == 0)
 			return i;
 	if (a->sku_count == PA_SKUS_MAX)
 		return UINT32_MAX;
@@ -562,6 +563,9 @@ static uint32_t fold_sku_cmd(struct pg_apply *a, const struct fs_cmd *c, uint32_
 		s->d_total -= c->quantity;
 		s->d_available -= c->quantity;
 		return k;
+	} else if (c->type == FS_CMD_SALE_ARCHIVE) {
+		s->archived = 1;
+		return k;
 	}
 	s->state_set = 1;
 	s->state = c->out_status;
@@ -680,7 +684,7 @@ static uint32_t fold_record(struct pg_apply *a, const struct fs_cmd *c, uint32_t
 		return PA_NO_SKU;   /* the writer forgot ended rows / lowered a tier: the tables keep them */
 	case FS_CMD_SALE_CREATE: case FS_CMD_SALE_OPEN: case FS_CMD_SALE_PAUSE:
 	case FS_CMD_SALE_FREEZE: case FS_CMD_SALE_RESUME: case FS_CMD_SALE_CLOSE:
-	case FS_CMD_STOCK_ADD: case FS_CMD_STOCK_REMOVE:
+	case FS_CMD_STOCK_ADD: case FS_CMD_STOCK_REMOVE: case FS_CMD_SALE_ARCHIVE:
 		return fold_sku_cmd(a, c, i);
 	case FS_CMD_RESERVE:
 		return fold_reserve(a, c);
@@ -720,7 +724,7 @@ static int fold(struct pg_apply *a, const struct fs_cmd *recs, uint32_t n, char 
 
 static const char *out_status_name(const struct fs_cmd *c)
 {
-	if (c->type >= FS_CMD_SALE_CREATE && c->type <= FS_CMD_SALE_CLOSE)
+	if ((c->type >= FS_CMD_SALE_CREATE && c->type <= FS_CMD_SALE_CLOSE) || c->type == FS_CMD_SALE_ARCHIVE)
 		return fs_sale_state_name(c->out_status);
 	if (c->type == FS_CMD_STOCK_ADD || c->type == FS_CMD_STOCK_REMOVE || c->out_status == 0)
 		return NULL;
@@ -816,11 +820,31 @@ static int write_sku(struct pg_apply *a, PGconn *c, const struct pa_sku *s, char
 	                   14, v, "insert sales", err, err_len);
 }
 
+/* An archived sale's row leaves `sales` for `sales_archive` (stamped with
+ * the batch that archived it: its version), so its name can be created
+ * again. Slots are written in the order the run met them: an archived
+ * sale's before a new sale of the same name. */
+static int archive_sku(PGconn *c, const struct pa_sku *s, char *err, size_t err_len)
+{
+	char sku[FS_SKU_LEN_MAX + 1], seq[24];
+	memcpy(sku, s->sku, s->sku_len);
+	sku[s->sku_len] = 0;
+	snprintf(seq, sizeof seq, "%" PRIu64, s->version);
+	const char *v[2] = {sku, seq};
+	if (exec_params(c, "INSERT INTO sales_archive SELECT s.*, $2::bigint FROM sales s WHERE s.sku = $1",
+	                2, v, "archive sale", err, err_len) != 0)
+		return -1;
+	return exec_params(c, "DELETE FROM sales WHERE sku = $1", 1, v, "archive sale", err, err_len);
+}
+
 static int write_skus(struct pg_apply *a, PGconn *c, char *err, size_t err_len)
 {
-	for (uint32_t k = 0; k < a->sku_count; k++)
+	for (uint32_t k = 0; k < a->sku_count; k++) {
 		if (write_sku(a, c, &a->skus[k], err, err_len) != 0)
 			return -1;
+		if (a->skus[k].archived && archive_sku(c, &a->skus[k], err, err_len) != 0)
+			return -1;
+	}
 	return 0;
 }
 

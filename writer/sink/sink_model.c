@@ -154,7 +154,7 @@ void sm_free(struct sink_model *m)
 uint32_t sm_sku_find(const struct sink_model *m, const char *sku, size_t len)
 {
 	for (uint32_t i = 0; i < m->sku_count; i++)
-		if (m->skus[i].sku_len == len && memcmp(m->skus[i].sku, sku, len) == 0)
+		if (m->skus[i].sku_len == len && !m->skus[i].archived && memcmp(m->skus[i].sku, sku, len) == 0)
 			return i;
 	return SM_NO_SKU;
 }
@@ -173,9 +173,21 @@ static void anomaly(struct sink_model *m, uint64_t seq, uint32_t idx, const char
 		         (unsigned long long)seq, idx, what);
 }
 
+/* An archived sale's entry a new one may take: only when no terminal row
+ * is kept (those would name the entry), so the model stays as small as the
+ * writer's live sales. */
+static uint32_t sku_reusable(const struct sink_model *m)
+{
+	for (uint32_t i = 0; !m->keep_terminal && i < m->sku_count; i++)
+		if (m->skus[i].archived)
+			return i;
+	return SM_NO_SKU;
+}
+
 static uint32_t sku_create(struct sink_model *m, const struct fs_cmd *c)
 {
-	if (m->sku_count == m->sku_cap) {
+	uint32_t reuse = sku_reusable(m);
+	if (reuse == SM_NO_SKU && m->sku_count == m->sku_cap) {
 		uint32_t cap = m->sku_cap ? m->sku_cap * 2 : 16;
 		struct sm_sku *n = realloc(m->skus, cap * sizeof *n);
 		if (!n)
@@ -183,14 +195,14 @@ static uint32_t sku_create(struct sink_model *m, const struct fs_cmd *c)
 		m->skus = n;
 		m->sku_cap = cap;
 	}
-	struct sm_sku *s = &m->skus[m->sku_count];
+	struct sm_sku *s = &m->skus[reuse != SM_NO_SKU ? reuse : m->sku_count];
 	memset(s, 0, sizeof *s);
 	memcpy(s->sku, c->sku, c->sku_len);
 	s->sku_len = c->sku_len;
 	s->state = c->out_status;
 	s->sale = c->sale;
 	s->total = s->available = (int64_t)c->sale.total;
-	return m->sku_count++;
+	return reuse != SM_NO_SKU ? reuse : m->sku_count++;
 }
 
 /* Moves q units of a reservation between counters: +1 = hold, -1 = release,
@@ -239,6 +251,12 @@ static uint32_t apply_sku_cmd(struct sink_model *m, const struct fs_cmd *c, uint
 	if (k == SM_NO_SKU) {
 		anomaly(m, seq, idx, "unknown sku");
 		return SM_NO_SKU;
+	}
+	if (c->type == FS_CMD_SALE_ARCHIVE) {
+		if (m->skus[k].state != FS_SALE_CLOSED || m->skus[k].reserved != 0)
+			anomaly(m, seq, idx, "archive of a sale that is not closed or still holds units");
+		m->skus[k].archived = 1;
+		return k;
 	}
 	if (c->type == FS_CMD_STOCK_ADD) {
 		m->skus[k].total += c->quantity;
@@ -390,7 +408,7 @@ static uint32_t apply_record(struct sink_model *m, const struct fs_cmd *c, int64
 	switch (c->type) {
 	case FS_CMD_SALE_CREATE: case FS_CMD_SALE_OPEN: case FS_CMD_SALE_PAUSE:
 	case FS_CMD_SALE_FREEZE: case FS_CMD_SALE_RESUME: case FS_CMD_SALE_CLOSE:
-	case FS_CMD_STOCK_ADD: case FS_CMD_STOCK_REMOVE:
+	case FS_CMD_STOCK_ADD: case FS_CMD_STOCK_REMOVE: case FS_CMD_SALE_ARCHIVE:
 		return apply_sku_cmd(m, c, seq, idx);
 	case FS_CMD_RESERVE:
 		return apply_reserve(m, c, seq, idx);

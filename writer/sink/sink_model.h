@@ -46,6 +46,8 @@ struct sm_sku {
 	char     sku[FS_SKU_LEN_MAX + 1]; /* NUL-terminated copy */
 	uint8_t  sku_len;
 	uint8_t  state;                   /* stored enum fs_sale_state */
+	uint8_t  archived;                /* FS_CMD_SALE_ARCHIVE: gone from the writer; never found
+	                                   * again (a model without terminal rows reuses the entry) */
 	struct fs_sale_args sale;
 	int64_t  total, available, reserved, sold; /* signed: negatives are anomalies */
 	uint64_t version;                 /* seq of the last batch that touched it */

@@ -213,6 +213,10 @@ static int flush(struct redis_sink *r, int64_t now_ms, char *err, size_t err_len
 	int replies = 0, still_dirty = 0;
 	for (uint32_t k = 0; k < r->m->sku_count; k++) {
 		struct rd_sku *x = &r->skus[k];
+		if (r->m->skus[k].archived) {   /* its stock:<sku> key runs out with its TTL */
+			x->dirty = 0;
+			continue;
+		}
 		int window = now_ms - x->sent_ms >= (int64_t)r->gap_ms;
 		int stale = now_ms - x->sent_ms >= (int64_t)r->ttl_s * 500;
 		if ((x->dirty && window) || stale) {
