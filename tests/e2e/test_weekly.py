@@ -12,6 +12,11 @@ under the smallest --snapshot-every-mb). 6,000 distinct users over the run: six
 times the user table, so users must be reclaimed (with their holdings) once
 their reservations are, including those who bought in a sale that closed.
 Every 10 weeks flashsaled restarts (kill -9 and clean stop in turn).
+The sale table holds 8 sales (--skus-max 8): each week the sales closed 4
+or more weeks ago are archived (`flashctl sale archive`, retried while it
+answers 409 retained: retention has not reclaimed their reservations yet),
+so a hundred sales pass through 8 slots; an archived sale answers 404
+unknown_sku, and archiving an open sale is refused 409 bad_state.
 
 Checked every week: no answer is 503 overloaded; the counters of every sale
 so far are conserved and sold equals the payments acknowledged in it; after
@@ -58,7 +63,7 @@ class Weekly(unittest.TestCase):
         self.rng = random.Random(SEED)
         self.srv = fc.Server(demo=False, extra=[
             "--users-max", "1000", "--reservations-max", "2000", "--idempotency-keys-max", "4000",
-            "--retention", "1s", "--snapshot-every-mb", "1", "--segment-mb", "1"])
+            "--retention", "1s", "--snapshot-every-mb", "1", "--segment-mb", "1", "--skus-max", "8"])
 
     def tearDown(self):
         self.srv.cleanup()
@@ -84,6 +89,18 @@ class Weekly(unittest.TestCase):
         srv.admin_ok("sale", "close", sku)
         srv.admin_ok("snapshot")   # the runbook's step after a sale (a week's journal is ~20 KiB,
         return len(pays)           # far below --snapshot-every-mb 1)
+
+    def archive(self, sku, timeout=15):
+        """Archives a closed sale: 409 retained until retention reclaimed it."""
+        deadline = time.time() + timeout
+        while True:
+            p = self.srv.admin("sale", "archive", sku)
+            if p.returncode == 0:
+                break
+            self.assertIn("retained", p.stdout + p.stderr, (sku, p.stdout, p.stderr))
+            self.assertLess(time.time(), deadline, "%s still retained after %d s" % (sku, timeout))
+            time.sleep(0.2)
+        self.assertEqual(self.srv.sku(sku).status, 404)
 
     def check_sales(self, paid):
         for w, n in paid.items():
@@ -120,16 +137,28 @@ class Weekly(unittest.TestCase):
         srv = self.srv.start()
         secret = srv.secret()
         paid = {}
+        archived = set()
         first_snap = 0
         t0 = time.time()
         for w in range(WEEKS):
             paid[w] = self.week(w, secret)
+            if w == 0:   # an open sale is never archived
+                srv.create_sale("probe", 1)
+                p = srv.admin("sale", "archive", "probe")
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn("bad_state", p.stdout + p.stderr)
+                srv.admin_ok("sale", "close", "probe")
+                self.archive("probe")
+            for old in [o for o in paid if o <= w - 4 and o not in archived]:
+                self.archive("wk%d" % old)
+                archived.add(old)
             used = table_used(srv)
             self.assertLessEqual(used.get("users", 0), 1000, used)
             if w % 10 != 9:
                 continue
-            before = self.kept(paid)
-            self.check_sales(paid)
+            live = {o: n for o, n in paid.items() if o not in archived}
+            before = self.kept(live)
+            self.check_sales(live)
             if (w // 10) % 2 == 0:
                 srv.kill9()
             else:
@@ -147,8 +176,11 @@ class Weekly(unittest.TestCase):
                   file=sys.stderr, flush=True)
             if w >= 10 and not first_snap:
                 first_snap = size
-            self.assertEqual(self.kept(paid), before)
-        self.check_sales(paid)
+            self.assertEqual(self.kept(live), before)
+            for o in archived:   # archived stays archived across the restart
+                self.assertEqual(srv.sku("wk%d" % o).status, 404)
+        self.check_sales({o: n for o, n in paid.items() if o not in archived})
+        self.assertGreaterEqual(len(archived), WEEKS - 4)
 
 
 if __name__ == "__main__":
