@@ -646,8 +646,8 @@ static size_t metrics_writer(struct ctl_admin *a, char *b, size_t n)
 		const char *l = shard_label(a, k, lb), *c = l[0] ? "," : "";
 		n = put(b, n, "flashsale_table_used{%s%stable=\"users\"} %u\nflashsale_table_used{%s%stable=\"reservations\"} %u\n"
 		        "flashsale_table_used{%s%stable=\"orders\"} %u\nflashsale_table_used{%s%stable=\"idempotency_keys\"} %u\n"
-		        "flashsale_table_used{%s%stable=\"holdings\"} %u\n", l, c, u.users, l, c, u.reservations, l, c, u.orders,
-		        l, c, u.idem_keys, l, c, u.holdings);
+		        "flashsale_table_used{%s%stable=\"holdings\"} %u\nflashsale_table_used{%s%stable=\"skus\"} %u\n", l, c,
+		        u.users, l, c, u.reservations, l, c, u.orders, l, c, u.idem_keys, l, c, u.holdings, l, c, u.skus);
 	}
 	return n;
 }

@@ -92,7 +92,7 @@ struct writer {
 	uint64_t recharge_after;          /* PENDING orders of the last stop handed up to here */
 	uint64_t recharge_max;            /* ... and up to this order number */
 	struct wr_admission *admission;
-	_Atomic uint32_t usage[5];
+	_Atomic uint32_t usage[6];
 	/* snapshots (snapshot.h, snapshotter.h): at most one being written */
 	struct wr_snapshotter *snapper;   /* NULL when snapshots are off */
 	int snap_busy;
@@ -376,6 +376,7 @@ static void publish_usage(struct writer *w)
 	atomic_store_explicit(&w->usage[2], u.orders, memory_order_relaxed);
 	atomic_store_explicit(&w->usage[3], u.idem_keys, memory_order_relaxed);
 	atomic_store_explicit(&w->usage[4], u.holdings, memory_order_relaxed);
+	atomic_store_explicit(&w->usage[5], u.skus, memory_order_relaxed);
 }
 
 struct writer *wr_open(const struct wr_config *cfg, struct fs_snapshot *snap, char *err, size_t err_len)
@@ -514,6 +515,7 @@ void wr_table_usage(const struct writer *w, struct wr_usage *u)
 	u->orders = atomic_load(&((struct writer *)w)->usage[2]);
 	u->idem_keys = atomic_load(&((struct writer *)w)->usage[3]);
 	u->holdings = atomic_load(&((struct writer *)w)->usage[4]);
+	u->skus = atomic_load(&((struct writer *)w)->usage[5]);
 }
 
 void wr_print_budget(const struct wr_config *c)

@@ -154,6 +154,7 @@ class Weekly(unittest.TestCase):
                 archived.add(old)
             used = table_used(srv)
             self.assertLessEqual(used.get("users", 0), 1000, used)
+            self.assertLessEqual(used.get("skus", 0), 8, used)
             if w % 10 != 9:
                 continue
             live = {o: n for o, n in paid.items() if o not in archived}

@@ -1228,6 +1228,141 @@ static void test_retention_waits_for_refund(void **state)
 	assert_int_equal(res_get("bob", r2).err, FS_ERR_RECLAIMED);
 }
 
+/* ---- lifetime: sale archive ------------------------------------------------------ */
+
+/* The state image in memory (snapshot.c writes the same sections to a file). */
+struct img_buf { uint8_t *p; size_t len, cap; uint32_t ids[WR_IMG_COUNT]; uint64_t sizes[WR_IMG_COUNT]; uint32_t n; };
+static int img_section(void *arg, uint32_t id, uint64_t bytes)
+{
+	struct img_buf *b = arg;
+	assert_true(b->n < WR_IMG_COUNT);
+	b->ids[b->n] = id;
+	b->sizes[b->n++] = bytes;
+	return 0;
+}
+static int img_data(void *arg, const void *p, size_t n)
+{
+	struct img_buf *b = arg;
+	if (b->len + n > b->cap) {
+		b->cap = (b->len + n) * 2;
+		b->p = realloc(b->p, b->cap);
+		assert_non_null(b->p);
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+static struct wr_state *image_copy(const struct wr_state *st)
+{
+	struct img_buf b = { 0 };
+	struct wr_image_sink sink = { img_section, img_data, &b };
+	assert_int_equal(wr_state_image(st, &sink), 0);
+	struct wr_state *cp = wr_state_new(&H->lim);
+	assert_non_null(cp);
+	char err[256];
+	size_t off = 0;
+	for (uint32_t i = 0; i < b.n; i++) {
+		if (wr_state_image_load(cp, b.ids[i], b.p + off, b.sizes[i], err, sizeof err) != 0)
+			fail_msg("image section %u: %s", b.ids[i], err);
+		off += b.sizes[i];
+	}
+	if (wr_state_image_done(cp, err, sizeof err) != 0)
+		fail_msg("image: %s", err);
+	free(b.p);
+	return cp;
+}
+
+static struct fs_ans archive(const char *sku)
+{
+	struct fs_cmd c;
+	tc_admin(&c, FS_CMD_SALE_ARCHIVE, sku);
+	tc_set(c.key, &c.key_len, FS_ID_LEN_MAX, "uid:0");
+	return one(&c);
+}
+
+static struct fs_ans reserve_dev(const char *sku, const char *user, const char *key, const char *dev)
+{
+	struct fs_cmd c;
+	tc_reserve(&c, sku, user, key, 1);
+	tc_set(c.text, &c.text_len, FS_ID_LEN_MAX, dev);
+	return one(&c);
+}
+
+static void close_sale(const char *sku)
+{
+	struct fs_cmd c;
+	tc_admin(&c, FS_CMD_SALE_CLOSE, sku);
+	assert_int_equal(one(&c).http, 200);
+}
+
+static void test_archive_frees_slot(void **state)
+{
+	(void)state;
+	wr_state_set_retention(H->st, 1000);
+	char name[16];
+	for (uint32_t s = 0; s < H->lim.sku_count_max; s++) {
+		snprintf(name, sizeof name, "s%u", s);
+		make_sale(name, 5, 1, 0);
+	}
+	struct fs_cmd c;
+	tc_create(&c, "s8", 5, 1, HOLD, 0);
+	expect_err(&c, FS_ERR_OVERLOADED);                 /* the table is full */
+	uint64_t r1 = reserve_dev("s0", "alice", "k1", "dev-1").res_no;
+	uint64_t r2 = reserve_dev("s0", "bob", "k2", "dev-2").res_no;
+	assert_true(r1 && r2);
+	pay(checkout_ok("alice", "ck1", r1, NULL), FS_PAY_OK);
+	assert_int_equal(cancel("bob", r2).http, 200);
+	assert_int_equal(archive("s0").err, FS_ERR_BAD_STATE);   /* open */
+	close_sale("s0");
+	assert_int_equal(archive("s0").err, FS_ERR_RETAINED);    /* its reservations are kept */
+	H->t += 2000;
+	struct fs_cmd d[8];
+	uint32_t n = due(H->t, d, 8);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].type, FS_CMD_RECLAIM);
+	run(d, 1);
+	assert_int_equal(d[0].err, FS_OK);
+	struct fs_ans a = archive("s0");
+	assert_int_equal(a.http, 200);
+	assert_int_equal(a.body, FS_BODY_EMPTY);
+	struct fs_cmd rec;
+	rec_at(0, &rec);
+	assert_int_equal(rec.type, FS_CMD_SALE_ARCHIVE);   /* journaled */
+	assert_int_equal(wr_sku_find(H->st, "s0", 2), -1);
+	assert_int_equal(archive("s0").err, FS_ERR_UNKNOWN_SKU);
+	struct wr_usage u;
+	wr_usage(H->st, &u);
+	assert_int_equal(u.skus, H->lim.sku_count_max - 1);
+	assert_int_equal(u.holdings, 0);                    /* alice's and bob's holdings of s0 went */
+	assert_int_equal(u.reservations, 0);
+	/* the slot is taken by the next sale */
+	make_sale("s8", 5, 1, 0);
+	assert_int_equal(wr_sku_find(H->st, "s8", 2), 0);
+	tc_create(&c, "s0", 5, 1, HOLD, 0);
+	expect_err(&c, FS_ERR_OVERLOADED);
+	close_sale("s1");
+	assert_int_equal(archive("s1").http, 200);          /* no reservation: at once */
+	/* the name comes back as a new sale: alice and her device start from 0 */
+	make_sale("s0", 5, 1, 0);
+	assert_int_equal(wr_sku_find(H->st, "s0", 2), 1);
+	assert_int_equal(reserve_dev("s0", "alice", "k3", "dev-1").http, 201);
+	expect_counts("s0", 5, 4, 1, 0);
+	/* a snapshot keeps the free list: both states take the same slot next */
+	close_sale("s5");
+	assert_int_equal(archive("s5").http, 200);
+	struct wr_state *cp = image_copy(H->st);
+	assert_int_equal(wr_state_digest(cp), wr_state_digest(H->st));
+	struct wr_state *orig = H->st;
+	for (int i = 0; i < 2; i++) {
+		H->st = i == 0 ? orig : cp;
+		make_sale("s9", 5, 1, 0);
+		assert_int_equal(wr_sku_find(H->st, "s9", 2), 5);
+	}
+	H->st = orig;
+	assert_int_equal(wr_state_digest(cp), wr_state_digest(orig));
+	wr_state_free(cp);
+}
+
 static void test_checkout_paid(void **state)
 {
 	(void)state;
@@ -1852,6 +1987,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_expiry_order_and_max, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_paid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retention_waits_for_refund, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_archive_frees_slot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_declined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_invalid_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_errors, setup, teardown),
