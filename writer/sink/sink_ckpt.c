@@ -247,7 +247,7 @@ static int in_model(struct ckpt_in *in, const struct sink_ckpt_header *h, struct
 		if (in_get(in, m->skus, (size_t)h->sku_count * sizeof *m->skus) != 0)
 			why = "short read";
 		for (uint32_t k = 0; !why && k < h->sku_count; k++)
-			if (m->skus[k].sku_len == 0 || m->skus[k].sku_len > FS_SKU_LEN_MAX ||
+			if ((m->skus[k].sku_len == 0 && !m->skus[k].archived) || m->skus[k].sku_len > FS_SKU_LEN_MAX ||
 			    m->skus[k].sku[m->skus[k].sku_len] != '\0')
 				why = "a SKU entry with a bad name";
 		m->sku_count = h->sku_count;

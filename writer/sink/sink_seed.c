@@ -26,6 +26,11 @@ static int seed_skus(const struct wr_state *st, struct sink_model *m)
 		}
 		struct sm_sku *s = &m->skus[m->sku_count++];
 		memset(s, 0, sizeof *s);
+		if (v.name_len == 0) {   /* an archived sale's free slot: kept so indexes match */
+			s->archived = 1;
+			s->state = FS_SALE_CLOSED;
+			continue;
+		}
 		memcpy(s->sku, v.name, v.name_len);
 		s->sku_len = v.name_len;
 		/* the view derives sold_out; the model stores open (sm_public_state derives it) */
