@@ -157,9 +157,101 @@ static void test_shards(const struct workload *w)
 	printf("sinks_pg_apply: two appliances and a second writer shard in one database: ok\n");
 }
 
+static struct fs_cmd arec(uint8_t type, const char *sku)
+{
+	struct fs_cmd c;
+	memset(&c, 0, sizeof c);
+	c.type = type;
+	c.sku_len = (uint8_t)strlen(sku);
+	memcpy(c.sku, sku, c.sku_len);
+	c.out_status = FS_SALE_CLOSED;
+	return c;
+}
+
+/* A sale archived and its name created again: batch by batch, and inside
+ * ONE run (the sink behind: both sales of the name in one transaction). The
+ * old row lands in sales_archive stamped with the archive's batch, the new
+ * one in sales, the old reservation keeps its SKU name; both ways give the
+ * same tables. */
+static void test_archive(void)
+{
+	struct fs_cmd recs[7];
+	recs[0] = arec(FS_CMD_SALE_CREATE, "A");             /* batch 1 */
+	recs[0].sale.total = 5;
+	recs[0].sale.hold_ms = 1000;
+	recs[0].out_status = FS_SALE_SCHEDULED;
+	recs[1] = arec(FS_CMD_RESERVE, "A");
+	recs[1].user_len = 2;
+	memcpy(recs[1].user, "u1", 2);
+	recs[1].key_len = 2;
+	memcpy(recs[1].key, "k1", 2);
+	recs[1].quantity = 1;
+	recs[1].out_ref = 1;
+	recs[1].out_status = FS_RES_RESERVED;
+	recs[1].out_val = 1700000001000;
+	recs[2] = arec(FS_CMD_CANCEL, "");                    /* batch 2 */
+	recs[2].user_len = 2;
+	memcpy(recs[2].user, "u1", 2);
+	recs[2].ref = 1;
+	recs[2].out_status = FS_RES_CANCELLED;
+	recs[3] = arec(FS_CMD_SALE_CLOSE, "A");
+	recs[4] = arec(FS_CMD_SALE_ARCHIVE, "A");
+	recs[5] = arec(FS_CMD_SALE_CREATE, "A");             /* batch 3: the name again */
+	recs[5].sale.total = 7;
+	recs[5].sale.hold_ms = 1000;
+	recs[5].out_status = FS_SALE_SCHEDULED;
+	recs[6] = arec(FS_CMD_SALE_OPEN, "A");
+	recs[6].out_status = FS_SALE_OPEN;
+	const uint64_t seq[7] = { 1, 1, 2, 2, 2, 3, 3 };
+	const int64_t time_ms[7] = { 1700000000000, 1700000000000, 1700000000500, 1700000000500, 1700000000500,
+	                             1700000000900, 1700000000900 };
+	const uint32_t idx[7] = { 0, 1, 0, 1, 2, 0, 1 };
+	char ci[512], err[512] = "";
+	char *digest[2];
+	for (int way = 0; way < 2; way++) {
+		PGconn *c = test_pg_fresh(way ? "fs_sink_apply_archive_run" : "fs_sink_apply_archive", ci, sizeof ci);
+		CHECK(pg_migrate(c, err, sizeof err) == 0);
+		struct pg_apply *a = pg_apply_new();
+		CHECK(a != NULL);
+		if (way == 0) {
+			for (uint32_t b = 0, i = 0; b < 3; b++) {
+				uint32_t n = 0;
+				while (i + n < 7 && seq[i + n] == b + 1)
+					n++;
+				struct jr_batch jb = {.seq = b + 1, .time_ms = time_ms[i], .record_count = n};
+				int rc = pg_apply_batch(a, c, "direct", &jb, recs + i, n, err, sizeof err);
+				if (rc != PG_APPLY_DONE)
+					fprintf(stderr, "archive batch %u: %d %s\n", b + 1, rc, err);
+				CHECK(rc == PG_APPLY_DONE);
+				i += n;
+			}
+		} else {
+			int rc = pg_apply_run(a, c, "direct", 1, 3, recs, 7, seq, time_ms, idx, err, sizeof err);
+			if (rc != PG_APPLY_DONE)
+				fprintf(stderr, "archive run: %d %s\n", rc, err);
+			CHECK(rc == PG_APPLY_DONE);
+		}
+		CHECK(test_pg_int(c, "SELECT count(*) FROM sales_archive") == 1);
+		CHECK(test_pg_int(c, "SELECT total * 1000 + available * 10 + archived_seq FROM sales_archive "
+		                     "WHERE sku = 'A'") == 5 * 1000 + 5 * 10 + 2);
+		CHECK(test_pg_int(c, "SELECT count(*) FROM sales") == 1);
+		CHECK(test_pg_int(c, "SELECT total * 10 + available FROM sales WHERE sku = 'A' AND state = 'open'") == 77);
+		CHECK(test_pg_int(c, "SELECT count(*) FROM reservations WHERE sku = 'A' AND status = 'CANCELLED'") == 1);
+		CHECK(test_pg_int(c, "SELECT count(*) FROM journal_events WHERE type = 'sale_archive'") == 1);
+		digest[way] = test_pg_digest(c);
+		pg_apply_free(a);
+		PQfinish(c);
+	}
+	CHECK(strcmp(digest[0], digest[1]) == 0);
+	free(digest[0]);
+	free(digest[1]);
+	printf("sinks_pg_apply: a sale archived and created again, batch by batch and in one run: ok\n");
+}
+
 int main(void)
 {
 	test_pg_base();
+	test_archive();
 	struct workload w;
 	make_workload(&w);
 	char ci_a[512], ci_b[512], err[512];
