@@ -1448,9 +1448,46 @@ static void decide_cancel(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, s
 	answer_res(st, c, c->ref, 200, out);
 }
 
+/* Unlinks the ended entries at the heads of a closed sale's waitlist and
+ * waiting room (no draw comes after a close, so the waiting room's order
+ * no longer matters): the wr_due walk then starts at a live entry. */
+static void closed_queues_trim(struct wr_state *st, struct wr_sku *k)
+{
+	assert(k->state == FS_SALE_CLOSED);
+	while (k->wl.head != NIL && res_at(st, k->wl.head)->status != FS_RES_WAITLISTED) {
+		fifo_pop(st, &k->wl, LINK_WL);
+		k->wl_served++;
+	}
+	while (k->pq.head != NIL && res_at(st, k->pq.head)->status != FS_RES_QUEUED) {
+		fifo_pop(st, &k->pq, LINK_PQ);
+		k->pq_served++;
+	}
+}
+
+/* A closed sale's waitlisted or queued reservation will never get units:
+ * the writer expires it (wr_due), so it ends and retention can reclaim it
+ * -- and every reservation after it (reclaim goes in number order), and
+ * the sale can be archived. No units move (it held none). */
+static void expire_waiting(struct wr_state *st, struct fs_cmd *c, struct wr_res *r, int64_t t_ms,
+                           struct wr_batch_out *out)
+{
+	struct wr_sku *k = &st->skus[r->sku];
+	release_place(st, k, r);
+	r->status = FS_RES_EXPIRED;
+	r->ended_ms = t_ms;
+	closed_queues_trim(st, k);
+	record_res_change(st, c, c->ref, r, out);
+	answer_res(st, c, c->ref, 200, out);
+}
+
 static void decide_expire(struct wr_state *st, struct fs_cmd *c, int64_t t_ms, struct wr_batch_out *out)
 {
 	struct wr_res *r = res_get(st, c->ref);
+	if (r != NULL && (r->status == FS_RES_WAITLISTED || r->status == FS_RES_QUEUED) &&
+	    st->skus[r->sku].state == FS_SALE_CLOSED) {
+		expire_waiting(st, c, r, t_ms, out);
+		return;
+	}
 	if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms ||
 	    st->skus[r->sku].state == FS_SALE_FROZEN) {
 		c->err = FS_ERR_NOT_CANCELLABLE;   /* stale: already gone or paying; or frozen: holds wait */
@@ -1938,7 +1975,7 @@ static int res_final(uint8_t status)
 
 /* Unlinks the ended entries at the heads of every sale's FIFOs (as the
  * batch loop's timers do for holds; a waiting room only once drawn: the
- * draw itself drops its ended entries). Deterministic: after it, the FIFOs
+ * draw itself drops its ended entries; a closed one's has no draw to come). Deterministic: after it, the FIFOs
  * are the same whether or not the timers popped some of them before, so
  * the `links` bits that gate reclaim are too. */
 static void fifos_trim(struct wr_state *st)
@@ -1951,7 +1988,8 @@ static void fifos_trim(struct wr_state *st)
 			fifo_pop(st, &k->wl, LINK_WL);
 			k->wl_served++;
 		}
-		while (k->drawn && k->pq.head != NIL && res_at(st, k->pq.head)->status != FS_RES_QUEUED) {
+		while ((k->drawn || k->state == FS_SALE_CLOSED) && k->pq.head != NIL &&
+		       res_at(st, k->pq.head)->status != FS_RES_QUEUED) {   /* closed: no draw comes */
 			fifo_pop(st, &k->pq, LINK_PQ);
 			k->pq_served++;
 		}
@@ -2000,7 +2038,8 @@ static int res_due_reclaim(struct wr_state *st, uint64_t res_no, int64_t t_ms)
 	const struct wr_sku *k = &st->skus[r->sku];
 	return (!(r->links & 1) || in_ended_prefix(st, &k->holds, LINK_HOLDS, FS_RES_RESERVED, res_no)) &&
 	       (!(r->links & 2) || in_ended_prefix(st, &k->wl, LINK_WL, FS_RES_WAITLISTED, res_no)) &&
-	       (!(r->links & 4) || (k->drawn && in_ended_prefix(st, &k->pq, LINK_PQ, FS_RES_QUEUED, res_no)));
+	       (!(r->links & 4) || ((k->drawn || k->state == FS_SALE_CLOSED) &&
+	                            in_ended_prefix(st, &k->pq, LINK_PQ, FS_RES_QUEUED, res_no)));
 }
 
 /* A user whose last reservation was just reclaimed goes too, with its
@@ -2317,6 +2356,22 @@ static struct fs_cmd *due_cmd(struct fs_cmd *c, uint8_t type, const struct wr_sk
 	return c;
 }
 
+/* EXPIRE commands for a closed sale's waitlisted, then queued, entries in
+ * FIFO order (expire_waiting trims the ended heads, so each walk starts at
+ * a live one; the walk is bounded all the same). */
+static uint32_t due_closed_waiting(const struct wr_state *st, const struct wr_sku *k, struct fs_cmd *out, uint32_t n,
+                                   uint32_t max)
+{
+	uint32_t steps = 0;
+	for (uint64_t no = k->wl.head; no != NIL && n < max && steps < 4 * max; no = res_at(st, no)->wl_next, steps++)
+		if (res_at(st, no)->status == FS_RES_WAITLISTED)
+			due_cmd(&out[n++], FS_CMD_EXPIRE, NULL)->ref = no;
+	for (uint64_t no = k->pq.head; no != NIL && n < max && steps < 4 * max; no = res_at(st, no)->pq_next, steps++)
+		if (res_at(st, no)->status == FS_RES_QUEUED)
+			due_cmd(&out[n++], FS_CMD_EXPIRE, NULL)->ref = no;
+	return n;
+}
+
 uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t max)
 {
 	uint32_t n = 0;
@@ -2337,6 +2392,8 @@ uint32_t wr_due(struct wr_state *st, int64_t t_ms, struct fs_cmd *out, uint32_t 
 				due_cmd(&out[n++], FS_CMD_EXPIRE, NULL)->ref = k->holds.head;
 			fifo_pop(st, &k->holds, LINK_HOLDS);   /* stale or handed out: leave the FIFO */
 		}
+		if (k->state == FS_SALE_CLOSED && (k->wl_count > 0 || k->pq_count > 0))
+			n = due_closed_waiting(st, k, out, n, max);
 	}
 	if (st->retention_ms > 0 && n < max && st->res_floor < st->res_count) {
 		uint64_t to = st->res_floor;
@@ -2368,6 +2425,8 @@ int64_t wr_next_deadline(const struct wr_state *st)
 			if (d < next)
 				next = d;
 		}
+		if (k->state == FS_SALE_CLOSED && (k->wl_count > 0 || k->pq_count > 0))
+			next = INT64_MIN;   /* its waiting entries expire now (due_closed_waiting) */
 		if (k->holds.head != NIL && k->state != FS_SALE_FROZEN) {   /* frozen: holds wait */
 			const struct wr_res *r = res_at(st, k->holds.head);
 			int64_t d = r->status == FS_RES_RESERVED ? r->expires_ms : 0;  /* stale: now */

@@ -183,11 +183,15 @@ struct sim {
 	uint64_t st_batches, st_cmds, st_crashes, st_torn, st_unacked, st_enospc, st_kills, st_flips;
 	uint64_t st_slow_fsync, st_retries, st_repeat_checked, st_429, st_paid, st_pay_dup, st_pay_err;
 	uint64_t st_kept_pending, st_sink_batches, st_sink_dups, st_sink_restarts, st_recharged;
-	uint64_t st_inflight_survived, st_snapshots, st_reclaims;
+	uint64_t st_inflight_survived, st_snapshots, st_reclaims, st_archives;
 	int64_t retention_ms;         /* 0: ended rows kept forever; else reclaimed after this */
+	int lifetime;                 /* sales are closed, archived and created again (gen_lifetime) */
 };
 
 static struct sim S;
+/* --no-lifetime: the workload as it was before sale archive (sim-regress
+ * replays the seeds that found bugs then, exactly as they ran) */
+static int g_no_lifetime;
 
 /* ---- helpers ------------------------------------------------------------------- */
 
@@ -427,13 +431,17 @@ static void model_rebuild(void)
 
 static void check_counters(struct wr_state *st, const char *when)
 {
-	CHECK(wr_sku_count(st) == model_sku_count(S.m), "%s: %u SKUs, model %u", when, wr_sku_count(st),
-	      model_sku_count(S.m));
-	for (uint32_t s = 0; s < wr_sku_count(st); s++) {
+	/* by name: the writer reuses archived slots, the model keeps every sale
+	 * it created (the usage below compares the live counts) */
+	for (uint32_t ms = 0; ms < model_sku_count(S.m); ms++) {
 		struct wr_sku_view v;
 		struct m_sku_view mv;
-		wr_sku_view(st, s, &v);
-		model_sku_view(S.m, s, &mv);
+		model_sku_view(S.m, ms, &mv);
+		if (mv.gone)
+			continue;
+		int s = wr_sku_find(st, mv.name, mv.name_len);
+		CHECK(s >= 0, "%s: sku %.*s: the model has it, the writer does not", when, mv.name_len, mv.name);
+		wr_sku_view(st, (uint32_t)s, &v);
 		CHECK(v.available + v.reserved + v.sold == v.total, "%s: sku %u: conservation: %" PRIu64 " + %" PRIu64
 		      " + %" PRIu64 " != %" PRIu64, when, s, v.available, v.reserved, v.sold, v.total);
 		CHECK(v.sold + v.reserved <= v.total, "%s: sku %u: oversold", when, s);
@@ -450,9 +458,10 @@ static void check_counters(struct wr_state *st, const char *when)
 	wr_usage(st, &u);
 	model_usage(S.m, &mu);
 	CHECK(u.users == mu.users && u.reservations == mu.reservations && u.orders == mu.orders &&
-	      u.idem_keys == mu.idem_keys && u.holdings == mu.holdings, "%s: table usage users/res/orders/idem/holdings %u/%u/%u/%u/%u, "
-	      "model %u/%u/%u/%u/%u", when, u.users, u.reservations, u.orders, u.idem_keys, u.holdings,
-	      mu.users, mu.reservations, mu.orders, mu.idem_keys, mu.holdings);
+	      u.idem_keys == mu.idem_keys && u.holdings == mu.holdings && u.skus == mu.skus,
+	      "%s: table usage users/res/orders/idem/holdings/skus %u/%u/%u/%u/%u/%u, "
+	      "model %u/%u/%u/%u/%u/%u", when, u.users, u.reservations, u.orders, u.idem_keys, u.holdings, u.skus,
+	      mu.users, mu.reservations, mu.orders, mu.idem_keys, mu.holdings, mu.skus);
 }
 
 static int is_read(uint8_t type)
@@ -680,11 +689,17 @@ static void sink_reopen(void)
 static void sink_check(void)
 {
 	CHECK(S.sm.anomalies == 0, "sink model anomaly: %s", S.sm.anomaly);
-	CHECK(S.sm.sku_count == wr_sku_count(S.st), "sink has %u SKUs, writer %u", S.sm.sku_count,
-	      wr_sku_count(S.st));
+	struct wr_usage u;
+	wr_usage(S.st, &u);
+	uint32_t sink_live = 0;
+	for (uint32_t k = 0; k < S.sm.sku_count; k++)
+		sink_live += !S.sm.skus[k].archived;
+	CHECK(sink_live == u.skus, "sink has %u live SKUs, writer %u", sink_live, u.skus);
 	for (uint32_t s = 0; s < wr_sku_count(S.st); s++) {
 		struct wr_sku_view v;
 		wr_sku_view(S.st, s, &v);
+		if (v.name_len == 0)
+			continue;   /* an archived sale's free slot */
 		uint32_t k = sm_sku_find(&S.sm, v.name, v.name_len);
 		CHECK(k != SM_NO_SKU, "sink lacks sku %.*s", v.name_len, v.name);
 		const struct sm_sku *x = &S.sm.skus[k];
@@ -803,9 +818,33 @@ static void gen_client(void)
 	client_send(&c, key_no);
 }
 
+/* A sale's lifetime: closed now and then, archived once retention
+ * reclaimed it (409 retained / sinks_behind until then), and the name
+ * created and opened again as a new sale. */
+static void gen_lifetime(const char *sku)
+{
+	uint32_t r = rnd(10);
+	struct fs_cmd c;
+	if (r < 2) {
+		tc_admin(&c, FS_CMD_SALE_CLOSE, sku);
+	} else if (r < 6) {
+		tc_admin(&c, FS_CMD_SALE_ARCHIVE, sku);
+		tc_set(c.key, &c.key_len, FS_ID_LEN_MAX, "uid:0");
+	} else {
+		tc_create(&c, sku, 5 + rnd(40), rnd(3), 3000 + rnd(20000), rnd(2) ? 0 : 1 + rnd(8));
+		c.sale.price_cents = 100 + rnd(5000);
+		c.origin = ORIGIN_ADMIN;
+		client_send(&c, 0);
+		tc_admin(&c, FS_CMD_SALE_OPEN, sku);
+	}
+	c.origin = ORIGIN_ADMIN;
+	client_send(&c, 0);
+}
+
 static void gen_admin(void)
 {
 	uint32_t v = rnd(100);
+
 	uint8_t verb = v < 30 ? FS_CMD_SALE_PAUSE : v < 45 ? FS_CMD_SALE_FREEZE : v < 80 ? FS_CMD_SALE_RESUME :
 	               v < 90 ? FS_CMD_SALE_OPEN : v < 99 ? FS_CMD_STOCK_ADD : FS_CMD_SALE_GET;
 	struct fs_cmd c;
@@ -964,6 +1003,8 @@ static void crash_recover(const struct fs_cmd *in, const uint8_t *served, uint32
 	for (uint32_t s = 0; s < wr_sku_count(S.dur); s++) {
 		struct wr_sku_view v;
 		wr_sku_view(S.dur, s, &v);
+		if (v.name_len == 0)
+			continue;   /* an archived sale's free slot publishes nothing */
 		int idx = fs_snap_find(snap, v.name, v.name_len);
 		CHECK(idx >= 0, "snapshot lacks %.*s", v.name_len, v.name);
 		struct fs_sku_read r;
@@ -1087,8 +1128,10 @@ static void writer_batch(void)
 	check_counters(S.st, "after a batch");
 	S.st_batches++;
 	S.st_cmds += n;
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
 		S.st_reclaims += S.cmds[i].type == FS_CMD_RECLAIM && S.cmds[i].err == FS_OK;
+		S.st_archives += S.cmds[i].type == FS_CMD_SALE_ARCHIVE && S.cmds[i].err == FS_OK;
+	}
 	int64_t t_batch = S.t;
 	if (S.out.record_count > 0) {
 		pick_fault();
@@ -1156,6 +1199,9 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 	S.dur = wr_state_new(&S.lim);
 	S.m = model_new(&S.lim);
 	S.retention_ms = rnd(3) == 0 ? 0 : 2000 + rnd(60000);   /* reclaim ended rows in 2 of 3 seeds */
+	/* odd seeds with retention: sales are closed, archived and created again
+	 * (no draw from the stream: the other seeds run as before) */
+	S.lifetime = !g_no_lifetime && S.retention_ms > 0 && (seed & 1);
 	CHECK(S.st && S.dur && S.m, "allocation");
 	wr_state_set_retention(S.st, S.retention_ms);
 	model_set_retention(S.m, S.retention_ms);
@@ -1195,6 +1241,8 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 			gen_client();
 		if (chance(15))
 			gen_admin();
+		if (S.lifetime && chance(8))
+			gen_lifetime(S.sku[rnd(SKUS)]);
 		pay_advance();
 		if (chance(4)) {   /* kill -9 between batches */
 			S.st_kills++;
@@ -1253,7 +1301,7 @@ static void run_seed(uint64_t seed, uint64_t ticks, int verbose, const char *bas
 struct totals {
 	uint64_t seeds, batches, cmds, crashes, kills, torn, unacked, enospc, flips, slow, retries, repeats;
 	uint64_t r429, paid, dups, pay_err, kept_pending, sink_batches, sink_dups, sink_restarts, recharged, survived;
-	uint64_t snapshots, reclaims;
+	uint64_t snapshots, reclaims, archives;
 };
 
 int main(int argc, char **argv)
@@ -1288,8 +1336,10 @@ int main(int argc, char **argv)
 			base = argv[++i];
 		} else if (strcmp(argv[i], "-v") == 0) {
 			verbose = 1;
+		} else if (strcmp(argv[i], "--no-lifetime") == 0) {
+			g_no_lifetime = 1;
 		} else {
-			fprintf(stderr, "usage: sim [--seed S] [--seeds N] [--seed-list S1,S2,...] [--ticks T] [--dir D] [-v]\n");
+			fprintf(stderr, "usage: sim [--seed S] [--seeds N] [--seed-list S1,S2,...] [--ticks T] [--dir D] [--no-lifetime] [-v]\n");
 			return 2;
 		}
 	}
@@ -1320,6 +1370,7 @@ int main(int argc, char **argv)
 		T.survived += S.st_inflight_survived;
 		T.snapshots += S.st_snapshots;
 		T.reclaims += S.st_reclaims;
+		T.archives += S.st_archives;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -1335,7 +1386,8 @@ int main(int argc, char **argv)
 	       " last attempt (may have charged), 0 charged-but-FAILED\n",
 	       T.retries, T.repeats, T.r429, T.paid, T.pay_err, T.dups, T.recharged, T.kept_pending);
 	printf("sim: lifetime: %" PRIu64 " snapshots taken (start-ups load the newest and replay the tail), %" PRIu64
-	       " reclaims journaled (retention)\n", T.snapshots, T.reclaims);
+	       " reclaims journaled (retention), %" PRIu64 " sales archived (and created again)\n", T.snapshots,
+	       T.reclaims, T.archives);
 	printf("sim: sink: %" PRIu64 " batches applied, %" PRIu64 " duplicates skipped, %" PRIu64 " restarts\n",
 	       T.sink_batches, T.sink_dups, T.sink_restarts);
 	return 0;

@@ -1363,6 +1363,52 @@ static void test_archive_frees_slot(void **state)
 	wr_state_free(cp);
 }
 
+/* Closing a sale ends its waitlisted entries (they will never get units):
+ * the writer expires them at once. Before, they stayed WAITLISTED forever,
+ * and since retention reclaims in number order, every later reservation of
+ * every sale stayed too: the tables filled up for good. */
+static void test_close_expires_waitlist(void **state)
+{
+	(void)state;
+	wr_state_set_retention(H->st, 1000);
+	make_sale("w", 1, 1, 8);
+	make_sale("o", 9, 0, 0);
+	uint64_t held = reserve_ok("w", "alice", "k1", 1);
+	struct fs_ans a = reserve("w", "bob", "k2", 1);
+	assert_int_equal(a.res_status, FS_RES_WAITLISTED);
+	uint64_t waiting = a.res_no;
+	uint64_t later = reserve_ok("o", "carol", "k3", 1);   /* another sale's, after it */
+	assert_int_equal(cancel("carol", later).http, 200);
+	assert_int_equal(cancel("alice", held).http, 200);      /* bob's place comes up: promoted */
+	assert_int_equal(status_of("bob", waiting), FS_RES_RESERVED);
+	a = reserve("w", "dave", "k4", 1);
+	assert_int_equal(a.res_status, FS_RES_WAITLISTED);
+	uint64_t dave = a.res_no;
+	close_sale("w");
+	assert_true(wr_next_deadline(H->st) <= H->t);           /* the writer must look now */
+	struct fs_cmd d[8];
+	uint32_t n = due(H->t, d, 8);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].type, FS_CMD_EXPIRE);
+	assert_int_equal(d[0].ref, dave);
+	run(d, 1);
+	assert_int_equal(d[0].err, FS_OK);
+	assert_int_equal(d[0].out_status, FS_RES_EXPIRED);
+	assert_int_equal(status_of("dave", dave), FS_RES_EXPIRED);
+	expect_counts("w", 1, 0, 1, 0);                          /* bob still holds his unit */
+	assert_int_equal(cancel("bob", waiting).http, 200);
+	/* past the retention everything goes, carol's later one included; then the archive */
+	H->t += 2000;
+	n = due(H->t, d, 8);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].type, FS_CMD_RECLAIM);
+	assert_int_equal(d[0].ref, dave);
+	run(d, 1);
+	assert_int_equal(d[0].err, FS_OK);
+	assert_int_equal(res_get("carol", later).err, FS_ERR_RECLAIMED);
+	assert_int_equal(archive("w").http, 200);
+}
+
 static void test_checkout_paid(void **state)
 {
 	(void)state;
@@ -1988,6 +2034,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_checkout_paid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retention_waits_for_refund, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_archive_frees_slot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_expires_waitlist, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_declined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_invalid_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkout_errors, setup, teardown),

@@ -707,9 +707,28 @@ static void do_cancel(struct model *m, const struct fs_cmd *c, int64_t t_ms, str
 	a->ans.http = 200;
 }
 
+/* A closed sale's waitlisted reservation never gets units: it expires
+ * (the writer asks for it at once), holding none. */
+static int waits_in_closed(const struct model *m, const struct m_res *r)
+{
+	return r->status == FS_RES_WAITLISTED && m->skus[r->sku].state == FS_SALE_CLOSED;
+}
+
 static void do_expire(struct model *m, const struct fs_cmd *c, int64_t t_ms, struct m_effect *e)
 {
 	struct m_res *r = res_get(m, c->ref);
+	if (r != NULL && waits_in_closed(m, r)) {
+		wl_remove(&m->skus[r->sku], c->ref);
+		r->status = FS_RES_EXPIRED;
+		r->ended_ms = t_ms;
+		m->skus[r->sku].version++;
+		e->journaled = 1;
+		e->out_status = FS_RES_EXPIRED;
+		struct m_ans *a = ans_new(e, c->origin, c->tag);
+		fill_res(m, c->ref, a);
+		a->ans.http = 200;
+		return;
+	}
 	if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms ||
 	    m->skus[r->sku].state == FS_SALE_FROZEN)   /* a frozen sale's holds do not expire */
 		{ ans_error(e, c, FS_ERR_NOT_CANCELLABLE); return; }
@@ -1016,7 +1035,12 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 		const struct fs_cmd *c = &d[i];
 		int sku, kind;
 		uint64_t seq = 0;
-		if (c->type == FS_CMD_EXPIRE) {
+		if (c->type == FS_CMD_EXPIRE && c->ref >= 1 && c->ref <= m->res_count &&
+		    waits_in_closed(m, &m->res[c->ref - 1])) {
+			sku = (int)m->skus[m->res[c->ref - 1].sku].slot;
+			kind = 5;   /* after the sale's hold expiries, in waitlist (= number) order */
+			seq = c->ref;
+		} else if (c->type == FS_CMD_EXPIRE) {
 			const struct m_res *r = c->ref >= 1 && c->ref <= m->res_count ? &m->res[c->ref - 1] : NULL;
 			if (r == NULL || r->status != FS_RES_RESERVED || r->expires_ms > t_ms ||
 			    m->skus[r->sku].state == FS_SALE_FROZEN) {
@@ -1055,7 +1079,7 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 			return msg;
 		}
 		if (sku < last_sku || (sku == last_sku && (kind < last_kind ||
-		    (kind == last_kind && (kind != 3 || seq <= last_seq))))) {
+		    (kind == last_kind && ((kind != 3 && kind != 5) || seq <= last_seq))))) {
 			snprintf(msg, sizeof msg, "due[%u]: out of order (sku %d kind %d after sku %d kind %d)",
 			         i, sku, kind, last_sku, last_kind);
 			return msg;
@@ -1093,7 +1117,8 @@ const char *model_due_check(const struct model *m, int64_t t_ms, const struct fs
 		return "due: RECLAIM missing (ended reservations past the retention)";
 	for (uint64_t i = m->res_floor; i < m->res_count; i++) {
 		const struct m_res *r = &m->res[i];
-		if (r->status != FS_RES_RESERVED || r->expires_ms > t_ms || m->skus[r->sku].state == FS_SALE_FROZEN)
+		if (!waits_in_closed(m, r) &&
+		    (r->status != FS_RES_RESERVED || r->expires_ms > t_ms || m->skus[r->sku].state == FS_SALE_FROZEN))
 			continue;
 		int got = 0;
 		for (uint32_t j = 0; j < n && !got; j++)

@@ -26,7 +26,7 @@
 #include "writer/alloc.h"
 
 #define M_SKU_MAX 16      /* live sales */
-#define M_SKU_HIST 96     /* sales ever created (archived ones stay, marked gone) */
+#define M_SKU_HIST 1024   /* sales ever created (archived ones stay, marked gone) */
 #define M_WL_MAX  64
 #define M_PROMOTE_MAX 4
 

@@ -605,8 +605,9 @@ static uint32_t fold_res_change(struct pg_apply *a, const struct fs_cmd *c)
 		if (r->status == FS_RES_RESERVED)
 			units(s, r->quantity, -1);
 		r->status = FS_RES_CANCELLED;
-	} else {
-		units(s, r->quantity, -1);
+	} else {   /* EXPIRE: a hold, or a closed sale's waitlisted / queued entry (no units) */
+		if (r->status == FS_RES_RESERVED)
+			units(s, r->quantity, -1);
 		r->status = FS_RES_EXPIRED;
 	}
 	r->dirty = 1;

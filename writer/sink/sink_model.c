@@ -318,6 +318,9 @@ static uint32_t apply_res_change(struct sink_model *m, const struct fs_cmd *c, u
 	} else if (c->type == FS_CMD_EXPIRE && was == FS_RES_RESERVED) {
 		r->status = FS_RES_EXPIRED;
 		move_units(s, r->quantity, -1);
+	} else if (c->type == FS_CMD_EXPIRE && (was == FS_RES_WAITLISTED || was == FS_RES_QUEUED) &&
+	           s->state == FS_SALE_CLOSED) {
+		r->status = FS_RES_EXPIRED;   /* a closed sale's waiting entry: it held no units */
 	} else {
 		anomaly(m, seq, idx, "reservation not in a state this record applies to");
 		return SM_NO_SKU;
