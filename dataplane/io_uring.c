@@ -553,10 +553,11 @@ static void on_recvm(struct dp_worker *w, struct dp_conn *c, const struct io_uri
 	if (res == -ENOBUFS) {   /* the ring ran out: one one-shot receive, then multishot again */
 		atomic_fetch_add_explicit(&w->stats.recv_nobufs, 1, memory_order_relaxed);
 		c->recv_skip_multi = 1;
-	} else if (res == -EINVAL && w->recv_multishot) {
-		w->recv_multishot = 0;   /* the kernel refuses multishot receives: one-shot from now on */
-		fprintf(stderr, "flashsaled: worker %u: the kernel refused a multishot receive; receives are one-shot\n",
-		        w->cfg.index);
+	} else if (res == -EINVAL) {   /* the kernel refuses multishot receives: one-shot from now on */
+		if (w->recv_multishot)
+			fprintf(stderr, "flashsaled: worker %u: the kernel refused a multishot receive; receives are one-shot\n",
+			        w->cfg.index);
+		w->recv_multishot = 0;
 	} else if (res == 0 || (res < 0 && res != -ECANCELED)) {
 		conn_close(w, c);
 		return;
@@ -729,6 +730,8 @@ static void *worker_main(void *arg)
 		if (w->proto.cmds_pushed)
 			kick_writers(w);   /* one kick per burst and shard, only if it sleeps */
 		flush_all(w);
+		if (w->proto.cmds_pushed)
+			kick_writers(w);   /* parked input parsed in flush_all may have pushed more */
 		if (!w->accept_armed && w->proto.mono_ms >= w->accept_resume_ms)
 			arm_accept(w);
 		if (!w->event_armed)
