@@ -120,7 +120,11 @@ class RecvBase:
     @classmethod
     def tearDownClass(cls):
         if cls.srv:
+            cls.srv.stop()
+            text = cls.srv.log()   # the ASan/UBSan build (FS_BUILD=build-debug) reports here
             cls.srv.cleanup()
+            if "Sanitizer" in text or "runtime error" in text:
+                raise AssertionError("flashsaled (%s) reported:\n%s" % (cls.MODE, text[-4000:]))
 
     def tearDown(self):
         self.assertTrue(self.srv.alive(), "flashsaled died:\n" + self.srv.log())
