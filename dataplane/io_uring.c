@@ -72,8 +72,8 @@
 /* The provided-buffer ring of multishot receives, per worker: fixed at
  * start-up, prefaulted. A buffer is held only between a completion and the
  * copy into `in` in the same reap, unless parked (see the top). */
-#define DP_RBUF_COUNT 1024
-#define DP_RBUF_BYTES 4096
+#define DP_RBUF_COUNT 1024u
+#define DP_RBUF_BYTES 4096u
 #define DP_RBUF_GROUP 0
 _Static_assert((DP_RBUF_COUNT & (DP_RBUF_COUNT - 1)) == 0 && DP_RBUF_COUNT <= 32768, "ring size: power of two, 16-bit ids");
 _Static_assert(DP_RBUF_BYTES <= DP_IN_BYTES && DP_RBUF_BYTES <= UINT16_MAX, "a buffer fits `in` and a u16 length");
@@ -537,6 +537,7 @@ static void on_recvm(struct dp_worker *w, struct dp_conn *c, const struct io_uri
 	int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
 	assert(c->recv_armed && c->recv_multi);
 	assert(res > 0 || !more);   /* an error or the end of input ends the multishot */
+	assert(res <= 0 || (cqe->flags & IORING_CQE_F_BUFFER));   /* bytes come in a provided buffer */
 	if (cqe->flags & IORING_CQE_F_BUFFER)
 		recv_bytes(w, c, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT), res > 0 ? (uint32_t)res : 0);
 	if (!more) {
