@@ -471,7 +471,7 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 	assert(worker_count <= DP_WORKERS_MAX);
 	n = put(b, n, "# TYPE flashsale_http_answers_total counter\n");
 	uint64_t conns = 0, accepted = 0, refused = 0, ring_full = 0, timeouts = 0;
-	uint64_t slow = 0, ip_refused = 0, lingered = 0, accept_errors = 0, sq_full = 0;
+	uint64_t slow = 0, ip_refused = 0, lingered = 0, accept_errors = 0, sq_full = 0, nobufs = 0, parked = 0;
 	for (int r = 0; r < DP_R_COUNT; r++)
 		for (int s = 0; s < DP_ST_COUNT; s++) {
 			uint64_t v = 0;
@@ -493,6 +493,8 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 		lingered += atomic_load(&((struct dp_stats *)st)->conns_lingered);
 		accept_errors += atomic_load(&((struct dp_stats *)st)->accept_errors);
 		sq_full += atomic_load(&((struct dp_stats *)st)->sq_full);
+		nobufs += atomic_load(&((struct dp_stats *)st)->recv_nobufs);
+		parked += atomic_load(&((struct dp_stats *)st)->recv_parked);
 	}
 	n = metrics_latency(workers, worker_count, b, n);
 	n = put_scalar(b, n, "flashsale_connections_open", "gauge", conns);
@@ -504,6 +506,8 @@ static size_t metrics_dataplane(struct ctl_admin *a, char *b, size_t n)
 	n = put_scalar(b, n, "flashsale_connections_lingering_closes_total", "counter", lingered);
 	n = put_scalar(b, n, "flashsale_accept_errors_total", "counter", accept_errors);
 	n = put_scalar(b, n, "flashsale_io_sq_full_total", "counter", sq_full);
+	n = put_scalar(b, n, "flashsale_io_recv_nobufs_total", "counter", nobufs);
+	n = put_scalar(b, n, "flashsale_io_recv_parked_total", "counter", parked);
 	n = put_scalar(b, n, "flashsale_ring_full_total", "counter", ring_full);
 	n = put(b, n, "# TYPE flashsale_ring_depth gauge\n");
 	for (uint32_t k = 0; k < a->cfg.writer_count; k++)

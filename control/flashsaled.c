@@ -53,6 +53,7 @@ struct options {
 	uint32_t request_timeout_ms;
 	uint32_t send_timeout_ms;
 	uint32_t conns_per_ip;
+	int recv_oneshot;               /* --recv oneshot: no multishot receives (io_uring) */
 	uint32_t fd_reserve;
 	int conn_max_given;             /* --connections was set: never lowered to fit */
 	uint32_t batch_max;
@@ -155,6 +156,9 @@ static const char usage_connections[] =
 "                              is closed as a slow reader (default 10000)\n"
 "  --connections-per-ip N      open connections per untrusted client IP, all workers together\n"
 "                              (default 0: off, like --ip-rate); past it: 503\n"
+"  --recv multishot|oneshot    io_uring receives: one multishot receive per connection into a\n"
+"                              buffer ring, or one receive armed per read (default multishot;\n"
+"                              one-shot where the kernel refuses the buffer ring)\n"
 "  --fd-reserve N              descriptors needed beyond workers x connections (default 256); the\n"
 "                              soft RLIMIT_NOFILE is raised to the sum, a lower hard limit refuses to start\n"
 "\n";
@@ -281,7 +285,7 @@ enum { O_LISTEN = 1, O_DATA, O_SECRET, O_ADMIN, O_ADMIN_TOKEN, O_WORKERS, O_CONN
        O_PG, O_KAFKA, O_KAFKA_TOPIC, O_REDIS, O_TRUSTED, O_IP_RATE, O_RISK_IP, O_DPDK, O_DPDK_IP, O_DPDK_GW,
        O_BUSY_POLL, O_PAY, O_SNAP_EVERY, O_RETENTION, O_ARCHIVE,
        O_SEND_TIMEOUT, O_CONNS_PER_IP, O_FD_RESERVE, O_REPLICATE, O_SHARD, O_STANDBY, O_FAILOVER,
-       O_WRITERS, O_SHARD_MAP, O_SKUS };
+       O_WRITERS, O_SHARD_MAP, O_SKUS, O_RECV };
 
 static const struct option long_opts[] = {
 	{ "listen", 1, 0, O_LISTEN }, { "data-dir", 1, 0, O_DATA }, { "jwt-secret-file", 1, 0, O_SECRET },
@@ -291,7 +295,7 @@ static const struct option long_opts[] = {
 	{ "segment-mb", 1, 0, O_SEGMENT }, { "journal-budget-mb", 1, 0, O_BUDGET },
 	{ "idle-timeout-ms", 1, 0, O_IDLE }, { "request-timeout-ms", 1, 0, O_REQ },
 	{ "send-timeout-ms", 1, 0, O_SEND_TIMEOUT }, { "connections-per-ip", 1, 0, O_CONNS_PER_IP },
-	{ "fd-reserve", 1, 0, O_FD_RESERVE },
+	{ "fd-reserve", 1, 0, O_FD_RESERVE }, { "recv", 1, 0, O_RECV },
 	{ "no-demo", 0, 0, O_NO_DEMO }, { "no-pin", 0, 0, O_NO_PIN }, { "unsafe-no-sync", 0, 0, O_NO_SYNC },
 	{ "no-prefault", 0, 0, O_NO_PREFAULT },
 	{ "config", 1, 0, O_CONFIG }, { "dpdk", 1, 0, O_DPDK }, { "ip", 1, 0, O_DPDK_IP },
@@ -358,6 +362,11 @@ static void apply(struct options *o, int opt, const char *v)
 	case O_KAFKA:   o->kafka = keep(v); break;
 	case O_KAFKA_TOPIC: o->kafka_topic = keep(v); break;
 	case O_REDIS:   o->redis = keep(v); break;
+	case O_RECV:
+		if (strcmp(v, "multishot") != 0 && strcmp(v, "oneshot") != 0)
+			die("--recv: '%s' is not multishot or oneshot", v);
+		o->recv_oneshot = strcmp(v, "oneshot") == 0;
+		break;
 	case O_REPLICATE:
 		if (strcmp(v, "kafka") != 0)
 			die("--replicate: '%s' is not supported (kafka)", v);
@@ -1176,6 +1185,7 @@ static void start_dataplane(struct daemon *d)
 		            .body_bytes_max = 4096 },
 		.idle_timeout_ms = o->idle_timeout_ms, .request_timeout_ms = o->request_timeout_ms,
 		.send_timeout_ms = o->send_timeout_ms, .iplimit = d->iplimit,
+		.recv_multishot = !o->recv_oneshot,
 		.quantity_max = o->limits.quantity_max, .ready = d->ready,
 		.trusted = o->trusted, .trusted_count = o->trusted_count,
 		.shards = d->owners,

@@ -30,6 +30,12 @@ struct dp_conn {
 	uint32_t ops_inflight;        /* backend operations not completed yet */
 	uint32_t in_len;
 	uint32_t recv_off;            /* backend: where the receive in flight writes (in_len when armed) */
+	uint8_t  recv_multi;          /* backend: the armed receive is multishot (provided buffers) */
+	uint8_t  recv_cancel;         /* backend: that multishot's cancel is submitted */
+	uint8_t  recv_skip_multi;     /* backend: the next receive is one-shot (the buffer ring ran out) */
+	uint16_t held_count;          /* backend: provided buffers parked while `in` is full */
+	uint16_t held_head, held_tail;/* backend: their chain, oldest first */
+	uint32_t held_off;            /* backend: bytes of the head buffer already moved to `in` */
 	uint32_t out_len;
 	uint32_t out_sent;
 	int64_t  last_ms;             /* last byte received or answer sent */

@@ -25,6 +25,24 @@
  * through the flush list, accept/eventfd/timer through their armed flags.
  * Completions are consumed one by one as they are handled, so the kernel
  * can move overflowed completions into the queue while a reap is long.
+ *
+ * Receives (--recv): multishot by default where the kernel takes it -- one
+ * receive per connection stays armed and fills buffers of a ring provided
+ * at start-up (DP_RBUF_COUNT x DP_RBUF_BYTES, printed), instead of a poll
+ * armed per request. Each buffer's bytes are copied into the connection's
+ * `in` and the buffer goes back to the ring in the same reap. Back-pressure:
+ * when `in` has less than a buffer's room (or the connection closes), the
+ * multishot is cancelled; bytes the kernel had already delivered beyond
+ * `in` stay parked in their buffers (a chain per connection, fed into `in`
+ * first as it frees) -- parking is bounded by the ring, and while half of
+ * it is parked, receives are one-shot into `in` (needing no ring buffer),
+ * so no client can starve the others by holding buffers. A receive that
+ * found the ring empty (ENOBUFS ends a multishot) is re-armed one-shot once,
+ * never in a loop. The top DP_RBUF_BYTES of `in` are always filled by
+ * one-shot receives of the exact room, so the 431 of an overlong request
+ * stays what it was. A kernel that refuses the buffer ring at start-up, or
+ * the multishot receive at its first use (EINVAL), leaves the worker on
+ * one-shot receives.
  */
 #include "dataplane/conn.h"
 #include "common/fs_clock.h"
@@ -51,8 +69,16 @@
 
 #define RING_ENTRIES 4096
 #define HOUSEKEEP_MS 250
+/* The provided-buffer ring of multishot receives, per worker: fixed at
+ * start-up, prefaulted. A buffer is held only between a completion and the
+ * copy into `in` in the same reap, unless parked (see the top). */
+#define DP_RBUF_COUNT 1024u
+#define DP_RBUF_BYTES 4096u
+#define DP_RBUF_GROUP 0
+_Static_assert((DP_RBUF_COUNT & (DP_RBUF_COUNT - 1)) == 0 && DP_RBUF_COUNT <= 32768, "ring size: power of two, 16-bit ids");
+_Static_assert(DP_RBUF_BYTES <= DP_IN_BYTES && DP_RBUF_BYTES <= UINT16_MAX, "a buffer fits `in` and a u16 length");
 
-enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_EVENT, OP_TIMER, OP_CANCEL };
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_EVENT, OP_TIMER, OP_CANCEL, OP_RECVM };
 
 struct dp_worker {
 	struct dp_worker_config cfg;
@@ -74,6 +100,12 @@ struct dp_worker {
 	int event_armed, timer_armed;
 	int ring_disabled;            /* created R_DISABLED: the worker enables it */
 	int64_t accept_resume_ms;     /* monotonic: no accept before this (EMFILE back-off) */
+	int recv_multishot;           /* multishot receives into the buffer ring (else one-shot) */
+	struct io_uring_buf_ring *br; /* the provided-buffer ring (NULL: one-shot only) */
+	char *rbuf;                   /* DP_RBUF_COUNT x DP_RBUF_BYTES */
+	uint16_t *rbuf_next;          /* parked chains: the next buffer of a connection's chain */
+	uint16_t *rbuf_len;           /* parked buffers: the bytes the kernel put there */
+	uint32_t rbuf_parked;         /* buffers parked now, all connections */
 };
 
 static inline uint64_t ud_make(int op, uint32_t idx, uint32_t gen)
@@ -137,18 +169,149 @@ static void arm_timer(struct dp_worker *w)
 
 static void mark_flush(struct dp_worker *w, struct dp_conn *c);
 
+/* Gives a provided buffer back to the kernel's ring. */
+static void rbuf_return(struct dp_worker *w, uint16_t bid)
+{
+	assert(w->br != NULL && bid < DP_RBUF_COUNT);
+	io_uring_buf_ring_add(w->br, w->rbuf + (size_t)bid * DP_RBUF_BYTES, DP_RBUF_BYTES, bid,
+	                      io_uring_buf_ring_mask(DP_RBUF_COUNT), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+}
+
+/* Parks buffer bid (len_bytes delivered, the first off_bytes already in
+ * `in`) at the end of the connection's chain. */
+static void held_park(struct dp_worker *w, struct dp_conn *c, uint16_t bid, uint32_t len_bytes, uint32_t off_bytes)
+{
+	assert(off_bytes < len_bytes && len_bytes <= DP_RBUF_BYTES);
+	assert(c->held_count < DP_RBUF_COUNT && w->rbuf_parked < DP_RBUF_COUNT);
+	w->rbuf_len[bid] = (uint16_t)len_bytes;
+	if (c->held_count == 0) {
+		c->held_head = bid;
+		c->held_off = off_bytes;
+	} else {
+		assert(off_bytes == 0);   /* bytes arrive in order: nothing jumps the chain */
+		w->rbuf_next[c->held_tail] = bid;
+	}
+	c->held_tail = bid;
+	c->held_count++;
+	w->rbuf_parked++;
+	atomic_fetch_add_explicit(&w->stats.recv_parked, 1, memory_order_relaxed);
+}
+
+/* Drops the head of the chain (its bytes are in `in` or discarded). */
+static void held_pop(struct dp_worker *w, struct dp_conn *c)
+{
+	assert(c->held_count > 0 && w->rbuf_parked > 0);
+	uint16_t bid = c->held_head;
+	c->held_head = w->rbuf_next[bid];
+	c->held_count--;
+	c->held_off = 0;
+	w->rbuf_parked--;
+	rbuf_return(w, bid);
+}
+
+/* Discards every parked byte (the connection closes or lingers). */
+static void held_release(struct dp_worker *w, struct dp_conn *c)
+{
+	while (c->held_count > 0)
+		held_pop(w, c);
+	assert(c->held_count == 0);
+}
+
+/* Moves parked bytes into `in` as it frees, parsing as it goes, before any
+ * new byte is received (order kept). */
+static void held_feed(struct dp_worker *w, struct dp_conn *c)
+{
+	assert(c->active && !c->draining);
+	while (c->held_count > 0 && c->in_len < DP_IN_BYTES && !c->closing) {
+		uint16_t bid = c->held_head;
+		assert(c->held_off < w->rbuf_len[bid]);
+		uint32_t n = w->rbuf_len[bid] - c->held_off;
+		if (n > DP_IN_BYTES - c->in_len)
+			n = DP_IN_BYTES - c->in_len;
+		memcpy(c->in + c->in_len, w->rbuf + (size_t)bid * DP_RBUF_BYTES + c->held_off, n);
+		c->in_len += n;
+		c->held_off += n;
+		if (c->held_off == w->rbuf_len[bid])
+			held_pop(w, c);
+		dp_conn_drive(&w->proto, c);
+	}
+	if (c->out_len)
+		mark_flush(w, c);
+}
+
+/* 1 when the next receive may be multishot: the worker has the ring, at
+ * least one whole buffer fits in `in`, the ring is not half parked, and
+ * this connection did not just find it empty. */
+static int recv_multishot_ok(const struct dp_worker *w, const struct dp_conn *c)
+{
+	return w->recv_multishot && !c->recv_skip_multi && DP_IN_BYTES - c->in_len >= DP_RBUF_BYTES &&
+	       w->rbuf_parked < DP_RBUF_COUNT / 2;
+}
+
+/* Asks the kernel to end the connection's multishot receive (its last
+ * completion comes without IORING_CQE_F_MORE). */
+static void recv_stop(struct dp_worker *w, struct dp_conn *c)
+{
+	assert(c->recv_armed && c->recv_multi);
+	if (c->recv_cancel)
+		return;
+	struct io_uring_sqe *sqe = sqe_get(w);
+	if (sqe == NULL) {
+		mark_flush(w, c);   /* flush_all asks again */
+		return;
+	}
+	io_uring_prep_cancel64(sqe, ud_make(OP_RECVM, c->idx, c->gen), 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_CANCEL, 0, 0));
+	c->recv_cancel = 1;
+}
+
+static void arm_recv_oneshot(struct dp_worker *w, struct dp_conn *c, struct io_uring_sqe *sqe)
+{
+	assert(c->in_len < DP_IN_BYTES);
+	io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, DP_IN_BYTES - c->in_len, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_RECV, c->idx, c->gen));
+	c->recv_off = c->in_len;
+	c->recv_multi = 0;
+	c->recv_skip_multi = 0;
+}
+
+static void arm_recv_multishot(struct dp_worker *w, struct dp_conn *c, struct io_uring_sqe *sqe)
+{
+	assert(w->br != NULL && c->held_count == 0);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = DP_RBUF_GROUP;
+	io_uring_sqe_set_data64(sqe, ud_make(OP_RECVM, c->idx, c->gen));
+	c->recv_off = c->in_len;
+	c->recv_multi = 1;
+	c->recv_cancel = 0;
+}
+
+/* Keeps the connection's receive as its state asks: parked bytes first,
+ * then a receive armed while `in` has room and the connection reads on
+ * (a multishot one is cancelled once it has not a buffer's room any more). */
 static void arm_recv(struct dp_worker *w, struct dp_conn *c)
 {
-	if (c->recv_armed || (c->closing && !c->draining) || c->in_len == DP_IN_BYTES)
+	if (c->held_count > 0 && c->active && !c->draining)
+		held_feed(w, c);
+	int stopped = (c->closing && !c->draining) || c->held_count > 0;
+	if (c->recv_armed) {
+		if (c->recv_multi && (stopped || DP_IN_BYTES - c->in_len < DP_RBUF_BYTES))
+			recv_stop(w, c);
+		return;
+	}
+	if (stopped || c->in_len == DP_IN_BYTES)
 		return;
 	struct io_uring_sqe *sqe = sqe_get(w);
 	if (sqe == NULL) {
 		mark_flush(w, c);   /* flush_all arms it again */
 		return;
 	}
-	io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, DP_IN_BYTES - c->in_len, 0);
-	io_uring_sqe_set_data64(sqe, ud_make(OP_RECV, c->idx, c->gen));
-	c->recv_off = c->in_len;
+	if (recv_multishot_ok(w, c))
+		arm_recv_multishot(w, c, sqe);
+	else
+		arm_recv_oneshot(w, c, sqe);
 	c->recv_armed = 1;
 	c->ops_inflight++;
 }
@@ -181,7 +344,8 @@ static void conn_close(struct dp_worker *w, struct dp_conn *c)
 	if (c->ip_counted)
 		dp_iplimit_release(w->cfg.iplimit, c->auth.peer_ip);
 	c->ip_counted = 0;
-	shutdown(c->fd, SHUT_RDWR);
+	held_release(w, c);
+	shutdown(c->fd, SHUT_RDWR);   /* also ends a multishot receive (its last completion: 0) */
 	close(c->fd);
 	c->fd = -1;
 	if (c->waiting)
@@ -202,6 +366,7 @@ static void linger_start(struct dp_worker *w, struct dp_conn *c)
 	c->drain_start_ms = w->proto.mono_ms;
 	c->drained_bytes = 0;
 	c->in_len = 0;
+	held_release(w, c);
 	atomic_fetch_add_explicit(&w->stats.conns_lingered, 1, memory_order_relaxed);
 	arm_recv(w, c);
 }
@@ -305,6 +470,7 @@ static struct dp_conn *conn_of(struct dp_worker *w, uint64_t ud)
 
 static void on_recv(struct dp_worker *w, struct dp_conn *c, int res)
 {
+	assert(c->recv_armed && !c->recv_multi && c->held_count == 0);
 	c->recv_armed = 0;
 	c->ops_inflight--;
 	if (!c->active)
@@ -333,6 +499,70 @@ static void on_recv(struct dp_worker *w, struct dp_conn *c, int res)
 	dp_conn_drive(&w->proto, c);
 	if (c->out_len)
 		mark_flush(w, c);
+	arm_recv(w, c);
+}
+
+/* A multishot receive's bytes in buffer bid: discarded while lingering,
+ * else copied into `in` (what does not fit is parked) and parsed. */
+static void recv_bytes(struct dp_worker *w, struct dp_conn *c, uint16_t bid, uint32_t len_bytes)
+{
+	assert(bid < DP_RBUF_COUNT && len_bytes <= DP_RBUF_BYTES);
+	if (!c->active || len_bytes == 0)
+		{ rbuf_return(w, bid); return; }
+	atomic_fetch_add_explicit(&w->stats.bytes_in, len_bytes, memory_order_relaxed);
+	c->last_ms = w->proto.mono_ms;
+	if (c->draining) {   /* lingering close: discard, up to DP_LINGER_BYTES */
+		rbuf_return(w, bid);
+		c->drained_bytes += len_bytes;
+		if (c->drained_bytes > DP_LINGER_BYTES)
+			conn_close(w, c);
+		return;
+	}
+	uint32_t room = DP_IN_BYTES - c->in_len;
+	uint32_t n = c->held_count > 0 ? 0 : len_bytes < room ? len_bytes : room;
+	memcpy(c->in + c->in_len, w->rbuf + (size_t)bid * DP_RBUF_BYTES, n);
+	c->in_len += n;
+	if (n < len_bytes)
+		held_park(w, c, bid, len_bytes, n);
+	else
+		rbuf_return(w, bid);
+	dp_conn_drive(&w->proto, c);
+	if (c->out_len)
+		mark_flush(w, c);
+}
+
+static void on_recvm(struct dp_worker *w, struct dp_conn *c, const struct io_uring_cqe *cqe)
+{
+	int res = cqe->res;
+	int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+	assert(c->recv_armed && c->recv_multi);
+	assert(res > 0 || !more);   /* an error or the end of input ends the multishot */
+	assert(res <= 0 || (cqe->flags & IORING_CQE_F_BUFFER));   /* bytes come in a provided buffer */
+	if (cqe->flags & IORING_CQE_F_BUFFER)
+		recv_bytes(w, c, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT), res > 0 ? (uint32_t)res : 0);
+	if (!more) {
+		c->recv_armed = 0;
+		c->recv_multi = 0;
+		c->recv_cancel = 0;
+		c->ops_inflight--;
+	}
+	if (!c->active) {
+		if (!more)
+			conn_release_if_idle(w, c);
+		return;
+	}
+	if (res == -ENOBUFS) {   /* the ring ran out: one one-shot receive, then multishot again */
+		atomic_fetch_add_explicit(&w->stats.recv_nobufs, 1, memory_order_relaxed);
+		c->recv_skip_multi = 1;
+	} else if (res == -EINVAL) {   /* the kernel refuses multishot receives: one-shot from now on */
+		if (w->recv_multishot)
+			fprintf(stderr, "flashsaled: worker %u: the kernel refused a multishot receive; receives are one-shot\n",
+			        w->cfg.index);
+		w->recv_multishot = 0;
+	} else if (res == 0 || (res < 0 && res != -ECANCELED)) {
+		conn_close(w, c);
+		return;
+	}
 	arm_recv(w, c);
 }
 
@@ -399,6 +629,7 @@ static uint32_t reap(struct dp_worker *w)
 		switch ((int)(ud >> 56)) {
 		case OP_ACCEPT: on_accept(w, cqe); break;
 		case OP_RECV:   on_recv(w, conn_of(w, ud), cqe->res); break;
+		case OP_RECVM:  on_recvm(w, conn_of(w, ud), cqe); break;
 		case OP_SEND:   on_send(w, conn_of(w, ud), cqe->res); break;
 		case OP_EVENT:  atomic_fetch_add_explicit(&w->stats.wakeups, 1, memory_order_relaxed);
 		                arm_event(w); break;
@@ -500,6 +731,8 @@ static void *worker_main(void *arg)
 		if (w->proto.cmds_pushed)
 			kick_writers(w);   /* one kick per burst and shard, only if it sleeps */
 		flush_all(w);
+		if (w->proto.cmds_pushed)
+			kick_writers(w);   /* parked input parsed in flush_all may have pushed more */
 		if (!w->accept_armed && w->proto.mono_ms >= w->accept_resume_ms)
 			arm_accept(w);
 		if (!w->event_armed)
@@ -599,6 +832,62 @@ static int ring_init(struct dp_worker *w)
 	return rc;
 }
 
+static uint64_t rbuf_ring_bytes(void)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t bytes = DP_RBUF_COUNT * sizeof(struct io_uring_buf);
+	return (bytes + page - 1) / page * page;
+}
+
+/* Reserves and registers the provided-buffer ring (liburing 2.3 has no
+ * io_uring_setup_buf_ring: mmap and register by hand). Returns 0, or
+ * -errno (the kernel refused it: receives stay one-shot). */
+static int rbuf_init(struct dp_worker *w)
+{
+	void *br = mmap(NULL, rbuf_ring_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	void *bufs = mmap(NULL, (size_t)DP_RBUF_COUNT * DP_RBUF_BYTES, PROT_READ | PROT_WRITE,
+	                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	w->rbuf_next = calloc(DP_RBUF_COUNT, sizeof *w->rbuf_next);
+	w->rbuf_len = calloc(DP_RBUF_COUNT, sizeof *w->rbuf_len);
+	int rc = br == MAP_FAILED || bufs == MAP_FAILED || !w->rbuf_next || !w->rbuf_len ? -ENOMEM : 0;
+	if (rc == 0) {
+		io_uring_buf_ring_init(br);
+		struct io_uring_buf_reg reg = { .ring_addr = (uintptr_t)br, .ring_entries = DP_RBUF_COUNT,
+		                                .bgid = DP_RBUF_GROUP };
+		rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	}
+	if (rc != 0) {
+		if (br != MAP_FAILED)
+			munmap(br, rbuf_ring_bytes());
+		if (bufs != MAP_FAILED)
+			munmap(bufs, (size_t)DP_RBUF_COUNT * DP_RBUF_BYTES);
+		return rc;
+	}
+	w->br = br;
+	w->rbuf = bufs;
+	for (uint16_t bid = 0; bid < DP_RBUF_COUNT; bid++)
+		io_uring_buf_ring_add(w->br, w->rbuf + (size_t)bid * DP_RBUF_BYTES, DP_RBUF_BYTES, bid,
+		                      io_uring_buf_ring_mask(DP_RBUF_COUNT), bid);
+	io_uring_buf_ring_advance(w->br, DP_RBUF_COUNT);
+	return 0;
+}
+
+/* Picks the worker's receive mode and says which in one start-up line. */
+static void recv_mode_init(struct dp_worker *w)
+{
+	int rc = w->cfg.recv_multishot ? rbuf_init(w) : 0;
+	w->recv_multishot = w->cfg.recv_multishot && rc == 0;
+	if (w->recv_multishot)
+		printf("flashsaled: worker %u: receives multishot, buffer ring %u x %u B (%.1f MiB)\n", w->cfg.index,
+		       DP_RBUF_COUNT, DP_RBUF_BYTES, DP_RBUF_COUNT * (double)DP_RBUF_BYTES / (1 << 20));
+	else if (w->cfg.recv_multishot)
+		printf("flashsaled: worker %u: receives one-shot (the kernel refused the buffer ring: %s)\n",
+		       w->cfg.index, strerror(-rc));
+	else
+		printf("flashsaled: worker %u: receives one-shot (--recv oneshot)\n", w->cfg.index);
+	fflush(stdout);
+}
+
 struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err, size_t err_len)
 {
 	assert(cfg->conn_max > 0 && cfg->wport != NULL && cfg->snap != NULL);
@@ -625,6 +914,7 @@ struct dp_worker *dp_worker_start(const struct dp_worker_config *cfg, char *err,
 		w->free_list[i] = cfg->conn_max - 1 - i;
 	}
 	w->free_count = cfg->conn_max;
+	recv_mode_init(w);
 	w->proto.cfg = &w->cfg;
 	w->proto.stats = &w->stats;
 	w->proto.route.snap = cfg->snap;
@@ -683,6 +973,12 @@ void dp_worker_free(struct dp_worker *w)
 	if (w == NULL)
 		return;
 	munmap(w->conns, dp_conn_bytes(w->cfg.conn_max));
+	if (w->br != NULL) {
+		munmap(w->br, rbuf_ring_bytes());
+		munmap(w->rbuf, (size_t)DP_RBUF_COUNT * DP_RBUF_BYTES);
+	}
+	free(w->rbuf_next);
+	free(w->rbuf_len);
 	free(w->free_list);
 	free(w->flush);
 	free(w->proto.route.sku_cache);

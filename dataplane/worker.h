@@ -52,6 +52,8 @@ struct dp_stats {
 	_Atomic uint64_t accept_errors;        /* accept failed (EMFILE, ENFILE, ...): accepting paused */
 	_Atomic uint64_t ring_full, bytes_in, bytes_out, wakeups;
 	_Atomic uint64_t sq_full;              /* io_uring: no submission entry; the operation waited a loop */
+	_Atomic uint64_t recv_nobufs;          /* io_uring: a multishot receive found the buffer ring empty */
+	_Atomic uint64_t recv_parked;          /* io_uring: provided buffers parked because `in` was full */
 };
 
 struct dp_worker_config {
@@ -81,6 +83,7 @@ struct dp_worker_config {
 	const struct fs_cidr *trusted;  /* trusted proxies/addresses: X-Forwarded-For believed, no IP limits */
 	uint32_t trusted_count;
 	const struct fs_shard_map *shards; /* --shard-map with appliances; NULL: every SKU is ours */
+	uint8_t recv_multishot;         /* io_uring: multishot receives into a buffer ring (--recv) */
 };
 
 struct dp_worker;
