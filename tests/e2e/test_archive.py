@@ -28,17 +28,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsclient as fc  # noqa: E402
-from test_sinks_e2e import psql, with_dbname, wait_lag_zero, RECONCILE, Fatal  # noqa: E402
+from test_sinks_e2e import psql, with_dbname, wait_lag_zero, RECONCILE, Fatal, check, FAILURES  # noqa: E402
 
 SEED = int(os.environ.get("FS_SEED", random.SystemRandom().randrange(1 << 30)))
-FAILURES = []
-
-
-def check(ok, what):
-    print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
-    if not ok:
-        FAILURES.append(what)
-    return ok
 
 
 def refused(srv, args, word):
