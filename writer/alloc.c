@@ -351,6 +351,16 @@ int wr_sku_find(const struct wr_state *st, const char *name, size_t len)
 	return -1;
 }
 
+/* Zeroes a SKU slot, all but `touched`: a slot this batch already listed
+ * in out->sku_touched (archived, or archived and taken again in one batch)
+ * stays listed once (conservation_check clears the flag). */
+static void sku_clear(struct wr_sku *k)
+{
+	uint8_t touched = k->touched;
+	memset(k, 0, sizeof *k);
+	k->touched = touched;
+}
+
 static int sku_insert(struct wr_state *st, const char *name, size_t len)
 {
 	assert(st->skus_live < st->lim.sku_count_max);
@@ -363,9 +373,7 @@ static int sku_insert(struct wr_state *st, const char *name, size_t len)
 	}
 	st->skus_live++;
 	assert(st->sku_count <= st->lim.sku_count_max && st->skus_live <= st->sku_count);
-	uint8_t touched = k->touched;   /* archived and taken again in one batch: still listed */
-	memset(k, 0, sizeof *k);
-	k->touched = touched;
+	sku_clear(k);
 	memcpy(k->name, name, len);
 	k->name_len = (uint8_t)len;
 	uint32_t i = (uint32_t)str_hash(name, len) & st->sku_slot_mask;
@@ -2174,9 +2182,7 @@ static void decide_archive(struct wr_state *st, struct fs_cmd *c, struct wr_batc
 	holdings_drop_sku(st->holds, st->hold_slot_mask, &st->hold_count, (uint32_t)idx);
 	holdings_drop_sku(st->dev_holds, st->hold_slot_mask, &st->dev_hold_count, (uint32_t)idx);
 	sku_unlink(st, (uint32_t)idx);
-	uint8_t touched = k->touched;   /* still in out->sku_touched when this batch touched it */
-	memset(k, 0, sizeof *k);
-	k->touched = touched;
+	sku_clear(k);
 	k->free_next = st->sku_free;
 	st->sku_free = (uint32_t)idx + 1;
 	assert(st->skus_live > 0);
