@@ -1,12 +1,15 @@
 /* fsync_bench.c - the disk's own durability cost, the anchor for reservation
  * ack latency: N times pwrite 4 KiB at the end of a file + fdatasync, then
- * p50/p99/max. Used by perf/compare when perf/journal_bench is not built.
+ * p50/p99/p99.9/max and the stalls: calls over 4 ms, per second of the run
+ * (a stall holds up every answer of a group commit, so a server's p99 can
+ * show them where the disk's own p99 does not). Used by perf/compare.
  *
  *   fsync_bench [--dir DIR] [--count N] [--json FILE]
  */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 
 #define FB_COUNT_MAX  100000
 #define FB_BLOCK      4096
+#define FB_STALL_NS   4000000u   /* a call this slow is a stall */
 
 static uint64_t now_ns(void)
 {
@@ -65,6 +69,7 @@ int main(int argc, char **argv)
 	memset(block, 'j', sizeof(block));
 	uint64_t *lat = calloc((size_t)count, sizeof(*lat));
 	assert(lat != NULL);
+	uint64_t start_ns = now_ns(), stalls = 0;
 	for (long i = 0; i < count; i++) {
 		uint64_t t0 = now_ns();
 		if (pwrite(fd, block, FB_BLOCK, (off_t)i * FB_BLOCK) != FB_BLOCK || fdatasync(fd) != 0) {
@@ -72,19 +77,24 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		lat[i] = now_ns() - t0;
+		stalls += lat[i] > FB_STALL_NS;
 	}
+	double run_s = (double)(now_ns() - start_ns) / 1e9;
 	close(fd);
 	unlink(path);
 	qsort(lat, (size_t)count, sizeof(*lat), cmp_u64);
-	double p50 = pct_us(lat, count, 50), p99 = pct_us(lat, count, 99);
+	double p50 = pct_us(lat, count, 50), p99 = pct_us(lat, count, 99), p999 = pct_us(lat, count, 99.9);
 	double max = (double)lat[count - 1] / 1000.0;
-	printf("fdatasync 4 KiB append x%ld: p50 %.1f µs p99 %.1f µs max %.1f µs\n", count, p50, p99, max);
+	double stalls_per_s = run_s > 0 ? (double)stalls / run_s : 0;
+	printf("fdatasync 4 KiB append x%ld: p50 %.1f µs p99 %.1f µs p99.9 %.1f µs max %.1f µs, "
+	       "%" PRIu64 " over 4 ms (%.1f/s)\n", count, p50, p99, p999, max, stalls, stalls_per_s);
 	if (json != NULL) {
 		FILE *f = fopen(json, "w");
 		if (f == NULL)
 			return 1;
 		fprintf(f, "{\"tool\":\"fsync_bench\",\"count\":%ld,\"latency_us\":{\"p50\":%.1f,"
-		        "\"p99\":%.1f,\"max\":%.1f}}\n", count, p50, p99, max);
+		        "\"p99\":%.1f,\"p99.9\":%.1f,\"max\":%.1f},\"stalls_over_4ms\":%" PRIu64
+		        ",\"stalls_per_s\":%.2f}\n", count, p50, p99, p999, max, stalls, stalls_per_s);
 		fclose(f);
 	}
 	free(lat);
