@@ -21,14 +21,14 @@ without it). flashsaled --postgres DB --retention 1s --skus-max 2:
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsclient as fc  # noqa: E402
-from test_sinks_e2e import psql, with_dbname, wait_lag_zero, RECONCILE, Fatal, check, FAILURES  # noqa: E402
+from test_sinks_e2e import (psql, wait_lag_zero, RECONCILE, Fatal, check, FAILURES,  # noqa: E402
+                            pg_or_skip, scratch_db, drop_scratch_db)
 
 SEED = int(os.environ.get("FS_SEED", random.SystemRandom().randrange(1 << 30)))
 
@@ -62,18 +62,12 @@ def sale_A(srv, secret, rng):
 
 
 def main():
-    pg = os.environ.get("FS_TEST_PG")
+    pg = pg_or_skip("test_archive")
     if not pg:
-        print("skipped: FS_TEST_PG is not set (libpq conninfo of a PostgreSQL this test may create databases in)")
-        return 77
-    if shutil.which("psql") is None or not os.access(RECONCILE, os.X_OK):
-        print("skipped: psql or flashsale-reconcile missing")
         return 77
     print(f"test_archive: seed {SEED} (rerun with FS_SEED={SEED})", flush=True)
     rng = random.Random(SEED)
-    dbname = f"fs_e2e_archive_{os.getpid()}_{int(time.time())}"
-    psql(pg, f"CREATE DATABASE {dbname}")
-    conninfo = with_dbname(pg, dbname)
+    dbname, conninfo = scratch_db(pg, "fs_e2e_archive")
     srv = fc.Server(demo=False, extra=["--postgres", conninfo, "--retention", "1s", "--skus-max", "2", "--no-pin"])
     try:
         srv.start()
@@ -161,10 +155,7 @@ def main():
         print(srv.log()[-3000:])
     finally:
         srv.cleanup()
-        try:
-            psql(pg, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-        except Fatal:
-            pass
+        drop_scratch_db(pg, dbname)
     print(f"test_archive: {len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0
 

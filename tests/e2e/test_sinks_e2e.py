@@ -85,6 +85,34 @@ def with_dbname(conninfo, dbname):
     return f"{conninfo} dbname={dbname}"
 
 
+def pg_or_skip(name):
+    """FS_TEST_PG when this PostgreSQL test can run (psql and
+    flashsale-reconcile at hand), else None after saying why it skips."""
+    pg = os.environ.get("FS_TEST_PG")
+    if not pg:
+        print("skipped: FS_TEST_PG is not set (libpq conninfo of a PostgreSQL this test may create databases in)")
+        return None
+    if shutil.which("psql") is None or not os.access(RECONCILE, os.X_OK):
+        print(f"skipped: psql or flashsale-reconcile missing ({name})")
+        return None
+    return pg
+
+
+def scratch_db(pg, prefix):
+    """Creates a database of its own for one test run: (name, conninfo)."""
+    dbname = f"{prefix}_{os.getpid()}_{int(time.time())}"
+    psql(pg, f"CREATE DATABASE {dbname}")
+    return dbname, with_dbname(pg, dbname)
+
+
+def drop_scratch_db(pg, dbname):
+    """Drops it again, sessions and all; a failure here is only a leftover."""
+    try:
+        psql(pg, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+    except Fatal as e:
+        print(f"warning: could not drop database {dbname}: {e}")
+
+
 # ---------------------------------------------------------------- Redis (RESP)
 
 class Redis:

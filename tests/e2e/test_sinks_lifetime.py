@@ -32,7 +32,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsclient as fc  # noqa: E402
-from test_sinks_e2e import psql, with_dbname, sale_status, wait_lag_zero, RECONCILE, Fatal  # noqa: E402
+from test_sinks_e2e import (psql, sale_status, wait_lag_zero, RECONCILE, Fatal,  # noqa: E402
+                            pg_or_skip, scratch_db, drop_scratch_db)
 
 SEED = int(os.environ.get("FS_SEED", random.SystemRandom().randrange(1 << 30)))
 FAILURES = []
@@ -103,17 +104,11 @@ def cursor(srv):
 
 
 def main():
-    pg = os.environ.get("FS_TEST_PG")
+    pg = pg_or_skip("test_sinks_lifetime")
     if not pg:
-        print("skipped: FS_TEST_PG is not set (libpq conninfo of a PostgreSQL this test may create databases in)")
-        return 77
-    if shutil.which("psql") is None or not os.access(RECONCILE, os.X_OK):
-        print("skipped: psql or flashsale-reconcile missing")
         return 77
     print(f"test_sinks_lifetime: seed {SEED}", flush=True)
-    dbname = f"fs_e2e_sinklife_{os.getpid()}_{int(time.time())}"
-    psql(pg, f"CREATE DATABASE {dbname}")
-    conninfo = with_dbname(pg, dbname)
+    dbname, conninfo = scratch_db(pg, "fs_e2e_sinklife")
     arch = tempfile.mkdtemp(prefix="fs-arch-")
     merged = tempfile.mkdtemp(prefix="fs-merged-")
     srv = fc.Server(demo=False, extra=["--postgres", conninfo, "--segment-mb", "1", "--snapshot-every-mb", "1",
@@ -191,10 +186,7 @@ def main():
         srv.cleanup()
         shutil.rmtree(arch, ignore_errors=True)
         shutil.rmtree(merged, ignore_errors=True)
-        try:
-            psql(pg, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-        except Fatal:
-            pass
+        drop_scratch_db(pg, dbname)
     print(f"test_sinks_lifetime: {len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0
 
