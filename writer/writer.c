@@ -121,6 +121,9 @@ struct writer {
 	struct wr_repl_ops repl;          /* ship == NULL: single-box */
 	uint32_t role;                    /* FS_ROLE_*, writer thread only (published in snap->role) */
 	struct replay_ctx *follow_rc;     /* standby: buffers to re-decide log batches */
+	struct jr_batch follow_held;      /* standby: a log batch the local journal refused (the
+	                                   * follower keeps its bytes until the next follow call) */
+	int follow_holding;               /* follow_held is retried (uses the stall's retry fields) */
 	struct fs_pub *pub;               /* published reservations and orders (MAP_SHARED) */
 	struct wr_publisher publisher;
 };
@@ -844,6 +847,23 @@ static void stall_refuse(struct writer *w)
 
 static int rings_empty(struct writer *w);
 
+/* Sleeps until a producer kicks the eventfd or wait_ms pass (no sleep when
+ * a ring already holds work, or wait_ms <= 0). The sleeping flag goes up
+ * before the rings are checked, so a producer that enqueues after the
+ * check sees it and kicks. */
+static void sleep_until_kick(struct writer *w, int64_t wait_ms)
+{
+	atomic_store_explicit(&w->wake.sleeping, 1, memory_order_seq_cst);
+	if (wait_ms > 0 && rings_empty(w) && !atomic_load(&w->stop)) {
+		struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
+		poll(&p, 1, wait_ms > INT32_MAX ? INT32_MAX : (int)wait_ms);
+	}
+	atomic_store_explicit(&w->wake.sleeping, 0, memory_order_seq_cst);
+	uint64_t v;
+	ssize_t r = read(w->wake.fd, &v, sizeof v);
+	(void)r;
+}
+
 /* One round of a stall: refuse what waits, sleep until a producer kicks or
  * the next retry is due, retry the held batch when due. */
 static void stall_step(struct writer *w)
@@ -852,15 +872,7 @@ static void stall_step(struct writer *w)
 	stall_refuse(w);
 	int64_t wait = w->retry_at_ms - fs_mono_ms();
 	if (wait > 0) {
-		atomic_store_explicit(&w->wake.sleeping, 1, memory_order_seq_cst);
-		if (rings_empty(w) && !atomic_load(&w->stop)) {
-			struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
-			poll(&p, 1, (int)wait);
-		}
-		atomic_store_explicit(&w->wake.sleeping, 0, memory_order_seq_cst);
-		uint64_t v;
-		ssize_t r = read(w->wake.fd, &v, sizeof v);
-		(void)r;
+		sleep_until_kick(w, wait);
 		return;
 	}
 	atomic_store(&w->m.journal_prep_failures, jr_prep_failures(w->j));
@@ -929,22 +941,13 @@ static int rings_empty(struct writer *w)
 /* Blocks until a producer kicks the eventfd or the next deadline passes. */
 static void idle_wait(struct writer *w)
 {
-	atomic_store_explicit(&w->wake.sleeping, 1, memory_order_seq_cst);
-	if (rings_empty(w) && !atomic_load(&w->stop)) {
-		int64_t next = wr_next_deadline(w->st);
-		int64_t wait_ms = w->repl.tick ? (int64_t)w->repl.tick_every_ms : IDLE_WAIT_MS_MAX;
-		if (next != INT64_MAX) {
-			int64_t d = next - fs_wall_ms() + 1;
-			wait_ms = d < 0 ? 0 : (d < wait_ms ? d : wait_ms);
-		}
-		struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
-		if (wait_ms > 0)
-			poll(&p, 1, (int)wait_ms);
+	int64_t next = wr_next_deadline(w->st);
+	int64_t wait_ms = w->repl.tick ? (int64_t)w->repl.tick_every_ms : IDLE_WAIT_MS_MAX;
+	if (next != INT64_MAX) {
+		int64_t d = next - fs_wall_ms() + 1;
+		wait_ms = d < 0 ? 0 : (d < wait_ms ? d : wait_ms);
 	}
-	atomic_store_explicit(&w->wake.sleeping, 0, memory_order_seq_cst);
-	uint64_t v;
-	ssize_t r = read(w->wake.fd, &v, sizeof v);
-	(void)r;
+	sleep_until_kick(w, wait_ms);
 }
 
 /* ---- snapshots and segment retention -------------------------------------------- */
@@ -1113,8 +1116,8 @@ static int apply_log_batch(struct writer *w, const struct jr_batch *b)
 	}
 	uint64_t seq = jr_append(w->j, b->time_ms, b->record_count, b->body, b->body_len);
 	if (seq == 0) {
-		fprintf(stderr, "writer: journal append failed (%s): stopping\n", strerror(errno));
-		abort();
+		atomic_fetch_add_explicit(&w->m.journal_append_failures, 1, memory_order_relaxed);
+		return -2;   /* nothing appended (journal.h): the same batch may be applied again */
 	}
 	if (memcmp(jr_last_batch(w->j), b->body - JR_HEADER_BYTES, JR_HEADER_BYTES) != 0) {
 		snprintf(rc->err, rc->err_len, "log batch %llu: local header differs (chain broken)",
@@ -1149,24 +1152,82 @@ static void become_primary(struct writer *w)
 	atomic_store(&w->snap->role, FS_ROLE_PRIMARY);
 }
 
+/* A standby's local journal refused a log batch (a full disk, say): the
+ * batch is held and applied again, with the primary's stall back-off,
+ * until the journal takes it; the log is not read on meanwhile, so nothing
+ * is skipped and the standby stays a consistent prefix of the log. A
+ * promotion waits for the held batch (it is handled in the follow call). */
+static void follow_hold(struct writer *w, const struct jr_batch *b)
+{
+	assert(!w->follow_holding);
+	w->follow_held = *b;
+	w->follow_holding = 1;
+	w->stall_errno = errno;
+	w->retry_ms = STALL_RETRY_MS_MIN;
+	w->stall_start_ms = fs_mono_ms();
+	w->retry_at_ms = w->stall_start_ms + w->retry_ms;
+	atomic_store(&w->snap->journal_stalled, 1);
+	atomic_store(&w->m.journal_stalled, 1);
+	atomic_fetch_add(&w->m.journal_stalls, 1);
+	fprintf(stderr, "writer: standby: journal append failed (%s): log batch %llu is held and applied again "
+	        "until the journal takes writes\n", strerror(w->stall_errno), (unsigned long long)b->seq);
+}
+
+/* One round of a held log batch: wait for the retry time (a kick ends the
+ * wait early: commands are answered 503 standby meanwhile), then apply it
+ * again. 0 while it stays held, 1 once applied, -1 when it cannot be. */
+static int follow_retry(struct writer *w)
+{
+	assert(w->follow_holding);
+	int64_t wait = w->retry_at_ms - fs_mono_ms();
+	if (wait > 0) {
+		sleep_until_kick(w, wait);
+		return 0;
+	}
+	int rc = apply_log_batch(w, &w->follow_held);
+	if (rc == -2) {
+		w->retry_ms = w->retry_ms * 2 > STALL_RETRY_MS_MAX ? STALL_RETRY_MS_MAX : w->retry_ms * 2;
+		w->retry_at_ms = fs_mono_ms() + w->retry_ms;
+		if (errno != w->stall_errno) {
+			w->stall_errno = errno;
+			fprintf(stderr, "writer: standby: journal append still failing (%s)\n", strerror(errno));
+		}
+		return 0;
+	}
+	w->follow_holding = 0;
+	atomic_store(&w->snap->journal_stalled, 0);
+	atomic_store(&w->m.journal_stalled, 0);
+	if (rc == 0)
+		fprintf(stderr, "writer: standby: the journal takes writes again after %lld ms; following the log\n",
+		        (long long)(fs_mono_ms() - w->stall_start_ms));
+	return rc == 0 ? 1 : -1;
+}
+
 static void standby_round(struct writer *w)
 {
 	answer_standby(w);
 	if (w->role == FS_ROLE_FENCED || w->repl.follow == NULL) {
-		struct pollfd p = { .fd = w->wake.fd, .events = POLLIN };
-		atomic_store_explicit(&w->wake.sleeping, 1, memory_order_seq_cst);
-		if (rings_empty(w) && !atomic_load(&w->stop))
-			poll(&p, 1, 100);
-		atomic_store_explicit(&w->wake.sleeping, 0, memory_order_seq_cst);
-		uint64_t v;
-		ssize_t r = read(w->wake.fd, &v, sizeof v);
-		(void)r;
+		sleep_until_kick(w, 100);
 		return;
 	}
 	struct jr_batch b;
-	int rc = w->repl.follow(w->repl.arg, FOLLOW_WAIT_MS, &b);
-	if (rc == 1 && apply_log_batch(w, &b) != 0)
-		rc = -1;
+	int rc;
+	if (w->follow_holding) {
+		rc = follow_retry(w);
+		if (rc >= 0)
+			return;   /* still held, or applied: the next round follows on */
+	} else {
+		rc = w->repl.follow(w->repl.arg, FOLLOW_WAIT_MS, &b);
+		if (rc == 1) {
+			int applied = apply_log_batch(w, &b);
+			if (applied == -2) {
+				follow_hold(w, &b);
+				return;
+			}
+			if (applied != 0)
+				rc = -1;
+		}
+	}
 	if (rc == 2)
 		become_primary(w);
 	if (rc < 0) {

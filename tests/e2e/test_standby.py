@@ -21,9 +21,11 @@ The seed is printed; rerun with FS_SEED=<seed>."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -31,6 +33,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsclient as fc  # noqa: E402
+from test_diskfull import fill  # noqa: E402
 
 JOURNAL_TOOL = os.path.join(fc.BUILD, "tools", "flashsale-journal")
 SEED = int(os.environ.get("FS_SEED", random.SystemRandom().randrange(1 << 30)))
@@ -177,7 +180,78 @@ class StandbyTest(unittest.TestCase):
         ok = fc.wait_for(lambda: standby.counters(SKU) == want, timeout=30)
         self.assertTrue(ok, (standby.counters(SKU), want))
 
+    def metric(self, srv, name):
+        for line in srv.admin_ok("metrics").splitlines():
+            if line.startswith(name + " "):
+                return int(float(line.split()[1]))
+        return None
+
     # ------------------------------------------------------------------ tests
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to mount a tmpfs")
+    def test_standby_disk_full(self):
+        """The standby's journal disk fills while the primary decides on: the
+        standby holds the log batch its journal refused, stays up (reads
+        served, writes 503 standby, /metrics shows the stall), and once space
+        returns it applies the batch and catches up by itself; promoted, it
+        holds every acknowledged reservation, and its journal verifies."""
+        base = tempfile.mkdtemp(prefix="fs-standby-full-")
+        mnt = os.path.join(base, "mnt")
+        os.mkdir(mnt)
+        rc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt], capture_output=True, text=True)
+        if rc.returncode != 0:
+            shutil.rmtree(base, ignore_errors=True)
+            self.skipTest("cannot mount a tmpfs: %s" % rc.stderr.strip())
+        try:
+            # only the standby's journal is on the small tmpfs (data/journal -> mnt/journal)
+            data = os.path.join(base, "data")
+            os.mkdir(data, 0o700)
+            os.mkdir(os.path.join(mnt, "journal"), 0o700)
+            os.symlink(os.path.join(mnt, "journal"), os.path.join(data, "journal"))
+            primary = self.server().start()
+            primary.create_sale(SKU, 40000)
+            standby = self.server(standby=True, secret_from=primary, data_dir=data,
+                                  more=["--segment-mb", "1"]).start()
+            self.wait_caught_up(standby, primary)
+            filler = os.path.join(mnt, "filler")
+            filled = fill(filler)
+            fc.log("standby's disk full: filler %d KiB" % (filled >> 10))
+            secret = fc.read_secret(primary.secret_file)
+            drv = Driver(primary.port, secret).start()
+            try:
+                # about 1 MiB of log needs a new segment the standby cannot make
+                held = fc.wait_for(lambda: not standby.alive() or self.metric(standby, "flashsale_journal_stalled") == 1,
+                                   timeout=240)
+                self.assertTrue(standby.alive(), "the standby died on a full disk:\n" + standby.log())
+                self.assertTrue(held, "the standby never stalled: %d acknowledged" % len(drv.acked))
+                self.assertGreaterEqual(self.metric(standby, "flashsale_journal_append_failures_total"), 1)
+                r = standby.sku(SKU)                      # reads go on, with the lag
+                self.assertEqual(r.status, 200, r)
+                tok = fc.mint_token(secret, "probe-full")
+                r = standby.reserve(tok, SKU, "probe-full-1", quantity=1)
+                self.assertEqual((r.status, r.json()["error"]), (503, "standby"))
+                acked_while_full = len(drv.acked)
+                time.sleep(1)
+                self.assertTrue(standby.alive())
+                self.assertGreater(len(drv.acked), acked_while_full, "the primary must decide on meanwhile")
+            finally:
+                drv.finish()
+            os.unlink(filler)
+            self.wait_caught_up(standby, primary)        # by itself, the held batch first
+            self.assertEqual(self.metric(standby, "flashsale_journal_stalled"), 0)
+            self.assertIn("journal takes writes again", standby.log())
+            self.assertGreater(len(drv.acked), 0)
+            self.promote(standby)                         # a standby serves SKU reads only
+            self.assert_all_present(standby, drv.acked)
+            self.sku(standby)
+            self.assertEqual(standby.stop(), 0, standby.log())
+            fc.log("standby journal: %s" % self.verify_journal(standby))
+        finally:
+            for s in self.servers:
+                s.cleanup()
+            self.servers = []
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+            shutil.rmtree(base, ignore_errors=True)
+
     def test_failover_kill9(self):
         primary, standby = self.pair()
         secret = fc.read_secret(primary.secret_file)
