@@ -799,12 +799,11 @@ static void after_durable(struct writer *w, uint32_t n)
 	account(w, n);
 }
 
-static void stall_begin(struct writer *w, uint32_t n, int64_t t_ms)
+/* The journal refused an append (errno says why): the first retry is due
+ * soon, and the stall shows in the snapshot and the metrics. Shared by the
+ * primary's held batch and the standby's held log batch. */
+static void stall_mark(struct writer *w)
 {
-	assert(!w->stalled && n > 0);
-	w->stalled = 1;
-	w->held_n = n;
-	w->held_t_ms = t_ms;
 	w->stall_errno = errno;
 	w->retry_ms = STALL_RETRY_MS_MIN;
 	w->stall_start_ms = fs_mono_ms();
@@ -812,6 +811,33 @@ static void stall_begin(struct writer *w, uint32_t n, int64_t t_ms)
 	atomic_store(&w->snap->journal_stalled, 1);
 	atomic_store(&w->m.journal_stalled, 1);
 	atomic_fetch_add(&w->m.journal_stalls, 1);
+}
+
+/* A retry failed too: the next one waits twice as long (20 ms .. 1 s); a
+ * new reason is logged once. */
+static void stall_backoff(struct writer *w, const char *who)
+{
+	w->retry_ms = w->retry_ms * 2 > STALL_RETRY_MS_MAX ? STALL_RETRY_MS_MAX : w->retry_ms * 2;
+	w->retry_at_ms = fs_mono_ms() + w->retry_ms;
+	if (errno != w->stall_errno) {
+		w->stall_errno = errno;
+		fprintf(stderr, "writer: %sjournal append still failing (%s)\n", who, strerror(errno));
+	}
+}
+
+static void stall_unmark(struct writer *w)
+{
+	atomic_store(&w->snap->journal_stalled, 0);
+	atomic_store(&w->m.journal_stalled, 0);
+}
+
+static void stall_begin(struct writer *w, uint32_t n, int64_t t_ms)
+{
+	assert(!w->stalled && n > 0);
+	w->stalled = 1;
+	w->held_n = n;
+	w->held_t_ms = t_ms;
+	stall_mark(w);
 	fprintf(stderr, "writer: journal append failed (%s): the batch is held unanswered and retried; "
 	        "commands get 503 until the journal takes writes again\n", strerror(w->stall_errno));
 }
@@ -879,23 +905,16 @@ static void stall_step(struct writer *w)
 	int durable = make_durable(w, w->held_t_ms);
 	if (durable == -2) {   /* appended, but not in the log: never acknowledged */
 		w->stalled = 0;
-		atomic_store(&w->snap->journal_stalled, 0);
-		atomic_store(&w->m.journal_stalled, 0);
+		stall_unmark(w);
 		refuse_batch(w);
 		return;
 	}
 	if (durable != 0) {
-		w->retry_ms = w->retry_ms * 2 > STALL_RETRY_MS_MAX ? STALL_RETRY_MS_MAX : w->retry_ms * 2;
-		w->retry_at_ms = fs_mono_ms() + w->retry_ms;
-		if (errno != w->stall_errno) {
-			w->stall_errno = errno;
-			fprintf(stderr, "writer: journal append still failing (%s)\n", strerror(errno));
-		}
+		stall_backoff(w, "");
 		return;
 	}
 	w->stalled = 0;
-	atomic_store(&w->snap->journal_stalled, 0);
-	atomic_store(&w->m.journal_stalled, 0);
+	stall_unmark(w);
 	fprintf(stderr, "writer: the journal takes writes again after %lld ms; the held batch is durable "
 	        "and answered\n", (long long)(fs_mono_ms() - w->stall_start_ms));
 	after_durable(w, w->held_n);
@@ -1162,13 +1181,7 @@ static void follow_hold(struct writer *w, const struct jr_batch *b)
 	assert(!w->follow_holding);
 	w->follow_held = *b;
 	w->follow_holding = 1;
-	w->stall_errno = errno;
-	w->retry_ms = STALL_RETRY_MS_MIN;
-	w->stall_start_ms = fs_mono_ms();
-	w->retry_at_ms = w->stall_start_ms + w->retry_ms;
-	atomic_store(&w->snap->journal_stalled, 1);
-	atomic_store(&w->m.journal_stalled, 1);
-	atomic_fetch_add(&w->m.journal_stalls, 1);
+	stall_mark(w);
 	fprintf(stderr, "writer: standby: journal append failed (%s): log batch %llu is held and applied again "
 	        "until the journal takes writes\n", strerror(w->stall_errno), (unsigned long long)b->seq);
 }
@@ -1186,17 +1199,11 @@ static int follow_retry(struct writer *w)
 	}
 	int rc = apply_log_batch(w, &w->follow_held);
 	if (rc == -2) {
-		w->retry_ms = w->retry_ms * 2 > STALL_RETRY_MS_MAX ? STALL_RETRY_MS_MAX : w->retry_ms * 2;
-		w->retry_at_ms = fs_mono_ms() + w->retry_ms;
-		if (errno != w->stall_errno) {
-			w->stall_errno = errno;
-			fprintf(stderr, "writer: standby: journal append still failing (%s)\n", strerror(errno));
-		}
+		stall_backoff(w, "standby: ");
 		return 0;
 	}
 	w->follow_holding = 0;
-	atomic_store(&w->snap->journal_stalled, 0);
-	atomic_store(&w->m.journal_stalled, 0);
+	stall_unmark(w);
 	if (rc == 0)
 		fprintf(stderr, "writer: standby: the journal takes writes again after %lld ms; following the log\n",
 		        (long long)(fs_mono_ms() - w->stall_start_ms));
