@@ -87,6 +87,24 @@ class Rounds(unittest.TestCase):
         rps = checks["reads req/s ours / nginx (wrk), median of 3 interleaved rounds"]
         self.assertEqual((rps["value"], rps["verdict"]), (1.0, "PASS"))   # >= 1 holds at equality
 
+    def test_reserve_ratios_in_a_round(self):
+        side = lambda rps, p99, cpu: {"rps": rps, "p99_us": p99, "cpu_us_per_req": cpu}
+        one = {"ours": side(100000.0, 900.0, 6.0), "nginx": side(90000.0, 1000.0, 10.0),
+               "ours-reserve": side(60000.0, 1500.0, 9.0), "redis": side(50000.0, 1100.0, 18.0),
+               "fsync": side(None, 500.0, None)}
+        checks = {c["ratio"].split(",")[0]: c for c in pc.ratios([], [one])}
+        self.assertAlmostEqual(checks["reserve CPU-µs/op ours / redis-lua"]["value"], 0.5)   # 9 / 18
+        self.assertEqual(checks["reserve CPU-µs/op ours / redis-lua"]["verdict"], "PASS")     # <= holds at equality
+        self.assertAlmostEqual(checks["reserve req/s / our reads req/s"]["value"], 0.6)       # 60k / 100k reads
+        self.assertEqual(checks["reserve req/s / our reads req/s"]["verdict"], "FAIL")
+        self.assertAlmostEqual(checks["reserve p99 / fdatasync p99"]["value"], 3.0)           # 1500 / 500
+        self.assertEqual(checks["reserve p99 / fdatasync p99"]["verdict"], "FAIL")
+        # a round without Redis (not installed) leaves that ratio n/a, the others stand
+        del one["redis"]
+        checks = {c["ratio"].split(",")[0]: c for c in pc.ratios([], [one])}
+        self.assertEqual(checks["reserve CPU-µs/op ours / redis-lua"]["verdict"], "n/a")
+        self.assertEqual(checks["reserve p99 / fdatasync p99"]["verdict"], "FAIL")
+
     def test_fail_side(self):
         rounds = [self.round(7.0, 10.0)]
         checks = {c["ratio"]: c for c in pc.ratios([], rounds)}
