@@ -20,15 +20,13 @@ without it). flashsaled --postgres DB --retention 1s --skus-max 2:
 """
 import os
 import random
-import re
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsclient as fc  # noqa: E402
-from test_sinks_e2e import (psql, wait_lag_zero, RECONCILE, Fatal, check, FAILURES,  # noqa: E402
-                            pg_or_skip, scratch_db, drop_scratch_db)
+from test_sinks_e2e import (psql, wait_lag_zero, Fatal, check, FAILURES,  # noqa: E402
+                            pg_or_skip, scratch_db, drop_scratch_db, check_reconcile)
 
 SEED = int(os.environ.get("FS_SEED", random.SystemRandom().randrange(1 << 30)))
 
@@ -142,14 +140,7 @@ def main():
         check(rep.returncode == 0 and "archived           at batch" in rep.stdout,
               f"report of an archived sale: {rep.stdout[-300:]} {rep.stderr[-300:]}")
         srv.stop()
-        r = subprocess.run([RECONCILE, "--journal", os.path.join(srv.data_dir, "journal"), "--postgres", conninfo],
-                           capture_output=True, text=True, timeout=120)
-        out = (r.stdout + r.stderr).strip()
-        m = re.search(r": (\d+) differences", out)
-        check(r.returncode == 0 and m is not None and m.group(1) == "0",
-              f"reconcile: {out.splitlines()[-1] if out else out}")
-        if r.returncode != 0:
-            print(out[-3000:])
+        check_reconcile(srv.data_dir, conninfo, "reconcile")
     except Fatal as e:
         check(False, f"stopped early: {e}")
         print(srv.log()[-3000:])

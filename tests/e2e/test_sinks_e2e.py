@@ -280,16 +280,19 @@ def wait_for_sink(server, sku, name, timeout):
         time.sleep(0.1)
 
 
-def reconcile(data_dir, conninfo):
-    r = subprocess.run([RECONCILE, "--journal", os.path.join(data_dir, "journal"), "--postgres", conninfo],
-                       capture_output=True, text=True, timeout=120)
+def reconcile(data_dir, conninfo, journal=None, timeout=120):
+    """flashsale-reconcile of DATA_DIR/journal (or of the segments in
+    `journal`) against PostgreSQL: (exit code, output, match of its summary)."""
+    journal = journal or os.path.join(data_dir, "journal")
+    r = subprocess.run([RECONCILE, "--journal", journal, "--postgres", conninfo],
+                       capture_output=True, text=True, timeout=timeout)
     out = (r.stdout + r.stderr).strip()
     m = re.search(r"compared (\d+) batches.*journal has (\d+) batches\): (\d+) differences", out)
     return r.returncode, out, m
 
 
-def check_reconcile(data_dir, conninfo, when):
-    rc, out, m = reconcile(data_dir, conninfo)
+def check_reconcile(data_dir, conninfo, when, journal=None, timeout=120):
+    rc, out, m = reconcile(data_dir, conninfo, journal, timeout)
     check(rc == 0 and m is not None and m.group(3) == "0",
           f"{when}: flashsale-reconcile exit {rc}: {out.splitlines()[-1] if out else ''}")
     check(m is not None and m.group(1) == m.group(2),

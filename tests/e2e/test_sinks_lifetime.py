@@ -24,7 +24,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,18 +31,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsclient as fc  # noqa: E402
-from test_sinks_e2e import (psql, sale_status, wait_lag_zero, RECONCILE, Fatal,  # noqa: E402
-                            pg_or_skip, scratch_db, drop_scratch_db)
+from test_sinks_e2e import (psql, sale_status, wait_lag_zero, Fatal, check, FAILURES,  # noqa: E402
+                            pg_or_skip, scratch_db, drop_scratch_db, check_reconcile)
 
 SEED = int(os.environ.get("FS_SEED", random.SystemRandom().randrange(1 << 30)))
-FAILURES = []
-
-
-def check(ok, what):
-    print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
-    if not ok:
-        FAILURES.append(what)
-    return ok
 
 
 def metric(srv, name):
@@ -171,14 +162,7 @@ def main():
             for f in os.listdir(d):
                 if f.endswith(".seg"):
                     os.symlink(os.path.join(d, f), os.path.join(merged, f))
-        r = subprocess.run([RECONCILE, "--journal", merged, "--postgres", conninfo],
-                           capture_output=True, text=True, timeout=300)
-        out = (r.stdout + r.stderr).strip()
-        m = re.search(r"compared (\d+) batches.*journal has (\d+) batches\): (\d+) differences", out)
-        check(r.returncode == 0 and m is not None and m.group(3) == "0" and m.group(1) == m.group(2),
-              f"reconcile over archive + journal: {out.splitlines()[-1] if out else out}")
-        if r.returncode != 0:
-            print(out[-3000:])
+        check_reconcile(None, conninfo, "reconcile over archive + journal", journal=merged, timeout=300)
     except Fatal as e:
         check(False, f"stopped early: {e}")
         print(srv.log()[-3000:])
