@@ -517,6 +517,40 @@ def conserved(c):
             and c["available"] >= 0 and c["reserved"] >= 0 and c["sold"] >= 0)
 
 
+def never_reading(port, n, hogs):
+    """Opens n connections to port with a tiny receive window, to send on
+    and never read (slow readers), appending each to hogs as it opens (the
+    caller closes them, also after a failure midway)."""
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hogs.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.setblocking(False)
+    return hogs
+
+
+def pipeline_until_stalled(hogs, blob, pause_s=0.05, chunk=1 << 20):
+    """Sends blob on every hog until ten rounds in a row move no byte: the
+    server stopped reading them (its output to them stays unread). Returns
+    the bytes sent on each."""
+    sent = [0] * len(hogs)
+    stalled = 0
+    while stalled < 10:
+        progress = False
+        for i, s in enumerate(hogs):
+            try:
+                while sent[i] < len(blob):
+                    sent[i] += s.send(blob[sent[i]:sent[i] + chunk])
+                    progress = True
+            except BlockingIOError:
+                pass
+        stalled = 0 if progress else stalled + 1
+        time.sleep(pause_s)
+    return sent
+
+
 def wait_for(pred, timeout=5.0, interval=0.05):
     """Polls pred() until truthy or timeout; returns the last value."""
     deadline = time.time() + timeout

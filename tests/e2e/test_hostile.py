@@ -66,31 +66,12 @@ class SlowReaderTest(unittest.TestCase):
             req = fc.Conn.build("GET", "/v1/skus/demo")
             hogs = []
             try:
-                for _ in range(slots):
-                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # a tiny window
-                    s.settimeout(5)
-                    s.connect(("127.0.0.1", srv.port))
-                    s.setblocking(False)
-                    hogs.append(s)
+                fc.never_reading(srv.port, slots, hogs)   # a tiny window each
                 # Pipeline until the server stops reading: ~8 MiB of answers per
                 # connection is more than the kernel's send buffer holds, so
                 # the server's own output stays pending.
                 blob = req * 40000
-                sent = [0] * len(hogs)
-                stalled = 0
-                while stalled < 10:
-                    progress = False
-                    for i, s in enumerate(hogs):
-                        try:
-                            while sent[i] < len(blob):
-                                n = s.send(blob[sent[i]:])
-                                sent[i] += n
-                                progress = True
-                        except BlockingIOError:
-                            pass
-                    stalled = 0 if progress else stalled + 1
-                    time.sleep(0.1)
+                sent = fc.pipeline_until_stalled(hogs, blob, pause_s=0.1)
                 fc.log("pipelined %d KiB per connection" % (min(sent) >> 10))
                 fc.log("slow readers: %d connections pipelined and stopped reading" % len(hogs))
 

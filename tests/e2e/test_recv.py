@@ -172,26 +172,9 @@ class RecvBase:
         nor repeated)."""
         hogs = []
         try:
-            for _ in range(8):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                s.connect(("127.0.0.1", self.srv.port))
-                s.setblocking(False)
-                hogs.append(s)
+            fc.never_reading(self.srv.port, 8, hogs)
             blob = GET * 50000
-            sent = [0] * len(hogs)
-            stalled = 0
-            while stalled < 10:
-                progress = False
-                for i, s in enumerate(hogs):
-                    try:
-                        while sent[i] < len(blob):
-                            sent[i] += s.send(blob[sent[i]:sent[i] + (1 << 20)])
-                            progress = True
-                    except BlockingIOError:
-                        pass
-                stalled = 0 if progress else stalled + 1
-                time.sleep(0.05)
+            sent = fc.pipeline_until_stalled(hogs, blob)
             fc.log("hogs: %d KiB pipelined each, at least" % (min(sent) >> 10))
             # the others: answered while the hogs hold their input
             got = burst(self.srv.port, [GET * 50] * 20, [50] * 20, timeout=60)
